@@ -1,0 +1,36 @@
+# The single interface to the project: setup, demo, test, bench, lint.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+export FLINK_LOG_DIR ?= $(CURDIR)/.flywheel/flink-logs
+
+.PHONY: setup demo test test-unit bench lint fmt lock clean
+
+setup:            ## create .venv, install pinned deps, fetch Flink jars, check Java
+	@bash scripts/setup.sh
+
+demo: setup       ## the main job on embedded defaults
+	$(PY) -m orchestration.demo
+
+test: setup       ## the whole test suite (unit + integration against real components)
+	$(PY) -m pytest tests
+
+test-unit: setup  ## fast tests only: no JVM, no broker
+	$(PY) -m pytest tests/unit
+
+bench: setup      ## benchmarks; they print their figures
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+lock:             ## re-resolve requirements/requirements.in into the lock
+	$(VENV)/bin/uv pip compile requirements/requirements.in --python-version 3.11 \
+		--find-links /opt/wheels --no-header --no-annotate -o requirements/requirements.lock
+
+clean:
+	rm -rf .flywheel build *.egg-info

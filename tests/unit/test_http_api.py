@@ -1,0 +1,92 @@
+"""Request handling of the HTTP endpoint, with a fake client in place of Kafka."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from flywheel.settings import load_settings
+from pipelines.http_api import create_app
+from pipelines.sdk import Failed, SubmitResult
+from tests.helpers import make_event
+
+
+class FakeClient:
+    def __init__(self, fail: bool = False):
+        self.sent: list = []
+        self.fail = fail
+
+    def submit_many(self, events):
+        if self.fail:
+            return SubmitResult(failed=[Failed(i, e.event_id, "timed out") for i, e in enumerate(events)])
+        self.sent.extend(events)
+        return SubmitResult(accepted=[e.event_id for e in events])
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def fake():
+    return FakeClient()
+
+
+def app_with(client, **http):
+    return TestClient(create_app(load_settings(http=http), client=client))
+
+
+def test_single_and_batch_are_accepted(fake):
+    api = app_with(fake)
+    r = api.post("/v1/feedback", json=make_event(1))
+    assert r.status_code == 202 and r.json() == {"accepted": ["evt-000001"]}
+    r = api.post("/v1/feedback", json=[make_event(2), make_event(3)])
+    assert r.status_code == 202 and r.json()["accepted"] == ["evt-000002", "evt-000003"]
+    assert len(fake.sent) == 3
+
+
+def test_bad_confidence_is_422_naming_the_field_and_nothing_is_sent(fake):
+    api = app_with(fake)
+    bad = make_event(2, prediction={"label": "positive", "confidence": 7})
+    r = api.post("/v1/feedback", json=[make_event(1), bad])
+    assert r.status_code == 422
+    body = r.json()
+    assert body["errors"] == [
+        {
+            "index": 1,
+            "field": "prediction.confidence",
+            "message": "Input should be less than or equal to 1",
+        }
+    ]
+    assert fake.sent == []
+
+
+def test_not_json_and_empty_and_too_many(fake):
+    api = app_with(fake, max_batch=2)
+    assert api.post("/v1/feedback", content=b"{nope").status_code == 400
+    assert api.post("/v1/feedback", content=b'{"c": NaN}').status_code == 400
+    assert api.post("/v1/feedback", json=[]).status_code == 422
+    assert api.post("/v1/feedback", json=[make_event(i) for i in range(3)]).status_code == 413
+
+
+def test_body_limit(fake):
+    api = app_with(fake, max_body_bytes=2048)
+    r = api.post("/v1/feedback", content=json.dumps([make_event(i) for i in range(20)]).encode())
+    assert r.status_code == 413 and "2048" in r.json()["message"]
+
+
+def test_bearer_token(fake):
+    api = app_with(fake, auth_token="s3cret")
+    assert api.post("/v1/feedback", json=make_event()).status_code == 401
+    wrong = api.post("/v1/feedback", json=make_event(), headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    ok = api.post("/v1/feedback", json=make_event(), headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 202
+    assert api.get("/healthz").status_code == 200
+
+
+def test_undelivered_events_are_503_with_ids():
+    r = app_with(FakeClient(fail=True)).post("/v1/feedback", json=make_event(5))
+    assert r.status_code == 503
+    assert r.json()["failed"] == [{"event_id": "evt-000005", "error": "timed out"}]

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import pytest
+
+from flywheel.errors import ConfigError
+from flywheel.settings import load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("FLYWHEEL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_run_embedded():
+    s = load_settings()
+    assert s.embedded_broker
+    assert s.bootstrap_servers == "127.0.0.1:19092"
+    assert s.stream.review_threshold == 0.5
+    assert s.stream.dedupe_ttl_hours == 168
+    assert s.mlflow_tracking_uri.startswith("sqlite:///")
+
+
+def test_yaml_then_env_then_overrides(tmp_path, monkeypatch):
+    cfg = tmp_path / "flywheel.yaml"
+    cfg.write_text("kafka:\n  topic_prefix: fromfile\n  partitions: 2\nstream:\n  review_threshold: 0.3\n")
+    assert load_settings().kafka.topic_prefix == "fromfile"  # ./flywheel.yaml is picked up
+    monkeypatch.setenv("FLYWHEEL_KAFKA__TOPIC_PREFIX", "fromenv")
+    s = load_settings(cfg)
+    assert (s.kafka.topic_prefix, s.kafka.partitions, s.stream.review_threshold) == (
+        "fromenv",
+        2,
+        0.3,
+    )
+    assert load_settings(cfg, state_dir="/x").state_dir.as_posix() == "/x"
+
+
+def test_unknown_yaml_key_is_named(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("kafka:\n  bootstrap_server: x:1\n")
+    with pytest.raises(ConfigError, match=r"kafka\.bootstrap_server: Extra inputs"):
+        load_settings(cfg)
+
+
+def test_unknown_env_names_are_errors(monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_KAFKAA", "1")
+    with pytest.raises(ConfigError, match="FLYWHEEL_KAFKAA"):
+        load_settings()
+    monkeypatch.delenv("FLYWHEEL_KAFKAA")
+    monkeypatch.setenv("FLYWHEEL_KAFKA__NOPE", "1")
+    with pytest.raises(ConfigError, match=r"kafka\.nope"):
+        load_settings()
+
+
+def test_invalid_values_and_missing_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_STREAM__REVIEW_THRESHOLD", "1.7")
+    with pytest.raises(ConfigError, match=r"stream\.review_threshold"):
+        load_settings()
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings(tmp_path / "list.yaml")
+
+
+def test_per_model_threshold():
+    s = load_settings(stream={"review_threshold_per_model": {"fraud": 0.8}})
+    assert s.stream.threshold_for("fraud") == 0.8
+    assert s.stream.threshold_for("other") == 0.5
+    with pytest.raises(ConfigError, match="must be in"):
+        load_settings(stream={"review_threshold_per_model": {"fraud": 2}})
+
+
+def test_secrets_are_redacted_but_usable(monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_KAFKA__SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("FLYWHEEL_KAFKA__BOOTSTRAP_SERVERS", "kafka:9093")
+    s = load_settings(kafka={"extra": {"sasl.oauthbearer.client.secret": "s3"}})
+    shown = s.redacted()
+    assert "hunter2" not in str(shown) and "s3" not in str(shown.get("kafka", {}).get("extra"))
+    assert s.kafka.security_config()["sasl.password"] == "hunter2"
+    assert not s.embedded_broker and s.bootstrap_servers == "kafka:9093"

@@ -1,0 +1,2 @@
+"""Training stage: dataset building from Feast, task adapters, LoRA + distillation
+trainer and evaluation on fixed holdouts."""
