@@ -19,23 +19,31 @@ RDKAFKA_LOGGER = logging.getLogger("flywheel.rdkafka")
 
 @dataclass(frozen=True)
 class Topics:
-    """The four topics of the loop, under a configurable prefix."""
+    """The topics of the loop, under a configurable prefix.
+
+    Every event in ``raw`` ends in exactly one of clean, review, dlq or duplicates
+    (the audit trail of dropped duplicates: event_id and source offset).
+    """
 
     raw: str
     clean: str
     review: str
     dlq: str
+    duplicates: str
 
     @classmethod
     def from_prefix(cls, prefix: str) -> Topics:
-        return cls(*(f"{prefix}.{name}" for name in ("raw", "clean", "review", "dlq")))
+        return cls(*(f"{prefix}.{name}" for name in ("raw", "clean", "review", "dlq", "duplicates")))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
         return cls.from_prefix(settings.kafka.topic_prefix)
 
     def all(self) -> list[str]:
-        return [self.raw, self.clean, self.review, self.dlq]
+        return [self.raw, self.clean, self.review, self.dlq, self.duplicates]
+
+    def outputs(self) -> list[str]:
+        return [self.clean, self.review, self.dlq, self.duplicates]
 
 
 def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
@@ -111,3 +119,26 @@ def ensure_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise BrokerError(f"could not create topic {topic}: {exc.args[0].str()}") from exc
     return created
+
+
+def java_kafka_properties(settings: Settings) -> dict[str, str]:
+    """The security settings as Java Kafka client properties (for the Flink job)."""
+    k = settings.kafka
+    props: dict[str, str] = {}
+    if k.security_protocol != "PLAINTEXT":
+        props["security.protocol"] = k.security_protocol
+    if k.sasl_mechanism:
+        props["sasl.mechanism"] = k.sasl_mechanism
+        module = "plain.PlainLoginModule" if k.sasl_mechanism == "PLAIN" else "scram.ScramLoginModule"
+        password = k.sasl_password.get_secret_value() if k.sasl_password else ""
+        props["sasl.jaas.config"] = (
+            f"org.apache.kafka.common.security.{module} required "
+            f'username="{k.sasl_username or ""}" password="{password}";'
+        )
+    if k.ssl_ca_location:
+        props["ssl.truststore.type"] = "PEM"
+        props["ssl.truststore.location"] = str(k.ssl_ca_location)
+    if k.ssl_certificate_location and k.ssl_key_location:
+        props["ssl.keystore.type"] = "PEM"
+        props["ssl.keystore.location"] = str(k.ssl_key_location)
+    return props

@@ -36,11 +36,20 @@ def main() -> None:
         with FeedbackClient(settings) as client:
             for name in ("feedback.jsonl", "feedback-with-errors.jsonl"):
                 report = submit_file(client, EXAMPLES / name)
-                table.add_row(name, str(report.sent), str(len(report.rejected)), str(len(report.failed)),
-                              f"{report.seconds:.2f}")
+                table.add_row(
+                    name,
+                    str(report.sent),
+                    str(len(report.rejected)),
+                    str(len(report.failed)),
+                    f"{report.seconds:.2f}",
+                )
                 for problem in report.rejected:
-                    console.print(f"  {name} line {problem.line}: {problem.reason}", soft_wrap=True,
-                                  markup=False, highlight=False)
+                    console.print(
+                        f"  {name} line {problem.line}: {problem.reason}",
+                        soft_wrap=True,
+                        markup=False,
+                        highlight=False,
+                    )
         console.print(table)
     finally:
         if started:

@@ -85,3 +85,41 @@ def register(app: typer.Typer) -> None:
         settings = settings_of(ctx)
         http = settings.http.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
         serve(settings.model_copy(update={"http": http}))
+
+    stream_app = typer.Typer(help="The PyFlink clean/route job and its accounting.", no_args_is_help=True)
+    app.add_typer(stream_app, name="stream")
+
+    @stream_app.command("run")
+    def stream_run(
+        ctx: typer.Context,
+        stop_offsets: Annotated[
+            str | None, typer.Option(help="bound the job: 'partition:offset,...'")
+        ] = None,
+        no_restore: Annotated[bool, typer.Option(help="ignore retained checkpoints")] = False,
+    ) -> None:
+        """Run the clean/route job on a local MiniCluster (unbounded unless --stop-offsets)."""
+        from pipelines.stream_job import parse_stop_offsets, run
+
+        stops = parse_stop_offsets(stop_offsets) if stop_offsets else None
+        run(settings_of(ctx), stops, restore=not no_restore, log=err_console.print)
+
+    @stream_app.command("stats")
+    def stream_stats(ctx: typer.Context) -> None:
+        """Count every topic and check raw = clean + review + dlq + duplicates (exit 1 if not)."""
+        from rich.table import Table
+
+        from pipelines.stats import accounting
+
+        a = accounting(settings_of(ctx))
+        table = Table("topic", "events", title="event accounting")
+        for name in ("raw", "clean", "review", "dlq", "duplicates"):
+            table.add_row(name, f"{getattr(a, name):,}")
+        console.print(table)
+        if a.balanced:
+            console.print(f"balanced: raw {a.raw:,} = clean + review + dlq + duplicates {a.accounted:,}")
+            return
+        console.print(
+            f"NOT balanced: raw {a.raw:,} vs accounted {a.accounted:,} ({a.in_flight:+,} "
+            "in flight: is `flywheel stream run` running and caught up?)"
+        )
+        raise typer.Exit(1)

@@ -41,3 +41,50 @@ def make_event(i: int = 0, **overrides: Any) -> dict[str, Any]:
     }
     event.update(overrides)
     return event
+
+
+def mixed_traffic(n: int, seed: int = 0) -> tuple[list[bytes], dict[str, int]]:
+    """Raw values for the stream job: 10 % malformed (several kinds), 5 % duplicates,
+    20 % low-confidence unlabelled, the rest labelled; returns (values, expected counts)."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    malformed = [
+        b"\xff\xfe not utf-8",
+        b"{not json",
+        b'{"schema_version": 1}',
+        b"[]",
+        json.dumps(make_event(0, prediction={"label": "x", "confidence": 5})).encode(),
+    ]
+    values: list[bytes] = []
+    expected = {"clean": 0, "review": 0, "dlq": 0, "duplicates": 0}
+    originals: list[bytes] = []
+    for i in range(n):
+        r = i % 20
+        if r in (0, 1):  # 10 % malformed
+            values.append(malformed[expected["dlq"] % len(malformed)])
+            expected["dlq"] += 1
+        elif r == 2 and originals:  # 5 % duplicates of an earlier valid event
+            values.append(rng.choice(originals))
+            expected["duplicates"] += 1
+        else:
+            text = f"event {i}: write to user{i}@example.com or call +1 415 555 {i % 10000:04d}"
+            if r < 7:  # 20 % low confidence, no label → review
+                event = make_event(
+                    i,
+                    input={"text": text},
+                    feedback=None,
+                    prediction={"label": "negative", "confidence": 0.1 + (r % 3) * 0.1},
+                )
+                expected["review"] += 1
+            else:
+                event = make_event(
+                    i,
+                    input={"text": text},
+                    prediction={"label": "positive", "confidence": 0.3 + (r % 7) * 0.1},
+                )
+                expected["clean"] += 1
+            values.append(json.dumps(event).encode())
+            originals.append(values[-1])
+    return values, expected

@@ -1,42 +1,30 @@
-"""Reading topics back in tests (tansu's ListOffsets(latest) is unreliable, so we read
-until the expected count arrives, then keep polling briefly to catch any extras)."""
+"""Producing and reading topics in tests."""
 
 from __future__ import annotations
 
-import time
-import uuid
+from flywheel.kafka import Topics, producer_config
+from pipelines.stats import read_topic
 
-from flywheel.kafka import client_config
+__all__ = ["produce_raw", "read_topic"]
 
 
-def read_topic(settings, topic: str, expected: int, timeout_s: float = 60.0, settle_s: float = 1.5):
-    from confluent_kafka import Consumer
+def produce_raw(settings, values: list[bytes]) -> dict[int, int]:
+    """Produce raw values (key = index) to <prefix>.raw; return stop offsets per partition."""
+    from confluent_kafka import Producer
 
-    consumer = Consumer(
-        client_config(
-            settings,
-            **{
-                "group.id": f"test-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "session.timeout.ms": 6000,
-            },
-        )
-    )
-    consumer.subscribe([topic])
-    out = []
-    deadline = time.monotonic() + timeout_s
-    settle_until = None
-    try:
-        while time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.5):
-                if msg.error():
-                    raise RuntimeError(msg.error())
-                out.append(msg)
-            if len(out) >= expected:
-                settle_until = settle_until or time.monotonic() + settle_s
-                if time.monotonic() >= settle_until:
-                    break
-    finally:
-        consumer.close()
-    return out
+    producer = Producer(producer_config(settings))
+    ends: dict[int, int] = {}
+    errors: list = []
+
+    def done(err, msg):
+        if err:
+            errors.append(err)
+        else:
+            ends[msg.partition()] = max(ends.get(msg.partition(), 0), msg.offset() + 1)
+
+    topic = Topics.from_settings(settings).raw
+    for i, value in enumerate(values):
+        producer.produce(topic, key=str(i).encode(), value=value, on_delivery=done)
+        producer.poll(0)
+    assert producer.flush(30) == 0 and not errors, errors
+    return ends

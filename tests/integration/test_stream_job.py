@@ -1,0 +1,110 @@
+"""The PyFlink clean/route job on a real MiniCluster against a real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.stats import accounting, read_topic
+from tests.helpers import mixed_traffic
+from tests.integration.kafka_utils import produce_raw
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).parents[2]
+
+
+def job_env(settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "FLYWHEEL_STATE_DIR": str(settings.state_dir),
+        "FLYWHEEL_BROKER__PORT": str(settings.broker.port),
+        "FLYWHEEL_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+        "FLYWHEEL_STREAM__CHECKPOINT_INTERVAL_MS": "1000",
+    }
+
+
+def run_bounded(settings, stops: dict[int, int]) -> None:
+    arg = ",".join(f"{p}:{o}" for p, o in sorted(stops.items()))
+    r = subprocess.run(
+        [sys.executable, "-m", "pipelines.stream_job", "--stop-offsets", arg],
+        env=job_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_10k_mixed_events_are_all_accounted_for(settings):
+    values, expected = mixed_traffic(10_000)
+    run_bounded(settings, produce_raw(settings, values))
+    a = accounting(settings)
+    assert (a.raw, a.clean, a.review, a.dlq, a.duplicates) == (
+        10_000,
+        expected["clean"],
+        expected["review"],
+        expected["dlq"],
+        expected["duplicates"],
+    )
+    assert a.balanced
+
+    review = [json.loads(m.value()) for m in read_topic(settings, f"{settings.kafka.topic_prefix}.review")]
+    assert all(r["label"] is None and r["low_confidence"] for r in review)
+    texts = [r["event"]["input"]["text"] for r in review]
+    assert all("@example.com" not in t and "555" not in t for t in texts)
+    assert all(
+        "[EMAIL]" in t and "[PHONE]" in t and r["pii_masks"] == 2 for t, r in zip(texts, review, strict=True)
+    )
+    clean_ids = [
+        json.loads(m.value())["event"]["event_id"]
+        for m in read_topic(settings, f"{settings.kafka.topic_prefix}.clean")
+    ]
+    assert len(clean_ids) == len(set(clean_ids))
+    dlq = [json.loads(m.value()) for m in read_topic(settings, f"{settings.kafka.topic_prefix}.dlq")]
+    assert {d["reason"]["code"] for d in dlq} == {"not_utf8", "not_json", "schema_invalid"}
+    assert all(d["raw_b64"] and d["origin"]["topic"].endswith(".raw") for d in dlq)
+
+
+def test_killed_job_restarts_from_checkpoint_with_the_same_counts(settings):
+    values, expected = mixed_traffic(6_000, seed=1)
+    first, second = values[:3_000], values[3_000:]
+    produce_raw(settings, first)
+    job = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.stream_job"],
+        env=job_env(settings),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    checkpoints = Path(settings.state_dir) / "flink-checkpoints"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not list(checkpoints.glob("*/chk-*/_metadata")):
+            assert job.poll() is None, "stream job died"
+            time.sleep(0.5)
+        assert list(checkpoints.glob("*/chk-*/_metadata")), "no checkpoint completed"
+        stops = produce_raw(settings, second)
+        time.sleep(1.0)  # let it get part-way into the second half
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    before = accounting(settings)
+    assert before.raw == 6_000
+    run_bounded(settings, stops)  # resumes from the retained checkpoint
+    a = accounting(settings)
+    assert (a.clean, a.review, a.dlq, a.duplicates) == (
+        expected["clean"],
+        expected["review"],
+        expected["dlq"],
+        expected["duplicates"],
+    ), (before, a)
+    assert a.balanced
