@@ -85,7 +85,7 @@ def start_job(settings) -> subprocess.Popen:
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,
     reason="open defect (issue 4): after kill -9 and restore, the DLQ sink "
     "holds ~100 re-committed records (702 vs 600 expected); exactly-once recovery of "
     "KafkaSink against tansu still to be diagnosed",
