@@ -231,6 +231,10 @@ class FeedbackEvent(BaseModel):
     def to_json_bytes(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode("utf-8")
 
+    def to_json_dict(self) -> dict[str, Any]:
+        """The same content as ``to_json_bytes``, as JSON-ready Python data."""
+        return self.model_dump(mode="json", exclude_none=True)
+
 
 def _problems(exc: ValidationError) -> list[tuple[str, str]]:
     out = []

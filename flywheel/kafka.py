@@ -42,9 +42,6 @@ class Topics:
     def all(self) -> list[str]:
         return [self.raw, self.clean, self.review, self.dlq, self.duplicates]
 
-    def outputs(self) -> list[str]:
-        return [self.clean, self.review, self.dlq, self.duplicates]
-
 
 def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """librdkafka config: bootstrap servers, security passthrough, user extras, then ``extra``."""

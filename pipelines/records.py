@@ -107,7 +107,7 @@ def routed_record(event: FeedbackEvent, low_confidence: bool, pii_masks: int, or
     """The JSON written to the clean and review topics."""
     return json.dumps(
         {
-            "event": json.loads(event.to_json_bytes()),
+            "event": event.to_json_dict(),
             "label": event.verified_label,
             "low_confidence": low_confidence,
             "pii_masks": pii_masks,
@@ -150,7 +150,7 @@ def process_raw(value: bytes | None, key: bytes | None, origin: Origin) -> tuple
         return "dlq", dlq_record(value, key, exc, origin), None
     event, masks = clean_event(event)
     payload = json.dumps(
-        {"event": json.loads(event.to_json_bytes()), "pii_masks": masks, "origin": origin.as_dict()},
+        {"event": event.to_json_dict(), "pii_masks": masks, "origin": origin.as_dict()},
         separators=(",", ":"),
     )
     return "valid", payload, event.event_id

@@ -77,10 +77,5 @@ class Accounting:
 
 
 def accounting(settings) -> Accounting:
-    topics = Topics.from_settings(settings)
-    return Accounting(
-        *(
-            len(read_topic(settings, t))
-            for t in (topics.raw, topics.clean, topics.review, topics.dlq, topics.duplicates)
-        )
-    )
+    # Topics.all() is raw, clean, review, dlq, duplicates: the order of Accounting's fields.
+    return Accounting(*(len(read_topic(settings, t)) for t in Topics.from_settings(settings).all()))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from flywheel.errors import FlywheelError
@@ -187,18 +188,12 @@ def make_env(settings: Settings, restore: bool = True):
     conf.set_string("execution.checkpointing.num-retained", "2")
     conf.set_string("pipeline.jars", ";".join(jar_urls()))
     conf.set_string("parallelism.default", str(settings.stream.parallelism))
-    conf.set_string("python.executable", os.environ.get("PYFLINK_PYTHON", _python()))
+    conf.set_string("python.executable", os.environ.get("PYFLINK_PYTHON", sys.executable))
     resume = latest_checkpoint(folder) if restore else None
     if resume is not None:
         conf.set_string("execution.state-recovery.path", resume.as_uri())
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     return env, resume
-
-
-def _python() -> str:
-    import sys
-
-    return sys.executable
 
 
 def run(
