@@ -102,7 +102,9 @@ class StreamSettings(_Section):
 
 
 class FeastSettings(_Section):
-    repo_path: Path = Path("feature_repo")
+    repo_path: Path | None = Field(
+        None, description="Feast repo with feature_store.yaml; unset = the bundled feature_repo/"
+    )
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_connection_string: str = "localhost:6379"
     ingest_batch_size: int = Field(500, ge=1)

@@ -86,6 +86,48 @@ def register(app: typer.Typer) -> None:
         http = settings.http.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
         serve(settings.model_copy(update={"http": http}))
 
+    @app.command("ingest")
+    def ingest(
+        ctx: typer.Context,
+        until_caught_up: Annotated[
+            bool, typer.Option(help="stop once every partition of the clean topic is consumed")
+        ] = False,
+    ) -> None:
+        """Consume the clean topic into Feast (online push + append-only offline files).
+
+        Offsets are committed after each micro-batch is written; Ctrl-C stops cleanly.
+        """
+        import signal
+
+        from pipelines.ingest import Ingestor
+
+        settings = settings_of(ctx)
+        ingestor = Ingestor(settings, log=err_console.print)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: ingestor.stop())
+        err_console.print(f"ingesting {ingestor.topic} into Feast ({settings.state_dir}/feast)")
+
+        def progress(stats) -> None:
+            err_console.print(
+                f"  batch {stats.batches}: {stats.rows:,} rows in total, {stats.rate:,.0f} rows/s",
+                highlight=False,
+            )
+
+        stats = ingestor.run(until_caught_up=until_caught_up, progress=progress)
+        console.print(f"ingested {stats.rows:,} rows in {stats.batches} batches ({stats.retries} retries)")
+
+    features_app = typer.Typer(help="The Feast feature repository.", no_args_is_help=True)
+    app.add_typer(features_app, name="features")
+
+    @features_app.command("apply")
+    def features_apply(ctx: typer.Context) -> None:
+        """Register the entity, push source, feature view and feature service (idempotent)."""
+        from feature_repo.store import apply_definitions, feast_dir
+
+        settings = settings_of(ctx)
+        names = apply_definitions(settings)
+        console.print(f"applied {', '.join(names)} to {feast_dir(settings)}")
+
     stream_app = typer.Typer(help="The PyFlink clean/route job and its accounting.", no_args_is_help=True)
     app.add_typer(stream_app, name="stream")
 

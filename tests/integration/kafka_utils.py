@@ -8,8 +8,8 @@ from pipelines.stats import read_topic
 __all__ = ["produce_raw", "read_topic"]
 
 
-def produce_raw(settings, values: list[bytes]) -> dict[int, int]:
-    """Produce raw values (key = index) to <prefix>.raw; return stop offsets per partition."""
+def produce_raw(settings, values: list[bytes], topic: str | None = None) -> dict[int, int]:
+    """Produce values (key = index) to <prefix>.raw (or ``topic``); return end offsets per partition."""
     from confluent_kafka import Producer
 
     producer = Producer(producer_config(settings))
@@ -22,7 +22,7 @@ def produce_raw(settings, values: list[bytes]) -> dict[int, int]:
         else:
             ends[msg.partition()] = max(ends.get(msg.partition(), 0), msg.offset() + 1)
 
-    topic = Topics.from_settings(settings).raw
+    topic = topic or Topics.from_settings(settings).raw
     for i, value in enumerate(values):
         producer.produce(topic, key=str(i).encode(), value=value, on_delivery=done)
         producer.poll(0)

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from feature_repo.definitions import JOIN_KEY
+from feature_repo.store import historical_samples, open_store
+from pipelines.ingest import Ingestor
 from pipelines.stats import accounting, read_topic
 from tests.helpers import mixed_traffic
 from tests.integration.kafka_utils import produce_raw
@@ -71,6 +74,20 @@ def test_10k_mixed_events_are_all_accounted_for(settings):
     dlq = [json.loads(m.value()) for m in read_topic(settings, f"{settings.kafka.topic_prefix}.dlq")]
     assert {d["reason"]["code"] for d in dlq} == {"not_utf8", "not_json", "schema_invalid"}
     assert all(d["raw_b64"] and d["origin"]["topic"].endswith(".raw") for d in dlq)
+
+    # Feast holds exactly the clean events, PII masked, offline and online.
+    store = open_store(settings)
+    assert Ingestor(settings, store).run(until_caught_up=True).rows == expected["clean"]
+    rows = historical_samples(store, settings)
+    assert sorted(rows[JOIN_KEY]) == sorted(clean_ids)
+    assert not rows["text"].str.contains("@example.com|415 555", regex=True).any()
+    assert rows["text"].str.contains("[EMAIL]", regex=False).all()
+    online = store.get_online_features(
+        features=["feedback_samples:text", "feedback_samples:label", "feedback_samples:confidence"],
+        entity_rows=[{JOIN_KEY: i} for i in clean_ids[:5]],
+    ).to_dict()
+    assert all("[EMAIL]" in t and "[PHONE]" in t for t in online["text"]), online
+    assert online["label"] == ["positive"] * 5
 
 
 def start_job(settings) -> subprocess.Popen:

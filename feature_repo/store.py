@@ -1,0 +1,180 @@
+"""Open the Feast store that the settings describe, and the append-only offline layout.
+
+Files live under ``<state_dir>/feast``::
+
+    registry.db, online.db          Feast registry and SQLite online store (embedded default)
+    offline/feedback_samples/       one parquet file per ingested micro-batch (append-only)
+
+``feature_store.yaml`` (or ``feature_store.redis.yaml`` when ``feast.online_store`` is
+``redis``) in this directory is the template; the paths come from the settings.
+
+Offline rows are written by :func:`write_offline_batch`, never by Feast's offline push,
+which rewrites the whole parquet file on every call. A batch that is written again after
+a crash (pushed, but its Kafka offsets not yet committed) leaves duplicate rows in the
+offline files; :func:`sample_entities` removes them when reading (dedupe on read: one
+row per ``sample_id``, the latest ``ingested_at`` wins), so training never sees a sample
+twice.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from feature_repo.definitions import CREATED, FEATURE_SERVICE, FEATURE_VIEW, FEATURES, JOIN_KEY, TIMESTAMP
+from flywheel.errors import ConfigError
+
+REPO_DIR = Path(__file__).resolve().parent
+_ARROW_TYPES = {"String": "string", "Float64": "float64", "Bool": "bool_", "Int64": "int64"}
+
+
+def feast_dir(settings) -> Path:
+    return Path(settings.state_dir) / "feast"
+
+
+def offline_dir(settings) -> Path:
+    return feast_dir(settings) / "offline" / FEATURE_VIEW
+
+
+def offline_schema():
+    import pyarrow as pa
+
+    fields = [
+        pa.field(JOIN_KEY, pa.string()),
+        pa.field(TIMESTAMP, pa.timestamp("us", tz="UTC")),
+        pa.field(CREATED, pa.timestamp("us", tz="UTC")),
+    ]
+    fields += [pa.field(n, getattr(pa, _ARROW_TYPES[t])()) for n, t in FEATURES.items()]
+    return pa.schema(fields)
+
+
+def repo_config(settings):
+    """The Feast RepoConfig: the YAML template of this repo with paths from the settings."""
+    from feast.repo_config import RepoConfig
+
+    repo = Path(settings.feast.repo_path) if settings.feast.repo_path else REPO_DIR
+    name = "feature_store.redis.yaml" if settings.feast.online_store == "redis" else "feature_store.yaml"
+    template = repo / name
+    if not template.is_file():
+        raise ConfigError(f"Feast config {template} not found; set feast.repo_path to a feature repo")
+    conf = yaml.safe_load(template.read_text())
+    base = feast_dir(settings)
+    conf["registry"] = str(base / "registry.db")
+    if settings.feast.online_store == "redis":
+        conf["online_store"]["connection_string"] = settings.feast.redis_connection_string
+    else:
+        conf["online_store"]["path"] = str(base / "online.db")
+    return RepoConfig(repo_path=repo, **conf)
+
+
+def open_store(settings, apply: bool = True):
+    """A FeatureStore for the settings; with ``apply`` the definitions are applied if missing."""
+    from feast import FeatureStore
+
+    base = feast_dir(settings)
+    base.mkdir(parents=True, exist_ok=True)
+    store = FeatureStore(config=repo_config(settings))
+    if apply:
+        names = {fv.name for fv in store.list_feature_views()}
+        if FEATURE_VIEW not in names:
+            apply_definitions(settings, store)
+    return store
+
+
+def apply_definitions(settings, store=None) -> list[str]:
+    """Register the entity, sources, view and service (idempotent); return their names."""
+    from feature_repo.definitions import build
+
+    store = store or open_store(settings, apply=False)
+    _seed_offline(settings)
+    objects = build(offline_dir(settings))
+    store.apply(list(objects.values()))
+    return [o.name for o in objects.values()]
+
+
+def _seed_offline(settings) -> None:
+    """An empty parquet with the schema: retrieval over a directory needs at least one file."""
+
+    directory = offline_dir(settings)
+    directory.mkdir(parents=True, exist_ok=True)
+    seed = directory / "part-00000000-seed.parquet"
+    if not seed.exists():
+        schema = offline_schema()
+        _atomic_write(schema.empty_table(), seed)
+
+
+def _atomic_write(table, path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    tmp = path.parent.parent / f".tmp-{uuid.uuid4().hex}.parquet"  # outside the read directory
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def write_offline_batch(settings, rows, name: str) -> Path:
+    """Append one micro-batch (a DataFrame with the offline schema's columns) as a new file.
+
+    ``name`` should identify the batch (the ingestor uses its Kafka offsets), so a batch
+    that is written twice with the same offsets replaces its own file.
+    """
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(rows, schema=offline_schema(), preserve_index=False)
+    path = offline_dir(settings) / f"part-{name}.parquet"
+    _atomic_write(table, path)
+    return path
+
+
+def sample_entities(
+    settings,
+    model_name: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    columns: tuple[str, ...] = (),
+):
+    """Entity rows (sample_id, event_timestamp, *columns) of the offline store, one per sample.
+
+    Filters by model and by ``start <= event_timestamp < end`` when given.
+    """
+    import pyarrow.dataset as ds
+
+    cols = [JOIN_KEY, TIMESTAMP, CREATED, "model_name", *columns]
+    dataset = ds.dataset(str(offline_dir(settings)), format="parquet", schema=offline_schema())
+    expr = None
+    if model_name is not None:
+        expr = ds.field("model_name") == model_name
+    frame = dataset.to_table(columns=list(dict.fromkeys(cols)), filter=expr).to_pandas()
+    if start is not None:
+        frame = frame[frame[TIMESTAMP] >= _utc(start)]
+    if end is not None:
+        frame = frame[frame[TIMESTAMP] < _utc(end)]
+    frame = frame.sort_values(CREATED).drop_duplicates(JOIN_KEY, keep="last")
+    return frame.drop(columns=[CREATED]).sort_values([TIMESTAMP, JOIN_KEY]).reset_index(drop=True)
+
+
+def historical_samples(
+    store, settings, model_name: str | None = None, start: datetime | None = None, end: datetime | None = None
+):
+    """Point-in-time retrieval of the training feature service for the samples in a window.
+
+    One row per sample (see the module docstring on dedupe on read).
+    """
+    entities = sample_entities(settings, model_name, start, end)[[JOIN_KEY, TIMESTAMP]]
+    if entities.empty:
+        import pandas as pd
+
+        return pd.DataFrame(columns=[JOIN_KEY, TIMESTAMP, *FEATURES])
+    service = store.get_feature_service(FEATURE_SERVICE)
+    frame = store.get_historical_features(entity_df=entities, features=service).to_df()
+    return frame.sort_values([TIMESTAMP, JOIN_KEY]).reset_index(drop=True)
+
+
+def _utc(ts: datetime):
+    import pandas as pd
+
+    t = pd.Timestamp(ts)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")

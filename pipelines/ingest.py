@@ -1,0 +1,223 @@
+"""The Feast ingestor: ``<prefix>.clean`` → Feast online store + append-only offline files.
+
+    consume (read_committed) ─► micro-batch (≤ batch_size records or ≤ batch_ms) ─►
+    push online ─► write one offline parquet file ─► commit the batch's offsets
+
+Offsets are committed only after both writes succeeded, so a crash re-delivers the batch
+instead of losing it. A failed write is retried with exponential backoff, for as long as
+it takes (each retry is logged); the batch is never skipped. Re-delivery after a crash
+between write and commit is harmless: the online store upserts by ``sample_id`` and the
+offline reader keeps one row per ``sample_id`` (see ``feature_repo.store``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from feature_repo.definitions import CREATED, FEATURES, JOIN_KEY, PUSH_SOURCE, TIMESTAMP
+from flywheel.errors import BrokerError, FlywheelError
+from flywheel.kafka import Topics, client_config
+
+BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 30.0
+
+
+class IngestError(FlywheelError):
+    """A record on the clean topic cannot become a Feast row (the stream job wrote it)."""
+
+
+def sample_row(value: bytes, ingested_at: datetime) -> dict:
+    """One Feast row from a clean-topic record (see ``pipelines.records.routed_record``)."""
+    try:
+        record = json.loads(value)
+        event = record["event"]
+        prediction = event.get("prediction") or {}
+        return {
+            JOIN_KEY: event["event_id"],
+            TIMESTAMP: datetime.fromisoformat(event["event_time"].replace("Z", "+00:00")),
+            CREATED: ingested_at,
+            "model_name": event["model_name"],
+            "model_version": event.get("model_version"),
+            "task": event["task"],
+            "source": event["source"],
+            "text": event["input"].get("text"),
+            "image_png_b64": event["input"].get("image_png_b64"),
+            "label": record.get("label"),
+            "pred_label": prediction.get("label"),
+            "confidence": prediction.get("confidence"),
+            "low_confidence": bool(record["low_confidence"]),
+            "label_source": event["label_source"],
+            "pii_masks": int(record.get("pii_masks", 0)),
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise IngestError(
+            f"clean record is not a routed feedback record ({type(exc).__name__}: {exc}); "
+            "the ingestor stops here without committing, so nothing is skipped. Inspect the "
+            "record, fix the producer of the clean topic, then restart `flywheel ingest`."
+        ) from exc
+
+
+def batch_name(offsets: dict[int, tuple[int, int]]) -> str:
+    """A stable file name for the batch covering ``{partition: (first, last)}`` offsets."""
+    key = ",".join(f"{p}:{a}-{b}" for p, (a, b) in sorted(offsets.items()))
+    return hashlib.sha1(key.encode()).hexdigest()[:20]
+
+
+@dataclass
+class IngestStats:
+    batches: int = 0
+    rows: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    last_offsets: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+class Ingestor:
+    """Consumes the clean topic and writes micro-batches to Feast (see the module docstring).
+
+    ``store`` is a Feast FeatureStore (opened from the settings when not given).
+    ``after_write`` is called with the batch's offsets after the writes and before the
+    commit; tests use it to crash exactly there.
+    """
+
+    def __init__(
+        self,
+        settings,
+        store=None,
+        log: Callable[[str], None] = print,
+        after_write: Callable[[dict], None] | None = None,
+    ):
+        self.settings = settings
+        self.topic = Topics.from_settings(settings).clean
+        self.log = log
+        self.after_write = after_write
+        self.stop_event = threading.Event()
+        if store is None:
+            from feature_repo.store import open_store
+
+            store = open_store(settings)
+        self.store = store
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _consumer(self):
+        from confluent_kafka import Consumer
+
+        conf = client_config(
+            self.settings,
+            **{
+                "group.id": self.settings.feast.group_id,
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 1000,
+            },
+        )
+        consumer = Consumer(conf)
+        consumer.subscribe([self.topic])
+        return consumer
+
+    def run(
+        self, until_caught_up: bool = False, progress: Callable[[IngestStats], None] | None = None
+    ) -> IngestStats:
+        """Ingest until stopped (or, with ``until_caught_up``, until every partition is at its end)."""
+        from confluent_kafka import KafkaError
+
+        feast = self.settings.feast
+        stats = IngestStats()
+        started = time.monotonic()
+        consumer = self._consumer()
+        batch: list = []
+        at_end: set[int] = set()
+        batch_started = 0.0
+        try:
+            while not self.stop_event.is_set():
+                wait = feast.ingest_batch_ms / 1000
+                if batch:
+                    wait = max(0.0, batch_started + wait - time.monotonic())
+                for msg in consumer.consume(max(1, feast.ingest_batch_size - len(batch)), wait):
+                    err = msg.error()
+                    if err is None:
+                        if not batch:
+                            batch_started = time.monotonic()
+                        batch.append(msg)
+                        at_end.discard(msg.partition())
+                    elif err.code() == KafkaError._PARTITION_EOF:
+                        at_end.add(msg.partition())
+                    else:
+                        raise BrokerError(f"consuming {self.topic}: {err.str()}")
+                full = len(batch) >= feast.ingest_batch_size
+                due = batch and time.monotonic() - batch_started >= feast.ingest_batch_ms / 1000
+                assigned = {tp.partition for tp in consumer.assignment()}
+                caught_up = bool(assigned) and assigned <= at_end
+                if batch and (full or due or caught_up):
+                    self._write_and_commit(consumer, batch, stats)
+                    stats.seconds = time.monotonic() - started
+                    if progress:
+                        progress(stats)
+                    batch = []
+                if until_caught_up and caught_up and not batch:
+                    break
+        finally:
+            consumer.close()  # without committing: an unwritten batch is consumed again
+        stats.seconds = time.monotonic() - started
+        return stats
+
+    def _write_and_commit(self, consumer, batch: list, stats: IngestStats) -> None:
+        import pandas as pd
+        from confluent_kafka import TopicPartition
+
+        now = datetime.now(UTC)
+        frame = pd.DataFrame(
+            [sample_row(m.value(), now) for m in batch], columns=[JOIN_KEY, TIMESTAMP, CREATED, *FEATURES]
+        )
+        offsets: dict[int, tuple[int, int]] = {}
+        for m in batch:
+            first, last = offsets.get(m.partition(), (m.offset(), m.offset()))
+            offsets[m.partition()] = (min(first, m.offset()), max(last, m.offset()))
+        self._with_retry(lambda: self._write(frame, offsets), stats)
+        if self.after_write:
+            self.after_write(offsets)
+        consumer.commit(
+            offsets=[TopicPartition(self.topic, p, last + 1) for p, (_, last) in offsets.items()],
+            asynchronous=False,
+        )
+        stats.batches += 1
+        stats.rows += len(frame)
+        stats.last_offsets.update({p: last for p, (_, last) in offsets.items()})
+
+    def _write(self, frame, offsets) -> None:
+        from feast.data_source import PushMode
+
+        from feature_repo.store import write_offline_batch
+
+        self.store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
+        write_offline_batch(self.settings, frame, batch_name(offsets))
+
+    def _with_retry(self, action: Callable[[], None], stats: IngestStats) -> None:
+        delay = BACKOFF_START_S
+        while True:
+            try:
+                action()
+                return
+            except Exception as exc:  # any store failure: retry, never skip the batch
+                if self.stop_event.is_set():
+                    raise
+                stats.retries += 1
+                self.log(
+                    f"writing a batch to Feast failed ({type(exc).__name__}: {exc}); retrying in {delay:.1f}s"
+                )
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
