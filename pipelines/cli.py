@@ -147,7 +147,10 @@ def register(app: typer.Typer) -> None:
 
     @stream_app.command("stats")
     def stream_stats(ctx: typer.Context) -> None:
-        """Count every topic and check raw = clean + review + dlq + duplicates (exit 1 if not)."""
+        """Count every topic and check raw = clean + review + dlq + duplicates (exit 1 if not).
+
+        Output topics are counted by distinct source record (partition, offset).
+        """
         from rich.table import Table
 
         from pipelines.stats import accounting
@@ -157,6 +160,11 @@ def register(app: typer.Typer) -> None:
         for name in ("raw", "clean", "review", "dlq", "duplicates"):
             table.add_row(name, f"{getattr(a, name):,}")
         console.print(table)
+        if a.redelivered:
+            console.print(
+                f"{a.redelivered:,} output records were delivered twice after a restart and are "
+                "counted once (see pipelines/stats.py)"
+            )
         if a.balanced:
             console.print(f"balanced: raw {a.raw:,} = clean + review + dlq + duplicates {a.accounted:,}")
             return

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 from flywheel.kafka import Topics, producer_config
 from pipelines.stats import read_topic
 
 __all__ = ["produce_raw", "read_topic"]
+
+
+def key_of(value: bytes, index: int) -> bytes:
+    """The event_id, as the SDK keys events (so copies of an event share a partition); else the index."""
+    try:
+        return json.loads(value)["event_id"].encode()
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return str(index).encode()
 
 
 def produce_raw(settings, values: list[bytes], topic: str | None = None) -> dict[int, int]:
@@ -24,7 +34,7 @@ def produce_raw(settings, values: list[bytes], topic: str | None = None) -> dict
 
     topic = topic or Topics.from_settings(settings).raw
     for i, value in enumerate(values):
-        producer.produce(topic, key=str(i).encode(), value=value, on_delivery=done)
+        producer.produce(topic, key=key_of(value, i), value=value, on_delivery=done)
         producer.poll(0)
     assert producer.flush(30) == 0 and not errors, errors
     return ends

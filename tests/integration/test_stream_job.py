@@ -101,15 +101,14 @@ def start_job(settings) -> subprocess.Popen:
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open defect (issue 4): after kill -9 and restore, the DLQ sink "
-    "holds ~100 re-committed records (702 vs 600 expected); exactly-once recovery of "
-    "KafkaSink against tansu still to be diagnosed",
-)
 def test_killed_job_restarts_from_checkpoint_with_the_same_counts(settings):
     """kill -9 mid-stream, restart the same (unbounded) job: it resumes from the retained
-    checkpoint (offsets + dedupe state), aborts the open transactions, and the counts are exact.
+    checkpoint (offsets + dedupe state) and the counts are exact, with no duplicates in Feast.
+
+    tansu 0.6.0 commits (instead of aborting) the transactions the restarted job fences, so
+    records written after the last checkpoint can appear twice in an output topic; the
+    accounting counts distinct source records and reports the rest as redelivered
+    (see pipelines/stats.py). Against Apache Kafka, redelivered is 0.
 
     (A *bounded* job cannot resume an unbounded job's checkpoint: the Kafka source keeps each
     split's stopping offset in its state.)
@@ -149,3 +148,7 @@ def test_killed_job_restarts_from_checkpoint_with_the_same_counts(settings):
         expected["dlq"],
         expected["duplicates"],
     ), (before, a)
+    store = open_store(settings)
+    Ingestor(settings, store).run(until_caught_up=True)
+    rows = historical_samples(store, settings)
+    assert len(rows) == expected["clean"] and rows[JOIN_KEY].is_unique
