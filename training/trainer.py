@@ -171,7 +171,7 @@ def fit(
             scheduler.step()
             step += 1
             seen += len(sel)
-            losses.append(float(loss))
+            losses.append(loss.item())
             rate = seen / (time.perf_counter() - started)
             bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}", samples_s=f"{rate:.0f}")
             bar.update()

@@ -1,0 +1,147 @@
+"""Training logic on a tiny BERT config: adapters, losses, trainer, gate, splits."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from flywheel.settings import GateSettings, load_settings
+from training.data import bucket, split_by_hash, stratified_sample
+from training.gate import GateFailed, check_batch
+from training.tasks import get_adapter, tasks
+
+LABELS = ["negative", "neutral", "positive"]
+WORDS = {"negative": "awful terrible bad", "neutral": "table chair window", "positive": "great lovely good"}
+
+
+def tiny_adapter():
+    from transformers import BertConfig
+
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    return get_adapter("text-classification", max_length=16, config=config)
+
+
+def toy_frame(n: int, offset: int = 0) -> pd.DataFrame:
+    rows = []
+    for i in range(offset, offset + n):
+        label = LABELS[i % 3]
+        rows.append({"sample_id": f"s{i}", "text": f"{WORDS[label]} {i}", "label": label, "confidence": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_the_registry_names_the_tasks_and_rejects_unknown_ones():
+    assert "text-classification" in tasks()
+    with pytest.raises(Exception, match="unknown task 'speech'"):
+        get_adapter("speech")
+
+
+def test_metrics_accuracy_macro_f1_per_class():
+    import torch
+
+    adapter = tiny_adapter()
+    logits = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [0, 5.0, 0], [0, 0, 5.0]])
+    m = adapter.metrics(logits, {"labels": torch.tensor([0, 1, 2, 2])}, LABELS)
+    assert m["accuracy"] == 0.75
+    assert m["per_class_accuracy"] == {"negative": 1.0, "neutral": 1.0, "positive": 0.5}
+    assert m["macro_f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    assert m["confusion"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+
+
+def test_distillation_loss_is_zero_for_identical_outputs_and_positive_otherwise():
+    import torch
+
+    adapter = tiny_adapter()
+    a = torch.tensor([[1.0, 2.0, 3.0]])
+    assert float(adapter.distill_loss(a, a, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(adapter.distill_loss(a, a.flip(-1), 2.0)) > 0.1
+
+
+def test_fit_learns_saves_safetensors_and_reloads_to_identical_logits(tmp_path):
+    import torch
+
+    from training.trainer import fit, load_adapter_model, predict
+
+    adapter = tiny_adapter()
+    cfg = load_settings(
+        training={"epochs": 4, "batch_size": 16, "learning_rate": 5e-3, "patience": 4}
+    ).training
+    result = fit(adapter, LABELS, toy_frame(96), toy_frame(24, 1000), cfg, tmp_path / "v1", progress=False)
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    assert (tmp_path / "v1" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "v1" / "training_config.json").is_file()
+    batch = adapter.encode(toy_frame(12, 2000), LABELS)
+    first = predict(adapter, load_adapter_model(adapter, LABELS, tmp_path / "v1"), batch)
+    again = predict(adapter, load_adapter_model(adapter, LABELS, tmp_path / "v1"), batch)
+    assert torch.equal(first, again)
+
+    # A second version distils from the first: the student starts from the champion adapter.
+    result2 = fit(
+        adapter,
+        LABELS,
+        toy_frame(48, 500),
+        toy_frame(12, 3000),
+        cfg,
+        tmp_path / "v2",
+        champion_dir=tmp_path / "v1",
+        progress=False,
+    )
+    assert result2.steps > 0 and (tmp_path / "v2" / "adapter_model.safetensors").is_file()
+
+
+def test_training_is_reproducible_with_a_seed(tmp_path):
+    import torch
+
+    from training.trainer import fit, load_adapter_model, predict
+
+    adapter = tiny_adapter()
+    cfg = load_settings(training={"epochs": 1, "batch_size": 16}).training
+    batch = adapter.encode(toy_frame(8, 5000), LABELS)
+    outs = []
+    for name in ("a", "b"):
+        fit(adapter, LABELS, toy_frame(32), toy_frame(8, 100), cfg, tmp_path / name, progress=False)
+        outs.append(predict(adapter, load_adapter_model(adapter, LABELS, tmp_path / name), batch))
+    assert torch.allclose(outs[0], outs[1])
+
+
+def test_hash_splits_are_stable_and_disjoint():
+    frame = toy_frame(1000)
+    train, val, hold = split_by_hash(frame, 0.1, 0.1)
+    assert len(train) + len(val) + len(hold) == 1000
+    assert set(train.sample_id).isdisjoint(hold.sample_id) and set(val.sample_id).isdisjoint(hold.sample_id)
+    assert 50 < len(hold) < 150
+    bigger = toy_frame(2000)
+    assert set(hold.sample_id) <= set(split_by_hash(bigger, 0.1, 0.1)[2].sample_id)  # stable as data grows
+    assert 0 <= bucket("x") < 1 and bucket("x") == bucket("x")
+
+
+def test_stratified_sample_keeps_every_class():
+    frame = pd.concat([toy_frame(300), toy_frame(3, 9000).assign(label="neutral")])
+    sample = stratified_sample(frame, 30)
+    assert set(sample.label) == set(LABELS) and 25 <= len(sample) <= 35
+
+
+def test_the_gate_passes_a_good_batch_and_names_each_failed_expectation(tmp_path):
+    good = toy_frame(60)
+    assert check_batch(good, LABELS, GateSettings(), tmp_path).success
+    bad = good.copy()
+    bad.loc[0, "label"] = "furious"
+    bad.loc[1, "sample_id"] = "s2"
+    bad.loc[3, "confidence"] = 7.0
+    with pytest.raises(GateFailed) as failed:
+        check_batch(bad, LABELS, GateSettings(min_per_class=25), tmp_path)
+    text = str(failed.value)
+    assert "expect_column_values_to_be_in_set on label: 1 rows fail; examples: ['furious']" in text
+    assert "expect_column_values_to_be_unique on sample_id" in text
+    assert "expect_column_values_to_be_between on confidence: 1 rows fail" in text
+    assert "label (count per label)" in text  # 19-20 per class < 25
+    assert (
+        (tmp_path / "gate.txt").read_text().startswith("Great Expectations gate on 60 training rows: FAILED")
+    )
