@@ -114,6 +114,41 @@ class FeastSettings(_Section):
 
 class MlflowSettings(_Section):
     tracking_uri: str | None = Field(None, description="unset = sqlite:///<state_dir>/mlflow.db")
+    artifact_location: str | None = Field(None, description="unset = <state_dir>/mlartifacts")
+
+
+class Guard(_Section):
+    """A guarded metric: the candidate may not fall further below the champion than this."""
+
+    metric: str = Field(description="metric name in the evaluation report, e.g. accuracy or psnr")
+    holdout: str = Field("golden", description="golden, old or new")
+    direction: Literal["max", "min"] = "max"
+    tolerance: float = Field(0.005, ge=0)
+    relative: bool = Field(False, description="tolerance as a share of the champion's value")
+
+
+def _default_guards() -> dict[str, list[Guard]]:
+    return {
+        "text-classification": [
+            Guard(metric="accuracy", holdout="golden", tolerance=0.005),
+            Guard(metric="accuracy", holdout="old", tolerance=0.02),
+        ],
+        "image-restoration": [Guard(metric="psnr", holdout="golden", tolerance=0.05, relative=True)],
+    }
+
+
+class GateRules(_Section):
+    """Promotion gate: guards per task (overridable per model), floors for a first version."""
+
+    guards: dict[str, list[Guard]] = Field(default_factory=_default_guards, description="task → guards")
+    guards_per_model: dict[str, list[Guard]] = Field(default_factory=dict)
+    floors: dict[str, float] = Field(
+        default_factory=lambda: {"golden.accuracy": 0.5},
+        description="'holdout.metric' → minimum for a model's first version",
+    )
+
+    def guards_for(self, model: str, task: str) -> list[Guard]:
+        return self.guards_per_model.get(model) or self.guards.get(task, [])
 
 
 class LoraSettings(_Section):
@@ -183,6 +218,7 @@ class Settings(BaseSettings):
     feast: FeastSettings = Field(default_factory=FeastSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    gate: GateRules = Field(default_factory=GateRules)
     http: HttpSettings = Field(default_factory=HttpSettings)
 
     # Filled in by load_settings; not a setting itself.
@@ -212,6 +248,10 @@ class Settings(BaseSettings):
     @property
     def mlflow_tracking_uri(self) -> str:
         return self.mlflow.tracking_uri or f"sqlite:///{self.state_dir.resolve()}/mlflow.db"
+
+    @property
+    def mlflow_artifact_location(self) -> str:
+        return self.mlflow.artifact_location or (self.state_dir.resolve() / "mlartifacts").as_uri()
 
     def redacted(self) -> dict[str, Any]:
         """The resolved configuration as plain data, secrets replaced by '**********'."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -27,30 +26,6 @@ def print_report(report: dict, title: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("bootstrap")
-    def bootstrap_cmd(
-        ctx: typer.Context,
-        model: Annotated[str, typer.Option(help="name of the new model")],
-        data: Annotated[Path, typer.Option(help="labelled JSONL or CSV (text and label columns)")],
-        task: Annotated[str, typer.Option(help="task adapter")] = "text-classification",
-        labels: Annotated[
-            str | None, typer.Option(help="comma-separated label set (default: from data)")
-        ] = None,
-        golden: Annotated[
-            Path | None, typer.Option(help="golden set file (default: a share of data)")
-        ] = None,
-    ) -> None:
-        """Train version 1 of a new model from a labelled file and fix its golden set."""
-        from training.run import bootstrap
-
-        settings = settings_of(ctx)
-        label_list = [x.strip() for x in labels.split(",")] if labels else None
-        run = bootstrap(settings, model, task, data, label_list, golden)
-        console.print(
-            f"model {model} version {run.version} trained in {run.fit['seconds']:.0f}s -> {run.path}"
-        )
-        print_report(run.report, f"{model} v{run.version}")
-
     @app.command("train")
     def train_cmd(
         ctx: typer.Context,

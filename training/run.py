@@ -94,8 +94,7 @@ def bootstrap(
         "bootstrap": True,
     }
     (folder / "data.json").write_text(json.dumps(lineage, indent=2))
-    # Until a registry promotes it, the first version is the champion (it has nothing to beat).
-    models.update_state(name, candidate=version, champion=version, watermark=cut.isoformat())
+    models.update_state(name, candidate=version, watermark=cut.isoformat())
     return TrainRun(name, version, folder, report, lineage, gate.to_dict(), result_dict(result), None)
 
 

@@ -52,6 +52,7 @@ def test_bootstrap_then_train_from_feast_with_distillation_and_replay(settings, 
     b = predict(adapter, load_adapter_model(adapter, labels, run1.path), batch)
     assert torch.equal(a, b)  # adapter round trip: identical logits
 
+    ModelStore(settings.state_dir).update_state("sentiment", champion=1)  # the registry's promotion does this
     store = open_store(settings)
     with pytest.raises(NoNewData, match="no labelled samples ingested after its watermark"):
         train(settings, "sentiment", store, progress=False)

@@ -1,0 +1,113 @@
+"""The review note of a version: what a reviewer reads in the MLflow UI.
+
+Markdown description (verdict, metric table candidate vs champion with deltas, per-class
+deltas, data lineage) and artifacts (confusion-matrix PNG, misclassified examples).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _d(a, b) -> str:
+    return "-" if a is None or b is None else f"{a - b:+.3f}"
+
+
+def description(model: str, version: int, report: dict, verdict, lineage: dict, gate: dict) -> str:
+    m = report.get("metric", "accuracy")
+    lines = [
+        f"## {model} v{version}: **{verdict.label.upper()}**",
+        "",
+        *(f"- {r}" for r in (verdict.reasons or ["every guarded metric within tolerance"])),
+        "",
+        f"### Holdout metrics (champion v{report.get('champion_version', '-')} vs candidate, same run)",
+        "",
+        "| holdout | size | metric | champion | candidate | delta |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, entry in report["sets"].items():
+        for metric in (m, "macro_f1"):
+            champ = entry.get("champion", {}).get(metric)
+            cand = entry.get("candidate", {}).get(metric)
+            lines.append(
+                f"| {name} | {entry['size']} | {metric} | {_f(champ)} | {_f(cand)} | {_d(cand, champ)} |"
+            )
+    if "forgetting" in report:
+        lines += ["", f"Forgetting (old-set {m}, champion - candidate): **{report['forgetting']:+.3f}**"]
+    golden = report["sets"].get("golden", {})
+    if "per_class_accuracy" in golden.get("candidate", {}):
+        lines += [
+            "",
+            "### Per-class accuracy on the golden set",
+            "",
+            "| class | champion | candidate | delta |",
+            "|---|---|---|---|",
+        ]
+        champ = golden.get("champion", {}).get("per_class_accuracy", {})
+        for label, value in golden["candidate"]["per_class_accuracy"].items():
+            lines.append(
+                f"| {label} | {_f(champ.get(label))} | {_f(value)} | {_d(value, champ.get(label))} |"
+            )
+    lines += ["", "### Data lineage", ""]
+    lines += [f"- {k}: {v}" for k, v in lineage.items()]
+    lines += [
+        "",
+        f"Great Expectations gate: {'passed' if gate.get('success') else 'failed'} "
+        f"({gate.get('rows', '-')} rows)",
+        "",
+        "Artifacts: `review/confusion_golden.png`, `review/misclassified.md`, `review/eval.json`.",
+    ]
+    return "\n".join(lines)
+
+
+def confusion_png(report: dict, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    golden = report["sets"].get("golden", {})
+    roles = [r for r in ("champion", "candidate") if "confusion" in golden.get(r, {})]
+    if not roles:
+        return None
+    labels = report["labels"]
+    fig, axes = plt.subplots(1, len(roles), figsize=(4.5 * len(roles), 4))
+    axes = [axes] if len(roles) == 1 else list(axes)
+    for ax, role in zip(axes, roles, strict=True):
+        matrix = golden[role]["confusion"]
+        ax.imshow(matrix, cmap="Blues")
+        for i, row in enumerate(matrix):
+            for j, v in enumerate(row):
+                ax.text(j, i, str(v), ha="center", va="center")
+        ax.set_xticks(range(len(labels)), labels, rotation=30)
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{role}: golden accuracy {golden[role]['accuracy']:.3f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def misclassified(adapter, labels, model, golden, limit: int = 10) -> str:
+    from training.trainer import predict
+
+    if not len(golden):
+        return "no golden set\n"
+    logits = predict(adapter, model, adapter.encode(golden, labels))
+    probs = logits.softmax(-1)
+    conf, idx = probs.max(-1)
+    rows = ["| text | true | predicted | confidence |", "|---|---|---|---|"]
+    shown = 0
+    for text, true, i, c in zip(golden["text"], golden["label"], idx.tolist(), conf.tolist(), strict=True):
+        if labels[i] != true:
+            rows.append(f"| {text[:120].replace('|', '/')} | {true} | {labels[i]} | {c:.2f} |")
+            shown += 1
+            if shown >= limit:
+                break
+    return "\n".join(rows) + "\n"
