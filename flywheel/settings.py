@@ -204,6 +204,14 @@ class HttpSettings(_Section):
     max_batch: int = Field(1000, ge=1)
 
 
+class RunSettings(_Section):
+    """``flywheel run``: the long-running loop."""
+
+    check_interval_s: float = Field(60.0, gt=0, description="how often readiness is checked")
+    restart_backoff_max_s: float = Field(60.0, gt=0, description="longest wait before restarting a part")
+    http: bool = Field(True, description="serve the HTTP feedback endpoint")
+
+
 class Settings(BaseSettings):
     """All of Flywheel's configuration. See ``flywheel config show``."""
 
@@ -219,6 +227,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     gate: GateRules = Field(default_factory=GateRules)
+    run: RunSettings = Field(default_factory=RunSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
 
     # Filled in by load_settings; not a setting itself.
@@ -252,6 +261,29 @@ class Settings(BaseSettings):
     @property
     def mlflow_artifact_location(self) -> str:
         return self.mlflow.artifact_location or (self.state_dir.resolve() / "mlartifacts").as_uri()
+
+    def write_resolved(self, path: Path) -> Path:
+        """The resolved settings (secrets included, file mode 0600) for child processes' --config."""
+        import yaml
+
+        data = self.model_dump(mode="python")
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, SecretStr):
+                return value.get_secret_value()
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [plain(v) for v in value]
+            if isinstance(value, Path):
+                return str(value)
+            return value
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(plain(data), f, sort_keys=False)
+        return path
 
     def redacted(self) -> dict[str, Any]:
         """The resolved configuration as plain data, secrets replaced by '**********'."""

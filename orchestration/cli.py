@@ -78,6 +78,56 @@ def register(app: typer.Typer) -> None:
         current, target = Registry(settings_of(ctx)).rollback(model, to, reason)
         console.print(f"{model}: champion v{current} -> v{target} (v{current} is now 'previous')")
 
+    @app.command("status")
+    def status_cmd(ctx: typer.Context) -> None:
+        """Per model: champion and its metrics, samples waiting, readiness, last runs; health of the parts."""
+        from rich.table import Table
+
+        from orchestration.status import model_status, part_health
+        from training.model_store import ModelStore
+
+        settings = settings_of(ctx)
+        health = Table("part", "state", title="health")
+        for name, state in part_health(settings).items():
+            health.add_row(name, state)
+        console.print(health)
+        names = ModelStore(settings.state_dir).names()
+        if not names:
+            console.print("no models yet: create one with `flywheel bootstrap`")
+            return
+        from feature_repo.store import open_store
+
+        store = open_store(settings)
+        table = Table(
+            "model", "champion", "golden acc", "old acc", "waiting", "ready", "last runs", title="models"
+        )
+        for name in names:
+            st = model_status(settings, name, store)
+            m = st["metrics"]
+            runs = ", ".join(f"{e['action']} v{e.get('version')}" for e in st["last_runs"]) or "-"
+            table.add_row(
+                name,
+                f"v{st['champion']}" if st["champion"] else "-",
+                f"{m['golden.accuracy']:.3f}" if "golden.accuracy" in m else "-",
+                f"{m['old.accuracy']:.3f}" if "old.accuracy" in m else "-",
+                f"{st['waiting']}/{st['threshold']}",
+                "yes" if st["ready"] else "no",
+                runs,
+            )
+        console.print(table)
+
+    @app.command("run")
+    def run_cmd(ctx: typer.Context) -> None:
+        """The long-running loop on embedded defaults: broker, stream job, ingestor, HTTP endpoint and
+        the periodic readiness check; restarts crashed parts; Ctrl-C / SIGTERM stop it cleanly."""
+        from orchestration.supervisor import Supervisor, readiness_check
+
+        settings = settings_of(ctx)
+        parts = ("stream", "ingest", "http") if settings.run.http else ("stream", "ingest")
+        supervisor = Supervisor(settings, parts, log=err_console.print)
+        supervisor.run_forever(readiness_check(settings, log=err_console.print))
+        console.print("flywheel run: stopped")
+
     @app.command("history")
     def history_cmd(ctx: typer.Context, model: Annotated[str, typer.Argument(help="model name")]) -> None:
         """Every promotion, rejection and rollback of a model: time, versions, reason, actor."""

@@ -117,6 +117,21 @@ def register_and_gate(settings, run, registry=None) -> Outcome:
     return Outcome(run.model, verdict.label, version, run.version, verdict.reasons, run.report, run.lineage)
 
 
+def complete_run(settings, run, cut: datetime, registry=None) -> Outcome:
+    """Register and gate a trained candidate, then advance the watermark to the run's cut."""
+    from training.model_store import ModelStore
+
+    outcome = register_and_gate(settings, run, registry)
+    models = ModelStore(settings.state_dir)
+    changes = {"watermark": cut.isoformat()}  # the run completed: its window is consumed
+    if outcome.status == "rejected":
+        # A rejected window's samples are never replayed into later training.
+        windows = models.state(run.model).get("rejected_windows", [])
+        changes["rejected_windows"] = [*windows, [run.lineage.get("window_start"), run.lineage["window_end"]]]
+    models.update_state(run.model, **changes)
+    return outcome
+
+
 def bootstrap_model(
     settings, name: str, task: str, data, labels=None, golden=None, progress: bool = True
 ) -> Outcome:
@@ -138,10 +153,8 @@ def retrain(
 ) -> Outcome:
     """One retrain of ``model`` (skipped when not ready). Concurrent calls: one runs, others are busy."""
     from orchestration.registry import RegistryError, model_lock
-    from training.model_store import ModelStore
     from training.run import train
 
-    models = ModelStore(settings.state_dir)
     try:
         with model_lock(settings.state_dir, f"{model}.retrain", timeout_s=3600 if wait_for_lock else 0.5):
             from orchestration.registry import Registry
@@ -165,9 +178,7 @@ def retrain(
                     )
             cut = cut or datetime.now(UTC)
             run = train(settings, model, feast_store, cut=cut, progress=progress)
-            outcome = register_and_gate(settings, run, registry)
-            models.update_state(model, watermark=cut.isoformat())  # the run completed
-            return outcome
+            return complete_run(settings, run, cut, registry)
     except RegistryError as exc:
         if "held by another process" in str(exc):
             return Outcome(model, "busy", reasons=["another retrain of this model is running"])

@@ -128,6 +128,55 @@ def register(app: typer.Typer) -> None:
         names = apply_definitions(settings)
         console.print(f"applied {', '.join(names)} to {feast_dir(settings)}")
 
+    review_app = typer.Typer(help="The human review queue.", no_args_is_help=True)
+    app.add_typer(review_app, name="review")
+
+    @review_app.command("list")
+    def review_list(
+        ctx: typer.Context,
+        limit: Annotated[int, typer.Option(help="how many to show")] = 20,
+        model: Annotated[str | None, typer.Option(help="only this model")] = None,
+    ) -> None:
+        """Items waiting for a label (low-confidence unlabelled predictions), oldest first."""
+        from rich.table import Table
+
+        from pipelines.review import pending
+
+        items = pending(settings_of(ctx), limit, model)
+        table = Table("event_id", "model", "prediction", "confidence", "text", title="review queue")
+        for item in items:
+            p = item.event.get("prediction") or {}
+            table.add_row(
+                item.event_id,
+                item.event["model_name"],
+                str(p.get("label")),
+                f"{p.get('confidence', 0):.2f}",
+                item.event["input"].get("text", "<image>")[:80],
+            )
+        console.print(table)
+
+    @review_app.command("label")
+    def review_label(
+        ctx: typer.Context,
+        event_id: Annotated[str, typer.Argument(help="the reviewed event")],
+        label: Annotated[str, typer.Argument(help="the correct label")],
+        reviewer: Annotated[str, typer.Option(help="recorded as the source")] = "reviewer",
+    ) -> None:
+        """Label a review item: its answer goes back into the loop as feedback (label_source=review)."""
+        from pipelines.review import label as send_label
+        from pipelines.review import pending
+        from pipelines.sdk import FeedbackClient
+
+        settings = settings_of(ctx)
+        item = next((i for i in pending(settings) if i.event_id == event_id), None)
+        if item is None:
+            raise typer.BadParameter(
+                f"{event_id} is not waiting in the review queue (see `flywheel review list`)"
+            )
+        with FeedbackClient(settings) as client:
+            send_label(settings, client, [(item, label)], reviewer)
+        console.print(f"labelled {event_id} as {label}")
+
     stream_app = typer.Typer(help="The PyFlink clean/route job and its accounting.", no_args_is_help=True)
     app.add_typer(stream_app, name="stream")
 

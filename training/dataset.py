@@ -2,7 +2,8 @@
 
 * **New window**: labelled samples of the model ingested after its training watermark and
   up to the run's cut time, by point-in-time retrieval of the ``training`` feature service.
-* **Old data**: the bootstrap data and every labelled sample ingested up to the watermark.
+* **Old data**: the bootstrap data and every labelled sample ingested up to the watermark,
+  except the windows of rejected runs (a batch the gate refused is never replayed).
   A class-stratified replay sample of it (``replay_ratio`` times the new training samples) is
   trained on again, against forgetting.
 * **Splits** come from a hash of ``sample_id`` (the same for every run): the lowest
@@ -69,11 +70,15 @@ def build_dataset(settings, models: ModelStore, feast_store, name: str, cut: dat
             f"model {name!r} has no labelled samples ingested after its watermark {watermark}; "
             "send feedback with labels (and run `flywheel ingest`) before training"
         )
+    older = labelled_samples(settings, feast_store, name, None, watermark) if watermark else None
+    if older is not None:
+        for start, end in models.state(name).get("rejected_windows", []):
+            inside = older[CREATED] <= pd.Timestamp(end)
+            if start:
+                inside &= older[CREATED] > pd.Timestamp(start)
+            older = older[~inside]  # data of a rejected run is not replayed
     old = pd.concat(
-        [
-            models.bootstrap_data(name).assign(confidence=lambda f: f.get("confidence", 1.0)),
-            labelled_samples(settings, feast_store, name, None, watermark) if watermark else None,
-        ]
+        [models.bootstrap_data(name).assign(confidence=lambda f: f.get("confidence", 1.0)), older]
     )
     old = old[~old["sample_id"].isin(golden["sample_id"]) & old["label"].isin(info.labels)]
     old = old.drop_duplicates("sample_id")[TRAIN_COLUMNS]

@@ -98,6 +98,110 @@ def bootstrap(
     return TrainRun(name, version, folder, report, lineage, gate.to_dict(), result_dict(result), None)
 
 
+def prepare(settings, name: str, feast_store=None, cut: datetime | None = None) -> int:
+    """Build the dataset of a new candidate version and run the GE gate on it.
+
+    Writes ``data/*.parquet`` and ``data.json`` (and ``gate.json``) into the version's
+    folder and returns the version number; raises GateFailed / NoNewData.
+    """
+    from training.dataset import build_dataset
+    from training.gate import GateFailed, check_batch
+
+    models = ModelStore(settings.state_dir)
+    info = models.info(name)
+    if models.champion(name) is None:
+        raise FlywheelError(
+            f"model {name!r} has no champion yet; bootstrap it (`flywheel bootstrap`) "
+            "before training a candidate"
+        )
+    if feast_store is None:
+        from feature_repo.store import open_store
+
+        feast_store = open_store(settings)
+    data = build_dataset(settings, models, feast_store, name, cut or datetime.now(UTC))
+    version, folder = models.new_version(name)
+    (folder / "data").mkdir()
+    data.train.to_parquet(folder / "data" / "train.parquet", index=False)
+    data.validation.to_parquet(folder / "data" / "validation.parquet", index=False)
+    for key, frame in data.holdouts.items():
+        frame.to_parquet(folder / "data" / f"holdout_{key}.parquet", index=False)
+    lineage = {**data.lineage(), "champion": models.champion(name)}
+    (folder / "data.json").write_text(json.dumps(lineage, indent=2))
+    try:
+        check_batch(data.train, info.labels, settings.training.gate, folder)
+    except GateFailed:
+        models.update_state(name, last_failed=version)
+        raise
+    return version
+
+
+def fit_version(settings, name: str, version: int, adapter: TaskAdapter | None = None, progress: bool = True):
+    """Train a prepared version: the student starts from the champion, which is also the teacher."""
+    import pandas as pd
+
+    from training.trainer import fit
+
+    models = ModelStore(settings.state_dir)
+    info = models.info(name)
+    folder = models.version_dir(name, version)
+    champion = json.loads((folder / "data.json").read_text())["champion"]
+    adapter = adapter or adapter_for(settings, info.task)
+    return fit(
+        adapter,
+        info.labels,
+        pd.read_parquet(folder / "data" / "train.parquet"),
+        pd.read_parquet(folder / "data" / "validation.parquet"),
+        settings.training,
+        folder,
+        models.version_dir(name, champion),
+        progress,
+    )
+
+
+def evaluate_version(
+    settings, name: str, version: int, adapter: TaskAdapter | None = None, fit_result=None
+) -> TrainRun:
+    """Evaluate a trained version and its champion on the same holdouts; write eval.json."""
+    import pandas as pd
+
+    from training.evaluate import evaluate, save_report
+    from training.trainer import load_adapter_model
+
+    models = ModelStore(settings.state_dir)
+    info = models.info(name)
+    folder = models.version_dir(name, version)
+    lineage = json.loads((folder / "data.json").read_text())
+    champion = lineage.pop("champion")
+    adapter = adapter or adapter_for(settings, info.task)
+    holdouts = {
+        k: pd.read_parquet(folder / "data" / f"holdout_{k}.parquet") for k in ("golden", "old", "new")
+    }
+    models_ = {
+        "champion": load_adapter_model(adapter, info.labels, models.version_dir(name, champion)),
+        "candidate": load_adapter_model(adapter, info.labels, folder),
+    }
+    report = evaluate(adapter, info.labels, models_, holdouts, settings.training.eval_batch_size)
+    report.update(model=name, version=version, champion_version=champion)
+    save_report(report, folder)
+    models.update_state(name, candidate=version)
+    gate = json.loads((folder / "gate.json").read_text())
+    from training.trainer import result_dict
+
+    fit = result_dict(fit_result) if fit_result is not None else {}
+    return TrainRun(name, version, folder, report, lineage, gate, fit, champion)
+
+
+def load_run(settings, name: str, version: int) -> TrainRun:
+    """A version already prepared, trained and evaluated, read back from its folder."""
+    models = ModelStore(settings.state_dir)
+    folder = models.version_dir(name, version)
+    report = json.loads((folder / "eval.json").read_text())
+    lineage = json.loads((folder / "data.json").read_text())
+    champion = lineage.pop("champion", None)
+    gate = json.loads((folder / "gate.json").read_text())
+    return TrainRun(name, version, folder, report, lineage, gate, {}, champion)
+
+
 def train(
     settings,
     name: str,
@@ -110,48 +214,6 @@ def train(
 
     Does not move the watermark or the champion: the registry step does, when the run completes.
     """
-    from training.dataset import build_dataset
-    from training.evaluate import evaluate, save_report
-    from training.gate import GateFailed, check_batch
-    from training.trainer import fit, load_adapter_model, result_dict
-
-    cfg = settings.training
-    models = ModelStore(settings.state_dir)
-    info = models.info(name)
-    champion = models.champion(name)
-    if champion is None:
-        raise FlywheelError(
-            f"model {name!r} has no champion yet; register and promote its first version "
-            "(`flywheel bootstrap` does) before training a candidate"
-        )
-    if feast_store is None:
-        from feature_repo.store import open_store
-
-        feast_store = open_store(settings)
-    cut = cut or datetime.now(UTC)
-    data = build_dataset(settings, models, feast_store, name, cut)
-    version, folder = models.new_version(name)
-    (folder / "data.json").write_text(json.dumps(data.lineage(), indent=2))
-    try:
-        gate = check_batch(data.train, info.labels, cfg.gate, folder)
-    except GateFailed:
-        models.update_state(name, last_failed=version)
-        raise
-    adapter = adapter or adapter_for(settings, info.task)
-    champion_dir = models.version_dir(name, champion)
-    result = fit(adapter, info.labels, data.train, data.validation, cfg, folder, champion_dir, progress)
-    candidate = load_adapter_model(adapter, info.labels, folder)
-    teacher = load_adapter_model(adapter, info.labels, champion_dir)
-    report = evaluate(
-        adapter,
-        info.labels,
-        {"champion": teacher, "candidate": candidate},
-        data.holdouts,
-        cfg.eval_batch_size,
-    )
-    report.update(model=name, version=version, champion_version=champion)
-    save_report(report, folder)
-    models.update_state(name, candidate=version)
-    return TrainRun(
-        name, version, folder, report, data.lineage(), gate.to_dict(), result_dict(result), champion
-    )
+    version = prepare(settings, name, feast_store, cut)
+    result = fit_version(settings, name, version, adapter, progress)
+    return evaluate_version(settings, name, version, adapter, result)

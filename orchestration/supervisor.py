@@ -1,0 +1,175 @@
+"""``flywheel run``: the embedded loop, and the supervisor the demo reuses.
+
+Starts the broker (unless ``kafka.bootstrap_servers`` points at a cluster), creates the
+topics and the Feast registry, then runs the stream job, the Feast ingestor and the HTTP
+feedback endpoint as child processes (each a ``flywheel`` command with the resolved
+settings), restarting a crashed part with exponential backoff. ``run_forever`` adds the
+periodic readiness check (``retrain --if-ready`` for every model) and stops cleanly on
+SIGINT/SIGTERM: children get SIGTERM (then SIGKILL), the broker it started is stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+PARTS = {
+    "stream": ["stream", "run"],
+    "ingest": ["ingest"],
+    "http": ["serve-feedback"],
+}
+
+
+@dataclass
+class Part:
+    name: str
+    args: list[str]
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    restart_at: float | None = None  # set when the part exited and waits for its restart
+    backoff: float = 1.0
+    log_path: Path | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class Supervisor:
+    def __init__(
+        self, settings, parts: tuple[str, ...] = ("stream", "ingest", "http"), log: Callable = print
+    ):
+        self.settings = settings
+        self.log = log
+        self.parts = [Part(name, PARTS[name]) for name in parts]
+        self.stop_event = threading.Event()
+        self.broker = None
+        self.config_path = Path(settings.state_dir) / "run" / "flywheel.resolved.yaml"
+
+    # ---- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        from feature_repo.store import apply_definitions
+        from flywheel.broker import for_settings
+        from flywheel.kafka import ensure_topics
+
+        if self.settings.embedded_broker:
+            self.broker = for_settings(self.settings)
+            status = self.broker.start()
+            self.log(f"broker: {status.address} ({status.detail})")
+        ensure_topics(self.settings)
+        apply_definitions(self.settings)
+        self.settings.write_resolved(self.config_path)
+        for part in self.parts:
+            self._spawn(part)
+
+    def _spawn(self, part: Part) -> None:
+        logs = Path(self.settings.state_dir) / "run" / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        part.log_path = logs / f"{part.name}.log"
+        cmd = [sys.executable, "-m", "flywheel.cli", "--config", str(self.config_path), *part.args]
+        env = {**os.environ, "FLINK_LOG_DIR": str(Path(self.settings.state_dir).resolve() / "flink-logs")}
+        env = {k: v for k, v in env.items() if not k.startswith("FLYWHEEL_") or k == "FLYWHEEL_JARS_DIR"}
+        with open(part.log_path, "ab") as out:
+            part.process = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                cwd=Path(__file__).resolve().parents[1],
+            )
+        part.started_at = time.monotonic()
+        self.log(f"{part.name}: started (pid {part.process.pid}, log {part.log_path})")
+
+    def poll(self) -> None:
+        """Restart parts that exited, with exponential backoff (capped by run.restart_backoff_max_s)."""
+        now = time.monotonic()
+        for part in self.parts:
+            if part.process is None:
+                continue
+            if part.running:
+                if now - part.started_at > 60:
+                    part.backoff = 1.0  # stable for a minute: forget earlier crashes
+                continue
+            if part.restart_at is None:
+                part.restart_at = now + part.backoff
+                self.log(
+                    f"{part.name}: exited with code {part.process.returncode}; restarting in "
+                    f"{part.backoff:.0f}s (see {part.log_path})"
+                )
+                part.backoff = min(part.backoff * 2, self.settings.run.restart_backoff_max_s)
+            elif now >= part.restart_at:
+                part.restarts += 1
+                part.restart_at = None
+                self._spawn(part)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        self.stop_event.set()
+        for part in self.parts:
+            if part.running:
+                os.killpg(part.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for part in self.parts:
+            if part.process is None:
+                continue
+            try:
+                part.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(part.process.pid, signal.SIGKILL)
+                part.process.wait()
+            self.log(f"{part.name}: stopped")
+        if self.broker is not None:
+            self.broker.stop()
+            self.log("broker: stopped")
+
+    def health(self) -> dict[str, dict]:
+        return {
+            p.name: {
+                "running": p.running,
+                "restarts": p.restarts,
+                "pid": p.process.pid if p.running else None,
+            }
+            for p in self.parts
+        }
+
+    # ---- the loop ------------------------------------------------------------------
+
+    def run_forever(self, check: Callable[[], None] | None = None) -> None:
+        """Supervise until SIGINT/SIGTERM; call ``check`` every run.check_interval_s."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stop_event.set())
+        self.start()
+        next_check = time.monotonic() + self.settings.run.check_interval_s
+        try:
+            while not self.stop_event.is_set():
+                self.poll()
+                self.write_health()
+                if check is not None and time.monotonic() >= next_check:
+                    check()
+                    next_check = time.monotonic() + self.settings.run.check_interval_s
+                self.stop_event.wait(0.5)
+        finally:
+            self.stop()
+
+
+def readiness_check(settings, log: Callable = print) -> Callable[[], None]:
+    """Retrain every model that is ready (the same function as `flywheel retrain --if-ready`)."""
+
+    def check() -> None:
+        from orchestration.flow import retrain
+        from training.model_store import ModelStore
+
+        for model in ModelStore(settings.state_dir).names():
+            outcome = retrain(settings, model, if_ready=True, progress=False)
+            log(f"readiness check {model}: {outcome.status} {'; '.join(outcome.reasons)}")
+
+    return check
