@@ -33,7 +33,7 @@ _ARROW_TYPES = {"String": "string", "Float64": "float64", "Bool": "bool_", "Int6
 
 
 def feast_dir(settings) -> Path:
-    return Path(settings.state_dir) / "feast"
+    return (Path(settings.state_dir) / "feast").resolve()  # Feast resolves relative paths against the repo
 
 
 def offline_dir(settings) -> Path:

@@ -184,6 +184,7 @@ def main() -> None:
         rows.append(_row(first, "bootstrap"))
         store = open_store(settings)
         rng = random.Random(7)
+        truth: dict[str, str] = {}  # what a reviewer would answer, for every event sent so far
         import mlflow.pyfunc
 
         for i, chunk in enumerate(rounds, start=1):
@@ -193,9 +194,10 @@ def main() -> None:
             )
             serving = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
             pred = serving.predict(chunk[["text"]])
-            events, bad, dups, truth = traffic_events(
+            events, bad, dups, round_truth = traffic_events(
                 chunk, list(zip(pred["label"], pred["confidence"], strict=True)), i, corrupt, rng
             )
+            truth.update(round_truth)
             with FeedbackClient(settings) as client:
                 result = client.submit_many(events)
             produce_raw(
@@ -208,6 +210,7 @@ def main() -> None:
             wait_for(lambda: accounting(settings).balanced, 300, "the stream job catching up", console)
             queue = pending(settings, model=MODEL)
             reviewed = [(item, truth[item.event_id]) for item in queue if rng.random() < 0.6]
+            # (items left unlabelled stay in the queue; a later round's reviewer may take them)
             with FeedbackClient(settings) as client:
                 review_label(settings, client, reviewed, reviewer="demo-reviewer")
             console.print(f"  review queue: {len(queue)} items, the reviewer labelled {len(reviewed)}")

