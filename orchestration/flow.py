@@ -114,7 +114,8 @@ def register_and_gate(settings, run, registry=None) -> Outcome:
     verdict = registry.decide(
         run.model, version, run.report, run.lineage, run.gate, review_files(settings, run)
     )
-    return Outcome(run.model, verdict.label, version, run.version, verdict.reasons, run.report, run.lineage)
+    reasons = verdict.reasons or [c["reason"] for c in verdict.checks]  # why it failed, or what passed
+    return Outcome(run.model, verdict.label, version, run.version, reasons, run.report, run.lineage)
 
 
 def complete_run(settings, run, cut: datetime, registry=None) -> Outcome:
