@@ -141,6 +141,16 @@ class Supervisor:
             for p in self.parts
         }
 
+    def write_health(self) -> None:
+        """``<state_dir>/run/health.json``, read by `flywheel status`."""
+        import json
+
+        path = Path(self.settings.state_dir) / "run" / "health.json"
+        tmp = path.with_suffix(".tmp")
+        state = {"time": time.time(), "supervisor_pid": os.getpid(), "parts": self.health()}
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, path)
+
     # ---- the loop ------------------------------------------------------------------
 
     def run_forever(self, check: Callable[[], None] | None = None) -> None:
