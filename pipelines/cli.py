@@ -19,6 +19,13 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         file: Annotated[str, typer.Argument(help="JSONL file of feedback events, or - for stdin")],
         show: Annotated[int, typer.Option(help="how many bad lines to list")] = 20,
+        raw: Annotated[
+            bool,
+            typer.Option(
+                help="send lines unvalidated (replay captured traffic; the stream job's DLQ "
+                "records what is wrong with them)"
+            ),
+        ] = False,
     ) -> None:
         """Validate and send a JSONL file of feedback events to Kafka.
 
@@ -52,7 +59,7 @@ def register(app: typer.Typer) -> None:
             ) as progress,
         ):
             task = progress.add_task("submit", total=total)
-            report = submit_file(client, file, on_progress=lambda n: progress.advance(task, n))
+            report = submit_file(client, file, on_progress=lambda n: progress.advance(task, n), raw=raw)
         rate = report.sent / report.seconds if report.seconds else 0.0
         console.print(
             f"sent {report.sent}, rejected {len(report.rejected)}, failed {len(report.failed)} "

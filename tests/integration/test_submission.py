@@ -177,3 +177,16 @@ def test_broker_commands_refuse_when_a_cluster_is_configured(tmp_path):
         cwd=ROOT,
     )
     assert r.returncode == 1 and "does not start or stop a broker" in r.stderr
+
+
+def test_cli_submit_raw_sends_every_line_unvalidated_keyed_by_event_id(settings):
+    from pipelines.stats import read_topic
+
+    r = run_cli(settings, "submit", "--raw", "examples/feedback-mixed.jsonl")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "sent 200, rejected 0, failed 0" in r.stdout
+    messages = read_topic(settings, f"{settings.kafka.topic_prefix}.raw")
+    assert len(messages) == 200
+    keyed = [m for m in messages if m.key() is not None]
+    assert all(json.loads(m.value())["event_id"] == m.key().decode() for m in keyed)
+    assert len(keyed) >= 180  # all but the lines that carry no event_id
