@@ -101,15 +101,6 @@ class FeedbackClient:
         result = SubmitResult()
         pending: dict[int, str] = {}
         outcomes: dict[int, str | None] = {}
-
-        def delivered(index: int) -> Callable[[Any, Any], None]:
-            def callback(err: Any, _msg: Any) -> None:
-                outcomes[index] = None if err is None else str(err)
-                if on_progress:
-                    on_progress(1)
-
-            return callback
-
         for index, raw in enumerate(events):
             try:
                 event = validate_event(raw)
@@ -127,14 +118,8 @@ class FeedbackClient:
                     on_progress(1)
                 continue
             pending[index] = event.event_id
-            self._produce(event, delivered(index))
-        self._wait(outcomes, len(pending))
-        for index, event_id in pending.items():
-            error = outcomes.get(index, "no delivery report before the delivery timeout")
-            if error is None:
-                result.accepted.append(event_id)
-            else:
-                result.failed.append(Failed(index, event_id, error))
+            self._send(event.event_id.encode(), event.to_json_bytes(), index, outcomes, on_progress)
+        self._settle(result, pending, outcomes)
         return result
 
     def send_raw(self, values: list[bytes], on_progress: Callable[[int], None] | None = None) -> SubmitResult:
@@ -142,47 +127,40 @@ class FeedbackClient:
         validates them and routes invalid ones to the DLQ with their reason. Keyed by
         event_id when the bytes carry one, like validated events."""
         result = SubmitResult()
+        pending: dict[int, str] = {}
         outcomes: dict[int, str | None] = {}
-
-        def delivered(index: int) -> Callable[[Any, Any], None]:
-            def callback(err: Any, _msg: Any) -> None:
-                outcomes[index] = None if err is None else str(err)
-                if on_progress:
-                    on_progress(1)
-
-            return callback
-
-        ids: list[str | None] = []
         for index, value in enumerate(values):
-            ids.append(_event_id_of(value))
-            key = ids[-1].encode() if ids[-1] else None
-            while True:
-                try:
-                    self._producer.produce(self.topic, key=key, value=value, on_delivery=delivered(index))
-                    break
-                except BufferError:
-                    self._producer.poll(0.1)
-            self._producer.poll(0)
-        self._wait(outcomes, len(values))
-        for index, event_id in enumerate(ids):
-            error = outcomes.get(index, "no delivery report before the delivery timeout")
-            if error is None:
-                result.accepted.append(event_id or f"<line {index}>")
-            else:
-                result.failed.append(Failed(index, event_id, error))
+            event_id = _event_id_of(value)
+            pending[index] = event_id or f"<line {index}>"
+            self._send(event_id.encode() if event_id else None, value, index, outcomes, on_progress)
+        self._settle(result, pending, outcomes)
         return result
 
-    def _produce(self, event: FeedbackEvent, callback: Callable[[Any, Any], None]) -> None:
-        payload = event.to_json_bytes()
+    def _send(self, key: bytes | None, value: bytes, index: int, outcomes: dict, on_progress) -> None:
+        """Produce one record; its delivery report lands in ``outcomes[index]`` (None = confirmed)."""
+
+        def delivered(err: Any, _msg: Any) -> None:
+            outcomes[index] = None if err is None else str(err)
+            if on_progress:
+                on_progress(1)
+
         while True:
             try:
-                self._producer.produce(
-                    self.topic, key=event.event_id.encode(), value=payload, on_delivery=callback
-                )
+                self._producer.produce(self.topic, key=key, value=value, on_delivery=delivered)
                 break
             except BufferError:
                 self._producer.poll(0.1)  # local queue full: let deliveries drain, then retry
         self._producer.poll(0)
+
+    def _settle(self, result: SubmitResult, pending: dict[int, str], outcomes: dict) -> None:
+        """Wait for the delivery reports of ``pending`` and sort them into accepted / failed."""
+        self._wait(outcomes, len(pending))
+        for index, event_id in pending.items():
+            error = outcomes.get(index, "no delivery report before the delivery timeout")
+            if error is None:
+                result.accepted.append(event_id)
+            else:
+                result.failed.append(Failed(index, event_id, error))
 
     def _wait(self, outcomes: dict[int, str | None], expected: int) -> None:
         # librdkafka fails every message by message.timeout.ms, so this loop ends; the
