@@ -154,17 +154,33 @@ class Supervisor:
     # ---- the loop ------------------------------------------------------------------
 
     def run_forever(self, check: Callable[[], None] | None = None) -> None:
-        """Supervise until SIGINT/SIGTERM; call ``check`` every run.check_interval_s."""
+        """Supervise until SIGINT/SIGTERM; start ``check`` every run.check_interval_s.
+
+        The check (a retrain can take minutes) runs in a worker thread, one at a time, so
+        crashed parts are still restarted while a model trains. On shutdown a running
+        check is left to finish its current step; the retrain lock and the pending-version
+        repair make an interrupted retrain safe to run again.
+        """
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stop_event.set())
         self.start()
         next_check = time.monotonic() + self.settings.run.check_interval_s
+        worker: threading.Thread | None = None
+
+        def guarded() -> None:
+            try:
+                check()
+            except Exception as exc:  # noqa: BLE001 - reported, and retried next interval
+                self.log(f"readiness check failed: {type(exc).__name__}: {exc}")
+
         try:
             while not self.stop_event.is_set():
                 self.poll()
                 self.write_health()
-                if check is not None and time.monotonic() >= next_check:
-                    check()
+                idle = worker is None or not worker.is_alive()
+                if check is not None and idle and time.monotonic() >= next_check:
+                    worker = threading.Thread(target=guarded, name="readiness-check", daemon=True)
+                    worker.start()
                     next_check = time.monotonic() + self.settings.run.check_interval_s
                 self.stop_event.wait(0.5)
         finally:
