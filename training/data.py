@@ -108,6 +108,19 @@ def split_by_hash(frame, holdout: float, validation: float, salt: str = ""):
     )
 
 
+def stratified_share(frame, fraction: float, salt: str, column: str = "label"):
+    """(rest, share): ``fraction`` of every class, chosen by hash, so the same rows every time."""
+    import pandas as pd
+
+    keys = frame["sample_id"].map(lambda s: bucket(salt + s))
+    picked = []
+    for _, group in frame.assign(_key=keys).groupby(column, sort=True):
+        n = max(1, round(len(group) * fraction)) if len(group) > 1 else 0
+        picked.append(group.nsmallest(n, "_key"))
+    share = pd.concat(picked).drop(columns="_key") if picked else frame.iloc[:0]
+    return frame[~frame["sample_id"].isin(share["sample_id"])], share
+
+
 def stratified_sample(frame, n: int, seed: int = 0, column: str = "label"):
     """About ``n`` rows with the class proportions of ``frame`` (every class kept when possible)."""
     if n >= len(frame):

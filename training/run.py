@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from flywheel.errors import FlywheelError
-from training.data import load_labelled, split_by_hash, stratified_sample
+from training.data import load_labelled, split_by_hash, stratified_sample, stratified_share
 from training.model_store import ModelInfo, ModelStore
 from training.tasks import TaskAdapter, get_adapter
 
@@ -60,7 +60,7 @@ def bootstrap(
     if unknown:
         raise FlywheelError(f"labels {unknown} in the data are not in the given label set {labels}")
     if golden is None:
-        rest, _, golden = split_by_hash(frame, cfg.golden_fraction, 0.0, salt="golden:")
+        rest, golden = stratified_share(frame, cfg.golden_fraction, salt="golden:")
     else:
         golden = load_labelled(golden) if isinstance(golden, str | Path) else golden
         rest = frame[~frame["sample_id"].isin(golden["sample_id"])]

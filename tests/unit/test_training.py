@@ -122,6 +122,17 @@ def test_hash_splits_are_stable_and_disjoint():
     assert 0 <= bucket("x") < 1 and bucket("x") == bucket("x")
 
 
+def test_the_golden_share_is_stratified_and_stable():
+    from training.data import stratified_share
+
+    frame = pd.concat([toy_frame(300), toy_frame(30, 9000).assign(label="neutral")])
+    rest, golden = stratified_share(frame, 0.1, salt="golden:")
+    counts = golden["label"].value_counts().to_dict()
+    assert counts == {"negative": 10, "neutral": 13, "positive": 10}
+    assert set(rest.sample_id).isdisjoint(golden.sample_id) and len(rest) + len(golden) == len(frame)
+    assert stratified_share(frame, 0.1, salt="golden:")[1].sample_id.tolist() == golden.sample_id.tolist()
+
+
 def test_stratified_sample_keeps_every_class():
     frame = pd.concat([toy_frame(300), toy_frame(3, 9000).assign(label="neutral")])
     sample = stratified_sample(frame, 30)
