@@ -161,8 +161,7 @@ def retrain(
             from orchestration.registry import Registry
 
             registry = Registry(settings)
-            for version, verdict in registry.repair(model):  # finish a run a crash left pending
-                _ = (version, verdict)
+            registry.repair(model)  # finish the decision of a run a crash left pending
             if feast_store is None:
                 from feature_repo.store import open_store
 

