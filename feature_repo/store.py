@@ -135,8 +135,10 @@ def sample_entities(
     start: datetime | None = None,
     end: datetime | None = None,
     window_on: str = TIMESTAMP,
+    columns: tuple[str, ...] = (),
 ):
-    """Entity rows (sample_id, event_timestamp, ingested_at) of the offline store, one per sample.
+    """Entity rows (sample_id, event_timestamp, ingested_at, *columns) of the offline store,
+    one per sample.
 
     Filters by model and by ``start < <window_on> <= end`` (``window_on`` is
     ``event_timestamp`` or ``ingested_at``). A sample written twice keeps its first
@@ -144,9 +146,12 @@ def sample_entities(
     """
     import pyarrow.dataset as ds
 
+    wanted = list(dict.fromkeys([JOIN_KEY, TIMESTAMP, CREATED, *columns]))
+    if not offline_dir(settings).is_dir():  # nothing applied or ingested yet
+        return offline_schema().empty_table().select(wanted).to_pandas()
     dataset = ds.dataset(str(offline_dir(settings)), format="parquet", schema=offline_schema())
     expr = None if model_name is None else ds.field("model_name") == model_name
-    frame = dataset.to_table(columns=[JOIN_KEY, TIMESTAMP, CREATED], filter=expr).to_pandas()
+    frame = dataset.to_table(columns=wanted, filter=expr).to_pandas()
     frame = frame.sort_values(CREATED, kind="stable").drop_duplicates(JOIN_KEY, keep="first")
     if start is not None:
         frame = frame[frame[window_on] > _utc(start)]
@@ -169,7 +174,7 @@ def historical_samples(
     """
     import pandas as pd
 
-    entities = sample_entities(settings, model_name, start, end, window_on)
+    entities = sample_entities(settings, model_name, start, end, window_on)[[JOIN_KEY, TIMESTAMP, CREATED]]
     if entities.empty:
         return pd.DataFrame(columns=[JOIN_KEY, TIMESTAMP, CREATED, *FEATURES])
     service = store.get_feature_service(FEATURE_SERVICE)

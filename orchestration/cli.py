@@ -95,14 +95,11 @@ def register(app: typer.Typer) -> None:
         if not names:
             console.print("no models yet: create one with `flywheel bootstrap`")
             return
-        from feature_repo.store import open_store
-
-        store = open_store(settings)
         table = Table(
             "model", "champion", "golden acc", "old acc", "waiting", "ready", "last runs", title="models"
         )
         for name in names:
-            st = model_status(settings, name, store)
+            st = model_status(settings, name)
             m = st["metrics"]
             runs = ", ".join(f"{e['action']} v{e.get('version')}" for e in st["last_runs"]) or "-"
             table.add_row(

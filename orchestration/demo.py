@@ -103,20 +103,6 @@ def traffic_events(rows, predictions, round_no: int, corrupt: bool, rng: random.
     return events, bad, dups, truth
 
 
-def produce_raw(settings, values: list[tuple[bytes, bytes]]) -> None:
-    from confluent_kafka import Producer
-
-    from flywheel.kafka import Topics, producer_config
-
-    producer = Producer(producer_config(settings))
-    topic = Topics.from_settings(settings).raw
-    for key, value in values:
-        producer.produce(topic, key=key, value=value)
-        producer.poll(0)
-    if producer.flush(30):
-        raise RuntimeError("the broker did not confirm the demo's raw events")
-
-
 def wait_for(predicate, timeout_s: float, what: str, console) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -200,9 +186,10 @@ def main() -> None:
             truth.update(round_truth)
             with FeedbackClient(settings) as client:
                 result = client.submit_many(events)
-            produce_raw(
-                settings, [(b"bad", v) for v in bad] + [(json.loads(v)["event_id"].encode(), v) for v in dups]
-            )
+                # A buggy producer's bytes, unvalidated: the stream job sends them to the DLQ.
+                raw = client.send_raw(bad + dups)
+            if raw.failed:
+                raise RuntimeError(f"the broker did not confirm {len(raw.failed)} of the demo's raw events")
             console.print(
                 f"  champion predicted {len(chunk)} texts; sent {len(result.accepted)} events, "
                 f"{len(bad)} malformed, {len(dups)} duplicates"
@@ -218,12 +205,12 @@ def main() -> None:
                 lambda: accounting(settings).balanced, 300, "the reviewed labels passing the stream", console
             )
             wait_for(
-                lambda: readiness(settings, MODEL, store).new_samples >= settings.training.min_new_samples,
+                lambda: readiness(settings, MODEL).new_samples >= settings.training.min_new_samples,
                 300,
                 "Feast ingestion reaching the threshold",
                 console,
             )
-            r = readiness(settings, MODEL, store)
+            r = readiness(settings, MODEL)
             console.print(
                 f"  {r.new_samples} new labelled samples in Feast (threshold {r.threshold}): retraining"
             )

@@ -30,27 +30,25 @@ class Readiness:
 
     @property
     def ready(self) -> bool:
-        enough = self.new_samples >= self.threshold
-        return (
-            enough
-            and all(self.per_class.get(c, 0) >= self.min_per_class for c in self.per_class)
-            and (self.min_per_class == 0 or len(self.per_class) > 0)
-        )
+        """Enough new samples, and (per_class holds every label) each label has its minimum."""
+        per_class_ok = all(n >= self.min_per_class for n in self.per_class.values())
+        return self.new_samples >= self.threshold and per_class_ok
 
 
-def readiness(settings, model: str, feast_store=None) -> Readiness:
-    """New labelled samples of ``model`` ingested since its watermark (counted in Feast)."""
-    from training.dataset import labelled_samples
+def readiness(settings, model: str) -> Readiness:
+    """New labelled samples of ``model`` ingested since its watermark, counted in Feast's
+    offline files (the same samples the dataset builder retrieves, without the join)."""
+    from feature_repo.definitions import CREATED
+    from feature_repo.store import sample_entities
     from training.model_store import ModelStore
 
     models = ModelStore(settings.state_dir)
     info = models.info(model)
     watermark = models.watermark(model)
-    if feast_store is None:
-        from feature_repo.store import open_store
-
-        feast_store = open_store(settings)
-    new = labelled_samples(settings, feast_store, model, watermark, datetime.now(UTC))
+    rows = sample_entities(
+        settings, model, watermark, datetime.now(UTC), window_on=CREATED, columns=("label", "text")
+    )
+    new = rows[rows["label"].notna() & rows["text"].notna()]
     counts = new["label"].value_counts()
     return Readiness(
         model,
@@ -153,7 +151,7 @@ def retrain(
     wait_for_lock: bool = False,
 ) -> Outcome:
     """One retrain of ``model`` (skipped when not ready). Concurrent calls: one runs, others are busy."""
-    from orchestration.registry import RegistryError, model_lock
+    from orchestration.registry import LockBusy, model_lock
     from training.run import train
 
     try:
@@ -167,7 +165,7 @@ def retrain(
 
                 feast_store = open_store(settings)
             if if_ready:
-                r = readiness(settings, model, feast_store)
+                r = readiness(settings, model)
                 if not r.ready:
                     return Outcome(
                         model,
@@ -179,9 +177,7 @@ def retrain(
             cut = cut or datetime.now(UTC)
             run = train(settings, model, feast_store, cut=cut, progress=progress)
             return complete_run(settings, run, cut, registry)
-    except RegistryError as exc:
-        if "held by another process" in str(exc):
-            return Outcome(model, "busy", reasons=["another retrain of this model is running"])
-        raise
+    except LockBusy:
+        return Outcome(model, "busy", reasons=["another retrain of this model is running"])
     except FlywheelError as exc:
         return Outcome(model, "failed", reasons=[str(exc)])

@@ -35,6 +35,10 @@ class RegistryError(FlywheelError):
     exit_code = 7
 
 
+class LockBusy(RegistryError):
+    """Another process holds the model's lock (a retrain or an alias move is under way)."""
+
+
 def code_revision() -> str:
     try:
         out = subprocess.run(
@@ -65,7 +69,7 @@ def model_lock(state_dir: Path, model: str, timeout_s: float = 600):
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise RegistryError(f"{path} is held by another process for {timeout_s:.0f}s") from None
+                    raise LockBusy(f"{path} is held by another process for {timeout_s:.0f}s") from None
                 time.sleep(0.2)
         try:
             yield
@@ -340,11 +344,7 @@ class Registry:
             if target == current:
                 raise RegistryError(f"v{target} is already the champion of {model}")
             self.check_loads(model, target)
-            self.client.set_registered_model_alias(model, CHAMPION, str(target))
-            self.client.set_registered_model_alias(model, PREVIOUS, str(current))
-            self.models.update_state(
-                model, champion=self.local_version(model, target), champion_mlflow=target
-            )
+            self._move_champion(model, target, current)
             self.client.set_model_version_tag(model, str(target), VERDICT, "rolled-back-to")
             history.record(
                 self.settings.state_dir, model, "rollback", version=target, previous=current, reason=reason
@@ -356,14 +356,12 @@ class Registry:
 
     def repair(self, model: str) -> list[tuple[int, Verdict]]:
         """Finish the decision of versions left pending by a crash (their eval.json is kept locally)."""
+        from training.run import load_run
+
         done = []
         for version in self.pending(model):
-            local = self.local_version(model, version)
-            folder = self.models.version_dir(model, local)
-            report = json.loads((folder / "eval.json").read_text())
-            lineage = json.loads((folder / "data.json").read_text())
-            gate = json.loads((folder / "gate.json").read_text()) if (folder / "gate.json").is_file() else {}
-            verdict = self.decide(model, version, report, lineage, gate)
+            run = load_run(self.settings, model, self.local_version(model, version))
+            verdict = self.decide(model, version, run.report, run.lineage, run.gate)
             history.record(self.settings.state_dir, model, "repair", version=version, reason=verdict.label)
             done.append((version, verdict))
         return done

@@ -42,7 +42,7 @@ def _pid_alive(pid: int | None) -> bool:
         return False
 
 
-def model_status(settings, model: str, feast_store=None) -> dict:
+def model_status(settings, model: str) -> dict:
     from orchestration import history
     from orchestration.flow import readiness
     from orchestration.registry import CHAMPION, Registry
@@ -54,7 +54,7 @@ def model_status(settings, model: str, feast_store=None) -> dict:
         run_id = registry.client.get_model_version(model, str(champion)).run_id
         all_metrics = registry.client.get_run(run_id).data.metrics
         metrics = {k.replace(".candidate", ""): v for k, v in all_metrics.items() if ".candidate." in k}
-    r = readiness(settings, model, feast_store)
+    r = readiness(settings, model)
     return {
         "model": model,
         "champion": champion,
