@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from flywheel import procs
 from flywheel.errors import BrokerError
 
 
@@ -103,8 +104,12 @@ class EmbeddedBroker:
 
     # ---- lifecycle -----------------------------------------------------------------
 
-    def start(self, timeout_s: float = 20.0) -> BrokerStatus:
-        """Start tansu unless ours is already running; wait until it accepts connections."""
+    def start(self, timeout_s: float = 20.0, die_with_parent: bool = False) -> BrokerStatus:
+        """Start tansu unless ours is already running; wait until it accepts connections.
+
+        By default the broker outlives this process (``flywheel broker start``); with
+        ``die_with_parent`` it gets SIGTERM when this process dies (``flywheel run``).
+        """
         current = self.status()
         if current.running:
             return current
@@ -134,6 +139,7 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # survives the CLI process; we stop it by pid
+                preexec_fn=procs.die_with_parent if die_with_parent else None,
             )
         self.pid_file.write_text(
             json.dumps(

@@ -15,10 +15,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,6 +33,7 @@ from pydantic import (
 )
 
 from flywheel.errors import InvalidEventError
+from flywheel.names import MODEL_NAME_PATTERN
 
 SCHEMA_VERSION = 1
 TASKS = ("text-classification", "image-restoration")
@@ -37,6 +41,10 @@ MAX_TEXT_CHARS = 20_000
 MAX_LABEL_CHARS = 200
 MAX_IMAGE_B64_CHARS = 256 * 1024  # three images + text stay under Kafka's 1 MiB default
 MAX_EVENT_BYTES = 1_000_000
+# Largest record any Flywheel producer writes (a routed event plus its envelope). Producers'
+# max.request.size and the topics' max.message.bytes are set from it.
+MAX_RECORD_BYTES = 2 * MAX_EVENT_BYTES
+MAX_JSON_DEPTH = 32
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -46,10 +54,44 @@ NOT_UTF8 = "not_utf8"
 NOT_JSON = "not_json"
 TOO_LARGE = "too_large"
 SCHEMA_INVALID = "schema_invalid"
+DUPLICATE_KEY = "duplicate_key"
+TOO_DEEP = "too_deep"
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})")
+
+
+def _no_surrogates(value: str) -> str:
+    found = _SURROGATE.search(value)
+    if found:
+        raise ValueError(
+            f"holds a lone UTF-16 surrogate (\\u{ord(found.group()):04x}) at position {found.start()}, "
+            "which is not a character; send valid Unicode"
+        )
+    return value
+
+
+def _no_controls(value: str) -> str:
+    _no_surrogates(value)
+    found = _CONTROL.search(value)
+    if found:
+        raise ValueError(
+            f"holds the control character {found.group()!r} at position {found.start()}; remove it"
+        )
+    return value
+
+
+def _visible(value: str) -> str:
+    _no_surrogates(value)
+    if not any(unicodedata.category(c)[0] not in "ZC" for c in value):
+        raise ValueError("has no visible character (only spaces, control or format characters)")
+    return value
+
 
 Id = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
-Name = Annotated[StrictStr, Field(min_length=1, max_length=128)]
-Label = Annotated[StrictStr, Field(min_length=1, max_length=MAX_LABEL_CHARS)]
+Name = Annotated[StrictStr, Field(min_length=1, max_length=128), AfterValidator(_no_controls)]
+Label = Annotated[StrictStr, Field(min_length=1, max_length=MAX_LABEL_CHARS), AfterValidator(_no_controls)]
 PngB64 = Annotated[
     StrictStr,
     Field(
@@ -87,7 +129,9 @@ class Input(_Part):
 
     model_config = ConfigDict(json_schema_extra=_one_of("text", "image_png_b64"))
 
-    text: Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT_CHARS)] | None = None
+    text: (
+        Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_visible)] | None
+    ) = None
     image_png_b64: PngB64 | None = None
 
     @model_validator(mode="after")
@@ -148,21 +192,30 @@ class FeedbackEvent(BaseModel):
         json_schema_extra={"$id": "feedback-event-v1"},
     )
 
-    schema_version: Literal[1] = Field(description="always 1 for this contract")
+    schema_version: Literal[1] = Field(description="always the integer 1 for this contract")
     event_id: Id = Field(description="idempotency key; also the Feast sample_id")
     event_time: datetime = Field(
         description="RFC 3339 timestamp with a UTC offset",
-        json_schema_extra={"format": "date-time"},
+        json_schema_extra={"format": "date-time", "pattern": f"^{_RFC3339.pattern}$"},
     )
     source: Name = Field(description="submitting team or app")
-    model_name: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
-    model_version: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = None
+    model_name: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=MODEL_NAME_PATTERN)]
+    model_version: (
+        Annotated[StrictStr, Field(min_length=1, max_length=64), AfterValidator(_no_controls)] | None
+    ) = None
     task: Literal["text-classification", "image-restoration"]
     input: Input
     prediction: Prediction | None = None
     feedback: Feedback | None = None
     label_source: Literal["user", "review", "system"]
     prediction_id: Id | None = None
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _integer_one(cls, value: Any) -> Any:
+        if type(value) is not int or value != SCHEMA_VERSION:
+            raise ValueError(f"must be the integer {SCHEMA_VERSION}, got {value!r:.40}")
+        return value
 
     @field_validator("event_time", mode="before")
     @classmethod
@@ -173,19 +226,25 @@ class FeedbackEvent(BaseModel):
             raise ValueError(
                 f"must be an RFC 3339 string such as '2026-01-31T12:00:00Z', got {type(value).__name__}"
             )
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError as exc:
+        if not _RFC3339.fullmatch(value):
             raise ValueError(
-                f"{value[:40]!r} is not an RFC 3339 timestamp; use e.g. '2026-01-31T12:00:00Z'"
-            ) from exc
+                f"{value[:40]!r} is not an RFC 3339 timestamp with a UTC offset; "
+                "use e.g. '2026-01-31T12:00:00Z' or '2026-01-31T14:00:00+02:00'"
+            )
+        try:
+            return datetime.fromisoformat(value.upper())
+        except ValueError as exc:
+            raise ValueError(f"{value[:40]!r} is not a real date and time ({exc})") from exc
 
     @field_validator("event_time", mode="after")
     @classmethod
     def _plausible_time(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("needs a UTC offset, e.g. '2026-01-31T12:00:00Z' or '+02:00'")
-        value = value.astimezone(UTC)
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValueError(f"{value.isoformat()} is out of range with its UTC offset") from exc
         if value > datetime.now(UTC) + MAX_FUTURE_SKEW:
             raise ValueError(f"{value.isoformat()} is in the future; send the time the feedback happened")
         if value < EARLIEST_EVENT_TIME:
@@ -263,13 +322,58 @@ def validate_event(data: FeedbackEvent | dict[str, Any]) -> FeedbackEvent:
         raise InvalidEventError(SCHEMA_INVALID, _problems(exc)) from exc
 
 
+class JsonProblem(ValueError):
+    """Bytes that are not acceptable JSON; ``code`` is the DLQ reason code."""
+
+    def __init__(self, code: str, message: str):
+        self.code = code
+        super().__init__(message)
+
+
 def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON; send a finite number")
+    raise JsonProblem(NOT_JSON, f"{name} is not valid JSON; send a finite number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise JsonProblem(DUPLICATE_KEY, f"the key {dup[:80]!r} appears twice in one object; send it once")
+    return out
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _check_depth(text: str) -> None:
+    """Reject nesting deeper than MAX_JSON_DEPTH before the recursive parser sees it."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return
+    depth = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            raise JsonProblem(TOO_DEEP, f"JSON is nested more than {MAX_JSON_DEPTH} levels deep")
 
 
 def loads_json(raw: str | bytes) -> Any:
-    """``json.loads`` that rejects NaN and Infinity, which JSON does not allow."""
-    return json.loads(raw, parse_constant=_reject_constant)
+    """Strict ``json.loads``: no NaN/Infinity, no duplicate keys, nesting at most MAX_JSON_DEPTH.
+
+    Raises JsonProblem (a ValueError) with a reason code; UnicodeDecodeError for non-UTF-8 bytes.
+    """
+    text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
+    _check_depth(text)
+    try:
+        return _DECODER.decode(text.lstrip(" \t\n\r"))
+    except JsonProblem:
+        raise
+    except RecursionError as exc:
+        raise JsonProblem(TOO_DEEP, "JSON is nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, and int conversion past Python's digit limit
+        raise JsonProblem(NOT_JSON, f"not valid JSON: {exc}") from exc
 
 
 def parse_event(raw: bytes | str) -> FeedbackEvent:
@@ -292,8 +396,8 @@ def parse_event(raw: bytes | str) -> FeedbackEvent:
         )
     try:
         data = loads_json(raw)
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise InvalidEventError(NOT_JSON, [("", f"not valid JSON: {exc}")]) from exc
+    except JsonProblem as exc:
+        raise InvalidEventError(exc.code, [("", str(exc))]) from exc
     return validate_event(data)
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flywheel.errors import BrokerError
+from flywheel.errors import BrokerError, ConfigError
+from flywheel.events import MAX_EVENT_BYTES, MAX_RECORD_BYTES
 
 if TYPE_CHECKING:
     from flywheel.settings import Settings
@@ -65,6 +67,8 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
             "linger.ms": 5,
             "compression.type": "lz4",
             "message.timeout.ms": int(settings.kafka.delivery_timeout_s * 1000),
+            # room for a maximal event (MAX_EVENT_BYTES) with its key and headers
+            "message.max.bytes": MAX_EVENT_BYTES + 64 * 1024,
             **extra,
         },
     )
@@ -104,7 +108,15 @@ def ensure_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
         return []
     admin = AdminClient(client_config(settings))
     futures = admin.create_topics(
-        [NewTopic(t, settings.kafka.partitions, settings.kafka.replication_factor) for t in wanted],
+        [
+            NewTopic(
+                t,
+                settings.kafka.partitions,
+                settings.kafka.replication_factor,
+                config={"max.message.bytes": str(MAX_RECORD_BYTES)},
+            )
+            for t in wanted
+        ],
         operation_timeout=timeout_s,
     )
     created = []
@@ -118,24 +130,51 @@ def ensure_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
     return created
 
 
+def _jaas_quote(value: str) -> str:
+    """A JAAS option value in double quotes (Kafka's JaasConfig honours backslash escapes)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def java_kafka_properties(settings: Settings) -> dict[str, str]:
-    """The security settings as Java Kafka client properties (for the Flink job)."""
+    """The same connection settings as ``client_config``, as Java Kafka client properties.
+
+    This is the one translation of the security settings for the Flink job (source and
+    sinks): SASL as an escaped JAAS line, PEM trust store, client certificate and key
+    (inlined, so a job shipped to a cluster carries them) with the key's password, then
+    ``kafka.extra`` verbatim (use property names both clients know).
+    """
     k = settings.kafka
-    props: dict[str, str] = {}
-    if k.security_protocol != "PLAINTEXT":
-        props["security.protocol"] = k.security_protocol
+    props: dict[str, str] = {"security.protocol": k.security_protocol}
     if k.sasl_mechanism:
         props["sasl.mechanism"] = k.sasl_mechanism
         module = "plain.PlainLoginModule" if k.sasl_mechanism == "PLAIN" else "scram.ScramLoginModule"
         password = k.sasl_password.get_secret_value() if k.sasl_password else ""
         props["sasl.jaas.config"] = (
             f"org.apache.kafka.common.security.{module} required "
-            f'username="{k.sasl_username or ""}" password="{password}";'
+            f"username={_jaas_quote(k.sasl_username or '')} password={_jaas_quote(password)};"
         )
     if k.ssl_ca_location:
         props["ssl.truststore.type"] = "PEM"
         props["ssl.truststore.location"] = str(k.ssl_ca_location)
-    if k.ssl_certificate_location and k.ssl_key_location:
+    if k.ssl_certificate_location or k.ssl_key_location:
+        if not (k.ssl_certificate_location and k.ssl_key_location):
+            raise ConfigError(
+                "kafka.ssl_certificate_location and kafka.ssl_key_location must be set together "
+                "(the client certificate and its private key)"
+            )
         props["ssl.keystore.type"] = "PEM"
-        props["ssl.keystore.location"] = str(k.ssl_key_location)
+        props["ssl.keystore.certificate.chain"] = _read_pem(
+            k.ssl_certificate_location, "ssl_certificate_location"
+        )
+        props["ssl.keystore.key"] = _read_pem(k.ssl_key_location, "ssl_key_location")
+    if k.ssl_key_password:
+        props["ssl.key.password"] = k.ssl_key_password.get_secret_value()
+    props.update(k.extra)
     return props
+
+
+def _read_pem(path, setting: str) -> str:
+    try:
+        return Path(path).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"kafka.{setting} = {path}: cannot read a PEM file there ({exc})") from exc

@@ -11,6 +11,7 @@ Unknown keys are errors that name the key, wherever they come from.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +23,18 @@ from flywheel.errors import ConfigError
 ENV_PREFIX = "FLYWHEEL_"
 CONFIG_ENV = "FLYWHEEL_CONFIG"
 DEFAULT_CONFIG_FILE = "flywheel.yaml"
-_SECRET_HINTS = ("password", "secret", "token", "sasl.jaas", "key.pem")
+_SECRET_HINTS = ("password", "passwd", "secret", "token", "sasl.jaas", "key.pem", "credential", "api_key")
+REDACTED = "**********"
+_URI_PASSWORD = re.compile(r"(//[^/\s:@]*):[^@\s/]*@")
+_OPTION_SECRET = re.compile(
+    r"(?i)\b((?:password|passwd|pwd|secret|client[_.-]?secret|token|api[_.-]?key|access[_.-]?key)"
+    r"\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&]+)"
+)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with credentials in URIs and ``key=value`` options replaced by REDACTED."""
+    return _OPTION_SECRET.sub(rf"\g<1>{REDACTED}", _URI_PASSWORD.sub(rf"\g<1>:{REDACTED}@", text))
 
 
 class _Section(BaseModel):
@@ -88,6 +100,17 @@ class StreamSettings(_Section):
     checkpoint_interval_ms: int = Field(5000, ge=100)
     parallelism: int = Field(1, ge=1)
     group_id: str = "flywheel-stream"
+    dlq_max_raw_bytes: int = Field(
+        64 * 1024,
+        ge=256,
+        le=512 * 1024,
+        description="raw bytes kept (PII-masked) in a DLQ record; larger ones keep size + sha256",
+    )
+    restart_attempts: int = Field(
+        10, ge=1, description="job restarts in a row (exponential delay) before the job fails"
+    )
+    restart_backoff_initial_ms: int = Field(1000, ge=10)
+    restart_backoff_max_ms: int = Field(60_000, ge=10)
 
     @field_validator("review_threshold_per_model")
     @classmethod
@@ -286,13 +309,23 @@ class Settings(BaseSettings):
         return path
 
     def redacted(self) -> dict[str, Any]:
-        """The resolved configuration as plain data, secrets replaced by '**********'."""
-        data = self.model_dump(mode="json")
-        extra = data["kafka"]["extra"]
-        for key in extra:
-            if any(h in key.lower() for h in _SECRET_HINTS):
-                extra[key] = "**********"
-        return data
+        """The resolved configuration as plain data, with every credential replaced by
+        '**********': secret settings, secret-looking keys (``kafka.extra``), the password in
+        a URI's user part (``postgresql://u:pw@h/db``) and ``password=...``-style options
+        inside connection strings (Redis, OAuth configs)."""
+
+        def scrub(value: Any, key: str = "") -> Any:
+            if isinstance(value, dict):
+                return {k: scrub(v, str(k)) for k, v in value.items()}
+            if isinstance(value, list):
+                return [scrub(v, key) for v in value]
+            if isinstance(value, str):
+                if value and any(h in key.lower() for h in _SECRET_HINTS):
+                    return REDACTED
+                return redact_text(value)
+            return value
+
+        return scrub(self.model_dump(mode="json"))
 
 
 def _check_env_names() -> None:

@@ -12,9 +12,11 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from flywheel.names import check_model_name
+
 
 def history_path(state_dir: Path, model: str) -> Path:
-    return Path(state_dir) / "registry" / f"{model}.history.jsonl"
+    return Path(state_dir) / "registry" / f"{check_model_name(model)}.history.jsonl"
 
 
 def actor() -> str:

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from flywheel.errors import FlywheelError
+from flywheel.names import check_model_name
 from orchestration import history
 from orchestration.gate import Verdict, decide
 from training.model_store import ModelStore
@@ -59,7 +60,7 @@ def code_revision() -> str:
 @contextmanager
 def model_lock(state_dir: Path, model: str, timeout_s: float = 600):
     """An exclusive lock per model across processes (retrains and alias moves)."""
-    path = Path(state_dir) / "registry" / f"{model}.lock"
+    path = Path(state_dir) / "registry" / f"{check_model_name(model)}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         deadline = time.monotonic() + timeout_s

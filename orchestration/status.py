@@ -21,15 +21,31 @@ def part_health(settings) -> dict[str, str]:
         out.update(
             stream="not supervised (no `flywheel run`)", ingest="not supervised", http="not supervised"
         )
-        return out
-    data = json.loads(path.read_text())
-    alive = _pid_alive(data.get("supervisor_pid"))
-    for name, h in data["parts"].items():
-        if not alive:
-            out[name] = "stopped (`flywheel run` is not running)"
-        else:
-            out[name] = ("running" if h["running"] else "restarting") + f", {h['restarts']} restarts"
+    else:
+        data = json.loads(path.read_text())
+        alive = _pid_alive(data.get("supervisor_pid"))
+        for name, h in data["parts"].items():
+            if not alive:
+                out[name] = "stopped (`flywheel run` is not running)"
+            else:
+                out[name] = ("running" if h["running"] else "restarting") + f", {h['restarts']} restarts"
+    job = stream_job_health(settings)
+    if job is not None:
+        out["stream"] = f"{out['stream']}; {job}"
     return out
+
+
+def stream_job_health(settings) -> str | None:
+    """The stream job's own report (state, Flink restarts, last exception), if it is running.
+
+    A job that is restarting, failed or has stopped reporting is marked DEGRADED.
+    """
+    from pipelines import job_health
+
+    health = job_health.read(settings.state_dir)
+    if health is None or (not _pid_alive(health.pid) and health.state != "FAILED"):
+        return None
+    return ("" if health.healthy else "DEGRADED: ") + health.describe()
 
 
 def _pid_alive(pid: int | None) -> bool:

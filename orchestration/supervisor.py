@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flywheel.procs import die_with_parent, hold_instance_lock
+
 PARTS = {
     "stream": ["stream", "run"],
     "ingest": ["ingest"],
@@ -53,6 +55,7 @@ class Supervisor:
         self.stop_event = threading.Event()
         self.broker = None
         self.config_path = Path(settings.state_dir) / "run" / "flywheel.resolved.yaml"
+        self._instance_lock = None  # held from start() until stop(): one `flywheel run` per state dir
 
     # ---- lifecycle -----------------------------------------------------------------
 
@@ -61,9 +64,11 @@ class Supervisor:
         from flywheel.broker import for_settings
         from flywheel.kafka import ensure_topics
 
+        run_dir = Path(self.settings.state_dir) / "run"
+        self._instance_lock = hold_instance_lock(run_dir / "supervisor.lock", "`flywheel run`")
         if self.settings.embedded_broker:
             self.broker = for_settings(self.settings)
-            status = self.broker.start()
+            status = self.broker.start(die_with_parent=True)
             self.log(f"broker: {status.address} ({status.detail})")
         ensure_topics(self.settings)
         apply_definitions(self.settings)
@@ -84,7 +89,8 @@ class Supervisor:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
-                start_new_session=True,
+                start_new_session=True,  # its own process group: stop() signals the whole group
+                preexec_fn=die_with_parent,  # and it dies with us, even if we are killed -9
                 cwd=Path(__file__).resolve().parents[1],
             )
         part.started_at = time.monotonic()
@@ -104,7 +110,7 @@ class Supervisor:
                 part.restart_at = now + part.backoff
                 self.log(
                     f"{part.name}: exited with code {part.process.returncode}; restarting in "
-                    f"{part.backoff:.0f}s (see {part.log_path})"
+                    f"{part.backoff:.0f}s (see {part.log_path}){self._last_words(part)}"
                 )
                 part.backoff = min(part.backoff * 2, self.settings.run.restart_backoff_max_s)
             elif now >= part.restart_at:
@@ -130,9 +136,23 @@ class Supervisor:
         if self.broker is not None:
             self.broker.stop()
             self.log("broker: stopped")
+        if self._instance_lock is not None:
+            self._instance_lock.close()
+            self._instance_lock = None
+
+    def _last_words(self, part: Part) -> str:
+        """For the stream part: the job's last exception, as the job reported it."""
+        if part.name != "stream":
+            return ""
+        from pipelines import job_health
+
+        health = job_health.read(self.settings.state_dir)
+        return f"; {health.describe()}" if health is not None and health.last_exception else ""
 
     def health(self) -> dict[str, dict]:
-        return {
+        from pipelines import job_health
+
+        out = {
             p.name: {
                 "running": p.running,
                 "restarts": p.restarts,
@@ -140,6 +160,10 @@ class Supervisor:
             }
             for p in self.parts
         }
+        job = job_health.read(self.settings.state_dir) if "stream" in out else None
+        if job is not None and out["stream"]["running"] and job.pid == out["stream"]["pid"]:
+            out["stream"]["job"] = {"healthy": job.healthy, "detail": job.describe()}
+        return out
 
     def write_health(self) -> None:
         """``<state_dir>/run/health.json``, read by `flywheel status`."""

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from flywheel.errors import BrokerError, InvalidEventError
-from flywheel.events import NOT_JSON, FeedbackEvent, loads_json, validate_event
+from flywheel.events import NOT_UTF8, FeedbackEvent, JsonProblem, loads_json, validate_event
 from flywheel.settings import Settings
 
 
@@ -70,8 +70,10 @@ def create_app(settings: Settings, client: Any = None):
                 return error(413, "too_large", f"body exceeds {limit} bytes; split the batch")
         try:
             data = loads_json(bytes(body))
-        except (ValueError, UnicodeDecodeError) as exc:
-            return error(400, NOT_JSON, f"body is not valid UTF-8 JSON: {exc}")
+        except UnicodeDecodeError as exc:
+            return error(422, NOT_UTF8, f"body is not UTF-8 (at byte {exc.start}); send UTF-8 JSON")
+        except JsonProblem as exc:
+            return error(422, exc.code, f"body cannot be parsed: {exc}")
         items = data if isinstance(data, list) else [data]
         if not items:
             return error(422, "empty", "the batch is empty; send at least one event")

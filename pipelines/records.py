@@ -2,18 +2,27 @@
 
 The PyFlink job (``pipelines.stream_job``) only wires these together:
 
-    raw bytes ─ parse_raw ─┬─ invalid ──────────────► dlq_record      → <prefix>.dlq
-                           └─ valid ─ clean_event ─ (dedupe by event_id in keyed state)
-                                        └─ route ─┬─ review ─► routed_record → <prefix>.review
-                                                  └─ clean ──► routed_record → <prefix>.clean
-    duplicates ─► duplicate_record → <prefix>.duplicates
+    raw bytes ─ process_raw ─┬─ DLQ ─────────────────────────────► dlq_record → <prefix>.dlq
+      (parse + validate once,└─ REVIEW | CLEAN (routed record) ─ dedupe by event_id ─┐
+       normalise, mask, route)                                                         │
+                       first time: → <prefix>.review | <prefix>.clean ◄────────────────┤
+                       seen before: duplicate_record → <prefix>.duplicates ◄───────────┘
 
-Every record that enters ``raw`` leaves through exactly one of those four topics.
+Every record that enters ``raw`` leaves through exactly one of those four topics,
+whatever its bytes: ``process_raw`` never raises. An event the contract rejects goes to
+the DLQ with its reason code; an exception nobody expected becomes a DLQ record with code
+``internal_error`` (the exception's type and message), so one poison record can never
+stop or stall the job.
+
+Size caps hold after cleaning: text is NFKC-normalised and PII-masked, which can make it
+longer (one character can expand to 18 under NFKC; ``a@b.cc`` becomes ``[EMAIL]``). Text
+that grows past ``MAX_TEXT_CHARS`` is truncated to it and the routed record says
+``"text_truncated": true`` (the label is still worth keeping; nothing is silently cut).
 """
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import json
 import re
 import unicodedata
@@ -21,51 +30,43 @@ from dataclasses import dataclass
 from typing import Any
 
 from flywheel.errors import InvalidEventError
-from flywheel.events import FeedbackEvent, parse_event
-
-REVIEW, CLEAN = "review", "clean"
-
-# ---- PII masking --------------------------------------------------------------------
-
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-_CARD = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
-_IPV4 = re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b")
-_IPV6 = re.compile(
-    r"\b(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}\b|\b(?:[0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{0,4}\b"
+from flywheel.events import (
+    MAX_RECORD_BYTES,
+    MAX_TEXT_CHARS,
+    SCHEMA_INVALID,
+    TOO_LARGE,
+    FeedbackEvent,
+    parse_event,
 )
-_PHONE = re.compile(
-    r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){2,3}(?!\w)"
-)
-# Order matters: e-mails and cards first, so the phone pattern does not eat their digits.
-_PATTERNS = (("[EMAIL]", _EMAIL), ("[CARD]", _CARD), ("[IP]", _IPV4), ("[IP]", _IPV6), ("[PHONE]", _PHONE))
+from pipelines.pii import mask_pii
 
+__all__ = [
+    "CLEAN",
+    "DLQ",
+    "REVIEW",
+    "Origin",
+    "Outcome",
+    "clean_event",
+    "dlq_record",
+    "duplicate_record",
+    "mask_pii",
+    "normalise_text",
+    "process_raw",
+    "route",
+]
 
-def mask_pii(text: str) -> tuple[str, int]:
-    (
-        """Replace e-mails, card-like numbers, IPs and phone numbers; return (text, count).
+REVIEW, CLEAN, DLQ = "review", "clean", "dlq"
+INTERNAL_ERROR = "internal_error"
+EMPTY = "empty"
+DEFAULT_DLQ_RAW_BYTES = 64 * 1024  # settings.stream.dlq_max_raw_bytes
+_MAX_PROBLEMS, _MAX_FIELD_CHARS, _MAX_MESSAGE_CHARS = 20, 200, 500
 
-    Card-like means 13-19 digits, optionally grouped by spaces or dashes; no Luhn check,
-    because over-masking is the safe failure for PII.
-    """
-        ""
-    )
-    count = 0
-    for token, pattern in _PATTERNS:
-
-        def sub(match: re.Match[str], token: str = token) -> str:
-            nonlocal count
-            if token == "[PHONE]" and sum(c.isdigit() for c in match.group()) < 7:
-                return match.group()
-            count += 1
-            return token
-
-        text = pattern.sub(sub, text)
-    return text, count
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 
 
 def normalise_text(text: str) -> str:
-    """Unicode NFKC, and runs of whitespace collapsed to one space."""
-    return " ".join(unicodedata.normalize("NFKC", text).split())
+    """Unicode NFKC, control characters dropped, runs of whitespace collapsed to one space."""
+    return " ".join(_CONTROL.sub("", unicodedata.normalize("NFKC", text)).split())
 
 
 # ---- records ---------------------------------------------------------------------
@@ -81,19 +82,52 @@ class Origin:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
 
 
-def parse_raw(value: bytes | None) -> FeedbackEvent:
-    """Parse and validate raw bytes with the contract model (raises InvalidEventError)."""
-    if value is None:
-        raise InvalidEventError("empty", [("", "record has no value (tombstone)")])
-    return parse_event(bytes(value))
+@dataclass(frozen=True)
+class Outcome:
+    """What ``process_raw`` decided for one raw record.
+
+    ``destination`` is DLQ, REVIEW or CLEAN; ``record`` is the JSON to write there (for
+    REVIEW/CLEAN, unless the dedupe step finds ``event_id`` was seen before).
+    """
+
+    destination: str
+    record: str
+    event_id: str | None = None
 
 
-def clean_event(event: FeedbackEvent) -> tuple[FeedbackEvent, int]:
-    """Normalise and mask the free text of an event; return the new event and the mask count."""
+def _dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def _encodable(text: str) -> str:
+    """``text`` with anything UTF-8 cannot encode (lone surrogates from a hostile JSON key
+    quoted back in a reason) replaced, so the Kafka sink can always serialise it."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def clean_event(event: FeedbackEvent) -> tuple[FeedbackEvent, int, bool]:
+    """Normalise and mask the free text; return (event, mask count, text truncated).
+
+    Raises InvalidEventError when nothing visible is left of the text.
+    """
     if event.input.text is None:
-        return event, 0
+        return event, 0, False
     masked, count = mask_pii(normalise_text(event.input.text))
-    return event.model_copy(update={"input": event.input.model_copy(update={"text": masked})}), count
+    if not masked:
+        raise InvalidEventError(
+            SCHEMA_INVALID, [("input.text", "has no visible characters after normalisation")]
+        )
+    truncated = len(masked) > MAX_TEXT_CHARS
+    if truncated:
+        masked = masked[:MAX_TEXT_CHARS]
+    # model_copy skips validation on purpose: the event was validated once, and the only
+    # change is the cleaned text, whose invariants (non-empty, capped) hold by construction.
+    cleaned = event.model_copy(update={"input": event.input.model_copy(update={"text": masked})})
+    return cleaned, count, truncated
 
 
 def route(event: FeedbackEvent, threshold: float) -> tuple[str, bool]:
@@ -103,62 +137,137 @@ def route(event: FeedbackEvent, threshold: float) -> tuple[str, bool]:
     return (REVIEW if low and not event.has_verified_answer else CLEAN), low
 
 
-def routed_record(event: FeedbackEvent, low_confidence: bool, pii_masks: int, origin: Origin) -> str:
+def routed_record(
+    event: FeedbackEvent, low_confidence: bool, pii_masks: int, origin: Origin, text_truncated: bool = False
+) -> str:
     """The JSON written to the clean and review topics."""
-    return json.dumps(
-        {
-            "event": event.to_json_dict(),
-            "label": event.verified_label,
-            "low_confidence": low_confidence,
-            "pii_masks": pii_masks,
-            "origin": origin.as_dict(),
-        },
-        separators=(",", ":"),
-    )
+    data = {
+        "event": event.to_json_dict(),
+        "label": event.verified_label,
+        "low_confidence": low_confidence,
+        "pii_masks": pii_masks,
+        "origin": origin.as_dict(),
+    }
+    if text_truncated:
+        data["text_truncated"] = True
+    return _dumps(data)
 
 
-def dlq_record(value: bytes | None, key: bytes | None, error: InvalidEventError, origin: Origin) -> str:
-    """The JSON written to the dead-letter topic: original bytes, reason, where it came from."""
-    return json.dumps(
-        {
-            "reason": {
-                "code": error.code,
-                "message": str(error),
-                "problems": [{"field": f, "message": m} for f, m in error.problems],
-            },
-            "origin": origin.as_dict(),
-            "key": None if key is None else bytes(key).decode("utf-8", "replace"),
-            "raw_b64": None if value is None else base64.b64encode(bytes(value)).decode(),
-        },
-        separators=(",", ":"),
+def _raw_copy(value: bytes | None, max_bytes: int) -> dict[str, Any] | None:
+    """What the DLQ keeps of the raw bytes: size, sha256, and a PII-masked text of the head."""
+    if value is None:
+        return None
+    head = value[:max_bytes]
+    try:
+        text, utf8 = head.decode("utf-8"), True
+    except UnicodeDecodeError as exc:
+        # a cut through a multi-byte character is not a reason to call the bytes non-UTF-8
+        utf8 = (
+            len(value) > max_bytes and exc.start >= len(head) - 3 and exc.reason == "unexpected end of data"
+        )
+        text = head.decode("utf-8", "backslashreplace")
+    masked, masks = mask_pii(text)
+    return {
+        "size": len(value),
+        "sha256": hashlib.sha256(value).hexdigest(),
+        "truncated": len(value) > max_bytes,
+        "utf8": utf8,
+        "pii_masks": masks,
+        "text": masked,
+    }
+
+
+def dlq_record(
+    value: bytes | None,
+    key: bytes | None,
+    error: InvalidEventError,
+    origin: Origin,
+    max_raw_bytes: int = DEFAULT_DLQ_RAW_BYTES,
+) -> str:
+    """The JSON written to the dead-letter topic: reason, where it came from, the raw record.
+
+    The raw record is kept as PII-masked text (people read the DLQ), cut to ``max_raw_bytes``
+    with its full size and sha256; non-UTF-8 bytes appear as ``\\xNN`` escapes. Reasons are
+    capped too, so a DLQ record always fits the producer's request size.
+    """
+    problems = [
+        {"field": f[:_MAX_FIELD_CHARS], "message": m[:_MAX_MESSAGE_CHARS]}
+        for f, m in error.problems[:_MAX_PROBLEMS]
+    ]
+    return _encodable(
+        _dumps(
+            {
+                "reason": {
+                    "code": error.code,
+                    "message": str(error)[: _MAX_MESSAGE_CHARS * 4],
+                    "problems": problems,
+                    "problems_total": len(error.problems),
+                },
+                "origin": origin.as_dict(),
+                "key": None
+                if key is None
+                else mask_pii(bytes(key[:256]).decode("utf-8", "backslashreplace"))[0],
+                "raw": _raw_copy(None if value is None else bytes(value), max_raw_bytes),
+            }
+        )
     )
 
 
 def duplicate_record(event_id: str, origin: Origin) -> str:
-    return json.dumps({"event_id": event_id, "origin": origin.as_dict()}, separators=(",", ":"))
+    return _dumps({"event_id": event_id, "origin": origin.as_dict()})
 
 
-def process_raw(value: bytes | None, key: bytes | None, origin: Origin) -> tuple[str, str, str | None]:
-    """First step of the job: ``("dlq", dlq_json, None)`` or ``("valid", event_json, event_id)``.
+def _route_valid(
+    value: bytes | None, thresholds: dict[str, float], default_threshold: float, origin: Origin
+) -> Outcome:
+    if value is None:
+        raise InvalidEventError(EMPTY, [("", "record has no value (tombstone)")])
+    event = parse_event(bytes(value))
+    event, masks, truncated = clean_event(event)
+    destination, low = route(event, thresholds.get(event.model_name, default_threshold))
+    record = routed_record(event, low, masks, origin, truncated)
+    if len(record.encode("utf-8")) > MAX_RECORD_BYTES:
+        raise InvalidEventError(TOO_LARGE, [("", f"the routed record exceeds {MAX_RECORD_BYTES} bytes")])
+    return Outcome(destination, record, event.event_id)
 
-    A valid event comes back already normalised and PII-masked, with its mask count,
-    so what is keyed and stored downstream never holds raw PII.
+
+def process_raw(
+    value: bytes | None,
+    key: bytes | None,
+    origin: Origin,
+    thresholds: dict[str, float] | None = None,
+    default_threshold: float = 0.5,
+    max_dlq_raw_bytes: int = DEFAULT_DLQ_RAW_BYTES,
+) -> Outcome:
+    """Decide where one raw record goes; never raises.
+
+    A valid event comes back parsed and validated once, normalised, PII-masked and routed
+    (REVIEW or CLEAN with its routed record), so what is keyed and stored downstream never
+    holds raw PII. Anything else is a DLQ outcome with a reason code.
     """
     try:
-        event = parse_raw(value)
+        return _route_valid(value, thresholds or {}, default_threshold, origin)
     except InvalidEventError as exc:
-        return "dlq", dlq_record(value, key, exc, origin), None
-    event, masks = clean_event(event)
-    payload = json.dumps(
-        {"event": event.to_json_dict(), "pii_masks": masks, "origin": origin.as_dict()},
-        separators=(",", ":"),
-    )
-    return "valid", payload, event.event_id
-
-
-def route_valid(payload: str, thresholds: dict[str, float], default_threshold: float) -> tuple[str, str]:
-    """Second step, after dedupe: ``(REVIEW|CLEAN, routed_json)`` for a payload of process_raw."""
-    data = json.loads(payload)
-    event = FeedbackEvent.model_validate(data["event"])
-    destination, low = route(event, thresholds.get(event.model_name, default_threshold))
-    return destination, routed_record(event, low, data["pii_masks"], Origin(**data["origin"]))
+        error = exc
+    except Exception as exc:  # noqa: BLE001 - no record may stop the job: it goes to the DLQ
+        error = InvalidEventError(INTERNAL_ERROR, [("", f"{type(exc).__name__}: {exc}"[:_MAX_MESSAGE_CHARS])])
+    try:
+        return Outcome(DLQ, dlq_record(value, key, error, origin, max_dlq_raw_bytes))
+    except Exception as exc:  # noqa: BLE001 - even the DLQ record failed: keep the bare facts
+        return Outcome(
+            DLQ,
+            _dumps(
+                {
+                    "reason": {
+                        "code": INTERNAL_ERROR,
+                        "message": f"{error.code}; then building the DLQ record failed: "
+                        f"{type(exc).__name__}: {exc}"[:_MAX_MESSAGE_CHARS],
+                        "problems": [],
+                        "problems_total": 0,
+                    },
+                    "origin": origin.as_dict(),
+                    "key": None,
+                    "raw": None if value is None else {"size": len(value)},
+                }
+            ),
+        )

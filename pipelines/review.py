@@ -1,13 +1,14 @@
 """The human review queue: low-confidence unlabelled predictions waiting for a label.
 
 ``pending`` lists review-topic items not yet labelled; ``label`` sends the reviewer's
-answer back into ``feedback.raw`` as a new event (``<event_id>.review``,
+answer back into ``feedback.raw`` as a new event (``review_event_id``: ``<event_id>.review``,
 ``label_source=review``, ``prediction_id`` = the reviewed event) and records the decision
 in a ledger (``<state_dir>/review/labelled.jsonl``), so an item is labelled once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -16,6 +17,20 @@ from pathlib import Path
 
 from flywheel.errors import FlywheelError
 from flywheel.kafka import Topics
+
+REVIEW_SUFFIX = ".review"
+MAX_ID_CHARS = 128
+
+
+def review_event_id(event_id: str) -> str:
+    """The id of the reviewer's answer to ``event_id``: ``<event_id>.review`` when it fits,
+    else a prefix of the id plus a hash of the whole id, so two long ids never collide."""
+    plain = event_id + REVIEW_SUFFIX
+    if len(plain) <= MAX_ID_CHARS:
+        return plain
+    digest = hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:32]
+    tail = f"{REVIEW_SUFFIX}.{digest}"
+    return event_id[: MAX_ID_CHARS - len(tail)] + tail
 
 
 @dataclass
@@ -66,7 +81,7 @@ def label(
         events.append(
             {
                 "schema_version": 1,
-                "event_id": f"{e['event_id']}.review"[:128],
+                "event_id": review_event_id(e["event_id"]),
                 "event_time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
                 "source": f"review:{reviewer}"[:64],
                 "model_name": e["model_name"],

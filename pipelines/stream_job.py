@@ -19,15 +19,15 @@ offsets per partition of ``<prefix>.raw`` (tests and backfills; never "latest").
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 from flywheel.errors import FlywheelError
+from flywheel.events import MAX_RECORD_BYTES
 from flywheel.kafka import Topics, java_kafka_properties
 from flywheel.settings import Settings, load_settings
-from pipelines.records import REVIEW, Origin, duplicate_record, process_raw, route_valid
+from pipelines.records import DLQ, REVIEW, Origin, duplicate_record, process_raw
 
 JAR_NAMES = ("flink-connector-kafka.jar", "kafka-clients.jar")
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +63,11 @@ def parse_stop_offsets(text: str) -> dict[int, int]:
         ) from exc
 
 
+def sql_string(value: str) -> str:
+    """A Flink SQL string literal (single quotes doubled), safe for any property value."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def source_ddl(settings: Settings, topics: Topics, stop_offsets: dict[int, int] | None) -> str:
     options = {
         "connector": "kafka",
@@ -82,7 +87,7 @@ def source_ddl(settings: Settings, topics: Topics, stop_offsets: dict[int, int] 
         options["scan.bounded.specific-offsets"] = ";".join(
             f"partition:{p},offset:{o}" for p, o in sorted(stop_offsets.items())
         )
-    with_clause = ",\n  ".join(f"'{k}' = '{v}'" for k, v in options.items())
+    with_clause = ",\n  ".join(f"{sql_string(k)} = {sql_string(v)}" for k, v in options.items())
     return (
         "CREATE TEMPORARY TABLE raw_feedback (\n"
         "  `k` BYTES, `v` BYTES,\n"
@@ -111,28 +116,33 @@ def build(env, settings: Settings, stop_offsets: dict[int, int] | None = None) -
     ttl_ms = int(settings.stream.dedupe_ttl_hours * 3600 * 1000)
     raw_topic = topics.raw
 
+    max_dlq_raw = settings.stream.dlq_max_raw_bytes
+
     class Validate(ProcessFunction):
+        """Parse, validate, clean and route each raw record once (never raises)."""
+
         def process_element(self, row, ctx):
             origin = Origin(raw_topic, row[2], row[3])
-            kind, payload, event_id = process_raw(row[1], row[0], origin)
-            if kind == "dlq":
-                yield dlq_tag, payload
+            out = process_raw(row[1], row[0], origin, thresholds, default_threshold, max_dlq_raw)
+            if out.destination == DLQ:
+                yield dlq_tag, out.record
             else:
-                yield event_id, payload
+                yield out.event_id, out.destination, out.record, origin.partition, origin.offset
 
-    class DedupeAndRoute(KeyedProcessFunction):
+    class Dedupe(KeyedProcessFunction):
+        """First sighting of an event_id goes on to review/clean; later ones to duplicates."""
+
         def open(self, runtime_context):
             descriptor = ValueStateDescriptor("seen", Types.BOOLEAN())
             descriptor.enable_time_to_live(StateTtlConfig.new_builder(Time.milliseconds(ttl_ms)).build())
             self.seen = runtime_context.get_state(descriptor)
 
         def process_element(self, value, ctx):
-            event_id, payload = value
+            event_id, destination, record, partition, offset = value
             if self.seen.value():
-                yield dup_tag, duplicate_record(event_id, Origin(**json.loads(payload)["origin"]))
+                yield dup_tag, duplicate_record(event_id, Origin(raw_topic, partition, offset))
                 return
             self.seen.update(True)
-            destination, record = route_valid(payload, thresholds, default_threshold)
             if destination == REVIEW:
                 yield review_tag, record
             else:
@@ -141,11 +151,10 @@ def build(env, settings: Settings, stop_offsets: dict[int, int] | None = None) -
     t_env = StreamTableEnvironment.create(env)
     t_env.execute_sql(source_ddl(settings, topics, stop_offsets))
     raw = t_env.to_data_stream(t_env.from_path("raw_feedback"))
-    valid = raw.process(Validate(), Types.TUPLE([Types.STRING(), Types.STRING()])).name("validate")
+    routed_type = Types.TUPLE([Types.STRING(), Types.STRING(), Types.STRING(), Types.INT(), Types.LONG()])
+    valid = raw.process(Validate(), routed_type).name("validate-route")
     clean = (
-        valid.key_by(lambda v: v[0], key_type=Types.STRING())
-        .process(DedupeAndRoute(), Types.STRING())
-        .name("dedupe-route")
+        valid.key_by(lambda v: v[0], key_type=Types.STRING()).process(Dedupe(), Types.STRING()).name("dedupe")
     )
 
     def sink(topic: str, name: str):
@@ -161,6 +170,7 @@ def build(env, settings: Settings, stop_offsets: dict[int, int] | None = None) -
             .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
             .set_transactional_id_prefix(f"{settings.stream.group_id}-{settings.kafka.topic_prefix}-{name}")
             .set_property("transaction.timeout.ms", "600000")
+            .set_property("max.request.size", str(MAX_RECORD_BYTES))
         )
         for key, value in java_kafka_properties(settings).items():
             builder = builder.set_property(key, value)
@@ -172,23 +182,48 @@ def build(env, settings: Settings, stop_offsets: dict[int, int] | None = None) -
     valid.get_side_output(dlq_tag).sink_to(sink(topics.dlq, "dlq")).name("to-dlq")
 
 
-def make_env(settings: Settings, restore: bool = True):
-    """A StreamExecutionEnvironment with checkpointing, retained checkpoints and the jars."""
+def make_env(settings: Settings, restore: bool = True, rest_port: int | None = None):
+    """A StreamExecutionEnvironment with checkpointing, retained checkpoints, the jars, a
+    bounded exponential-delay restart strategy and (``rest_port``) the REST API on loopback."""
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
 
     os.environ.setdefault("FLINK_LOG_DIR", str((settings.state_dir / "flink-logs").resolve()))
     folder = checkpoint_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
+    stream = settings.stream
     conf = Configuration()
-    conf.set_string("execution.checkpointing.interval", f"{settings.stream.checkpoint_interval_ms} ms")
-    conf.set_string("execution.checkpointing.mode", "EXACTLY_ONCE")
-    conf.set_string("execution.checkpointing.dir", folder.as_uri())
-    conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
-    conf.set_string("execution.checkpointing.num-retained", "2")
-    conf.set_string("pipeline.jars", ";".join(jar_urls()))
-    conf.set_string("parallelism.default", str(settings.stream.parallelism))
-    conf.set_string("python.executable", os.environ.get("PYFLINK_PYTHON", sys.executable))
+    options = {
+        "execution.checkpointing.interval": f"{stream.checkpoint_interval_ms} ms",
+        "execution.checkpointing.mode": "EXACTLY_ONCE",
+        "execution.checkpointing.dir": folder.as_uri(),
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "execution.checkpointing.num-retained": "2",
+        "pipeline.jars": ";".join(jar_urls()),
+        "parallelism.default": str(stream.parallelism),
+        "python.executable": os.environ.get("PYFLINK_PYTHON", sys.executable),
+        # A failing job is restarted with growing delays, then fails for good (and says why)
+        # instead of looping forever on the same record or a dead sink.
+        "restart-strategy.type": "exponential-delay",
+        "restart-strategy.exponential-delay.initial-backoff": f"{stream.restart_backoff_initial_ms} ms",
+        "restart-strategy.exponential-delay.max-backoff": f"{stream.restart_backoff_max_ms} ms",
+        "restart-strategy.exponential-delay.backoff-multiplier": "2.0",
+        "restart-strategy.exponential-delay.jitter-factor": "0.1",
+        "restart-strategy.exponential-delay.reset-backoff-threshold": "1 h",
+        "restart-strategy.exponential-delay.attempts-before-reset-backoff": str(stream.restart_attempts),
+    }
+    if rest_port is not None:
+        options.update(
+            {
+                "rest.address": "127.0.0.1",
+                "rest.bind-address": "127.0.0.1",
+                "rest.port": str(rest_port),
+                "web.refresh-interval": "1000 ms",
+                "metrics.fetcher.update-interval": "1000 ms",
+            }
+        )
+    for key, value in options.items():
+        conf.set_string(key, value)
     resume = latest_checkpoint(folder) if restore else None
     if resume is not None:
         conf.set_string("execution.state-recovery.path", resume.as_uri())
@@ -196,18 +231,46 @@ def make_env(settings: Settings, restore: bool = True):
     return env, resume
 
 
+class JobFailed(FlywheelError):
+    """The stream job failed for good (its restarts were used up)."""
+
+
 def run(
     settings: Settings, stop_offsets: dict[int, int] | None = None, restore: bool = True, log=print
 ) -> None:
-    """Build and execute the job; blocks (forever unless bounded by stop offsets)."""
-    env, resume = make_env(settings, restore)
+    """Build and execute the job; blocks (forever unless bounded by stop offsets).
+
+    While it runs, a monitor thread writes the job's state, restart count and last
+    exception to ``<state_dir>/run/stream-job.json`` (see ``pipelines.job_health``).
+    """
+    from flywheel.broker import free_port
+    from pipelines import job_health
+
+    rest_port = free_port()
+    env, resume = make_env(settings, restore, rest_port)
     log(
         f"stream job: {Topics.from_settings(settings).raw} -> clean/review/dlq/duplicates; "
         f"{'resuming from ' + str(resume) if resume else 'starting from committed offsets'}"
         f"{'; bounded to ' + str(stop_offsets) if stop_offsets is not None else ''}"
     )
     build(env, settings, stop_offsets)
-    env.execute(f"flywheel-stream-{settings.kafka.topic_prefix}")
+    client = env.execute_async(f"flywheel-stream-{settings.kafka.topic_prefix}")
+    result = client.get_job_execution_result()  # take it before the MiniCluster can go away
+    monitor = job_health.JobMonitor(
+        settings.state_dir, f"http://127.0.0.1:{rest_port}", str(client.get_job_id())
+    )
+    monitor.start()
+    try:
+        result.result()
+    except Exception as exc:
+        summary = job_health.summarise_exception(type(exc).__name__, str(exc))
+        monitor.finish("FAILED", summary)
+        raise JobFailed(
+            f"the stream job failed after {monitor.health.restarts} restarts: {summary}. "
+            f"Flink's log is under {os.environ.get('FLINK_LOG_DIR')}; fix the cause and start it again "
+            "(it resumes from the last checkpoint)"
+        ) from exc
+    monitor.finish("FINISHED")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from flywheel.errors import FlywheelError
+from flywheel.names import check_model_name
 
 
 class ModelNotFound(FlywheelError):
@@ -47,7 +48,7 @@ class ModelStore:
         self.root = Path(state_dir) / "models"
 
     def dir(self, name: str) -> Path:
-        return self.root / name
+        return self.root / check_model_name(name)
 
     def exists(self, name: str) -> bool:
         return (self.dir(name) / "model.json").is_file()

@@ -73,7 +73,7 @@ def test_10k_mixed_events_are_all_accounted_for(settings):
     assert len(clean_ids) == len(set(clean_ids))
     dlq = [json.loads(m.value()) for m in read_topic(settings, f"{settings.kafka.topic_prefix}.dlq")]
     assert {d["reason"]["code"] for d in dlq} == {"not_utf8", "not_json", "schema_invalid"}
-    assert all(d["raw_b64"] and d["origin"]["topic"].endswith(".raw") for d in dlq)
+    assert all(d["raw"]["sha256"] and d["origin"]["topic"].endswith(".raw") for d in dlq)
 
     # Feast holds exactly the clean events, PII masked, offline and online.
     store = open_store(settings)
@@ -152,3 +152,59 @@ def test_killed_job_restarts_from_checkpoint_with_the_same_counts(settings):
     Ingestor(settings, store).run(until_caught_up=True)
     rows = historical_samples(store, settings)
     assert len(rows) == expected["clean"] and rows[JOIN_KEY].is_unique
+
+
+def test_hostile_records_never_stop_the_job_and_all_are_accounted_for(settings, tmp_path):
+    """30+ kinds of hostile records (tests/hostile.py) into the running job: it keeps running
+    with no restart, every record lands where expected, the DLQ says why, Feast ingests the rest."""
+    from confluent_kafka import Producer
+
+    from flywheel.kafka import producer_config
+    from pipelines import job_health
+    from tests.hostile import HOSTILE
+
+    producer = Producer(producer_config(settings))
+    errors: list = []
+    for case in HOSTILE:
+        producer.produce(
+            f"{settings.kafka.topic_prefix}.raw",
+            key=case.key,
+            value=case.value,
+            on_delivery=lambda err, _msg: errors.append(err) if err else None,
+        )
+        producer.poll(0)
+    assert producer.flush(60) == 0 and not errors, errors
+
+    job = start_job(settings)
+    try:
+        deadline = time.monotonic() + 240
+        a = accounting(settings)
+        while time.monotonic() < deadline and not a.balanced:
+            assert job.poll() is None, "stream job died"
+            time.sleep(2)
+            a = accounting(settings)
+        health = job_health.read(settings.state_dir)
+        time.sleep(3)  # one more report after the last record
+        health = job_health.read(settings.state_dir)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    expected = {d: sum(c.destination == d for c in HOSTILE) for d in ("clean", "review", "dlq", "duplicates")}
+    assert a.raw == len(HOSTILE) and a.balanced, a
+    assert (a.clean, a.review, a.dlq, a.duplicates) == tuple(expected.values()), a
+    assert health is not None and health.state == "RUNNING" and health.restarts == 0, health
+
+    topic = f"{settings.kafka.topic_prefix}.dlq"
+    dlq = {
+        (d["origin"]["partition"], d["origin"]["offset"]): d
+        for d in (json.loads(m.value()) for m in read_topic(settings, topic))
+    }
+    codes = sorted(d["reason"]["code"] for d in dlq.values())
+    assert codes == sorted(c.code for c in HOSTILE if c.destination == "dlq")
+    assert all(d["reason"]["message"] for d in dlq.values())
+    assert "jane@example.com" not in json.dumps(list(dlq.values()))  # the DLQ copy is masked
+
+    store = open_store(settings)
+    assert Ingestor(settings, store).run(until_caught_up=True).rows == expected["clean"]
+    rows = historical_samples(store, settings)
+    assert len(rows) == expected["clean"] and not rows["text"].dropna().str.contains("jane@").any()

@@ -62,10 +62,27 @@ def test_bad_confidence_is_422_naming_the_field_and_nothing_is_sent(fake):
     assert fake.sent == []
 
 
-def test_not_json_and_empty_and_too_many(fake):
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"{nope", "not_json"),
+        (b'{"c": NaN}', "not_json"),
+        (b"\xff\xfe{}", "not_utf8"),
+        (b'{"a": 1, "a": 2}', "duplicate_key"),
+        (b"[" * 50_000 + b"]" * 50_000, "too_deep"),
+        (b'{"x":' * 3000 + b"1" + b"}" * 3000, "too_deep"),
+        (b"1" * 5000, "not_json"),  # past Python's int digit limit
+        (b"", "not_json"),
+    ],
+)
+def test_unparsable_bodies_are_422_with_the_reason(fake, body, code):
+    r = app_with(fake).post("/v1/feedback", content=body)
+    assert r.status_code == 422 and r.json()["error"] == code, r.text
+    assert fake.sent == []
+
+
+def test_empty_and_too_many(fake):
     api = app_with(fake, max_batch=2)
-    assert api.post("/v1/feedback", content=b"{nope").status_code == 400
-    assert api.post("/v1/feedback", content=b'{"c": NaN}').status_code == 400
     assert api.post("/v1/feedback", json=[]).status_code == 422
     assert api.post("/v1/feedback", json=[make_event(i) for i in range(3)]).status_code == 413
 

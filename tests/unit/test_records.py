@@ -1,22 +1,25 @@
-"""Per-record logic of the stream job: masking, normalising, routing, DLQ records."""
+"""Per-record logic of the stream job: normalising, routing, DLQ records, no poison pill."""
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from flywheel.events import validate_event
+from flywheel.events import MAX_RECORD_BYTES, MAX_TEXT_CHARS, validate_event
+from pipelines import records
 from pipelines.records import (
     CLEAN,
+    DLQ,
     REVIEW,
     Origin,
     mask_pii,
     normalise_text,
     process_raw,
     route,
-    route_valid,
 )
 from tests.helpers import make_event
 
@@ -33,6 +36,7 @@ ORIGIN = Origin("feedback.raw", 2, 41)
         ("call +44 20 7946 0958 or (555) 123-4567", "call [PHONE] or [PHONE]", 2),
         ("order 12345 arrived in 2 days, rated 4.5", "order 12345 arrived in 2 days, rated 4.5", 0),
         ("version 1.2.3 is fine", "version 1.2.3 is fine", 0),
+        ("at 12:30:45 on 2024-03-15T10:20:30Z", "at 12:30:45 on 2024-03-15T10:20:30Z", 0),
     ],
 )
 def test_mask_pii(text, expected, count):
@@ -41,7 +45,7 @@ def test_mask_pii(text, expected, count):
 
 def test_normalise_text():
     fullwidth = "\uff46\uff55\uff4c\uff4c"  # "full" in fullwidth letters
-    assert normalise_text(f"  {fullwidth}\u00a0width\t\n text  ") == "full width text"
+    assert normalise_text(f"  {fullwidth}\u00a0width\t\n text\x00\x1b  ") == "full width text"
 
 
 def test_route_rules():
@@ -58,35 +62,179 @@ def test_route_rules():
     assert route(high_unlabelled, 0.9) == (REVIEW, True)  # per-model threshold
 
 
-def test_valid_event_is_masked_and_routed_with_origin():
-    raw = json.dumps(
-        make_event(
-            7,
-            input={"text": "mail me:  a@b.io "},
-            feedback=None,
-            prediction={"label": "neg", "confidence": 0.1},
-        )
-    ).encode()
-    kind, payload, event_id = process_raw(raw, b"evt-000007", ORIGIN)
-    assert (kind, event_id) == ("valid", "evt-000007")
-    dest, routed = route_valid(payload, {"sentiment": 0.05}, 0.5)
-    assert dest == CLEAN  # the per-model threshold 0.05 applies, not the default 0.5
-    dest, routed = route_valid(payload, {}, 0.5)
-    record = json.loads(routed)
-    assert dest == REVIEW
+def raw_event(**overrides) -> bytes:
+    return json.dumps(make_event(7, **overrides)).encode()
+
+
+def test_valid_event_is_masked_and_routed_with_origin_in_one_step():
+    raw = raw_event(
+        input={"text": "mail me:  a@b.io "}, feedback=None, prediction={"label": "neg", "confidence": 0.1}
+    )
+    out = process_raw(raw, b"evt-000007", ORIGIN, {"sentiment": 0.05}, 0.5)
+    assert (out.destination, out.event_id) == (CLEAN, "evt-000007")  # per-model threshold 0.05
+    out = process_raw(raw, b"evt-000007", ORIGIN, {}, 0.5)
+    record = json.loads(out.record)
+    assert out.destination == REVIEW
     assert record["event"]["input"]["text"] == "mail me: [EMAIL]"
     assert record["pii_masks"] == 1 and record["low_confidence"] is True and record["label"] is None
     assert record["origin"] == {"topic": "feedback.raw", "partition": 2, "offset": 41}
+    assert "text_truncated" not in record
 
 
 @pytest.mark.parametrize(
     ("raw", "code"),
-    [(b"\xff\xfe", "not_utf8"), (b"{", "not_json"), (b"{}", "schema_invalid"), (None, "empty")],
+    [
+        (b"\xff\xfe", "not_utf8"),
+        (b"{", "not_json"),
+        (b"{}", "schema_invalid"),
+        (None, "empty"),
+        (b'{"a": 1, "a": 2}', "duplicate_key"),
+        (b"[" * 100_000 + b"]" * 100_000, "too_deep"),
+        (b'{"x":' * 5000 + b"1" + b"}" * 5000, "too_deep"),
+    ],
 )
-def test_invalid_goes_to_dlq_with_original_bytes(raw, code):
-    kind, payload, event_id = process_raw(raw, b"k1", ORIGIN)
-    record = json.loads(payload)
-    assert (kind, event_id) == ("dlq", None)
+def test_invalid_goes_to_dlq_with_reason_size_and_hash(raw, code):
+    out = process_raw(raw, b"k1", ORIGIN)
+    record = json.loads(out.record)
+    assert (out.destination, out.event_id) == (DLQ, None)
     assert record["reason"]["code"] == code and record["reason"]["message"]
     assert record["origin"]["offset"] == 41 and record["key"] == "k1"
-    assert (None if raw is None else base64.b64decode(record["raw_b64"])) == raw
+    if raw is None:
+        assert record["raw"] is None
+    else:
+        assert record["raw"]["size"] == len(raw)
+        assert record["raw"]["sha256"] == hashlib.sha256(raw).hexdigest()
+
+
+def test_dlq_copy_is_masked_and_truncated_with_full_size_and_hash():
+    raw = b'{"note": "write to jane@example.com", "pad": "' + b"x" * 900_000 + b'"}'
+    out = process_raw(raw, None, ORIGIN, max_dlq_raw_bytes=1024)
+    record = json.loads(out.record)
+    assert record["raw"]["truncated"] is True and record["raw"]["size"] == len(raw)
+    assert record["raw"]["sha256"] == hashlib.sha256(raw).hexdigest()
+    assert "jane@example.com" not in out.record and "[EMAIL]" in record["raw"]["text"]
+    assert len(out.record) < 4096
+
+
+def test_dlq_record_of_a_maximal_invalid_event_fits_the_request_size():
+    # ~1 MB of extra keys: the reason lists are capped as well as the raw copy
+    raw = json.dumps({f"k{i:06d}" + "y" * 100: i for i in range(9000)}).encode()[: 1_000_000 - 1] + b"}"
+    out = process_raw(raw, b"k" * 10_000, ORIGIN)
+    assert out.destination == DLQ and len(out.record.encode()) < 200_000
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("   \t\n ", "visible"),
+        ("\u200b\u200b", "visible"),
+    ],
+)
+def test_text_without_visible_characters_is_rejected_by_the_contract(text, reason):
+    out = process_raw(raw_event(input={"text": text}), None, ORIGIN)
+    record = json.loads(out.record)
+    assert out.destination == DLQ and record["reason"]["code"] == "schema_invalid"
+    assert reason in record["reason"]["message"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\ufdfa" * MAX_TEXT_CHARS,  # NFKC expands this one character to 18
+        "a@b.cc " * (MAX_TEXT_CHARS // 7),  # masking makes each e-mail one character longer
+    ],
+)
+def test_text_that_grows_past_the_cap_is_truncated_with_a_flag(text):
+    assert len(text) <= MAX_TEXT_CHARS
+    out = process_raw(raw_event(input={"text": text}), None, ORIGIN)
+    record = json.loads(out.record)
+    assert out.destination == CLEAN
+    assert record["text_truncated"] is True and len(record["event"]["input"]["text"]) == MAX_TEXT_CHARS
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_timestamps_at_the_edge_of_time_go_to_the_dlq(stamp):
+    out = process_raw(raw_event(event_time=stamp), None, ORIGIN)
+    assert out.destination == DLQ and json.loads(out.record)["reason"]["code"] == "schema_invalid"
+
+
+def test_unexpected_exception_becomes_an_internal_error_dlq_record(monkeypatch):
+    def boom(event):
+        raise ZeroDivisionError("planted")
+
+    monkeypatch.setattr(records, "clean_event", boom)
+    out = process_raw(raw_event(), b"k", ORIGIN)
+    record = json.loads(out.record)
+    assert out.destination == DLQ
+    assert record["reason"]["code"] == "internal_error"
+    assert "ZeroDivisionError: planted" in record["reason"]["message"]
+
+
+def _json_values():
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30)
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+        max_leaves=20,
+    )
+
+
+def _mutated_events():
+    """Valid events with one field replaced by an arbitrary JSON value."""
+    fields = list(make_event(0))
+    return st.builds(
+        lambda field, value: {**make_event(3), field: value},
+        st.sampled_from(fields),
+        _json_values(),
+    )
+
+
+def _check_outcome(raw: bytes | None) -> None:
+    out = process_raw(raw, b"key", ORIGIN)
+    assert out.destination in (DLQ, REVIEW, CLEAN)
+    record = json.loads(out.record)
+    assert len(out.record.encode("utf-8")) <= MAX_RECORD_BYTES  # strict: the sink must encode it
+    if out.destination == DLQ:
+        assert out.event_id is None and record["reason"]["code"]
+    else:
+        assert out.event_id == record["event"]["event_id"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400) | st.none())
+def test_process_raw_never_raises_on_random_bytes(raw):
+    _check_outcome(raw)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_json_values() | _mutated_events())
+def test_process_raw_never_raises_on_random_json(value):
+    _check_outcome(json.dumps(value).encode())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(min_size=1, max_size=300))
+def test_process_raw_never_raises_on_random_text(text):
+    _check_outcome(json.dumps(make_event(5, input={"text": text}), ensure_ascii=False).encode())
+
+
+def test_hostile_corpus_ends_where_expected_without_the_jvm():
+    """The same corpus the integration test streams through the real job."""
+    from tests.hostile import HOSTILE
+
+    assert len({c.kind for c in HOSTILE}) >= 30
+    seen: set[str] = set()
+    for case in HOSTILE:
+        out = process_raw(case.value, case.key, ORIGIN)
+        record = json.loads(out.record)
+        out.record.encode("utf-8")
+        if out.destination == DLQ:
+            assert (DLQ, record["reason"]["code"]) == (case.destination, case.code), (
+                case.kind,
+                record["reason"],
+            )
+            assert len(out.record) < 200_000, case.kind
+            continue
+        destination = "duplicates" if out.event_id in seen else out.destination
+        seen.add(out.event_id)
+        assert destination == case.destination, (case.kind, out.record[:300])

@@ -83,3 +83,22 @@ def test_secrets_are_redacted_but_usable(monkeypatch):
     assert "hunter2" not in str(shown) and "s3" not in str(shown.get("kafka", {}).get("extra"))
     assert s.kafka.security_config()["sasl.password"] == "hunter2"
     assert not s.embedded_broker and s.bootstrap_servers == "kafka:9093"
+
+
+def test_credentials_inside_uris_and_connection_strings_are_redacted():
+    s = load_settings(
+        mlflow={"tracking_uri": "postgresql://flywheel:pg-s3cret@db:5432/mlflow"},
+        feast={"redis_connection_string": "redis:6379,password=r3dis-pw,ssl=true"},
+        kafka={
+            "extra": {
+                "sasl.oauthbearer.config": "clientId=app clientSecret=oauth-pw scope=x",
+                "sasl.oauthbearer.token.endpoint.url": "https://u:url-pw@idp/token?api_key=k3y",
+                "client.id": "flywheel",
+            }
+        },
+    )
+    shown = str(s.redacted())
+    for secret in ("pg-s3cret", "r3dis-pw", "oauth-pw", "url-pw", "k3y"):
+        assert secret not in shown, secret
+    assert "postgresql://flywheel:**********@db:5432/mlflow" in shown
+    assert "'client.id': 'flywheel'" in shown  # plain values are left alone

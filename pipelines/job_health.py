@@ -1,0 +1,134 @@
+"""Health of the running stream job, as its own process sees it through Flink's REST API.
+
+``flywheel stream run`` starts the job with a bounded exponential-delay restart strategy
+(``stream.restart_*``) and a monitor thread that polls the MiniCluster's REST endpoint
+and writes ``<state_dir>/run/stream-job.json`` (this module is its only writer and
+reader): the job's state, how many times Flink restarted it, and the last exception.
+``flywheel status`` and the supervisor read it, so a job that keeps failing is shown as
+such instead of as "running".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HEALTH_FILE = "stream-job.json"
+STALE_AFTER_S = 30.0
+_PY_ERROR = re.compile(r"^(\w+(?:Error|Exception|Exit)): (.*)$", re.M)
+
+
+@dataclass
+class JobHealth:
+    pid: int
+    job_id: str | None = None
+    state: str = "STARTING"  # Flink's job state: RUNNING, RESTARTING, FAILED, FINISHED, ...
+    restarts: int = 0
+    last_exception: str | None = None
+    last_exception_at: float | None = None
+    updated: float = 0.0
+
+    @property
+    def healthy(self) -> bool:
+        return self.state in ("RUNNING", "FINISHED") and time.time() - self.updated < STALE_AFTER_S
+
+    def describe(self) -> str:
+        """One line for `flywheel status`: state, restarts, last exception."""
+        if time.time() - self.updated >= STALE_AFTER_S:
+            return (
+                f"no job report for {time.time() - self.updated:.0f}s (job process {self.pid} stuck or gone)"
+            )
+        text = f"job {self.state.lower()}"
+        if self.restarts:
+            text += f", {self.restarts} job restart{'s' if self.restarts != 1 else ''}"
+        if self.last_exception:
+            age = time.time() - (self.last_exception_at or self.updated)
+            text += f"; last exception {age:.0f}s ago: {self.last_exception}"
+        return text
+
+
+def health_path(state_dir: Path | str) -> Path:
+    return Path(state_dir) / "run" / HEALTH_FILE
+
+
+def write(state_dir: Path | str, health: JobHealth) -> None:
+    path = health_path(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    health.updated = time.time()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(asdict(health)))
+    os.replace(tmp, path)
+
+
+def read(state_dir: Path | str) -> JobHealth | None:
+    """The last report of the stream job, or None if there is none (or it is unreadable)."""
+    try:
+        return JobHealth(**json.loads(health_path(state_dir).read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError):
+        return None  # a torn or foreign file: treated as no report, and rewritten in 2 s
+
+
+def summarise_exception(name: str, stacktrace: str) -> str:
+    """``Type: message`` of the innermost Python error in a Flink stack trace, else Flink's own."""
+    found = _PY_ERROR.findall(stacktrace or "")
+    if found:
+        kind, message = found[-1]
+        return f"{kind}: {message}"[:500]
+    first = (stacktrace or name).strip().splitlines()[0] if (stacktrace or name) else name
+    return first[:500]
+
+
+class JobMonitor(threading.Thread):
+    """Polls ``/jobs/<id>`` every ``interval_s`` and writes the health file."""
+
+    def __init__(self, state_dir: Path | str, rest_url: str, job_id: str, interval_s: float = 2.0):
+        super().__init__(name="stream-job-monitor", daemon=True)
+        self.state_dir, self.rest_url, self.interval_s = state_dir, rest_url.rstrip("/"), interval_s
+        self.health = JobHealth(pid=os.getpid(), job_id=job_id)
+        self.stopped = threading.Event()
+
+    def _get(self, path: str):
+        with urllib.request.urlopen(f"{self.rest_url}{path}", timeout=5) as response:
+            return json.loads(response.read())
+
+    def poll(self) -> None:
+        job = self.health.job_id
+        self.health.state = self._get(f"/jobs/{job}")["state"]
+        metrics = self._get(f"/jobs/{job}/metrics?get=numRestarts")
+        if metrics:
+            self.health.restarts = int(float(metrics[0]["value"]))
+        entries = self._get(f"/jobs/{job}/exceptions?maxExceptions=1").get("exceptionHistory", {})
+        entries = entries.get("entries") or []
+        if entries:
+            latest = entries[0]
+            self.health.last_exception = summarise_exception(
+                latest.get("exceptionName", ""), latest.get("stacktrace", "")
+            )
+            self.health.last_exception_at = latest.get("timestamp", 0) / 1000 or None
+
+    def finish(self, state: str, exception: str | None = None) -> None:
+        """The job ended (FINISHED, or FAILED once restarts are used up): record it."""
+        self.stopped.set()
+        self.health.state = state
+        if exception:
+            self.health.last_exception, self.health.last_exception_at = exception[:500], time.time()
+        write(self.state_dir, self.health)
+
+    def run(self) -> None:
+        write(self.state_dir, self.health)  # STARTING
+        while not self.stopped.wait(self.interval_s):
+            try:
+                self.poll()
+            except (OSError, ValueError, KeyError, urllib.error.URLError):
+                continue  # REST not answering: no new report, so the file ages and says so
+            if not self.stopped.is_set():
+                write(self.state_dir, self.health)

@@ -1,0 +1,389 @@
+"""PII masking: e-mails, phone numbers, payment cards, IBANs, US SSNs and IP addresses.
+
+``mask_pii(text) -> (masked_text, count)`` is the one public function (re-exported by
+``pipelines.records``). How it works:
+
+1. **Normalise for matching only.** Evasions are undone on a *view* of the text:
+   zero-width characters, soft hyphens and bidi marks are dropped, dash variants become
+   ``-``, and compatibility forms that are one ASCII character (fullwidth digits and
+   letters, the fullwidth at sign, non-breaking spaces, other scripts' digits) become that character.
+   Matches on the view are mapped back to spans of the original, and only those spans
+   are replaced: text without PII comes back unchanged, byte for byte.
+2. **Detect** with linear-time candidate patterns (every pattern is anchored by a
+   look-behind, so no start position rescans a run: 100k characters take milliseconds),
+   then confirm each candidate with a validator: the IBAN length of its country, a card
+   network prefix (and Luhn for an ungrouped run), SSN area/group/serial rules, the
+   ``ipaddress`` module, and ``phonenumbers`` (Google's libphonenumber metadata).
+3. **Replace** the confirmed spans, highest-priority first when they overlap:
+   e-mail, IBAN, card, SSN, IP, phone.
+
+Numbers that only look numeric (ISO dates and times, Unix timestamps, UUIDs, ISBNs,
+version numbers, order ids) are left alone; ``tests/data/pii_corpus.jsonl`` measures
+both sides and ``bench/bench_pii.py`` prints recall, false-positive rate and speed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+import itertools
+import re
+import unicodedata
+from collections.abc import Callable, Iterator
+
+EMAIL, PHONE, CARD, IBAN, SSN, IP = "[EMAIL]", "[PHONE]", "[CARD]", "[IBAN]", "[SSN]", "[IP]"
+
+# ---- 1. the matching view ---------------------------------------------------------
+
+_DROP = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]"
+)
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2043\u2212\ufe58\ufe63\uff0d"
+
+
+def _build_table() -> dict[int, str]:
+    table: dict[int, str] = {ord(c): "-" for c in _DASHES}
+    for cp in range(0x80, 0x10000):
+        ch = chr(cp)
+        if cp in table or _DROP.match(ch):
+            continue
+        if ch.isdecimal():
+            table[cp] = str(unicodedata.decimal(ch))
+        elif ch.isspace():
+            table[cp] = " "
+        else:
+            folded = unicodedata.normalize("NFKC", ch)
+            if len(folded) == 1 and folded.isascii() and folded.isprintable():
+                table[cp] = folded
+    return table
+
+
+_TABLE = _build_table()
+
+
+class _View:
+    """The text as the detectors see it, with a map from view offsets to original ones."""
+
+    def __init__(self, text: str):
+        self.original = text
+        if text.isascii():
+            self.text, self._shift = text, None
+            return
+        dropped = [m.start() for m in _DROP.finditer(text)]
+        view = _DROP.sub("", text) if dropped else text
+        self.text = view.translate(_TABLE)
+        # the k-th dropped character sits before view offset (dropped[k] - k)
+        self._shift = [pos - k for k, pos in enumerate(dropped)] if dropped else None
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """Original [start, end) of a view span (characters dropped inside are included)."""
+        if self._shift is None:
+            return start, end
+        first = start + bisect.bisect_right(self._shift, start)
+        last = (end - 1) + bisect.bisect_right(self._shift, end - 1)
+        return first, last + 1
+
+
+# ---- 2. detectors: each yields (start, end) spans of the view ----------------------
+
+Detector = Callable[[str], Iterator[tuple[int, int]]]
+
+
+def _mark_ranges() -> str:
+    """A character-class body of the combining marks (Mn, Mc, Me) of the BMP: scripts such
+    as Devanagari spell words with them, and ``\\w`` does not include them."""
+    ranges, start, prev = [], None, None
+    for cp in range(0x300, 0x10000):
+        if unicodedata.category(chr(cp))[0] == "M":
+            if start is None:
+                start = cp
+            prev = cp
+        elif start is not None:
+            ranges.append(f"\\u{start:04x}-\\u{prev:04x}")
+            start = None
+    return "".join(ranges)
+
+
+_W = rf"\w{_mark_ranges()}"  # a word character, combining marks included
+_EMAIL_RE = re.compile(
+    rf"(?<![{_W}.%+'-])[{_W}.%+'-]{{1,64}}@(?:[{_W}-]{{1,63}}\.)+"
+    rf"(?:xn--[A-Za-z0-9-]{{2,59}}|[^\W\d_][{_W}]{{1,62}})(?![{_W}-])"
+)
+
+
+def _emails(text: str) -> Iterator[tuple[int, int]]:
+    if "@" not in text:
+        return
+    for m in _EMAIL_RE.finditer(text):
+        start, end = m.span()
+        while text[start] in ".'-":  # a local part does not start with punctuation
+            start += 1
+        yield start, end
+
+
+# IBAN lengths by country (ISO 13616 registry).
+_IBAN_LENGTH = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
+    "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27,
+    "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27,
+    "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22,
+    "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32,
+    "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
+    "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24,
+    "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24, "SC": 31,
+    "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28, "TL": 23,
+    "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+}  # fmt: skip
+_IBAN_START = re.compile(r"([A-Z]{2})(?<![A-Za-z0-9][A-Z]{2})\d{2}(?=[ -]?[A-Za-z0-9])")
+
+
+def _ibans(text: str) -> Iterator[tuple[int, int]]:
+    for m in _IBAN_START.finditer(text):
+        length = _IBAN_LENGTH.get(m.group(1))
+        if length is None:
+            continue
+        pos, have, n = m.end(), 4, len(text)
+        while have < length and pos < n:
+            if text[pos] in " -" and pos + 1 < n and text[pos + 1].isalnum():
+                pos += 1
+            if not text[pos].isalnum():
+                break
+            pos, have = pos + 1, have + 1
+        if have == length and (pos == n or not text[pos].isalnum()):
+            yield m.start(), pos
+
+
+_DIGIT_RUN = re.compile(r"\d+(?:[ -]\d+)*")
+_DIGITS = re.compile(r"\d+")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _card_network(digits: str) -> bool:
+    """A major network's IIN range (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay, Maestro)."""
+    two, four = int(digits[:2]), int(digits[:4])
+    return (
+        digits[0] == "4"
+        or 51 <= two <= 55
+        or 2221 <= four <= 2720
+        or two in (34, 37, 36, 38, 39, 35, 62, 65, 50)
+        or 56 <= two <= 69
+        or 300 <= int(digits[:3]) <= 305
+    )
+
+
+def _card_shape(sizes: list[int]) -> bool:
+    """Digit-group sizes of a card: one run, 4-4-4-4(-1..4), Amex 4-6-5, Diners 4-6-4."""
+    if len(sizes) == 1 or sizes in ([4, 6, 5], [4, 6, 4]):
+        return True
+    return len(sizes) >= 3 and all(s == 4 for s in sizes[:-1]) and 1 <= sizes[-1] <= 4
+
+
+def _is_card(digits: str, grouped: bool) -> bool:
+    """Grouped like a card, or an ungrouped run of the common lengths (14-16) or Luhn-valid;
+    always with a card network's prefix. Luhn-invalid card numbers are masked too: a typo in
+    a card number does not make it less personal."""
+    if not _card_network(digits):
+        return False
+    return grouped or 14 <= len(digits) <= 16 or _luhn(digits)
+
+
+def _cards(text: str) -> Iterator[tuple[int, int]]:
+    for run in _DIGIT_RUN.finditer(text):
+        if run.end() - run.start() < 13:
+            continue
+        chunk, base = run.group(), run.start()
+        bounds = [(m.start(), m.end()) for m in _DIGITS.finditer(chunk)]
+        sizes = [e - s for s, e in bounds]
+        before_ok = base == 0 or not (text[base - 1].isalnum() or text[base - 1] in "._/:,")
+        after_ok = run.end() == len(text) or not (text[run.end()].isalnum() or text[run.end()] in "_/:")
+        cum = list(itertools.accumulate(sizes, initial=0))
+        i, n = 0, len(bounds)
+        while i < n:
+            if cum[min(n, i + 5)] - cum[i] < 13:  # fewer than 13 digits in reach: no card here
+                i += 1
+                continue
+            for size in range(min(5, n - i), 0, -1):
+                j = i + size
+                window = sizes[i:j]
+                if not 13 <= sum(window) <= 19 or not _card_shape(window):
+                    continue
+                if (i == 0 and not before_ok) or (j == n and not after_ok):
+                    continue
+                digits = "".join(chunk[s:e] for s, e in bounds[i:j])
+                if _is_card(digits, grouped=size > 1):
+                    yield base + bounds[i][0], base + bounds[j - 1][1]
+                    i = j - 1
+                    break
+            i += 1
+
+
+_SSN_RE = re.compile(r"(\d{3})(?<![\w-]\d{3})([- ])(\d{2})\2(\d{4})(?![\w-])")
+_SSN_KEYWORD = re.compile(r"(?i:\bssn|\bsocial security)\D{0,24}?(?<!\d)(\d{9})(?!\w)")
+
+
+def _ssn_ok(area: str, group: str, serial: str) -> bool:
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def _ssns(text: str) -> Iterator[tuple[int, int]]:
+    for m in _SSN_RE.finditer(text):
+        if _ssn_ok(m.group(1), m.group(3), m.group(4)):
+            yield m.span()
+    lowered = text.lower()
+    if "ssn" not in lowered and "social" not in lowered:
+        return
+    for m in _SSN_KEYWORD.finditer(text):
+        d = m.group(1)
+        if _ssn_ok(d[:3], d[3:5], d[5:]):
+            yield m.span(1)
+
+
+_IPV6_RE = re.compile(
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?:%[\w.]+)?(?![\w:])"
+)
+_OCTET = r"(?:25[0-5]|2[0-4]\d|[01]?\d?\d)"
+_IPV4_RE = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.\d)")
+_VERSION_WORD = re.compile(r"(?i)\b(?:version|ver\.?|build|release|firmware|v)\s*$")
+
+
+def _ips(text: str) -> Iterator[tuple[int, int]]:
+    if ":" in text:
+        for m in _IPV6_RE.finditer(text):
+            candidate = m.group().split("%", 1)[0]
+            if "::" not in candidate and candidate.count(":") != 7:
+                continue  # clock times (12:30:45), ratios, MACs
+            try:
+                ipaddress.IPv6Address(candidate)
+            except ValueError:
+                continue
+            yield m.span()
+    if "." in text:
+        for m in _IPV4_RE.finditer(text):
+            if not _VERSION_WORD.search(text, max(0, m.start() - 12), m.start()):
+                yield m.span()
+
+
+_PHONE_RE = re.compile(r"(?<![\w+.,/-])(?:\+|00)?\(?\d[\d ().\-/]{5,22}\d(?![\w])(?!\.\d)(?!-\d)")
+_DATE_LIKE = re.compile(r"\d{1,4}([./-])\d{1,2}\1\d{1,4}|\d{4}-\d{2}-\d{2}.*|\d{1,2}:\d{2}.*")
+_NANP = re.compile(r"(?:1[ .-]?)?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}")
+_NATIONAL_REGIONS = ("GB", "DE", "FR", "IT", "ES", "NL", "AU", "IN", "JP", "BR", "CH", "SE")
+
+
+# Words before a number that say what it is: a phone, or an identifier that is not one.
+_PHONE_WORDS = re.compile(
+    r"(?i)\b(?:call(?:ed|ing)?|phone|tel|telephone|mobile|cell|mob|fax|sms|text(?:ed)? me|whats ?app|"
+    r"rang|ring|dial(?:ed|led)?|number|no\.?|contact|reach|hotline|on)"
+    r"(?:\W+(?:is|was|at|on|me|us|to|be|now|number|no\.?)){0,3}\W{0,4}$"
+)
+_NOT_PHONE_WORDS = re.compile(
+    r"(?i)\b(?:isbn(?:-1[03])?|issn|zip|postcode|postal code|part(?: no\.?| number)?|order|invoice|ref|"
+    r"reference|sku|model|serial|ticket|case|tracking|waybill|rma|account|acct|id|item|batch|lot|"
+    r"version|build|room|flight|booking|confirmation|code|pin|po)\W{0,12}$"
+)
+
+
+def _is_phone(candidate: str, before: str) -> bool:
+    """Is ``candidate`` (a run of digits and separators) a phone number, given the text before it?"""
+    import phonenumbers
+
+    candidate = candidate.replace("(0)", " ")  # +49 (0)30 ...: the trunk prefix is not dialled
+    digits = sum(c.isdigit() for c in candidate)
+    groups = _DIGITS.findall(candidate)
+    if not 7 <= digits <= 15 or len(groups) > 6 or _DATE_LIKE.fullmatch(candidate):
+        return False
+    if _NOT_PHONE_WORDS.search(before):
+        return False
+    try:
+        if candidate.startswith(("+", "00")):
+            international = "+" + candidate[2:] if candidate[0] == "0" else candidate
+            number = phonenumbers.parse(international, None)
+            return phonenumbers.is_possible_number(number)
+        if _NANP.fullmatch(candidate):
+            return True
+        phone_word = bool(_PHONE_WORDS.search(before))
+        if candidate[0] == "0" or candidate.startswith("(0"):
+            # a national number with a trunk prefix (020 7946 0958): grouped like a phone
+            # (no group of one digit, as ISBNs have), or said to be one
+            grouped = len(groups) > 1 and min(len(g) for g in groups) >= 2 and "-" not in candidate
+            if (grouped or phone_word) and 10 <= digits <= 11:
+                return True
+            if not (grouped or phone_word):
+                return False
+            return any(
+                phonenumbers.is_valid_number(phonenumbers.parse(candidate, region))
+                for region in _NATIONAL_REGIONS
+            )
+        return phone_word and phonenumbers.is_valid_number(phonenumbers.parse(candidate, "US"))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+_MAX_PHONE_SEARCHES = 64  # bounds the slow path on texts made of digit runs
+
+
+def _phones(text: str) -> Iterator[tuple[int, int]]:
+    searches = 0
+    for m in _PHONE_RE.finditer(text):
+        candidate = m.group()
+        if _is_phone(candidate, text[max(0, m.start() - 40) : m.start()]):
+            yield m.span()
+            continue
+        if sum(c.isdigit() for c in candidate) <= 15 or searches >= _MAX_PHONE_SEARCHES:
+            continue
+        searches += 1
+        # a run that glued a number to its neighbours: let libphonenumber find it inside
+        import phonenumbers
+
+        for found in phonenumbers.PhoneNumberMatcher(candidate, "US"):
+            yield m.start() + found.start, m.start() + found.end
+
+
+# priority order: a span already taken by an earlier detector is not masked again
+_DETECTORS: tuple[tuple[str, Detector], ...] = (
+    (EMAIL, _emails),
+    (IBAN, _ibans),
+    (CARD, _cards),
+    (SSN, _ssns),
+    (IP, _ips),
+    (PHONE, _phones),
+)
+
+
+def find_pii(text: str) -> list[tuple[int, int, str]]:
+    """Non-overlapping ``(start, end, token)`` spans of ``text`` holding PII, in order."""
+    view = _View(text)
+    taken: list[tuple[int, int, str]] = []
+    starts: list[int] = []
+    for token, detect in _DETECTORS:
+        for start, end in detect(view.text):
+            i = bisect.bisect_right(starts, start)
+            if (i and taken[i - 1][1] > start) or (i < len(taken) and taken[i][0] < end):
+                continue
+            starts.insert(i, start)
+            taken.insert(i, (start, end, token))
+    return [(*view.span(s, e), token) for s, e, token in taken]
+
+
+def mask_pii(text: str) -> tuple[str, int]:
+    """Replace e-mails, phone numbers, cards, IBANs, SSNs and IPs by tokens; return (text, count).
+
+    Text without PII is returned unchanged. Tokens: [EMAIL] [PHONE] [CARD] [IBAN] [SSN] [IP].
+    """
+    spans = find_pii(text)
+    if not spans:
+        return text, 0
+    parts, last = [], 0
+    for start, end, token in spans:
+        parts += [text[last:start], token]
+        last = end
+    parts.append(text[last:])
+    return "".join(parts), len(spans)
