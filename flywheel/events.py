@@ -344,19 +344,24 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
-_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
-_BRACKETS = re.compile(r"[\[\]{}]")
+# A string (to its closing quote, or to the end when unterminated: one match, so linear) or a
+# bracket. Strings are skipped whole, so brackets inside them do not count.
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
 
 
 def _check_depth(text: str) -> None:
-    """Reject nesting deeper than MAX_JSON_DEPTH before the recursive parser sees it."""
+    """Reject nesting deeper than MAX_JSON_DEPTH before the recursive parser sees it (linear)."""
     if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
         return
     depth = 0
-    for bracket in _BRACKETS.findall(_STRINGS.sub("", text)):
-        depth += 1 if bracket in "[{" else -1
-        if depth > MAX_JSON_DEPTH:
-            raise JsonProblem(TOO_DEEP, f"JSON is nested more than {MAX_JSON_DEPTH} levels deep")
+    for token in _TOKENS.finditer(text):
+        bracket = token.group()
+        if bracket in ("[", "{"):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise JsonProblem(TOO_DEEP, f"JSON is nested more than {MAX_JSON_DEPTH} levels deep")
+        elif bracket in ("]", "}"):
+            depth -= 1
 
 
 def loads_json(raw: str | bytes) -> Any:

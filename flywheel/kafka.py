@@ -132,7 +132,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
 
 def _jaas_quote(value: str) -> str:
     """A JAAS option value in double quotes (Kafka's JaasConfig honours backslash escapes)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{escaped}"'
 
 
 def java_kafka_properties(settings: Settings) -> dict[str, str]:

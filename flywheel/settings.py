@@ -23,18 +23,51 @@ from flywheel.errors import ConfigError
 ENV_PREFIX = "FLYWHEEL_"
 CONFIG_ENV = "FLYWHEEL_CONFIG"
 DEFAULT_CONFIG_FILE = "flywheel.yaml"
-_SECRET_HINTS = ("password", "passwd", "secret", "token", "sasl.jaas", "key.pem", "credential", "api_key")
+_SECRET_HINTS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "sasl.jaas",
+    "key.pem",
+    "keystore.key",
+    "credential",
+    "api_key",
+    "apikey",
+    "assertion",
+    "user.info",
+    "extensions",
+    "signature",
+)
 REDACTED = "**********"
-_URI_PASSWORD = re.compile(r"(//[^/\s:@]*):[^@\s/]*@")
+_AT_TOKEN = re.compile(r"[^\s,;]*@[^\s,;]*")
 _OPTION_SECRET = re.compile(
-    r"(?i)\b((?:password|passwd|pwd|secret|client[_.-]?secret|token|api[_.-]?key|access[_.-]?key)"
+    r"(?i)\b((?:password|passwd|pass|pwd|secret|client[_.-]?secret|token|api[_.-]?key|access[_.-]?key|"
+    r"account[_.-]?key|sig|signature|shared[_.-]?access[_.-]?signature|assertion)"
     r"\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&]+)"
 )
 
 
+def _redact_userinfo(token: str) -> str:
+    """``scheme://user:pw@host`` → ``scheme://user:***@host`` (up to the *last* '@', since
+    passwords hold '@' and '/'); ``scheme://TOKEN@host`` → ``scheme://***@host``; and
+    ``user:pw@host`` without a scheme. An e-mail address (no colon before '@') is left."""
+    scheme, sep, rest = token.rpartition("://") if "://" in token else ("", "", token)
+    at = rest.rfind("@")
+    userinfo = rest[:at]
+    user, colon, _ = userinfo.partition(":")
+    if colon:
+        return f"{scheme}{sep}{user}:{REDACTED}{rest[at:]}"
+    if sep and "/" not in userinfo:
+        return f"{scheme}{sep}{REDACTED}{rest[at:]}"
+    return token
+
+
 def redact_text(text: str) -> str:
-    """``text`` with credentials in URIs and ``key=value`` options replaced by REDACTED."""
-    return _OPTION_SECRET.sub(rf"\g<1>{REDACTED}", _URI_PASSWORD.sub(rf"\g<1>:{REDACTED}@", text))
+    """``text`` with credentials in URIs (``u:pw@host``, ``//token@host``) and in
+    ``key=value`` options replaced by REDACTED."""
+    text = _AT_TOKEN.sub(lambda m: _redact_userinfo(m.group()), text)
+    return _OPTION_SECRET.sub(rf"\g<1>{REDACTED}", text)
 
 
 class _Section(BaseModel):
@@ -103,7 +136,7 @@ class StreamSettings(_Section):
     dlq_max_raw_bytes: int = Field(
         64 * 1024,
         ge=256,
-        le=512 * 1024,
+        le=128 * 1024,  # escapes can grow text 6x: the DLQ record stays under MAX_RECORD_BYTES
         description="raw bytes kept (PII-masked) in a DLQ record; larger ones keep size + sha256",
     )
     restart_attempts: int = Field(

@@ -61,15 +61,15 @@ def create_app(settings: Settings, client: Any = None):
                     "send 'Authorization: Bearer <token>' with the configured token",
                 )
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
             return error(413, "too_large", f"body is {declared} bytes; the limit is {limit}; split the batch")
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
                 return error(413, "too_large", f"body exceeds {limit} bytes; split the batch")
-        try:
-            data = loads_json(bytes(body))
+        try:  # in a worker thread: a big body must not stall the event loop
+            data = await run_in_threadpool(loads_json, bytes(body))
         except UnicodeDecodeError as exc:
             return error(422, NOT_UTF8, f"body is not UTF-8 (at byte {exc.start}); send UTF-8 JSON")
         except JsonProblem as exc:

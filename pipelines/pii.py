@@ -43,6 +43,7 @@ _DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2043\u2212\ufe58\ufe63\uff0d"
 
 def _build_table() -> dict[int, str]:
     table: dict[int, str] = {ord(c): "-" for c in _DASHES}
+    table.update({ord(c): "." for c in "\u3002\uff0e\uff61"})  # ideographic full stops
     for cp in range(0x80, 0x10000):
         ch = chr(cp)
         if cp in table or _DROP.match(ch):
@@ -150,10 +151,24 @@ def _ibans(text: str) -> Iterator[tuple[int, int]]:
                 break
             pos, have = pos + 1, have + 1
         if have == length and (pos == n or not text[pos].isalnum()):
-            yield m.start(), pos
+            compact = re.sub(r"[ -]", "", text[m.start() : pos])
+            if _iban_checksum_ok(compact) or _IBAN_WORD.search(text, max(0, m.start() - 24), m.start()):
+                yield m.start(), pos
 
 
-_DIGIT_RUN = re.compile(r"\d+(?:[ -]\d+)*")
+_IBAN_WORD = re.compile(r"(?i)\b(?:iban|bank account|account)\b\W{0,20}$")
+
+
+def _iban_checksum_ok(compact: str) -> bool:
+    """ISO 7064 mod 97-10: the IBAN's check digits."""
+    rearranged = compact[4:] + compact[:4]
+    try:
+        return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+    except ValueError:
+        return False
+
+
+_DIGIT_RUN = re.compile(r"\d+(?:[ ./-]\d+)*")
 _DIGITS = re.compile(r"\d+")
 
 
@@ -187,13 +202,15 @@ def _card_shape(sizes: list[int]) -> bool:
     return len(sizes) >= 3 and all(s == 4 for s in sizes[:-1]) and 1 <= sizes[-1] <= 4
 
 
-def _is_card(digits: str, grouped: bool) -> bool:
-    """Grouped like a card, or an ungrouped run of the common lengths (14-16) or Luhn-valid;
-    always with a card network's prefix. Luhn-invalid card numbers are masked too: a typo in
-    a card number does not make it less personal."""
+def _is_card(digits: str, grouped: bool, before: str) -> bool:
+    """Grouped like a card, or an ungrouped run that is Luhn-valid or of a common card length
+    (14-16) and not introduced as an order or reference number; always with a card network's
+    prefix. Luhn-invalid card numbers are masked too: a typo does not make them less personal."""
     if not _card_network(digits):
         return False
-    return grouped or 14 <= len(digits) <= 16 or _luhn(digits)
+    if grouped or _luhn(digits):
+        return True
+    return 14 <= len(digits) <= 16 and not _ID_WORDS.search(before)
 
 
 def _cards(text: str) -> Iterator[tuple[int, int]]:
@@ -219,15 +236,16 @@ def _cards(text: str) -> Iterator[tuple[int, int]]:
                 if (i == 0 and not before_ok) or (j == n and not after_ok):
                     continue
                 digits = "".join(chunk[s:e] for s, e in bounds[i:j])
-                if _is_card(digits, grouped=size > 1):
+                start = base + bounds[i][0]
+                if _is_card(digits, size > 1, text[max(0, start - 40) : start]):
                     yield base + bounds[i][0], base + bounds[j - 1][1]
                     i = j - 1
                     break
             i += 1
 
 
-_SSN_RE = re.compile(r"(\d{3})(?<![\w-]\d{3})([- ])(\d{2})\2(\d{4})(?![\w-])")
-_SSN_KEYWORD = re.compile(r"(?i:\bssn|\bsocial security)\D{0,24}?(?<!\d)(\d{9})(?!\w)")
+_SSN_RE = re.compile(r"(\d{3})(?<![\w.-]\d{3})([- .])(\d{2})\2(\d{4})(?![\w-]|\.\d)")
+_SSN_KEYWORD = re.compile(r"(?i:\bssn|\bsocial\b)\D{0,24}?(?<!\d)(\d{9})(?!\w)")
 
 
 def _ssn_ok(area: str, group: str, serial: str) -> bool:
@@ -252,7 +270,7 @@ _IPV6_RE = re.compile(
 )
 _OCTET = r"(?:25[0-5]|2[0-4]\d|[01]?\d?\d)"
 _IPV4_RE = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.\d)")
-_VERSION_WORD = re.compile(r"(?i)\b(?:version|ver\.?|build|release|firmware|v)\s*$")
+_VERSION_WORD = re.compile(r"(?i)(?:\b(?:version|ver\.?|build|release|firmware)\s*|\bv)$")
 
 
 def _ips(text: str) -> Iterator[tuple[int, int]]:
@@ -261,6 +279,8 @@ def _ips(text: str) -> Iterator[tuple[int, int]]:
             candidate = m.group().split("%", 1)[0]
             if "::" not in candidate and candidate.count(":") != 7:
                 continue  # clock times (12:30:45), ratios, MACs
+            if not any(c.isdigit() for c in candidate) and len(candidate.strip(":").split(":")) < 3:
+                continue  # "::", "C::": punctuation, not an address
             try:
                 ipaddress.IPv6Address(candidate)
             except ValueError:
@@ -272,7 +292,10 @@ def _ips(text: str) -> Iterator[tuple[int, int]]:
                 yield m.span()
 
 
-_PHONE_RE = re.compile(r"(?<![\w+.,/-])(?:\+|00)?\(?\d[\d ().\-/]{5,22}\d(?![\w])(?!\.\d)(?!-\d)")
+_PHONE_RE = re.compile(
+    r"(?<![\w+.,/-])(?:\+|00)?\(?\d[\d ().\-/]{5,22}\d(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w])(?!\.\d)(?!-\d)"
+)
+_EXTENSION = re.compile(r"\s?(?:x|ext\.?)\s?\d{1,5}$")
 _DATE_LIKE = re.compile(r"\d{1,4}([./-])\d{1,2}\1\d{1,4}|\d{4}-\d{2}-\d{2}.*|\d{1,2}:\d{2}.*")
 _NANP = re.compile(r"(?:1[ .-]?)?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}")
 _NATIONAL_REGIONS = ("GB", "DE", "FR", "IT", "ES", "NL", "AU", "IN", "JP", "BR", "CH", "SE")
@@ -284,23 +307,53 @@ _PHONE_WORDS = re.compile(
     r"rang|ring|dial(?:ed|led)?|number|no\.?|contact|reach|hotline|on)"
     r"(?:\W+(?:is|was|at|on|me|us|to|be|now|number|no\.?)){0,3}\W{0,4}$"
 )
-_NOT_PHONE_WORDS = re.compile(
+_ID_WORDS = re.compile(
     r"(?i)\b(?:isbn(?:-1[03])?|issn|zip|postcode|postal code|part(?: no\.?| number)?|order|invoice|ref|"
     r"reference|sku|model|serial|ticket|case|tracking|waybill|rma|account|acct|id|item|batch|lot|"
     r"version|build|room|flight|booking|confirmation|code|pin|po)\W{0,12}$"
 )
 
 
-def _is_phone(candidate: str, before: str) -> bool:
+class _Budget:
+    """How many expensive region-by-region checks one text may still make. Past it a
+    candidate is treated as a phone: over-masking is the safe failure, a stall is not."""
+
+    def __init__(self, checks: int = 64):
+        self.checks = checks
+
+
+def _is_phone(candidate: str, before: str, budget: _Budget) -> bool:
     """Is ``candidate`` (a run of digits and separators) a phone number, given the text before it?"""
+    if len(_DIGITS.findall(candidate)) > 8:
+        return False  # a run of many short numbers (cheap reject before the context patterns)
+    if _ID_WORDS.search(before):
+        return False
+    return _phone_shape(candidate, bool(_PHONE_WORDS.search(before)), budget)
+
+
+def _phone_shape(candidate: str, phone_word: bool, budget: _Budget) -> bool:
+    candidate = _EXTENSION.sub("", candidate).replace("(0)", " ")  # +49 (0)30 ...: not dialled
+    if candidate.startswith("(") and ")" not in candidate:
+        candidate = candidate[1:]  # "(415-555-2671)": the bracket belongs to the sentence
+    key = (candidate, phone_word)
+    if key in _VERDICTS:
+        return _VERDICTS[key]
+    verdict = _phone_verdict(candidate, phone_word, budget)
+    if len(_VERDICTS) > 4096:
+        _VERDICTS.clear()
+    _VERDICTS[key] = verdict
+    return verdict
+
+
+_VERDICTS: dict[tuple[str, bool], bool] = {}
+
+
+def _phone_verdict(candidate: str, phone_word: bool, budget: _Budget) -> bool:
     import phonenumbers
 
-    candidate = candidate.replace("(0)", " ")  # +49 (0)30 ...: the trunk prefix is not dialled
     digits = sum(c.isdigit() for c in candidate)
     groups = _DIGITS.findall(candidate)
     if not 7 <= digits <= 15 or len(groups) > 6 or _DATE_LIKE.fullmatch(candidate):
-        return False
-    if _NOT_PHONE_WORDS.search(before):
         return False
     try:
         if candidate.startswith(("+", "00")):
@@ -309,15 +362,22 @@ def _is_phone(candidate: str, before: str) -> bool:
             return phonenumbers.is_possible_number(number)
         if _NANP.fullmatch(candidate):
             return True
-        phone_word = bool(_PHONE_WORDS.search(before))
         if candidate[0] == "0" or candidate.startswith("(0"):
-            # a national number with a trunk prefix (020 7946 0958): grouped like a phone
-            # (no group of one digit, as ISBNs have), or said to be one
-            grouped = len(groups) > 1 and min(len(g) for g in groups) >= 2 and "-" not in candidate
+            # a national number with a trunk prefix (020 7946 0958, 03-1234-5678): grouped like
+            # a phone (no group of one digit, as ISBNs have; dashes only with 3+ groups), or
+            # said to be one
+            grouped = (
+                len(groups) > 1
+                and min(len(g) for g in groups) >= 2
+                and ("-" not in candidate or len(groups) >= 3)
+            )
             if (grouped or phone_word) and 10 <= digits <= 11:
                 return True
             if not (grouped or phone_word):
                 return False
+            if budget.checks <= 0:
+                return True
+            budget.checks -= 1
             return any(
                 phonenumbers.is_valid_number(phonenumbers.parse(candidate, region))
                 for region in _NATIONAL_REGIONS
@@ -331,10 +391,10 @@ _MAX_PHONE_SEARCHES = 64  # bounds the slow path on texts made of digit runs
 
 
 def _phones(text: str) -> Iterator[tuple[int, int]]:
-    searches = 0
+    searches, budget = 0, _Budget()
     for m in _PHONE_RE.finditer(text):
         candidate = m.group()
-        if _is_phone(candidate, text[max(0, m.start() - 40) : m.start()]):
+        if _is_phone(candidate, text[max(0, m.start() - 40) : m.start()], budget):
             yield m.span()
             continue
         if sum(c.isdigit() for c in candidate) <= 15 or searches >= _MAX_PHONE_SEARCHES:
@@ -346,6 +406,8 @@ def _phones(text: str) -> Iterator[tuple[int, int]]:
         for found in phonenumbers.PhoneNumberMatcher(candidate, "US"):
             yield m.start() + found.start, m.start() + found.end
 
+
+_HINT = re.compile(r"[\d@:]")
 
 # priority order: a span already taken by an earlier detector is not masked again
 _DETECTORS: tuple[tuple[str, Detector], ...] = (
@@ -361,6 +423,8 @@ _DETECTORS: tuple[tuple[str, Detector], ...] = (
 def find_pii(text: str) -> list[tuple[int, int, str]]:
     """Non-overlapping ``(start, end, token)`` spans of ``text`` holding PII, in order."""
     view = _View(text)
+    if not _HINT.search(view.text):
+        return []  # no digit, '@' or ':': nothing any detector could match
     taken: list[tuple[int, int, str]] = []
     starts: list[int] = []
     for token, detect in _DETECTORS:

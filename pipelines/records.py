@@ -58,7 +58,7 @@ __all__ = [
 REVIEW, CLEAN, DLQ = "review", "clean", "dlq"
 INTERNAL_ERROR = "internal_error"
 EMPTY = "empty"
-DEFAULT_DLQ_RAW_BYTES = 64 * 1024  # settings.stream.dlq_max_raw_bytes
+DEFAULT_DLQ_RAW_BYTES = 64 * 1024  # settings.stream.dlq_max_raw_bytes (at most 128 KiB)
 _MAX_PROBLEMS, _MAX_FIELD_CHARS, _MAX_MESSAGE_CHARS = 20, 200, 500
 
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
@@ -114,9 +114,11 @@ def clean_event(event: FeedbackEvent) -> tuple[FeedbackEvent, int, bool]:
 
     Raises InvalidEventError when nothing visible is left of the text.
     """
+    update, count = _masked_fields(event)
     if event.input.text is None:
-        return event, 0, False
-    masked, count = mask_pii(normalise_text(event.input.text))
+        return (event.model_copy(update=update) if update else event), count, False
+    masked, text_count = mask_pii(normalise_text(event.input.text))
+    count += text_count
     if not masked:
         raise InvalidEventError(
             SCHEMA_INVALID, [("input.text", "has no visible characters after normalisation")]
@@ -126,8 +128,28 @@ def clean_event(event: FeedbackEvent) -> tuple[FeedbackEvent, int, bool]:
         masked = masked[:MAX_TEXT_CHARS]
     # model_copy skips validation on purpose: the event was validated once, and the only
     # change is the cleaned text, whose invariants (non-empty, capped) hold by construction.
-    cleaned = event.model_copy(update={"input": event.input.model_copy(update={"text": masked})})
-    return cleaned, count, truncated
+    update["input"] = event.input.model_copy(update={"text": masked})
+    return event.model_copy(update=update), count, truncated
+
+
+def _masked_fields(event: FeedbackEvent) -> tuple[dict[str, Any], int]:
+    """Masks for the short free-form fields (source, model_version, labels): PII has no
+    business there, and a label that is an e-mail must not reach the feature store."""
+    update: dict[str, Any] = {}
+    count = 0
+    for name in ("source", "model_version"):
+        value = getattr(event, name)
+        if value is not None:
+            masked, n = mask_pii(value)
+            if n:
+                update[name], count = masked, count + n
+    for part in ("prediction", "feedback"):
+        obj = getattr(event, part)
+        if obj is not None and obj.label is not None:
+            masked, n = mask_pii(obj.label)
+            if n:
+                update[part], count = obj.model_copy(update={"label": masked}), count + n
+    return update, count
 
 
 def route(event: FeedbackEvent, threshold: float) -> tuple[str, bool]:
@@ -153,27 +175,53 @@ def routed_record(
     return _dumps(data)
 
 
+_JSON_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|([\"\\/bfnrt]))")
+_SIMPLE_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": " ", "f": " ", "n": "\n", "r": "\r", "t": "\t"}
+_MASK_MARGIN = 512  # characters masked past a cut, so PII straddling it is masked whole
+
+
+def _unescape(text: str) -> str:
+    """JSON escapes decoded (``\\n`` → newline, ``\\u00a0`` → NBSP), so PII written through
+    escapes is seen by the masker as the reader of the JSON would see it."""
+
+    def decode(m: re.Match[str]) -> str:
+        if m.group(1) is None:
+            return _SIMPLE_ESCAPES[m.group(2)]
+        char = chr(int(m.group(1), 16))
+        return "\ufffd" if "\ud800" <= char <= "\udfff" else char
+
+    return _JSON_ESCAPE.sub(decode, text) if "\\" in text else text
+
+
+def masked_head(data: bytes, max_chars: int) -> tuple[str, bool, int]:
+    """(PII-masked text of the head of ``data``, whether it is valid UTF-8, masks).
+
+    The head is decoded (invalid bytes as ``\\xNN``), JSON escapes decoded, masked with a
+    margin past the cut, then cut to ``max_chars``.
+    """
+    head = data[: max_chars + _MASK_MARGIN]
+    try:
+        text, utf8 = head.decode("utf-8"), True
+    except UnicodeDecodeError as exc:
+        # a cut through a multi-byte character does not make the bytes non-UTF-8
+        cut = len(data) > len(head) and exc.start >= len(head) - 3 and exc.reason == "unexpected end of data"
+        text, utf8 = head.decode("utf-8", "backslashreplace"), cut
+    masked, masks = mask_pii(_unescape(text))
+    return masked[:max_chars], utf8, masks
+
+
 def _raw_copy(value: bytes | None, max_bytes: int) -> dict[str, Any] | None:
     """What the DLQ keeps of the raw bytes: size, sha256, and a PII-masked text of the head."""
     if value is None:
         return None
-    head = value[:max_bytes]
-    try:
-        text, utf8 = head.decode("utf-8"), True
-    except UnicodeDecodeError as exc:
-        # a cut through a multi-byte character is not a reason to call the bytes non-UTF-8
-        utf8 = (
-            len(value) > max_bytes and exc.start >= len(head) - 3 and exc.reason == "unexpected end of data"
-        )
-        text = head.decode("utf-8", "backslashreplace")
-    masked, masks = mask_pii(text)
+    text, utf8, masks = masked_head(value, max_bytes)
     return {
         "size": len(value),
         "sha256": hashlib.sha256(value).hexdigest(),
         "truncated": len(value) > max_bytes,
         "utf8": utf8,
         "pii_masks": masks,
-        "text": masked,
+        "text": text,
     }
 
 
@@ -186,31 +234,35 @@ def dlq_record(
 ) -> str:
     """The JSON written to the dead-letter topic: reason, where it came from, the raw record.
 
-    The raw record is kept as PII-masked text (people read the DLQ), cut to ``max_raw_bytes``
-    with its full size and sha256; non-UTF-8 bytes appear as ``\\xNN`` escapes. Reasons are
-    capped too, so a DLQ record always fits the producer's request size.
+    The raw record is kept as PII-masked text (people read the DLQ), JSON escapes decoded,
+    cut to ``max_raw_bytes`` characters with its full size and sha256; non-UTF-8 bytes
+    appear as ``\\xNN``. Reasons are masked and capped too, and the record is shrunk until it
+    fits MAX_RECORD_BYTES, so the DLQ sink can always write it.
     """
+
+    def masked(text: str, limit: int) -> str:
+        return mask_pii(_unescape(text[: limit + _MASK_MARGIN]))[0][:limit]
+
     problems = [
-        {"field": f[:_MAX_FIELD_CHARS], "message": m[:_MAX_MESSAGE_CHARS]}
+        {"field": masked(f, _MAX_FIELD_CHARS), "message": masked(m, _MAX_MESSAGE_CHARS)}
         for f, m in error.problems[:_MAX_PROBLEMS]
     ]
-    return _encodable(
-        _dumps(
-            {
-                "reason": {
-                    "code": error.code,
-                    "message": str(error)[: _MAX_MESSAGE_CHARS * 4],
-                    "problems": problems,
-                    "problems_total": len(error.problems),
-                },
-                "origin": origin.as_dict(),
-                "key": None
-                if key is None
-                else mask_pii(bytes(key[:256]).decode("utf-8", "backslashreplace"))[0],
-                "raw": _raw_copy(None if value is None else bytes(value), max_raw_bytes),
-            }
-        )
-    )
+    data = {
+        "reason": {
+            "code": error.code,
+            "message": masked(str(error), _MAX_MESSAGE_CHARS * 4),
+            "problems": problems,
+            "problems_total": len(error.problems),
+        },
+        "origin": origin.as_dict(),
+        "key": None if key is None else masked_head(bytes(key), 256)[0],
+        "raw": _raw_copy(None if value is None else bytes(value), max_raw_bytes),
+    }
+    record = _encodable(_dumps(data))
+    while len(record.encode("utf-8")) > MAX_RECORD_BYTES // 2 and data["raw"] and data["raw"]["text"]:
+        data["raw"]["text"] = data["raw"]["text"][: len(data["raw"]["text"]) // 2]  # escapes grew it
+        record = _encodable(_dumps(data))
+    return record
 
 
 def duplicate_record(event_id: str, origin: Origin) -> str:

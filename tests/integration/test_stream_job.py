@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -208,3 +209,101 @@ def test_hostile_records_never_stop_the_job_and_all_are_accounted_for(settings, 
     assert Ingestor(settings, store).run(until_caught_up=True).rows == expected["clean"]
     rows = historical_samples(store, settings)
     assert len(rows) == expected["clean"] and not rows["text"].dropna().str.contains("jane@").any()
+
+
+def _session_processes(sid: int, marker: str) -> list[int]:
+    """Pids in session ``sid`` whose command line contains ``marker``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(proc.name)) != sid:
+                continue
+            if marker in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace"):
+                found.append(int(proc.name))
+        except (OSError, ProcessLookupError):
+            continue
+    return found
+
+
+def _kill_python_workers(job: subprocess.Popen) -> int:
+    pids = _session_processes(job.pid, "pyflink.fn_execution")
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)
+
+
+def _wait(predicate, timeout_s: float, what: str, job: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if job is not None and job.poll() is not None:
+            break
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_worker_crashes_restart_the_job_visibly_and_it_fails_for_good_when_restarts_run_out(
+    settings, tmp_path
+):
+    """kill -9 the Python worker: Flink restarts the job (bounded exponential delay), the
+    counts stay exact, and `flywheel status` shows the restart and its exception. Once the
+    restarts are used up the job stops with the reason instead of looping forever."""
+    from orchestration.status import stream_job_health
+    from pipelines import job_health
+
+    values, expected = mixed_traffic(2_400, seed=2)
+    produce_raw(settings, values[:2_000])
+    env = {
+        **job_env(settings),
+        "FLYWHEEL_STREAM__RESTART_ATTEMPTS": "1",
+        "FLYWHEEL_STREAM__RESTART_BACKOFF_INITIAL_MS": "200",
+        "FLYWHEEL_STREAM__RESTART_BACKOFF_MAX_MS": "500",
+    }
+    log = tmp_path / "job.log"
+    with open(log, "wb") as out:
+        job = subprocess.Popen(
+            [sys.executable, "-m", "flywheel.cli", "stream", "run"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait(lambda: accounting(settings).balanced, 180, "the first pass", job)
+        health = job_health.read(settings.state_dir)
+        assert health.state == "RUNNING" and health.restarts == 0, health
+        assert "DEGRADED" not in stream_job_health(settings)
+
+        assert _kill_python_workers(job) >= 1
+        produce_raw(settings, values[2_000:2_200])  # an idle operator notices on the next record
+        health = _wait(
+            lambda: (h := job_health.read(settings.state_dir)).restarts >= 1 and h.state == "RUNNING" and h,
+            120,
+            "a restart",
+            job,
+        )
+        assert health.last_exception, health
+        assert "1 job restart" in stream_job_health(settings)
+        _wait(lambda: accounting(settings).balanced, 120, "the second pass", job)
+
+        assert _kill_python_workers(job) >= 1  # the second failure: no restarts left
+        produce_raw(settings, values[2_200:])
+        job.wait(timeout=120)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    output = log.read_text(errors="replace")
+    assert job.returncode != 0, output[-3000:]
+    assert "the stream job failed after 1 restarts" in output, output[-3000:]
+    health = job_health.read(settings.state_dir)
+    assert health.state == "FAILED" and health.last_exception, health
+    assert stream_job_health(settings).startswith("DEGRADED: job failed"), stream_job_health(settings)
+    a = accounting(settings)  # what was processed before the end is exact
+    assert a.raw == 2_400 and a.accounted <= 2_400 and a.clean + a.review + a.dlq + a.duplicates >= 2_200, a

@@ -102,3 +102,53 @@ def test_credentials_inside_uris_and_connection_strings_are_redacted():
         assert secret not in shown, secret
     assert "postgresql://flywheel:**********@db:5432/mlflow" in shown
     assert "'client.id': 'flywheel'" in shown  # plain values are left alone
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("postgresql://u:p@ss-PW@db:5432/x", "postgresql://u:**********@db:5432/x"),
+        ("postgresql://u:a/b-PW@db", "postgresql://u:**********@db"),
+        ("https://ghp_TOKEN@github.com/x", "https://**********@github.com/x"),
+        ("user:PW@host:6379", "user:**********@host:6379"),
+        ("rediss://:pw@host", "rediss://:**********@host"),
+        ("http://host/p?sig=abc&x=1", "http://host/p?sig=**********&x=1"),
+        ("Endpoint=https;AccountKey=KEY123;", "Endpoint=https;AccountKey=**********;"),
+        ("write to me@example.com", "write to me@example.com"),
+        ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+    ],
+)
+def test_redact_text(text, shown):
+    from flywheel.settings import redact_text
+
+    assert redact_text(text) == shown
+
+
+def test_java_properties_escape_jaas_and_inline_the_client_certificate(tmp_path):
+    from flywheel.kafka import Topics, java_kafka_properties
+    from pipelines.stream_job import source_ddl
+
+    (tmp_path / "c.pem").write_text("-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n")
+    (tmp_path / "k.pem").write_text("-----BEGIN PRIVATE KEY-----\nBBB\n-----END PRIVATE KEY-----\n")
+    s = load_settings(
+        kafka={
+            "bootstrap_servers": "k:9093",
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": 'u"ser',
+            "sasl_password": 'p"a\\ss\nword=x;',
+            "ssl_certificate_location": str(tmp_path / "c.pem"),
+            "ssl_key_location": str(tmp_path / "k.pem"),
+            "ssl_key_password": "kp'w",
+            "extra": {"client.id": "flywheel"},
+        }
+    )
+    props = java_kafka_properties(s)
+    assert props["sasl.jaas.config"] == (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        'username="u\\"ser" password="p\\"a\\\\ss\\nword=x;";'
+    )
+    assert "BBB" in props["ssl.keystore.key"] and "AAA" in props["ssl.keystore.certificate.chain"]
+    assert props["ssl.key.password"] == "kp'w" and props["client.id"] == "flywheel"
+    ddl = source_ddl(s, Topics.from_prefix("t"), None)
+    assert "'properties.ssl.key.password' = 'kp''w'" in ddl
