@@ -23,6 +23,8 @@ from pathlib import Path
 HEALTH_FILE = "stream-job.json"
 STALE_AFTER_S = 30.0
 _PY_ERROR = re.compile(r"^(\w+(?:Error|Exception|Exit)): (.*)$", re.M)
+_CAUSED_BY = re.compile(r"^Caused by: (.*)$", re.M)
+_WRAPPERS = ("java.util.concurrent.", "org.apache.flink.runtime.JobException: Recovery is suppressed")
 
 
 @dataclass
@@ -78,13 +80,18 @@ def read(state_dir: Path | str) -> JobHealth | None:
 
 
 def summarise_exception(name: str, stacktrace: str) -> str:
-    """``Type: message`` of the innermost Python error in a Flink stack trace, else Flink's own."""
-    found = _PY_ERROR.findall(stacktrace or "")
+    """The most telling line of a Flink failure: the innermost Python error, else the root
+    cause (last ``Caused by:`` that is not a wrapper), else the first line."""
+    text = stacktrace or ""
+    found = _PY_ERROR.findall(text)
     if found:
         kind, message = found[-1]
         return f"{kind}: {message}"[:500]
-    first = (stacktrace or name).strip().splitlines()[0] if (stacktrace or name) else name
-    return first[:500]
+    causes = [c for c in _CAUSED_BY.findall(text) if not c.startswith(_WRAPPERS)]
+    if causes:
+        return causes[-1].strip()[:500]
+    lines = text.strip().splitlines()
+    return (lines[0] if lines else name)[:500]
 
 
 class JobMonitor(threading.Thread):
