@@ -179,3 +179,63 @@ def test_flywheel_run_starts_restarts_a_crashed_part_and_stops_cleanly(tmp_path)
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+SUPERVISE = """
+import sys
+from flywheel.settings import load_settings
+from orchestration.supervisor import Supervisor
+Supervisor(load_settings(sys.argv[1]), ("ingest",)).run_forever()
+"""
+
+
+def test_one_flywheel_run_per_state_dir_and_its_children_die_with_it(tmp_path):
+    """A second supervisor on the same state dir refuses to start; kill -9 of the supervisor
+    takes its children (the part and the broker it started) with it."""
+    s = load_settings(
+        state_dir=tmp_path / "state", broker={"port": free_port()}, run={"check_interval_s": 3600}
+    )
+    config = s.write_resolved(tmp_path / "flywheel.yaml")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
+
+    def supervise():
+        return subprocess.Popen(
+            [sys.executable, "-c", SUPERVISE, str(config)],
+            cwd=ROOT,
+            env=clean,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    first = supervise()
+    health_path = tmp_path / "state" / "run" / "health.json"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (
+            health_path.is_file() and json.loads(health_path.read_text())["parts"]["ingest"]["running"]
+        ):
+            assert first.poll() is None, first.stdout.read()
+            time.sleep(0.5)
+        ingest_pid = json.loads(health_path.read_text())["parts"]["ingest"]["pid"]
+        broker_pid = json.loads((tmp_path / "state" / "broker.json").read_text())["pid"]
+
+        second = supervise()
+        output, _ = second.communicate(timeout=60)
+        assert second.returncode != 0 and "another `flywheel run`" in output, output
+        assert first.poll() is None  # the first one is untouched
+    finally:
+        first.kill()  # SIGKILL: no cleanup code runs in the supervisor
+        first.wait()
+    deadline = time.monotonic() + 30
+    alive = {ingest_pid, broker_pid}
+    while time.monotonic() < deadline and alive:
+        for pid in list(alive):
+            try:
+                os.kill(pid, 0)
+                if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                    alive.discard(pid)  # a zombie waiting for its (dead) parent's reaper
+            except ProcessLookupError:
+                alive.discard(pid)
+        time.sleep(0.5)
+    assert not alive, f"children outlived the killed supervisor: {alive}"
