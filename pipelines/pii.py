@@ -348,6 +348,29 @@ def _phone_shape(candidate: str, phone_word: bool, budget: _Budget) -> bool:
 _VERDICTS: dict[tuple[str, bool], bool] = {}
 
 
+def _possible_international(candidate: str) -> bool:
+    """``+CC NSN`` (or ``00CC NSN``) of a possible length for its country (libphonenumber's
+    metadata, without the cost of its general parser: about 4x faster)."""
+    from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneNumber, is_possible_number
+
+    digits = "".join(c for c in candidate if c.isdigit())
+    if candidate.startswith("00"):
+        digits = digits[2:]
+    for size in (1, 2, 3):
+        code = int(digits[:size] or 0)
+        if code in COUNTRY_CODE_TO_REGION_CODE:
+            national = digits[size:]
+            if not national:
+                return False
+            number = PhoneNumber(country_code=code, national_number=int(national))
+            zeros = len(national) - len(national.lstrip("0"))
+            if zeros:  # Italy and others dial leading zeros as part of the number
+                number.italian_leading_zero = True
+                number.number_of_leading_zeros = zeros if zeros > 1 else None
+            return is_possible_number(number)
+    return False
+
+
 def _phone_verdict(candidate: str, phone_word: bool, budget: _Budget) -> bool:
     import phonenumbers
 
@@ -357,9 +380,7 @@ def _phone_verdict(candidate: str, phone_word: bool, budget: _Budget) -> bool:
         return False
     try:
         if candidate.startswith(("+", "00")):
-            international = "+" + candidate[2:] if candidate[0] == "0" else candidate
-            number = phonenumbers.parse(international, None)
-            return phonenumbers.is_possible_number(number)
+            return _possible_international(candidate)
         if _NANP.fullmatch(candidate):
             return True
         if candidate[0] == "0" or candidate.startswith("(0"):
