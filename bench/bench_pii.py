@@ -35,21 +35,21 @@ def best_ms(fn, repeat: int = 5) -> float:
 
 
 def main() -> None:
-    rows = pii_corpus.load()
-    s = pii_corpus.score(rows, mask_pii)
-    print(
-        f"corpus: {len(rows)} lines ({sum(s.total[c] for c in pii_corpus.STRUCTURED)} with PII, "
-        f"{s.total['none']} without)"
-    )
-    print(f"{'category':10} {'found':>7} {'recall':>7}")
-    for category in pii_corpus.STRUCTURED:
-        print(f"{category:10} {s.found[category]:>3}/{s.total[category]:<3} {s.recall(category):7.3f}")
-    print(f"false positives: {len(s.false_positives)}/{s.total['none']} = {s.false_positive_rate:.3%}")
-    for kind, text, masked in s.misses[:10]:
-        print(f"  missed {kind}: {text!r} -> {masked!r}")
-    for kind, text, masked in s.false_positives[:10]:
-        print(f"  altered {kind}: {text!r} -> {masked!r}")
+    for path in pii_corpus.CORPORA:
+        rows = pii_corpus.load(path)
+        s = pii_corpus.score(rows, mask_pii)
+        n_pii = sum(s.total[c] for c in pii_corpus.STRUCTURED)
+        print(f"{path.name}: {len(rows)} lines ({n_pii} with PII, {s.total['none']} without)")
+        print(f"  {'category':10} {'found':>7} {'recall':>7}")
+        for category in pii_corpus.STRUCTURED:
+            print(f"  {category:10} {s.found[category]:>3}/{s.total[category]:<3} {s.recall(category):7.3f}")
+        print(f"  false positives: {len(s.false_positives)}/{s.total['none']} = {s.false_positive_rate:.3%}")
+        for kind, text, masked in s.misses[:10]:
+            print(f"    missed {kind}: {text!r} -> {masked!r}")
+        for kind, text, masked in s.false_positives[:10]:
+            print(f"    altered {kind}: {text!r} -> {masked!r}")
 
+    rows = pii_corpus.load()
     texts = [r["text"] for r in rows]
     ms = best_ms(lambda: [mask_pii(t) for t in texts])
     mean_chars = sum(map(len, texts)) / len(texts)

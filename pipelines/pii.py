@@ -135,12 +135,13 @@ _IBAN_LENGTH = {
     "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28, "TL": 23,
     "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
 }  # fmt: skip
-_IBAN_START = re.compile(r"([A-Z]{2})(?<![A-Za-z0-9][A-Z]{2})\d{2}(?=[ -]?[A-Za-z0-9])")
+_IBAN_START = re.compile(r"([A-Za-z]{2})(?<![A-Za-z0-9][A-Za-z]{2})\d{2}(?=[ -]?[A-Za-z0-9])")
 
 
 def _ibans(text: str) -> Iterator[tuple[int, int]]:
     for m in _IBAN_START.finditer(text):
-        length = _IBAN_LENGTH.get(m.group(1))
+        country = m.group(1)
+        length = _IBAN_LENGTH.get(country.upper())
         if length is None:
             continue
         pos, have, n = m.end(), 4, len(text)
@@ -151,8 +152,10 @@ def _ibans(text: str) -> Iterator[tuple[int, int]]:
                 break
             pos, have = pos + 1, have + 1
         if have == length and (pos == n or not text[pos].isalnum()):
-            compact = re.sub(r"[ -]", "", text[m.start() : pos])
-            if _iban_checksum_ok(compact) or _IBAN_WORD.search(text, max(0, m.start() - 24), m.start()):
+            compact = re.sub(r"[ -]", "", text[m.start() : pos]).upper()
+            if _iban_checksum_ok(compact) or (
+                country.isupper() and _IBAN_WORD.search(text, max(0, m.start() - 24), m.start())
+            ):
                 yield m.start(), pos
 
 
@@ -203,6 +206,8 @@ def _card_shape(sizes: list[int]) -> bool:
 
 
 def _is_card(digits: str, grouped: bool, before: str) -> bool:
+    if len(digits) == 12:  # only Maestro is that short, and then it must check out
+        return (digits[:2] == "50" or 56 <= int(digits[:2]) <= 69) and _luhn(digits)
     """Grouped like a card, or an ungrouped run that is Luhn-valid or of a common card length
     (14-16) and not introduced as an order or reference number; always with a card network's
     prefix. Luhn-invalid card numbers are masked too: a typo does not make them less personal."""
@@ -215,7 +220,7 @@ def _is_card(digits: str, grouped: bool, before: str) -> bool:
 
 def _cards(text: str) -> Iterator[tuple[int, int]]:
     for run in _DIGIT_RUN.finditer(text):
-        if run.end() - run.start() < 13:
+        if run.end() - run.start() < 12:
             continue
         chunk, base = run.group(), run.start()
         bounds = [(m.start(), m.end()) for m in _DIGITS.finditer(chunk)]
@@ -225,13 +230,13 @@ def _cards(text: str) -> Iterator[tuple[int, int]]:
         cum = list(itertools.accumulate(sizes, initial=0))
         i, n = 0, len(bounds)
         while i < n:
-            if cum[min(n, i + 5)] - cum[i] < 13:  # fewer than 13 digits in reach: no card here
+            if cum[min(n, i + 5)] - cum[i] < 12:  # fewer than 12 digits in reach: no card here
                 i += 1
                 continue
             for size in range(min(5, n - i), 0, -1):
                 j = i + size
                 window = sizes[i:j]
-                if not 13 <= sum(window) <= 19 or not _card_shape(window):
+                if not 12 <= sum(window) <= 19 or not _card_shape(window):
                     continue
                 if (i == 0 and not before_ok) or (j == n and not after_ok):
                     continue
@@ -302,15 +307,25 @@ _NATIONAL_REGIONS = ("GB", "DE", "FR", "IT", "ES", "NL", "AU", "IN", "JP", "BR",
 
 
 # Words before a number that say what it is: a phone, or an identifier that is not one.
+# Words before a number that say it is a phone. A strong word (in several languages) may be
+# followed by up to three short words ("is", "me op", "manqué du"); a weak one ("on", "no.")
+# only by a few fillers.
+_STRONG_PHONE_WORDS = re.compile(
+    r"(?i)(?:\b(?:call(?:ed|ing)?|phone|tel|t[ée]l[ée]phone|telefon[eo]?|mobile?|m[oó]vil|cell|celular|"
+    r"cellulare|handy|portable|mob|fax|sms|text(?:ed)? me|whats ?app|zap|rang|ring|dial(?:ed|led)?|"
+    r"hotline|appel(?:ez)?|bel|llam[ae]|ligue|anruf)"
+    r"|手机|电话|電話|携帯|번호|전화)(?:\W+\w{1,8}){0,3}?\W{0,4}$"
+)
 _PHONE_WORDS = re.compile(
-    r"(?i)\b(?:call(?:ed|ing)?|phone|tel|telephone|mobile|cell|mob|fax|sms|text(?:ed)? me|whats ?app|"
-    r"rang|ring|dial(?:ed|led)?|number|no\.?|contact|reach|hotline|on)"
+    r"(?i)\b(?:number|no\.?|n[uú]mero|nummer|contact|reach|on)"
     r"(?:\W+(?:is|was|at|on|me|us|to|be|now|number|no\.?)){0,3}\W{0,4}$"
 )
 _ID_WORDS = re.compile(
     r"(?i)\b(?:isbn(?:-1[03])?|issn|zip|postcode|postal code|part(?: no\.?| number)?|order|invoice|ref|"
     r"reference|sku|model|serial|ticket|case|tracking|waybill|rma|account|acct|id|item|batch|lot|"
-    r"version|build|room|flight|booking|confirmation|code|pin|po)\W{0,12}$"
+    r"version|build|room|flight|booking|confirmation|code|pin|po|receipt|transaction|txn|customer|"
+    r"member|loyalty|voucher|coupon|imei|asin|ean|upc|gtin|policy|claim|reservation|pnr|patient|"
+    r"license|licence|registration|tax|vat|parcel|shipment|container)\W{0,12}$"
 )
 
 
@@ -328,10 +343,12 @@ def _is_phone(candidate: str, before: str, budget: _Budget) -> bool:
         return False  # a run of many short numbers (cheap reject before the context patterns)
     if _ID_WORDS.search(before):
         return False
-    return _phone_shape(candidate, bool(_PHONE_WORDS.search(before)), budget)
+    if _STRONG_PHONE_WORDS.search(before):
+        return _phone_shape(candidate, "strong", budget)
+    return _phone_shape(candidate, "weak" if _PHONE_WORDS.search(before) else "", budget)
 
 
-def _phone_shape(candidate: str, phone_word: bool, budget: _Budget) -> bool:
+def _phone_shape(candidate: str, phone_word: str, budget: _Budget) -> bool:
     candidate = _EXTENSION.sub("", candidate).replace("(0)", " ")  # +49 (0)30 ...: not dialled
     if candidate.startswith("(") and ")" not in candidate:
         candidate = candidate[1:]  # "(415-555-2671)": the bracket belongs to the sentence
@@ -345,7 +362,7 @@ def _phone_shape(candidate: str, phone_word: bool, budget: _Budget) -> bool:
     return verdict
 
 
-_VERDICTS: dict[tuple[str, bool], bool] = {}
+_VERDICTS: dict[tuple[str, str], bool] = {}
 
 
 def _possible_international(candidate: str) -> bool:
@@ -371,7 +388,8 @@ def _possible_international(candidate: str) -> bool:
     return False
 
 
-def _phone_verdict(candidate: str, phone_word: bool, budget: _Budget) -> bool:
+def _phone_verdict(candidate: str, phone_word: str, budget: _Budget) -> bool:
+    """``phone_word``: "strong" (call, mobile, ...), "weak" (on, no., number) or ""."""
     import phonenumbers
 
     digits = sum(c.isdigit() for c in candidate)
@@ -403,7 +421,14 @@ def _phone_verdict(candidate: str, phone_word: bool, budget: _Budget) -> bool:
                 phonenumbers.is_valid_number(phonenumbers.parse(candidate, region))
                 for region in _NATIONAL_REGIONS
             )
-        return phone_word and phonenumbers.is_valid_number(phonenumbers.parse(candidate, "US"))
+        if not phone_word:
+            return False
+        # said to be a phone: any grouping of 8-15 digits will do (national formats vary too
+        # much to list: 33 3615 2200, (11) 98765-4321, 612 34 56 78, 138 0013 8000)
+        year_first = len(groups[0]) == 4 and 1900 <= int(groups[0]) <= 2099  # "Duty 2023 1080 60"
+        if phone_word == "strong" and digits >= 8 and not year_first:
+            return True
+        return phonenumbers.is_valid_number(phonenumbers.parse(candidate, "US"))
     except phonenumbers.NumberParseException:
         return False
 

@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CORPUS = Path(__file__).parent / "data" / "pii_corpus.jsonl"
+# Written independently, in another style (support chats, several languages), to check that
+# the masker generalises beyond the corpus it was first measured on.
+CORPUS_2 = Path(__file__).parent / "data" / "pii_corpus_2.jsonl"
+CORPORA = (CORPUS, CORPUS_2)
 STRUCTURED = ("email", "phone", "card", "iban", "ssn", "ipv4", "ipv6")
 
 
