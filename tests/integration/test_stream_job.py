@@ -90,6 +90,16 @@ def test_10k_mixed_events_are_all_accounted_for(settings):
     assert online["label"] == ["positive"] * 5
 
 
+def wait_for(predicate, timeout_s: float, what: str, job: subprocess.Popen, log: Path | None = None):
+    """Poll ``predicate`` until true; fail if it times out or the job exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not predicate():
+        tail = log.read_text(errors="replace")[-2000:] if log else ""
+        assert job.poll() is None, f"stream job exited while waiting for {what}: {tail}"
+        time.sleep(1)
+    assert predicate(), f"timed out waiting for {what}"
+
+
 def start_job(settings) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "pipelines.stream_job"],
@@ -133,12 +143,8 @@ def test_killed_job_restarts_from_checkpoint_with_the_same_counts(settings):
 
     job = start_job(settings)
     try:
-        deadline = time.monotonic() + 240
+        wait_for(lambda: accounting(settings).balanced, 240, "the restarted job to catch up", job)
         a = accounting(settings)
-        while time.monotonic() < deadline and not a.balanced:
-            assert job.poll() is None, "restarted stream job died"
-            time.sleep(2)
-            a = accounting(settings)
     finally:
         os.killpg(job.pid, signal.SIGKILL)
         job.wait()
@@ -177,13 +183,8 @@ def test_hostile_records_never_stop_the_job_and_all_are_accounted_for(settings, 
 
     job = start_job(settings)
     try:
-        deadline = time.monotonic() + 240
+        wait_for(lambda: accounting(settings).balanced, 240, "every record to be accounted for", job)
         a = accounting(settings)
-        while time.monotonic() < deadline and not a.balanced:
-            assert job.poll() is None, "stream job died"
-            time.sleep(2)
-            a = accounting(settings)
-        health = job_health.read(settings.state_dir)
         time.sleep(3)  # one more report after the last record
         health = job_health.read(settings.state_dir)
     finally:
@@ -240,21 +241,15 @@ def test_a_failing_job_restarts_visibly_then_stops_with_its_reason_and_resumes_o
                 start_new_session=True,
             )
 
-    def wait_for(predicate, timeout_s, what, job):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not predicate():
-            assert job.poll() is None, f"job exited while waiting for {what}: {log.read_text()[-2000:]}"
-            time.sleep(1)
-        assert predicate(), f"timed out waiting for {what}"
-
     job = start()
     try:
-        wait_for(lambda: accounting(settings).balanced, 180, "the first pass", job)
+        wait_for(lambda: accounting(settings).balanced, 180, "the first pass", job, log)
         wait_for(
             lambda: list(Path(settings.state_dir).glob("flink-checkpoints/*/chk-*/_metadata")),
             60,
             "a checkpoint",
             job,
+            log,
         )
         health = job_health.read(settings.state_dir)
         assert (health.state, health.restarts) == ("RUNNING", 0) and "DEGRADED" not in stream_job_health(
@@ -264,7 +259,7 @@ def test_a_failing_job_restarts_visibly_then_stops_with_its_reason_and_resumes_o
         folder = Path(settings.state_dir) / "flink-checkpoints" / health.job_id
         folder.rename(tmp_path / "kept")
         folder.write_text("the checkpoint storage is gone")  # every checkpoint now fails
-        wait_for(lambda: job_health.read(settings.state_dir).restarts >= 1, 120, "a restart", job)
+        wait_for(lambda: job_health.read(settings.state_dir).restarts >= 1, 120, "a restart", job, log)
         shown = stream_job_health(settings)
         assert "job restart" in shown and "checkpoint" in shown.lower(), shown
         job.wait(timeout=180)
@@ -283,7 +278,7 @@ def test_a_failing_job_restarts_visibly_then_stops_with_its_reason_and_resumes_o
     produce_raw(settings, values[2_000:])
     job = start()
     try:
-        wait_for(lambda: accounting(settings).balanced, 180, "the resumed pass", job)
+        wait_for(lambda: accounting(settings).balanced, 180, "the resumed pass", job, log)
     finally:
         os.killpg(job.pid, signal.SIGKILL)
         job.wait()
