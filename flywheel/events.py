@@ -33,47 +33,37 @@ from pydantic import (
 )
 
 from flywheel.errors import InvalidEventError
+from flywheel.jsonstrict import DUPLICATE_KEY as DUPLICATE_KEY  # reason codes of wire JSON
+from flywheel.jsonstrict import NOT_JSON as NOT_JSON
+from flywheel.jsonstrict import TOO_DEEP as TOO_DEEP
+from flywheel.jsonstrict import JsonProblem, loads_json
 from flywheel.names import MODEL_NAME_PATTERN
 
 SCHEMA_VERSION = 1
 TASKS = ("text-classification", "image-restoration")
 MAX_TEXT_CHARS = 20_000
 MAX_LABEL_CHARS = 200
+MAX_ID_CHARS = 128
 MAX_IMAGE_B64_CHARS = 256 * 1024  # three images + text stay under Kafka's 1 MiB default
 MAX_EVENT_BYTES = 1_000_000
 # Largest record any Flywheel producer writes (a routed event plus its envelope). Producers'
 # max.request.size and the topics' max.message.bytes are set from it.
 MAX_RECORD_BYTES = 2 * MAX_EVENT_BYTES
-MAX_JSON_DEPTH = 32
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-# Reason codes recorded on the dead-letter topic.
+# Reason codes recorded on the dead-letter topic (with NOT_JSON, DUPLICATE_KEY, TOO_DEEP).
 NOT_UTF8 = "not_utf8"
-NOT_JSON = "not_json"
 TOO_LARGE = "too_large"
 SCHEMA_INVALID = "schema_invalid"
-DUPLICATE_KEY = "duplicate_key"
-TOO_DEEP = "too_deep"
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})")
 
 
-def _no_surrogates(value: str) -> str:
-    found = _SURROGATE.search(value)
-    if found:
-        raise ValueError(
-            f"holds a lone UTF-16 surrogate (\\u{ord(found.group()):04x}) at position {found.start()}, "
-            "which is not a character; send valid Unicode"
-        )
-    return value
-
-
+# (Lone surrogates need no check of ours: pydantic rejects them as "not a valid string".)
 def _no_controls(value: str) -> str:
-    _no_surrogates(value)
     found = _CONTROL.search(value)
     if found:
         raise ValueError(
@@ -83,13 +73,12 @@ def _no_controls(value: str) -> str:
 
 
 def _visible(value: str) -> str:
-    _no_surrogates(value)
     if not any(unicodedata.category(c)[0] not in "ZC" for c in value):
         raise ValueError("has no visible character (only spaces, control or format characters)")
     return value
 
 
-Id = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+Id = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[A-Za-z0-9._:-]+$")]
 Name = Annotated[StrictStr, Field(min_length=1, max_length=128), AfterValidator(_no_controls)]
 Label = Annotated[StrictStr, Field(min_length=1, max_length=MAX_LABEL_CHARS), AfterValidator(_no_controls)]
 PngB64 = Annotated[
@@ -320,65 +309,6 @@ def validate_event(data: FeedbackEvent | dict[str, Any]) -> FeedbackEvent:
         return FeedbackEvent.model_validate(data)
     except ValidationError as exc:
         raise InvalidEventError(SCHEMA_INVALID, _problems(exc)) from exc
-
-
-class JsonProblem(ValueError):
-    """Bytes that are not acceptable JSON; ``code`` is the DLQ reason code."""
-
-    def __init__(self, code: str, message: str):
-        self.code = code
-        super().__init__(message)
-
-
-def _reject_constant(name: str) -> float:
-    raise JsonProblem(NOT_JSON, f"{name} is not valid JSON; send a finite number")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set[str] = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise JsonProblem(DUPLICATE_KEY, f"the key {dup[:80]!r} appears twice in one object; send it once")
-    return out
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
-# A string (to its closing quote, or to the end when unterminated: one match, so linear) or a
-# bracket. Strings are skipped whole, so brackets inside them do not count.
-_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
-
-
-def _check_depth(text: str) -> None:
-    """Reject nesting deeper than MAX_JSON_DEPTH before the recursive parser sees it (linear)."""
-    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
-        return
-    depth = 0
-    for token in _TOKENS.finditer(text):
-        bracket = token.group()
-        if bracket in ("[", "{"):
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                raise JsonProblem(TOO_DEEP, f"JSON is nested more than {MAX_JSON_DEPTH} levels deep")
-        elif bracket in ("]", "}"):
-            depth -= 1
-
-
-def loads_json(raw: str | bytes) -> Any:
-    """Strict ``json.loads``: no NaN/Infinity, no duplicate keys, nesting at most MAX_JSON_DEPTH.
-
-    Raises JsonProblem (a ValueError) with a reason code; UnicodeDecodeError for non-UTF-8 bytes.
-    """
-    text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
-    _check_depth(text)
-    try:
-        return _DECODER.decode(text.lstrip(" \t\n\r"))
-    except JsonProblem:
-        raise
-    except RecursionError as exc:
-        raise JsonProblem(TOO_DEEP, "JSON is nested too deeply") from exc
-    except ValueError as exc:  # JSONDecodeError, and int conversion past Python's digit limit
-        raise JsonProblem(NOT_JSON, f"not valid JSON: {exc}") from exc
 
 
 def parse_event(raw: bytes | str) -> FeedbackEvent:

@@ -11,7 +11,6 @@ Unknown keys are errors that name the key, wherever they come from.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,55 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from flywheel.errors import ConfigError
+from flywheel.redact import REDACTED, SECRET_HINTS, redact_text
 
 ENV_PREFIX = "FLYWHEEL_"
 CONFIG_ENV = "FLYWHEEL_CONFIG"
 DEFAULT_CONFIG_FILE = "flywheel.yaml"
-_SECRET_HINTS = (
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "sasl.jaas",
-    "key.pem",
-    "keystore.key",
-    "credential",
-    "api_key",
-    "apikey",
-    "assertion",
-    "user.info",
-    "extensions",
-    "signature",
-)
-REDACTED = "**********"
-_AT_TOKEN = re.compile(r"[^\s,;]*@[^\s,;]*")
-_OPTION_SECRET = re.compile(
-    r"(?i)\b((?:password|passwd|pass|pwd|secret|client[_.-]?secret|token|api[_.-]?key|access[_.-]?key|"
-    r"account[_.-]?key|sig|signature|shared[_.-]?access[_.-]?signature|assertion)"
-    r"\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&]+)"
-)
-
-
-def _redact_userinfo(token: str) -> str:
-    """``scheme://user:pw@host`` → ``scheme://user:***@host`` (up to the *last* '@', since
-    passwords hold '@' and '/'); ``scheme://TOKEN@host`` → ``scheme://***@host``; and
-    ``user:pw@host`` without a scheme. An e-mail address (no colon before '@') is left."""
-    scheme, sep, rest = token.rpartition("://") if "://" in token else ("", "", token)
-    at = rest.rfind("@")
-    userinfo = rest[:at]
-    user, colon, _ = userinfo.partition(":")
-    if colon:
-        return f"{scheme}{sep}{user}:{REDACTED}{rest[at:]}"
-    if sep and "/" not in userinfo:
-        return f"{scheme}{sep}{REDACTED}{rest[at:]}"
-    return token
-
-
-def redact_text(text: str) -> str:
-    """``text`` with credentials in URIs (``u:pw@host``, ``//token@host``) and in
-    ``key=value`` options replaced by REDACTED."""
-    text = _AT_TOKEN.sub(lambda m: _redact_userinfo(m.group()), text)
-    return _OPTION_SECRET.sub(rf"\g<1>{REDACTED}", text)
 
 
 class _Section(BaseModel):
@@ -353,7 +308,7 @@ class Settings(BaseSettings):
             if isinstance(value, list):
                 return [scrub(v, key) for v in value]
             if isinstance(value, str):
-                if value and any(h in key.lower() for h in _SECRET_HINTS):
+                if value and any(h in key.lower() for h in SECRET_HINTS):
                     return REDACTED
                 return redact_text(value)
             return value

@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from flywheel.errors import BrokerError, InvalidEventError
-from flywheel.events import NOT_UTF8, FeedbackEvent, JsonProblem, loads_json, validate_event
+from flywheel.events import NOT_UTF8, FeedbackEvent, validate_event
+from flywheel.jsonstrict import JsonProblem, loads_json
 from flywheel.settings import Settings
 
 

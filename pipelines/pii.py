@@ -13,7 +13,8 @@
    look-behind, so no start position rescans a run: 100k characters take milliseconds),
    then confirm each candidate with a validator: the IBAN length of its country, a card
    network prefix (and Luhn for an ungrouped run), SSN area/group/serial rules, the
-   ``ipaddress`` module, and ``phonenumbers`` (Google's libphonenumber metadata).
+   ``ipaddress`` module, and for phone numbers ``pipelines.phones`` (context words and
+   Google's libphonenumber metadata).
 3. **Replace** the confirmed spans, highest-priority first when they overlap:
    e-mail, IBAN, card, SSN, IP, phone.
 
@@ -30,6 +31,8 @@ import itertools
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
+
+from pipelines.phones import ID_WORDS, phone_spans
 
 EMAIL, PHONE, CARD, IBAN, SSN, IP = "[EMAIL]", "[PHONE]", "[CARD]", "[IBAN]", "[SSN]", "[IP]"
 
@@ -215,7 +218,7 @@ def _is_card(digits: str, grouped: bool, before: str) -> bool:
         return False
     if grouped or _luhn(digits):
         return True
-    return 14 <= len(digits) <= 16 and not _ID_WORDS.search(before)
+    return 14 <= len(digits) <= 16 and not ID_WORDS.search(before)
 
 
 def _cards(text: str) -> Iterator[tuple[int, int]]:
@@ -297,162 +300,6 @@ def _ips(text: str) -> Iterator[tuple[int, int]]:
                 yield m.span()
 
 
-_PHONE_RE = re.compile(
-    r"(?<![\w+.,/-])(?:\+|00)?\(?\d[\d ().\-/]{5,22}\d(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w])(?!\.\d)(?!-\d)"
-)
-_EXTENSION = re.compile(r"\s?(?:x|ext\.?)\s?\d{1,5}$")
-_DATE_LIKE = re.compile(r"\d{1,4}([./-])\d{1,2}\1\d{1,4}|\d{4}-\d{2}-\d{2}.*|\d{1,2}:\d{2}.*")
-_NANP = re.compile(r"(?:1[ .-]?)?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}")
-_NATIONAL_REGIONS = ("GB", "DE", "FR", "IT", "ES", "NL", "AU", "IN", "JP", "BR", "CH", "SE")
-
-
-# Words before a number that say what it is: a phone, or an identifier that is not one.
-# Words before a number that say it is a phone. A strong word (in several languages) may be
-# followed by up to three short words ("is", "me op", "manqué du"); a weak one ("on", "no.")
-# only by a few fillers.
-_STRONG_PHONE_WORDS = re.compile(
-    r"(?i)(?:\b(?:call(?:ed|ing)?|phone|tel|t[ée]l[ée]phone|telefon[eo]?|mobile?|m[oó]vil|cell|celular|"
-    r"cellulare|handy|portable|mob|fax|sms|text(?:ed)? me|whats ?app|zap|rang|ring|dial(?:ed|led)?|"
-    r"hotline|appel(?:ez)?|bel|llam[ae]|ligue|anruf)"
-    r"|手机|电话|電話|携帯|번호|전화)(?:\W+\w{1,8}){0,3}?\W{0,4}$"
-)
-_PHONE_WORDS = re.compile(
-    r"(?i)\b(?:number|no\.?|n[uú]mero|nummer|contact|reach|on)"
-    r"(?:\W+(?:is|was|at|on|me|us|to|be|now|number|no\.?)){0,3}\W{0,4}$"
-)
-_ID_WORDS = re.compile(
-    r"(?i)\b(?:isbn(?:-1[03])?|issn|zip|postcode|postal code|part(?: no\.?| number)?|order|invoice|ref|"
-    r"reference|sku|model|serial|ticket|case|tracking|waybill|rma|account|acct|id|item|batch|lot|"
-    r"version|build|room|flight|booking|confirmation|code|pin|po|receipt|transaction|txn|customer|"
-    r"member|loyalty|voucher|coupon|imei|asin|ean|upc|gtin|policy|claim|reservation|pnr|patient|"
-    r"license|licence|registration|tax|vat|parcel|shipment|container)\W{0,12}$"
-)
-
-
-class _Budget:
-    """How many expensive region-by-region checks one text may still make. Past it a
-    candidate is treated as a phone: over-masking is the safe failure, a stall is not."""
-
-    def __init__(self, checks: int = 64):
-        self.checks = checks
-
-
-def _is_phone(candidate: str, before: str, budget: _Budget) -> bool:
-    """Is ``candidate`` (a run of digits and separators) a phone number, given the text before it?"""
-    if len(_DIGITS.findall(candidate)) > 8:
-        return False  # a run of many short numbers (cheap reject before the context patterns)
-    if _ID_WORDS.search(before):
-        return False
-    if _STRONG_PHONE_WORDS.search(before):
-        return _phone_shape(candidate, "strong", budget)
-    return _phone_shape(candidate, "weak" if _PHONE_WORDS.search(before) else "", budget)
-
-
-def _phone_shape(candidate: str, phone_word: str, budget: _Budget) -> bool:
-    candidate = _EXTENSION.sub("", candidate).replace("(0)", " ")  # +49 (0)30 ...: not dialled
-    if candidate.startswith("(") and ")" not in candidate:
-        candidate = candidate[1:]  # "(415-555-2671)": the bracket belongs to the sentence
-    key = (candidate, phone_word)
-    if key in _VERDICTS:
-        return _VERDICTS[key]
-    verdict = _phone_verdict(candidate, phone_word, budget)
-    if len(_VERDICTS) > 4096:
-        _VERDICTS.clear()
-    _VERDICTS[key] = verdict
-    return verdict
-
-
-_VERDICTS: dict[tuple[str, str], bool] = {}
-
-
-def _possible_international(candidate: str) -> bool:
-    """``+CC NSN`` (or ``00CC NSN``) of a possible length for its country (libphonenumber's
-    metadata, without the cost of its general parser: about 4x faster)."""
-    from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneNumber, is_possible_number
-
-    digits = "".join(c for c in candidate if c.isdigit())
-    if candidate.startswith("00"):
-        digits = digits[2:]
-    for size in (1, 2, 3):
-        code = int(digits[:size] or 0)
-        if code in COUNTRY_CODE_TO_REGION_CODE:
-            national = digits[size:]
-            if not national:
-                return False
-            number = PhoneNumber(country_code=code, national_number=int(national))
-            zeros = len(national) - len(national.lstrip("0"))
-            if zeros:  # Italy and others dial leading zeros as part of the number
-                number.italian_leading_zero = True
-                number.number_of_leading_zeros = zeros if zeros > 1 else None
-            return is_possible_number(number)
-    return False
-
-
-def _phone_verdict(candidate: str, phone_word: str, budget: _Budget) -> bool:
-    """``phone_word``: "strong" (call, mobile, ...), "weak" (on, no., number) or ""."""
-    import phonenumbers
-
-    digits = sum(c.isdigit() for c in candidate)
-    groups = _DIGITS.findall(candidate)
-    if not 7 <= digits <= 15 or len(groups) > 6 or _DATE_LIKE.fullmatch(candidate):
-        return False
-    try:
-        if candidate.startswith(("+", "00")):
-            return _possible_international(candidate)
-        if _NANP.fullmatch(candidate):
-            return True
-        if candidate[0] == "0" or candidate.startswith("(0"):
-            # a national number with a trunk prefix (020 7946 0958, 03-1234-5678): grouped like
-            # a phone (no group of one digit, as ISBNs have; dashes only with 3+ groups), or
-            # said to be one
-            grouped = (
-                len(groups) > 1
-                and min(len(g) for g in groups) >= 2
-                and ("-" not in candidate or len(groups) >= 3)
-            )
-            if (grouped or phone_word) and 10 <= digits <= 11:
-                return True
-            if not (grouped or phone_word):
-                return False
-            if budget.checks <= 0:
-                return True
-            budget.checks -= 1
-            return any(
-                phonenumbers.is_valid_number(phonenumbers.parse(candidate, region))
-                for region in _NATIONAL_REGIONS
-            )
-        if not phone_word:
-            return False
-        # said to be a phone: any grouping of 8-15 digits will do (national formats vary too
-        # much to list: 33 3615 2200, (11) 98765-4321, 612 34 56 78, 138 0013 8000)
-        year_first = len(groups[0]) == 4 and 1900 <= int(groups[0]) <= 2099  # "Duty 2023 1080 60"
-        if phone_word == "strong" and digits >= 8 and not year_first:
-            return True
-        return phonenumbers.is_valid_number(phonenumbers.parse(candidate, "US"))
-    except phonenumbers.NumberParseException:
-        return False
-
-
-_MAX_PHONE_SEARCHES = 64  # bounds the slow path on texts made of digit runs
-
-
-def _phones(text: str) -> Iterator[tuple[int, int]]:
-    searches, budget = 0, _Budget()
-    for m in _PHONE_RE.finditer(text):
-        candidate = m.group()
-        if _is_phone(candidate, text[max(0, m.start() - 40) : m.start()], budget):
-            yield m.span()
-            continue
-        if sum(c.isdigit() for c in candidate) <= 15 or searches >= _MAX_PHONE_SEARCHES:
-            continue
-        searches += 1
-        # a run that glued a number to its neighbours: let libphonenumber find it inside
-        import phonenumbers
-
-        for found in phonenumbers.PhoneNumberMatcher(candidate, "US"):
-            yield m.start() + found.start, m.start() + found.end
-
-
 _HINT = re.compile(r"[\d@:]")
 
 # priority order: a span already taken by an earlier detector is not masked again
@@ -462,7 +309,7 @@ _DETECTORS: tuple[tuple[str, Detector], ...] = (
     (CARD, _cards),
     (SSN, _ssns),
     (IP, _ips),
-    (PHONE, _phones),
+    (PHONE, phone_spans),
 )
 
 

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from flywheel.errors import FlywheelError
+from flywheel.events import MAX_ID_CHARS
 from flywheel.kafka import Topics
 
 REVIEW_SUFFIX = ".review"
-MAX_ID_CHARS = 128
 
 
 def review_event_id(event_id: str) -> str:

@@ -119,7 +119,7 @@ def test_credentials_inside_uris_and_connection_strings_are_redacted():
     ],
 )
 def test_redact_text(text, shown):
-    from flywheel.settings import redact_text
+    from flywheel.redact import redact_text
 
     assert redact_text(text) == shown
 
