@@ -193,12 +193,16 @@ def _unescape(text: str) -> str:
     return _JSON_ESCAPE.sub(decode, text) if "\\" in text else text
 
 
-def masked_head(data: bytes, max_chars: int) -> tuple[str, bool, int]:
-    """(PII-masked text of the head of ``data``, whether it is valid UTF-8, masks).
+def masked_prefix(text: str, max_chars: int) -> tuple[str, int]:
+    """(the first ``max_chars`` of ``text`` PII-masked, masks): JSON escapes decoded, and
+    masked with a margin past the cut, so PII straddling the cut is masked whole."""
+    masked, masks = mask_pii(_unescape(text[: max_chars + _MASK_MARGIN]))
+    return masked[:max_chars], masks
 
-    The head is decoded (invalid bytes as ``\\xNN``), JSON escapes decoded, masked with a
-    margin past the cut, then cut to ``max_chars``.
-    """
+
+def masked_head(data: bytes, max_chars: int) -> tuple[str, bool, int]:
+    """(PII-masked text of the head of ``data``, whether it is valid UTF-8, masks); invalid
+    bytes appear as ``\\xNN``."""
     head = data[: max_chars + _MASK_MARGIN]
     try:
         text, utf8 = head.decode("utf-8"), True
@@ -206,8 +210,8 @@ def masked_head(data: bytes, max_chars: int) -> tuple[str, bool, int]:
         # a cut through a multi-byte character does not make the bytes non-UTF-8
         cut = len(data) > len(head) and exc.start >= len(head) - 3 and exc.reason == "unexpected end of data"
         text, utf8 = head.decode("utf-8", "backslashreplace"), cut
-    masked, masks = mask_pii(_unescape(text))
-    return masked[:max_chars], utf8, masks
+    masked, masks = masked_prefix(text, max_chars)
+    return masked, utf8, masks
 
 
 def _raw_copy(value: bytes | None, max_bytes: int) -> dict[str, Any] | None:
@@ -241,7 +245,7 @@ def dlq_record(
     """
 
     def masked(text: str, limit: int) -> str:
-        return mask_pii(_unescape(text[: limit + _MASK_MARGIN]))[0][:limit]
+        return masked_prefix(text, limit)[0]
 
     problems = [
         {"field": masked(f, _MAX_FIELD_CHARS), "message": masked(m, _MAX_MESSAGE_CHARS)}
