@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flywheel.files import write_json_atomic
 from flywheel.procs import die_with_parent, hold_instance_lock
 
 PARTS = {
@@ -150,9 +151,7 @@ class Supervisor:
         return f"; {health.describe()}" if health is not None and health.last_exception else ""
 
     def health(self) -> dict[str, dict]:
-        from pipelines import job_health
-
-        out = {
+        return {
             p.name: {
                 "running": p.running,
                 "restarts": p.restarts,
@@ -160,20 +159,11 @@ class Supervisor:
             }
             for p in self.parts
         }
-        job = job_health.read(self.settings.state_dir) if "stream" in out else None
-        if job is not None and out["stream"]["running"] and job.pid == out["stream"]["pid"]:
-            out["stream"]["job"] = {"healthy": job.healthy, "detail": job.describe()}
-        return out
 
     def write_health(self) -> None:
         """``<state_dir>/run/health.json``, read by `flywheel status`."""
-        import json
-
-        path = Path(self.settings.state_dir) / "run" / "health.json"
-        tmp = path.with_suffix(".tmp")
         state = {"time": time.time(), "supervisor_pid": os.getpid(), "parts": self.health()}
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, path)
+        write_json_atomic(Path(self.settings.state_dir) / "run" / "health.json", state, durable=False)
 
     # ---- the loop ------------------------------------------------------------------
 

@@ -20,6 +20,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from flywheel.files import write_json_atomic
+
 HEALTH_FILE = "stream-job.json"
 STALE_AFTER_S = 30.0
 _PY_ERROR = re.compile(r"^(\w+(?:Error|Exception|Exit)): (.*)$", re.M)
@@ -38,12 +40,17 @@ class JobHealth:
     updated: float = 0.0
 
     @property
+    def stale(self) -> bool:
+        """A live job that has not reported for a while (an ended job's report is final)."""
+        return self.state not in ("FAILED", "FINISHED") and time.time() - self.updated >= STALE_AFTER_S
+
+    @property
     def healthy(self) -> bool:
-        return self.state in ("RUNNING", "FINISHED") and time.time() - self.updated < STALE_AFTER_S
+        return self.state in ("RUNNING", "FINISHED") and not self.stale
 
     def describe(self) -> str:
         """One line for `flywheel status`: state, restarts, last exception."""
-        if time.time() - self.updated >= STALE_AFTER_S:
+        if self.stale:
             return (
                 f"no job report for {time.time() - self.updated:.0f}s (job process {self.pid} stuck or gone)"
             )
@@ -61,12 +68,8 @@ def health_path(state_dir: Path | str) -> Path:
 
 
 def write(state_dir: Path | str, health: JobHealth) -> None:
-    path = health_path(state_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
     health.updated = time.time()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(health)))
-    os.replace(tmp, path)
+    write_json_atomic(health_path(state_dir), asdict(health), durable=False)
 
 
 def read(state_dir: Path | str) -> JobHealth | None:

@@ -15,12 +15,12 @@ the champion here when it moves the alias, so training can find the teacher offl
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from flywheel.errors import FlywheelError
+from flywheel.files import write_json_atomic
 from flywheel.names import check_model_name
 
 
@@ -38,9 +38,7 @@ class ModelInfo:
 
 
 def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    write_json_atomic(path, data, indent=2, default=str)
 
 
 class ModelStore:
