@@ -39,6 +39,13 @@ def _raw_text(i: int, replace: tuple[str, str]) -> bytes:
     return text.replace(replace[0], replace[1], 1).encode("utf-8")
 
 
+def _image_input(i: int, image_png_b64: str) -> bytes:
+    """An image-restoration event with only an input image (no prediction, no feedback)."""
+    return _raw(
+        i, task="image-restoration", input={"image_png_b64": image_png_b64}, prediction=None, feedback=None
+    )
+
+
 def _big_png_b64(chars: int) -> str:
     """A valid PNG's base64, padded with a trailing chunk to about ``chars`` characters."""
     import base64
@@ -116,28 +123,8 @@ def _cases() -> list[Case]:
         code="schema_invalid",
     )
     add("lone surrogate as a key", b'{"\\udfff": 1}', code="schema_invalid")
-    add(
-        "not base64 image",
-        _raw(
-            27,
-            task="image-restoration",
-            input={"image_png_b64": "!!!notbase64"},
-            prediction=None,
-            feedback=None,
-        ),
-        code="schema_invalid",
-    )
-    add(
-        "base64 but not a PNG",
-        _raw(
-            28,
-            task="image-restoration",
-            input={"image_png_b64": "R0lGODlhAQABAAAAACw="},
-            prediction=None,
-            feedback=None,
-        ),
-        code="schema_invalid",
-    )
+    add("not base64 image", _image_input(27, "!!!notbase64"), code="schema_invalid")
+    add("base64 but not a PNG", _image_input(28, "R0lGODlhAQABAAAAACw="), code="schema_invalid")
     add(
         "invalid, ~990 KB, with PII",
         (b'{"note": "mail me at jane@example.com", "pad": "' + b"x" * 990_000 + b'"}'),
