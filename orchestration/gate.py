@@ -1,8 +1,16 @@
 """The promotion gate: pure decisions over an evaluation report (no MLflow here).
 
-A candidate passes when no guarded metric regresses beyond its tolerance against the
-champion evaluated in the same run on the same holdout. A first version (no champion)
-is judged against the configured floors.
+Champion and candidate are scored on the same holdout samples, so each guard compares them
+pair by pair (``orchestration.paired``): it fails when the data show, at the configured
+one-sided confidence, that the candidate is worse than the champion by more than the guard's
+tolerance. Every check carries its estimate, confidence bound, sample count and whether the
+holdout is large enough for the drop the guard should catch; a holdout too small is named in
+the verdict's notes. A report without per-sample scores (written before them) is judged on
+point estimates, as it was then.
+
+A first version (no champion) is judged against the configured floors and, by default,
+against the baseline (the linear probe fitted on the same training data): a version that
+learned less than the probe is rejected.
 """
 
 from __future__ import annotations
@@ -10,13 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from flywheel.settings import GateRules, Guard
+from orchestration.paired import paired_drop
 
 
 @dataclass
 class Verdict:
     passed: bool
-    reasons: list[str] = field(default_factory=list)
-    checks: list[dict] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # why it failed (empty when it passed)
+    checks: list[dict] = field(default_factory=list)  # every check, passed or not
+    notes: list[str] = field(default_factory=list)  # caveats: underpowered holdouts
 
     @property
     def label(self) -> str:
@@ -27,38 +37,88 @@ def _value(report: dict, holdout: str, role: str, metric: str) -> float | None:
     return report.get("sets", {}).get(holdout, {}).get(role, {}).get(metric)
 
 
-def check_guard(report: dict, guard: Guard) -> dict:
-    champ = _value(report, guard.holdout, "champion", guard.metric)
-    cand = _value(report, guard.holdout, "candidate", guard.metric)
+def _scores(report: dict, holdout: str, role: str, metric: str) -> list[float] | None:
+    return report.get("sets", {}).get(holdout, {}).get("per_sample", {}).get(role, {}).get(metric)
+
+
+def check_guard(report: dict, guard: Guard, confidence: float = 0.95, against: str = "champion") -> dict:
+    """One guard: the candidate against ``against`` (champion or baseline) on ``guard.holdout``."""
     name = f"{guard.holdout}.{guard.metric}"
+    if against != "champion":
+        name = f"{name} vs {against}"
+    ref = _value(report, guard.holdout, against, guard.metric)
+    cand = _value(report, guard.holdout, "candidate", guard.metric)
     if cand is None:
         return {"guard": name, "passed": False, "reason": f"{name}: the candidate has no value"}
-    if champ is None:
-        return {"guard": name, "passed": True, "reason": f"{name}: no champion value to compare"}
-    allowed = guard.tolerance * abs(champ) if guard.relative else guard.tolerance
-    drop = champ - cand if guard.direction == "max" else cand - champ
-    ok = drop <= allowed + 1e-12
+    if ref is None:
+        return {"guard": name, "passed": True, "reason": f"{name}: no {against} value to compare"}
+    scale = abs(ref) if guard.relative else 1.0
+    tolerance, detect = guard.tolerance * scale, guard.detect * scale
+    sign = 1.0 if guard.direction == "max" else -1.0
     tol = f"{guard.tolerance:.0%} relative" if guard.relative else f"{guard.tolerance:g}"
-    reason = (
-        f"{name} {cand:.4f} vs champion {champ:.4f} ({-drop if guard.direction == 'max' else drop:+.4f}; "
-        f"allowed drop {tol})"
+    check = {"guard": name, against: ref, "candidate": cand, "tolerance": tolerance}
+    a = _scores(report, guard.holdout, against, guard.metric)
+    b = _scores(report, guard.holdout, "candidate", guard.metric)
+    if a is None or b is None or len(a) != len(b) or not a:
+        drop = sign * (ref - cand)
+        ok = drop <= tolerance + 1e-12
+        reason = (
+            f"{name} {cand:.4f} vs {against} {ref:.4f} ({-drop:+.4f}; allowed drop {tol}; "
+            "point estimates, no per-sample scores)"
+        )
+        return {**check, "passed": ok, "drop": drop, "method": "point", "reason": reason}
+    # The sd a true drop of ``detect`` brings at least: about sqrt(detect) for a 0/1 metric
+    # (accuracy), half the drop for a continuous relative one (PSNR, in its units).
+    sd_floor = detect / 2 if guard.relative else max(0.25, detect**0.5)
+    result = paired_drop(
+        [sign * x for x in a], [sign * x for x in b], tolerance, confidence, detect, sd_floor
     )
-    return {"guard": name, "passed": ok, "champion": champ, "candidate": cand, "reason": reason}
+    reason = (
+        f"{name} {cand:.4f} vs {against} {ref:.4f}: drop {result.drop:+.4f}, {confidence:.0%} lower bound "
+        f"{result.lower_bound:+.4f} vs allowed {tol}, n={result.n}"
+        + (
+            f" (too small to catch a {detect:.3g} drop; needs {result.min_samples})"
+            if result.underpowered
+            else ""
+        )
+    )
+    return {
+        **check,
+        "passed": not result.failed,
+        "method": "paired bootstrap",
+        "drop": result.drop,
+        "lower_bound": result.lower_bound,
+        "n": result.n,
+        "min_samples": result.min_samples,
+        "detect": detect,
+        "underpowered": result.underpowered,
+        "reason": reason,
+    }
+
+
+def _floors(report: dict, rules: GateRules) -> list[dict]:
+    checks = []
+    for key, floor in rules.floors.items():
+        holdout, metric = key.split(".", 1)
+        value = _value(report, holdout, "candidate", metric)
+        ok = value is not None and value >= floor
+        shown = "missing" if value is None else f"{value:.4f}"
+        checks.append(
+            {"guard": key, "passed": ok, "candidate": value, "reason": f"{key} {shown} vs floor {floor}"}
+        )
+    return checks
 
 
 def decide(report: dict, rules: GateRules, model: str, task: str, first: bool) -> Verdict:
     """The verdict for a candidate's evaluation report."""
-    checks = []
-    if first:
-        for key, floor in rules.floors.items():
-            holdout, metric = key.split(".", 1)
-            value = _value(report, holdout, "candidate", metric)
-            ok = value is not None and value >= floor
-            shown = "missing" if value is None else f"{value:.4f}"
-            checks.append(
-                {"guard": key, "passed": ok, "candidate": value, "reason": f"{key} {shown} vs floor {floor}"}
-            )
-    else:
-        checks = [check_guard(report, g) for g in rules.guards_for(model, task)]
+    checks = _floors(report, rules) if first else []
+    if not first:
+        checks += [check_guard(report, g, rules.confidence) for g in rules.guards_for(model, task)]
+    b = rules.baseline
+    if (b.first_version if first else b.later_versions) and report.get("metric"):
+        check = check_guard(report, b.guard(report["metric"]), rules.confidence, against="baseline")
+        if "baseline" in check:  # a report without a baseline (an old one) is not judged on it
+            checks.append(check)
     reasons = [c["reason"] for c in checks if not c["passed"]]
-    return Verdict(not reasons, reasons, checks)
+    notes = [c["reason"] for c in checks if c.get("underpowered")]
+    return Verdict(not reasons, reasons, checks, notes)

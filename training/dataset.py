@@ -81,10 +81,16 @@ def build_dataset(settings, models: ModelStore, feast_store, name: str, cut: dat
         [models.bootstrap_data(name).assign(confidence=lambda f: f.get("confidence", 1.0)), older]
     )
     old = old[~old["sample_id"].isin(golden["sample_id"]) & old["label"].isin(info.labels)]
-    old = old.drop_duplicates("sample_id")[TRAIN_COLUMNS]
+    return assemble(cfg, new, old.drop_duplicates("sample_id"), golden, (watermark, cut))
 
+
+def assemble(cfg, new, old, golden, window) -> TrainingData:
+    """Splits, replay and holdouts of a run from its new window, the old data and the golden set."""
+    import pandas as pd
+
+    new, old = new[TRAIN_COLUMNS], old[TRAIN_COLUMNS]
     h, v = cfg.holdout_fraction, cfg.validation_fraction
-    new_train, new_val, new_holdout = split_by_hash(new[TRAIN_COLUMNS], h, v)
+    new_train, new_val, new_holdout = split_by_hash(new, h, v)
     old_pool, _, old_holdout = split_by_hash(old, h, v)
     old_holdout = stratified_sample(old_holdout, cfg.max_old_holdout, cfg.seed)
     replay = stratified_sample(old_pool, round(cfg.replay_ratio * len(new_train)), cfg.seed)
@@ -93,7 +99,7 @@ def build_dataset(settings, models: ModelStore, feast_store, name: str, cut: dat
         train=train,
         validation=new_val.reset_index(drop=True),
         holdouts={"golden": golden, "old": old_holdout, "new": new_holdout},
-        window=(watermark, cut),
+        window=window,
         counts={
             "new_samples": len(new),
             "new_train": len(new_train),

@@ -1,10 +1,14 @@
-"""Evaluate candidate and champion in the same run on the same holdouts.
+"""Evaluate candidate, champion and baseline in the same run on the same holdouts.
 
 The report (``eval.json`` beside the version, consumed by the registry gate)::
 
     {"model", "task", "labels", "metric": "accuracy",
-     "sets": {"golden": {"size": n, "champion": {...metrics}, "candidate": {...}}, "old": ..., "new": ...},
+     "sets": {"golden": {"size": n, "champion": {...metrics}, "candidate": {...}, "baseline": {...},
+                         "per_sample": {role: {metric: [value per sample]}}}, "old": ..., "new": ...},
      "forgetting": champion old-set accuracy - candidate old-set accuracy}
+
+The baseline is the task's probe fitted on the candidate's training data (saved beside the
+version by the trainer); the per-sample values let the gate compare roles pair by pair.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ def evaluate(
             batch = adapter.encode(frame, labels)
             for role, model in models.items():
                 if model is not None:
-                    entry[role] = adapter.metrics(predict(adapter, model, batch, batch_size), batch, labels)
+                    out = predict(adapter, model, batch, batch_size)
+                    entry[role] = adapter.metrics(out, batch, labels)
+                    entry.setdefault("per_sample", {})[role] = adapter.per_sample(out, batch)
         sets[set_name] = entry
     report = {"task": adapter.name, "labels": labels, "metric": adapter.primary_metric, "sets": sets}
     old = sets.get("old", {})
@@ -45,13 +51,14 @@ def save_report(report: dict, folder: Path) -> Path:
 
 
 def table_rows(report: dict):
-    """(set, size, champion, candidate, delta) rows of the primary metric, for printing."""
+    """(set, size, baseline, champion, candidate, delta) rows of the primary metric, for printing."""
     m = report["metric"]
     for name, entry in report["sets"].items():
+        base = entry.get("baseline", {}).get(m)
         champ = entry.get("champion", {}).get(m)
         cand = entry.get("candidate", {}).get(m)
         delta = cand - champ if champ is not None and cand is not None else None
-        yield name, entry["size"], champ, cand, delta
+        yield name, entry["size"], base, champ, cand, delta
 
 
 def fmt(value) -> str:

@@ -76,9 +76,12 @@ def bootstrap(
     train, val, old_holdout = split_by_hash(rest, cfg.holdout_fraction, cfg.validation_fraction)
     gate = check_batch(train, labels, cfg.gate, folder)
     result = fit(adapter, labels, train, val, cfg, folder, progress=progress)
-    model = load_adapter_model(adapter, labels, folder)
+    roles = {
+        "candidate": load_adapter_model(adapter, labels, folder),
+        "baseline": adapter.load_baseline(labels, folder),
+    }
     holdouts = {"golden": golden, "old": stratified_sample(old_holdout, cfg.max_old_holdout, cfg.seed)}
-    report = evaluate(adapter, labels, {"candidate": model}, holdouts, cfg.eval_batch_size)
+    report = evaluate(adapter, labels, roles, holdouts, cfg.eval_batch_size)
     report["model"], report["version"] = name, version
     save_report(report, folder)
     cut = datetime.now(UTC)
@@ -179,6 +182,7 @@ def evaluate_version(
     models_ = {
         "champion": load_adapter_model(adapter, info.labels, models.version_dir(name, champion)),
         "candidate": load_adapter_model(adapter, info.labels, folder),
+        "baseline": adapter.load_baseline(info.labels, folder),
     }
     report = evaluate(adapter, info.labels, models_, holdouts, settings.training.eval_batch_size)
     report.update(model=name, version=version, champion_version=champion)

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from flywheel.errors import FlywheelError
 
+BASELINE_FILE = "baseline.safetensors"
 _REGISTRY: dict[str, type[TaskAdapter]] = {}
 
 
@@ -40,9 +41,32 @@ class TaskAdapter:
     modules_to_save: ClassVar[list[str]] = []
     primary_metric: ClassVar[str]
 
-    def build(self, labels: list[str]):
-        """A fresh base model (the head, if any, untrained) for ``labels``."""
+    def build(self, labels: list[str], version_dir: Path | None = None):
+        """The base model for ``labels``: a new version's (``version_dir`` None), or the one the
+        version saved in ``version_dir`` was trained with (see ``save_architecture``)."""
         raise NotImplementedError
+
+    def save_architecture(self, model, folder: Path) -> None:
+        """Write beside the adapter what ``build`` needs to rebuild ``model``'s base (default: nothing)."""
+
+    def fit_baseline(self, batch: dict, labels: list[str], seed: int = 0):
+        """The baseline every evaluation reports: a model fitted on ``batch`` (the training data)
+        without fine-tuning, or None when the task has none."""
+        return None
+
+    def init_from_baseline(self, model, baseline) -> None:
+        """Start a new version's trainable model where the baseline is (default: no change)."""
+
+    def save_baseline(self, baseline, folder: Path) -> None:
+        raise NotImplementedError
+
+    def load_baseline(self, labels: list[str], folder: Path):
+        """The baseline saved in ``folder``, or None when there is none."""
+        return None
+
+    def per_sample(self, outputs, batch: dict) -> dict[str, list[float]]:
+        """Per-sample values of the metrics a paired test can compare (default: none)."""
+        return {}
 
     def encode(self, frame, labels: list[str]) -> dict:
         raise NotImplementedError
@@ -70,7 +94,11 @@ def default_base_model() -> Path:
 
 @register
 class TextClassification(TaskAdapter):
-    """Sequence classification on a BERT-style encoder (all-MiniLM-L6-v2 by default)."""
+    """Sequence classification on a sentence encoder (all-MiniLM-L6-v2 by default).
+
+    The model is ``training.text_model.SentenceClassifier`` (pooled as the checkpoint was
+    trained, head initialised from the linear probe); the baseline is that probe.
+    """
 
     name = "text-classification"
     lora_targets = ["query", "value"]
@@ -92,12 +120,35 @@ class TextClassification(TaskAdapter):
             self._tokenizer = AutoTokenizer.from_pretrained(str(self.base_model))
         return self._tokenizer
 
-    def build(self, labels: list[str]):
+    def build(self, labels: list[str], version_dir: Path | None = None):
         import transformers
-        from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
+
+        from training.text_model import SentenceClassifier, TextHead
 
         transformers.logging.set_verbosity_error()  # the new head is "missing" from the encoder: expected
         transformers.logging.disable_progress_bar()
+        if version_dir is not None:
+            head = TextHead.load(version_dir)
+        else:
+            head = TextHead() if self.config is not None else TextHead.of_checkpoint(self.base_model)
+        if head.pooling == "cls-pooler":
+            return self._legacy(labels)
+        if self.config is not None:
+            import torch
+            from transformers import BertModel
+
+            with torch.random.fork_rng():  # a random "checkpoint": the same weights every build
+                torch.manual_seed(0)
+                encoder = BertModel(self.config, add_pooling_layer=False)
+        else:
+            from transformers import AutoModel
+
+            encoder = AutoModel.from_pretrained(str(self.base_model), add_pooling_layer=False)
+        return SentenceClassifier(encoder, len(labels), head)
+
+    def _legacy(self, labels: list[str]):
+        """Versions saved before ``adapter_head.json``: BERT's pooler on [CLS] and a linear head."""
+        from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
 
         id2label = dict(enumerate(labels))
         label2id = {v: k for k, v in id2label.items()}
@@ -110,10 +161,71 @@ class TextClassification(TaskAdapter):
                     "label2id": label2id,
                 }
             )
-            return BertForSequenceClassification(config)
+            import torch
+
+            with torch.random.fork_rng():  # a random "checkpoint": the same weights every build
+                torch.manual_seed(0)
+                return BertForSequenceClassification(config)
         return AutoModelForSequenceClassification.from_pretrained(
             str(self.base_model), num_labels=len(labels), id2label=id2label, label2id=label2id
         )
+
+    def save_architecture(self, model, folder: Path) -> None:
+        from training.text_model import TextHead
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        head = getattr(base, "head", None) or TextHead("cls-pooler", False)
+        head.save(folder)
+
+    def fit_baseline(self, batch: dict, labels: list[str], seed: int = 0):
+        """The linear probe: the frozen encoder's sentence embeddings → logistic regression."""
+        import torch
+
+        from training.text_model import fit_probe
+
+        model = self.build(labels).eval()
+        features = []
+        with torch.inference_mode():
+            for start in range(0, len(batch["input_ids"]), 128):
+                ids = batch["input_ids"][start : start + 128]
+                mask = batch["attention_mask"][start : start + 128]
+                length = max(1, int(mask.sum(1).max()))
+                features.append(model.embed(ids[:, :length], mask[:, :length]).float())
+        weight, bias = fit_probe(torch.cat(features).numpy(), batch["labels"].numpy(), len(labels), seed)
+        self._set_head(model, torch.as_tensor(weight), torch.as_tensor(bias))
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
+    @staticmethod
+    def _set_head(model, weight, bias) -> None:
+        import torch
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        with torch.no_grad():
+            for name, param in base.named_parameters():
+                if "classifier" in name and "lora_" not in name:
+                    param.copy_(weight if name.endswith("weight") else bias)
+
+    def init_from_baseline(self, model, baseline) -> None:
+        self._set_head(model, baseline.classifier.weight, baseline.classifier.bias)
+
+    def save_baseline(self, baseline, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {"weight": baseline.classifier.weight, "bias": baseline.classifier.bias}
+        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(Path(folder) / BASELINE_FILE))
+
+    def load_baseline(self, labels: list[str], folder: Path):
+        from safetensors.torch import load_file
+
+        path = Path(folder) / BASELINE_FILE
+        if not path.is_file():
+            return None
+        tensors = load_file(str(path))
+        model = self.build(labels).eval()
+        self._set_head(model, tensors["weight"], tensors["bias"])
+        return model
 
     def encode(self, frame, labels: list[str]) -> dict:
         import torch
@@ -138,7 +250,8 @@ class TextClassification(TaskAdapter):
         # Texts are right-padded to max_length; cut the batch to its longest text.
         length = int(batch["attention_mask"].sum(1).max())
         ids, mask = batch["input_ids"][:, :length], batch["attention_mask"][:, :length]
-        return model(input_ids=ids, attention_mask=mask).logits
+        out = model(input_ids=ids, attention_mask=mask)
+        return getattr(out, "logits", out)  # a legacy BertForSequenceClassification returns an object
 
     def task_loss(self, outputs, batch: dict):
         import torch.nn.functional as F
@@ -156,6 +269,9 @@ class TextClassification(TaskAdapter):
             log_target=True,
             reduction="batchmean",
         ) * (t * t)
+
+    def per_sample(self, outputs, batch: dict) -> dict[str, list[float]]:
+        return {"accuracy": (outputs.argmax(-1) == batch["labels"]).float().tolist()}
 
     def metrics(self, outputs, batch: dict, labels: list[str]) -> dict[str, Any]:
         import torch

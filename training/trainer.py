@@ -42,6 +42,7 @@ def seed_everything(seed: int) -> None:
 
 
 def lora_model(adapter: TaskAdapter, labels: list[str], cfg: TrainingSettings):
+    """A new version's model: the task's base model with fresh LoRA weights and trainable head."""
     from peft import LoraConfig, get_peft_model
 
     base = adapter.build(labels)
@@ -60,7 +61,7 @@ def load_adapter_model(adapter: TaskAdapter, labels: list[str], path: Path, trai
     from peft import PeftModel
 
     seed_everything(0)  # the base head is replaced by the saved one; keep construction deterministic
-    model = PeftModel.from_pretrained(adapter.build(labels), str(path), is_trainable=trainable)
+    model = PeftModel.from_pretrained(adapter.build(labels, path), str(path), is_trainable=trainable)
     if not trainable:
         model.eval()
     return model
@@ -111,20 +112,30 @@ def fit(
     progress: bool = True,
     precompute_teacher: bool = True,
 ) -> FitResult:
-    """Train and save the adapter to ``out_dir`` (safetensors + resolved config)."""
+    """Train and save the adapter to ``out_dir`` (safetensors + resolved config + baseline).
+
+    The baseline (the task's frozen-encoder probe) is fitted on ``train`` and saved beside
+    the adapter; a new version's head starts from it. Training runs ``cfg.epochs`` epochs but
+    at least ``cfg.min_steps`` optimizer steps; early stopping (``cfg.patience`` epochs without
+    a better validation loss) applies once the floor is reached, and the state with the best
+    validation loss is kept, the untrained start (epoch 0) included.
+    """
     import torch
     from tqdm.auto import tqdm
 
     seed_everything(cfg.seed)
     device, autocast = pick_device()
     use_teacher = champion_dir is not None and cfg.distill_alpha > 0
+    train_b = adapter.encode(train, labels)
+    val_b = adapter.encode(val, labels) if len(val) else None
+    baseline = adapter.fit_baseline(train_b, labels, cfg.seed)
     if champion_dir is not None:
         student = load_adapter_model(adapter, labels, champion_dir, trainable=True)
     else:
         student = lora_model(adapter, labels, cfg)
+        if baseline is not None:
+            adapter.init_from_baseline(student, baseline)
     teacher = load_adapter_model(adapter, labels, champion_dir) if use_teacher else None
-    train_b = adapter.encode(train, labels)
-    val_b = adapter.encode(val, labels) if len(val) else None
     teacher_out = None
     if teacher is not None and precompute_teacher:
         teacher_out = predict(adapter, teacher, train_b, cfg.eval_batch_size, device)
@@ -132,27 +143,63 @@ def fit(
         teacher.to(device)
 
     student.to(device)
-    params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    head, lora = [], []
+    for name, p in student.named_parameters():
+        if p.requires_grad:
+            (head if any(m in name for m in adapter.modules_to_save) else lora).append(p)
+    params = head + lora
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": lora, "lr": cfg.learning_rate},
+            {"params": head, "lr": cfg.head_learning_rate or cfg.learning_rate},
+        ],
+        weight_decay=cfg.weight_decay,
+    )
     n = len(train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
+    total = max(steps_per_epoch * cfg.epochs, cfg.min_steps)
+    epochs = math.ceil(total / steps_per_epoch)
     warmup = int(total * cfg.warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)),
     )
     generator = torch.Generator().manual_seed(cfg.seed)
+
+    def trainable_state():
+        return {
+            k: v.detach().clone()
+            for k, v in student.state_dict().items()
+            if "lora_" in k or any(m in k for m in adapter.modules_to_save)
+        }
+
+    def validate(record: dict) -> float:
+        """Adds the validation figures to ``record``; returns the score to maximise."""
+        if val_b is not None:
+            out = predict(adapter, student, val_b, cfg.eval_batch_size, device)
+            record["val_loss"] = float(adapter.task_loss(out, val_b))
+            metric = adapter.primary_metric
+            record["val_" + metric] = adapter.metrics(out, val_b, labels)[metric]
+            return -record["val_loss"]
+        return -record.get("train_loss", math.inf)
+
     history: list[dict[str, Any]] = []
     best, best_epoch, best_state, bad_epochs, step = -math.inf, 0, None, 0, 0
+    if val_b is not None:  # the start (the champion, or the probe's head) is a candidate too
+        start = {"epoch": 0}
+        best = validate(start)
+        best_state = trainable_state()
+        history.append(start)
     started = time.perf_counter()
     seen = 0
     bar = tqdm(total=total, desc="training", unit="step", disable=not progress, leave=False)
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(1, epochs + 1):
         student.train()
         order = torch.randperm(n, generator=generator).tolist()
         losses = []
         for sel, b in batches(train_b, cfg.batch_size, order):
+            if step >= total:
+                break
             b = {k: v.to(device) for k, v in b.items()}
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                 out = adapter.forward(student, b)
@@ -175,25 +222,15 @@ def fit(
             rate = seen / (time.perf_counter() - started)
             bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}", samples_s=f"{rate:.0f}")
             bar.update()
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": sum(losses) / len(losses)}
-        if val_b is not None:
-            out = predict(adapter, student, val_b, cfg.eval_batch_size, device)
-            record["val_loss"] = float(adapter.task_loss(out, val_b))
-            record["val_" + adapter.primary_metric] = adapter.metrics(out, val_b, labels)[
-                adapter.primary_metric
-            ]
+        record: dict[str, Any] = {"epoch": epoch, "step": step, "train_loss": sum(losses) / len(losses)}
+        score = validate(record)
         history.append(record)
-        score = -record.get("val_loss", record["train_loss"])
         if score > best:
             best, best_epoch, bad_epochs = score, epoch, 0
-            best_state = {
-                k: v.detach().clone()
-                for k, v in student.state_dict().items()
-                if "lora_" in k or any(m in k for m in adapter.modules_to_save)
-            }
+            best_state = trainable_state()
         else:
             bad_epochs += 1
-            if bad_epochs > cfg.patience:
+            if bad_epochs > cfg.patience and step >= cfg.min_steps:
                 break
     bar.close()
     if best_state is not None and best_epoch != history[-1]["epoch"]:
@@ -201,6 +238,9 @@ def fit(
     seconds = time.perf_counter() - started
     out_dir.mkdir(parents=True, exist_ok=True)
     student.save_pretrained(str(out_dir), safe_serialization=True)
+    adapter.save_architecture(student, out_dir)
+    if baseline is not None:
+        adapter.save_baseline(baseline, out_dir)
     resolved = {
         "task": adapter.name,
         "labels": labels,
@@ -210,12 +250,14 @@ def fit(
         "device": str(device),
         "training": json.loads(cfg.model_dump_json()),
         "samples": {"train": int(n), "validation": len(val)},
+        "steps": step,
         "history": history,
         "best_epoch": best_epoch,
     }
     (out_dir / "training_config.json").write_text(json.dumps(resolved, indent=2, default=str))
+    trained = [h for h in history if h["epoch"] > 0]
     return FitResult(
-        out_dir, len(history), best_epoch, step, seconds, seen / seconds if seconds else 0.0, history
+        out_dir, len(trained), best_epoch, step, seconds, seen / seconds if seconds else 0.0, history
     )
 
 

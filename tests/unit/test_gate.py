@@ -20,7 +20,10 @@ def test_a_candidate_within_tolerance_passes_and_a_regression_is_rejected_with_r
     assert decide(report(0.80, 0.796), rules, "m", "text-classification", first=False).passed  # -0.4 points
     verdict = decide(report(0.80, 0.79), rules, "m", "text-classification", first=False)  # -1 point
     assert not verdict.passed and verdict.label == "rejected"
-    assert verdict.reasons == ["golden.accuracy 0.7900 vs champion 0.8000 (-0.0100; allowed drop 0.005)"]
+    assert verdict.reasons == [
+        "golden.accuracy 0.7900 vs champion 0.8000 (-0.0100; allowed drop 0.005; "
+        "point estimates, no per-sample scores)"
+    ]
 
 
 def test_forgetting_on_the_old_set_is_guarded():
@@ -40,6 +43,64 @@ def test_per_model_guards_override_the_task_defaults():
     rules = GateRules(guards_per_model={"lenient": [Guard(metric="accuracy", tolerance=0.5)]})
     assert decide(report(0.8, 0.5), rules, "lenient", "text-classification", first=False).passed
     assert not decide(report(0.8, 0.5), rules, "strict", "text-classification", first=False).passed
+
+
+def paired_report(n: int, champ_only: int, cand_only: int, both: int, baseline_only: int = 0) -> dict:
+    """Golden-set correctness per sample: ``both`` right for both, then one-sided disagreements."""
+    champion = [1.0] * both + [1.0] * champ_only + [0.0] * cand_only
+    candidate = [1.0] * both + [0.0] * champ_only + [1.0] * cand_only
+    champion += [0.0] * (n - len(champion))
+    candidate += [0.0] * (n - len(candidate))
+    baseline = candidate[:]
+    for i in range(len(baseline) - baseline_only, len(baseline)):  # right where the candidate is wrong
+        baseline[i] = 1.0
+    scores = {"champion": champion, "candidate": candidate, "baseline": baseline}
+    entry = {role: {"accuracy": sum(v) / n} for role, v in scores.items()}
+    entry["per_sample"] = {role: {"accuracy": v} for role, v in scores.items()}
+    return {"metric": "accuracy", "sets": {"golden": {"size": n, **entry}}}
+
+
+def golden_only(**kw) -> GateRules:
+    return GateRules(guards={"text-classification": [Guard(metric="accuracy", holdout="golden", **kw)]})
+
+
+def test_the_paired_gate_passes_noise_that_a_point_comparison_would_reject():
+    # 2 points worse on 400 samples (14 samples lost, 6 won): within the noise of 20 disagreements
+    r = paired_report(400, champ_only=14, cand_only=6, both=250)
+    verdict = decide(r, golden_only(tolerance=0.005), "m", "text-classification", first=False)
+    assert verdict.passed, verdict.reasons
+    check = verdict.checks[0]
+    assert check["method"] == "paired bootstrap" and check["n"] == 400
+    assert check["drop"] > 0.005 > check["lower_bound"]
+
+
+def test_the_paired_gate_rejects_a_large_significant_drop_with_its_evidence():
+    r = paired_report(400, champ_only=40, cand_only=4, both=250)  # 9 points worse
+    verdict = decide(r, GateRules(), "m", "text-classification", first=False)
+    assert not verdict.passed
+    check = verdict.checks[0]
+    assert check["lower_bound"] > 0.05 and not check["underpowered"]
+    assert "golden.accuracy 0.6350 vs champion 0.7250: drop +0.0900, 95% lower bound" in verdict.reasons[0]
+
+
+def test_identical_predictions_pass_and_a_tiny_holdout_is_reported_as_underpowered():
+    same = paired_report(400, 0, 0, 300)
+    assert decide(same, golden_only(), "m", "text-classification", first=False).passed
+    tiny = paired_report(30, champ_only=2, cand_only=1, both=20)
+    verdict = decide(tiny, golden_only(tolerance=0.005, detect=0.05), "m", "text-classification", first=False)
+    assert verdict.passed and verdict.checks[0]["underpowered"]
+    assert verdict.notes and "too small to catch a 0.05 drop" in verdict.notes[0]
+
+
+def test_a_first_version_worse_than_the_baseline_is_rejected():
+    rules = GateRules(floors={})
+    near = paired_report(400, 0, 0, 300, baseline_only=4)  # 1 point under the probe: within 2
+    assert decide(near, rules, "m", "text-classification", first=True).passed
+    far = paired_report(400, 0, 0, 200, baseline_only=60)  # 15 points under the probe
+    verdict = decide(far, rules, "m", "text-classification", first=True)
+    assert not verdict.passed and verdict.reasons[0].startswith("golden.accuracy vs baseline 0.5000")
+    off = GateRules(floors={}, baseline={"first_version": False})
+    assert decide(far, off, "m", "text-classification", first=True).passed
 
 
 def test_a_first_version_is_judged_against_the_floors():

@@ -73,7 +73,7 @@ def test_fit_learns_saves_safetensors_and_reloads_to_identical_logits(tmp_path):
         training={"epochs": 4, "batch_size": 16, "learning_rate": 5e-3, "patience": 4}
     ).training
     result = fit(adapter, LABELS, toy_frame(96), toy_frame(24, 1000), cfg, tmp_path / "v1", progress=False)
-    losses = [h["train_loss"] for h in result.history]
+    losses = [h["train_loss"] for h in result.history if h["epoch"] > 0]
     assert losses[-1] < losses[0]
     assert (tmp_path / "v1" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "v1" / "training_config.json").is_file()
@@ -94,6 +94,48 @@ def test_fit_learns_saves_safetensors_and_reloads_to_identical_logits(tmp_path):
         progress=False,
     )
     assert result2.steps > 0 and (tmp_path / "v2" / "adapter_model.safetensors").is_file()
+
+
+def test_the_new_head_beats_chance_within_the_step_floor_and_starts_at_the_probe(tmp_path):
+    """One epoch of 24 samples is 2 steps; the floor makes it 30. Chance is 1/3."""
+    from training.evaluate import evaluate
+    from training.tasks import BASELINE_FILE
+    from training.text_model import HEAD_FILE
+    from training.trainer import fit, load_adapter_model
+
+    adapter = tiny_adapter()
+    cfg = load_settings(training={"epochs": 1, "min_steps": 30, "batch_size": 16}).training
+    result = fit(adapter, LABELS, toy_frame(24), toy_frame(9, 1000), cfg, tmp_path / "v1", progress=False)
+    assert result.steps == 30 and result.history[0]["epoch"] == 0  # the probe-initialised start
+    assert (tmp_path / "v1" / HEAD_FILE).is_file() and (tmp_path / "v1" / BASELINE_FILE).is_file()
+    roles = {
+        "candidate": load_adapter_model(adapter, LABELS, tmp_path / "v1"),
+        "baseline": adapter.load_baseline(LABELS, tmp_path / "v1"),
+    }
+    report = evaluate(adapter, LABELS, roles, {"golden": toy_frame(60, 5000)})
+    golden = report["sets"]["golden"]
+    assert golden["candidate"]["accuracy"] >= 0.8 and golden["baseline"]["accuracy"] >= 0.8
+    assert len(golden["per_sample"]["candidate"]["accuracy"]) == 60
+
+
+def test_a_version_saved_before_the_head_file_still_loads_with_its_own_head(tmp_path):
+    """Versions from before the sentence head: BertForSequenceClassification (pooler on [CLS])."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from training.trainer import load_adapter_model, predict
+
+    adapter = tiny_adapter()
+    torch.manual_seed(3)
+    legacy = get_peft_model(
+        adapter._legacy(LABELS),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], modules_to_save=["classifier"]),
+    )
+    legacy.save_pretrained(str(tmp_path / "old"), safe_serialization=True)
+    batch = adapter.encode(toy_frame(6), LABELS)
+    loaded = load_adapter_model(adapter, LABELS, tmp_path / "old")
+    assert type(loaded.get_base_model()).__name__ == "BertForSequenceClassification"
+    assert torch.allclose(predict(adapter, legacy, batch), predict(adapter, loaded, batch), atol=1e-6)
 
 
 def test_training_is_reproducible_with_a_seed(tmp_path):

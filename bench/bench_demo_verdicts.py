@@ -1,0 +1,142 @@
+"""Do `make demo`'s verdicts reproduce? (issue 12) The demo's decisions, replayed without the stream.
+
+`make demo` takes ~8 minutes, most of it the stack (broker, PyFlink, Feast). This replays
+the same decisions on the same data with the same code: the demo's corpus split
+(``orchestration.demo.corpus_split``), its settings, a v1 bootstrap split as
+``flywheel bootstrap`` splits, then three traffic rounds whose labelled samples (users
+label or confirm ~70 %, a reviewer part of the rest) go through the retrain's dataset
+assembly (``training.dataset.assemble``: hash splits, replay, holdouts), ``fit``,
+``evaluate`` and the promotion gate (``orchestration.gate.decide``). Round 3's labels are
+corrupted. Each run uses another seed for training and for which samples get labels, so
+the table shows whether the verdicts hold beyond one lucky run.
+
+    python bench/bench_demo_verdicts.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def labelled_share(chunk, corrupt: bool, rng: random.Random):
+    """The samples of a traffic round that come back labelled (users ~70 %, reviewers ~10 %)."""
+    from orchestration.demo import ROTATE
+
+    keep = [rng.random() < 0.78 for _ in range(len(chunk))]
+    rows = chunk[keep].copy()
+    if corrupt:
+        rows["label"] = rows["label"].map(ROTATE)
+    rows["sample_id"] = [f"r-{s}" for s in rows["sample_id"]]
+    rows["confidence"] = 1.0
+    return rows
+
+
+def one_run(seed: int, tmp: Path) -> list[dict]:
+    import pandas as pd
+
+    from orchestration.demo import LABELS, corpus_split, demo_settings
+    from orchestration.gate import decide
+    from training.data import split_by_hash, stratified_sample
+    from training.dataset import assemble
+    from training.evaluate import evaluate
+    from training.tasks import TextClassification
+    from training.trainer import fit, load_adapter_model
+
+    settings = demo_settings()
+    cfg = settings.training.model_copy(update={"seed": seed})
+    rules = settings.gate
+    adapter = TextClassification()
+    golden, boot, rounds = corpus_split(seed_n=400, golden_n=400, rounds=3, round_n=1000)
+    boot = boot.assign(confidence=1.0)
+    rng = random.Random(7 + seed)
+
+    train, val, old_holdout = split_by_hash(boot, cfg.holdout_fraction, cfg.validation_fraction)
+    fit(adapter, LABELS, train, val, cfg, tmp / "v1", progress=False)
+    roles = {
+        "candidate": load_adapter_model(adapter, LABELS, tmp / "v1"),
+        "baseline": adapter.load_baseline(LABELS, tmp / "v1"),
+    }
+    holdouts = {"golden": golden, "old": stratified_sample(old_holdout, cfg.max_old_holdout, cfg.seed)}
+    report = evaluate(adapter, LABELS, roles, holdouts, cfg.eval_batch_size)
+    verdict = decide(report, rules, "sentiment", "text-classification", first=True)
+    rows = [_row(1, "bootstrap", len(boot), report, verdict)]
+    champion, old = (tmp / "v1") if verdict.passed else None, boot
+    for i, chunk in enumerate(rounds, start=1):
+        if champion is None:
+            break
+        corrupt = i == len(rounds)
+        new = labelled_share(chunk, corrupt, rng)
+        data = assemble(cfg, new, old, golden, (None, datetime.now(UTC)))
+        folder = tmp / f"v{i + 1}"
+        fit(adapter, LABELS, data.train, data.validation, cfg, folder, champion, progress=False)
+        roles = {
+            "champion": load_adapter_model(adapter, LABELS, champion),
+            "candidate": load_adapter_model(adapter, LABELS, folder),
+            "baseline": adapter.load_baseline(LABELS, folder),
+        }
+        report = evaluate(adapter, LABELS, roles, data.holdouts, cfg.eval_batch_size)
+        verdict = decide(report, rules, "sentiment", "text-classification", first=False)
+        rows.append(_row(i + 1, "corrupted" if corrupt else "traffic", len(new), report, verdict))
+        if verdict.passed:
+            champion, old = folder, pd.concat([old, new])
+    return rows
+
+
+def _row(version: int, kind: str, new: int, report: dict, verdict) -> dict:
+    sets = report["sets"]
+    return {
+        "version": version,
+        "kind": kind,
+        "new": new,
+        "probe": sets["golden"]["baseline"]["accuracy"],
+        "golden": sets["golden"]["candidate"]["accuracy"],
+        "champion": sets["golden"].get("champion", {}).get("accuracy"),
+        "old": sets["old"]["candidate"]["accuracy"],
+        "verdict": verdict.label,
+        "why": "; ".join(verdict.reasons) or "-",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+
+    import warnings
+
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore")
+    expected = ["promoted", "promoted", "promoted", "rejected"]
+    sequences = []
+    for seed in range(args.runs):
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = one_run(seed, Path(tmp))
+        print(f"run {seed + 1} (seed {seed}, {time.perf_counter() - started:.0f} s)")
+        head = f"  {'ver':4} {'data':10} {'new':>5} {'probe':>6} {'golden':>7} {'champ':>6} {'old':>6}"
+        print(head + "  verdict")
+        for r in rows:
+            champ = "-" if r["champion"] is None else f"{r['champion']:.3f}"
+            print(
+                f"  v{r['version']:<3} {r['kind']:10} {r['new']:5d} {r['probe']:6.3f} {r['golden']:7.3f} "
+                f"{champ:>6} {r['old']:6.3f}  {r['verdict']}" + (f" ({r['why']})" if r["why"] != "-" else ""),
+                flush=True,
+            )
+        sequences.append([r["verdict"] for r in rows])
+    same = sum(s == expected for s in sequences)
+    print(f"verdicts as intended (v1-v3 promoted, corrupted v4 rejected) in {same} of {len(sequences)} runs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The text classifier: a sentence encoder pooled the way it was trained, and a linear head.
+
+A sentence-transformers checkpoint (all-MiniLM-L6-v2 by default) was trained to produce
+mean-pooled, L2-normalised token states; ``AutoModelForSequenceClassification`` would
+instead classify from BERT's pooler (dense + tanh on [CLS]), which such a checkpoint never
+trained, so a few optimizer steps from a random head start near chance. ``SentenceClassifier``
+pools as the checkpoint's ``1_Pooling``/``modules.json`` say (mean and normalise for MiniLM),
+and its head is initialised from a linear probe fitted on the frozen embeddings
+(:func:`fit_probe`), so training starts where the probe is and LoRA improves on it.
+
+``TextHead`` is written beside the adapter (``adapter_head.json``) so a version always loads
+with the head it was trained with; a version without the file predates it and is loaded as
+``BertForSequenceClassification`` (pooling ``cls-pooler``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+HEAD_FILE = "adapter_head.json"  # "adapter_*": copied with the adapter into MLflow
+Pooling = Literal["mean", "cls", "max", "cls-pooler"]
+
+
+@dataclass(frozen=True)
+class TextHead:
+    """How token states become a class score: pooling, normalisation, head shape."""
+
+    pooling: Pooling = "mean"
+    normalize: bool = True
+
+    @classmethod
+    def of_checkpoint(cls, path: Path | None) -> TextHead:
+        """The pooling a sentence-transformers checkpoint was trained with (mean for a plain encoder)."""
+        if path is None:
+            return cls()
+        pooling_cfg = Path(path) / "1_Pooling" / "config.json"
+        pooling: Pooling = "mean"
+        if pooling_cfg.is_file():
+            cfg = json.loads(pooling_cfg.read_text())
+            if cfg.get("pooling_mode_cls_token"):
+                pooling = "cls"
+            elif cfg.get("pooling_mode_max_tokens"):
+                pooling = "max"
+        modules = Path(path) / "modules.json"
+        normalize = modules.is_file() and any(
+            m.get("type", "").endswith(".Normalize") for m in json.loads(modules.read_text())
+        )
+        return cls(pooling, normalize)
+
+    @classmethod
+    def load(cls, folder: Path) -> TextHead:
+        path = Path(folder) / HEAD_FILE
+        if not path.is_file():
+            return cls("cls-pooler", False)  # a version saved before the head file existed
+        data = json.loads(path.read_text())
+        return cls(data["pooling"], bool(data["normalize"]))
+
+    def save(self, folder: Path) -> None:
+        (Path(folder) / HEAD_FILE).write_text(json.dumps(asdict(self)) + "\n")
+
+
+class SentenceClassifier(torch.nn.Module):
+    """encoder → pooled (and normalised) sentence embedding → linear ``classifier``.
+
+    The encoder is called ``bert`` like in ``BertForSequenceClassification`` so LoRA keys
+    (``bert.encoder.layer.N.attention.self.query``) read the same in both kinds of version.
+    """
+
+    def __init__(self, encoder, num_labels: int, head: TextHead):
+        super().__init__()
+        self.bert = encoder
+        self.config = encoder.config
+        self.head = head
+        self.classifier = torch.nn.Linear(encoder.config.hidden_size, num_labels)
+
+    def embed(self, input_ids, attention_mask):
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.head.pooling == "cls":
+            pooled = hidden[:, 0]
+        elif self.head.pooling == "max":
+            masked = hidden.masked_fill(attention_mask.unsqueeze(-1) == 0, torch.finfo(hidden.dtype).min)
+            pooled = masked.max(1).values
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        if self.head.normalize:
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return pooled
+
+    def forward(self, input_ids, attention_mask):
+        return self.classifier(self.embed(input_ids, attention_mask))
+
+
+def fit_probe(features, targets, num_labels: int, seed: int = 0) -> tuple:
+    """A multinomial logistic regression on frozen embeddings: (weight [k, d], bias [k]).
+
+    The L2 strength is chosen by stratified cross-validation on the training data among a
+    few values (sklearn's default C=1 among them), so the probe is at least the usual
+    baseline. A label absent from the training data gets a zero row and a very low bias.
+    """
+    import warnings
+
+    import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(targets)
+    present = np.unique(y)
+    weight = np.zeros((num_labels, x.shape[1]))
+    bias = np.full(num_labels, -20.0)
+    if len(present) == 1:
+        bias[present[0]] = 0.0
+        return weight, bias
+    counts = np.bincount(y, minlength=num_labels)[present]
+    folds = int(min(5, counts.min()))
+    best_c = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if folds >= 2:
+            cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+            scores = {
+                c: cross_val_score(LogisticRegression(C=c, max_iter=1000), x, y, cv=cv).mean()
+                for c in (1.0, 10.0, 100.0)
+            }
+            best_c = max(scores, key=lambda c: (round(scores[c], 6), -c))  # ties: stronger L2
+        probe = LogisticRegression(C=best_c, max_iter=2000).fit(x, y)
+    coef, intercept = probe.coef_, probe.intercept_
+    if len(present) == 2:  # sklearn's binary form: one row for the second class
+        coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    weight[present] = coef
+    bias[present] = intercept
+    return weight, bias
