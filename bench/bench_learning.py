@@ -66,10 +66,10 @@ def run_corpus(name: str, frame, args, cfg) -> dict:
     holdouts = {"golden": golden, "old": old, "new": new}
     with tempfile.TemporaryDirectory() as tmp:
         train1, val1, _ = split_by_hash(boot, cfg.holdout_fraction, cfg.validation_fraction)
-        fit(adapter, labels, train1, val1, cfg, Path(tmp) / "v1", progress=False)
+        fit1 = fit(adapter, labels, train1, val1, cfg, Path(tmp) / "v1", progress=False)
         train2, val2, _ = split_by_hash(update, cfg.holdout_fraction, cfg.validation_fraction)
         replay = stratified_sample(train1, int(len(train2) * cfg.replay_ratio), cfg.seed)
-        fit(
+        fit2 = fit(
             adapter,
             labels,
             pd.concat([train2, replay]),
@@ -98,6 +98,7 @@ def run_corpus(name: str, frame, args, cfg) -> dict:
         "new_v2": acc["new"]["v2"],
         "forgetting": acc["old"]["v1"] - acc["old"]["v2"],
         "seconds": time.perf_counter() - started,
+        "fits": (fit1, fit2),
     }
 
 
@@ -108,6 +109,8 @@ def main() -> None:
     parser.add_argument("--eval", type=int, default=400, help="samples per holdout")
     parser.add_argument("--corpus", nargs="*", default=None, help="default: every corpus")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbose", action="store_true", help="print each fit's validation history")
+    parser.add_argument("--set", nargs="*", default=[], help="training settings to override: key=value")
     args = parser.parse_args()
 
     import warnings
@@ -121,7 +124,7 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     warnings.filterwarnings("ignore")
     torch.manual_seed(args.seed)
-    cfg = TrainingSettings(seed=args.seed)
+    cfg = TrainingSettings(seed=args.seed, **dict(kv.split("=", 1) for kv in args.set))
     print(
         f"defaults: min_steps {cfg.min_steps}, epochs {cfg.epochs}, lr LoRA {cfg.learning_rate:g} / head "
         f"{cfg.head_learning_rate:g}, distill {cfg.distill_alpha}, replay {cfg.replay_ratio}; "
@@ -140,6 +143,11 @@ def main() -> None:
             f"{r['new_v1']:6.3f}→{r['new_v2']:.3f} {r['forgetting']:+7.3f} {r['seconds']:5.0f}",
             flush=True,
         )
+        if args.verbose:
+            for version, result in zip(("v1", "v2"), r["fits"], strict=True):
+                steps = [(h["epoch"], round(h.get("val_loss", float("nan")), 3)) for h in result.history]
+                best = result.best_epoch
+                print(f"    {version}: {result.steps} steps, best epoch {best}, val loss by epoch {steps}")
 
 
 if __name__ == "__main__":

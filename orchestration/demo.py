@@ -43,7 +43,7 @@ def demo_settings():
         broker={"port": free_port()},
         stream={"checkpoint_interval_ms": 1000},
         feast={"ingest_batch_ms": 500},
-        training={"min_new_samples": 500, "epochs": 3, "learning_rate": 2e-3, "max_old_holdout": 400},
+        training={"min_new_samples": 500, "max_old_holdout": 400},
     )
 
 
@@ -123,6 +123,8 @@ def plot(rows: list[dict], path: Path) -> Path:
     xs = [f"v{r['version']}" for r in rows]
     ax.plot(xs, [r["golden"] for r in rows], "o-", label="golden accuracy")
     ax.plot(xs, [r["old"] for r in rows], "s--", label="old-set accuracy")
+    probe = [float("nan") if r.get("probe") is None else r["probe"] for r in rows]
+    ax.plot(xs, probe, "x:", color="grey", label="linear probe, same data (golden)")
     for x, r in zip(xs, rows, strict=True):
         colour = {"promoted": "green", "rejected": "red"}.get(r["verdict"], "grey")
         ax.annotate(
@@ -232,6 +234,7 @@ def _row(outcome, kind: str) -> dict:
         "kind": kind,
         "new": (outcome.lineage or {}).get("new_samples", 0),
         "golden": sets["golden"]["candidate"]["accuracy"],
+        "probe": sets["golden"].get("baseline", {}).get("accuracy"),
         "old": sets["old"]["candidate"]["accuracy"],
         "champion_golden": sets["golden"].get("champion", {}).get("accuracy"),
         "verdict": outcome.status,
@@ -242,13 +245,24 @@ def _row(outcome, kind: str) -> dict:
 def _report(console, settings, rows, acc, elapsed: float) -> None:
     import mlflow
 
-    table = Table("version", "data", "new samples", "golden acc", "old-set acc", "verdict", title="versions")
+    table = Table(
+        "version",
+        "data",
+        "new samples",
+        "golden acc",
+        "probe (golden)",
+        "old-set acc",
+        "verdict",
+        title="versions",
+        caption="probe: linear probe on the frozen encoder fitted on the version's training data",
+    )
     for r in rows:
         table.add_row(
             f"v{r['version']}",
             r["kind"],
             str(r["new"]),
             f"{r['golden']:.3f}",
+            "-" if r["probe"] is None else f"{r['probe']:.3f}",
             f"{r['old']:.3f}",
             r["verdict"],
         )
@@ -270,12 +284,12 @@ def _report(console, settings, rows, acc, elapsed: float) -> None:
     lines = [
         "# Flywheel demo",
         "",
-        "| version | data | new samples | golden acc | old-set acc | verdict |",
-        "|---|---|---|---|---|---|",
+        "| version | data | new samples | golden acc | probe (golden) | old-set acc | verdict |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| v{r['version']} | {r['kind']} | {r['new']} | {r['golden']:.3f} | {r['old']:.3f} "
-        f"| {r['verdict']} |"
+        f"| v{r['version']} | {r['kind']} | {r['new']} | {r['golden']:.3f} "
+        f"| {'-' if r['probe'] is None else format(r['probe'], '.3f')} | {r['old']:.3f} | {r['verdict']} |"
         for r in rows
     ]
     lines += [

@@ -73,14 +73,12 @@ def check_guard(report: dict, guard: Guard, confidence: float = 0.95, against: s
     result = paired_drop(
         [sign * x for x in a], [sign * x for x in b], tolerance, confidence, detect, sd_floor
     )
+    # Power matters for a pass (it may be a miss); a failure is conclusive at any size.
+    underpowered = result.underpowered and not result.failed
     reason = (
         f"{name} {cand:.4f} vs {against} {ref:.4f}: drop {result.drop:+.4f}, {confidence:.0%} lower bound "
         f"{result.lower_bound:+.4f} vs allowed {tol}, n={result.n}"
-        + (
-            f" (too small to catch a {detect:.3g} drop; needs {result.min_samples})"
-            if result.underpowered
-            else ""
-        )
+        + (f" (too small to catch a {detect:.3g} drop; needs {result.min_samples})" if underpowered else "")
     )
     return {
         **check,
@@ -91,7 +89,7 @@ def check_guard(report: dict, guard: Guard, confidence: float = 0.95, against: s
         "n": result.n,
         "min_samples": result.min_samples,
         "detect": detect,
-        "underpowered": result.underpowered,
+        "underpowered": underpowered,
         "reason": reason,
     }
 

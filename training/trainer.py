@@ -118,7 +118,9 @@ def fit(
     the adapter; a new version's head starts from it. Training runs ``cfg.epochs`` epochs but
     at least ``cfg.min_steps`` optimizer steps; early stopping (``cfg.patience`` epochs without
     a better validation loss) applies once the floor is reached, and the state with the best
-    validation loss is kept, the untrained start (epoch 0) included.
+    validation loss is kept; for a new version the untrained start (epoch 0: the probe) is one
+    of the states, so it never ends worse than the probe on validation. A retrain always
+    returns a trained state: whether it beats the champion is the gate's call.
     """
     import torch
     from tqdm.auto import tqdm
@@ -185,7 +187,7 @@ def fit(
 
     history: list[dict[str, Any]] = []
     best, best_epoch, best_state, bad_epochs, step = -math.inf, 0, None, 0, 0
-    if val_b is not None:  # the start (the champion, or the probe's head) is a candidate too
+    if val_b is not None and champion_dir is None:  # a new version may stay at the probe it starts from
         start = {"epoch": 0}
         best = validate(start)
         best_state = trainable_state()
