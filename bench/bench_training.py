@@ -63,7 +63,7 @@ def main() -> None:
 
     # 1. Throughput, one epoch on the same samples each.
     sample = update.head(args.throughput_samples)
-    one = cfg.model_copy(update={"epochs": 1})
+    one = cfg.model_copy(update={"epochs": 1, "min_steps": 0})
     rates = {}
     for name, kwargs in (
         ("plain LoRA", {"champion_dir": None}),
