@@ -14,7 +14,9 @@ yet decided (a crash between registration and the alias move) keeps the tag
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import io
 import json
 import subprocess
 import tempfile
@@ -124,10 +126,23 @@ def _metrics(report: dict) -> dict[str, float]:
     return out
 
 
+def quiet_mlflow() -> None:
+    """Keep MLflow's chatter out of what a user reads: artifact download bars and the pyfunc
+    CloudPickle warning (our pyfunc is a class of this package). The registration notices
+    MLflow prints to stderr are held back in ``register``."""
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
+
+
 class Registry:
     def __init__(self, settings):
         import mlflow
         from mlflow import MlflowClient
+
+        quiet_mlflow()
 
         self.settings = settings
         self.models = ModelStore(settings.state_dir)
@@ -208,13 +223,15 @@ class Registry:
                 adapter_dir.mkdir()
                 for f in run.path.glob("adapter_*"):
                     (adapter_dir / f.name).write_bytes(f.read_bytes())
-                logged = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=AdapterModel(),
-                    artifacts={"adapter": str(adapter_dir), "meta": str(meta_path)},
-                    pip_requirements=["torch", "transformers", "peft", "pandas"],
-                    registered_model_name=run.model,
-                )
+                notices = io.StringIO()  # "Registered model ... already exists", "Created version"
+                with contextlib.redirect_stderr(notices):
+                    logged = mlflow.pyfunc.log_model(
+                        name="model",
+                        python_model=AdapterModel(),
+                        artifacts={"adapter": str(adapter_dir), "meta": str(meta_path)},
+                        pip_requirements=["torch", "transformers", "peft", "pandas"],
+                        registered_model_name=run.model,
+                    )
         version = int(logged.registered_model_version)
         tags = {
             VERDICT: "pending",

@@ -77,9 +77,9 @@ def build_dataset(settings, models: ModelStore, feast_store, name: str, cut: dat
             if start:
                 inside &= older[CREATED] > pd.Timestamp(start)
             older = older[~inside]  # data of a rejected run is not replayed
-    old = pd.concat(
-        [models.bootstrap_data(name).assign(confidence=lambda f: f.get("confidence", 1.0)), older]
-    )
+    boot = models.bootstrap_data(name).assign(confidence=lambda f: f.get("confidence", 1.0))
+    parts = [boot[TRAIN_COLUMNS]] + ([older[TRAIN_COLUMNS]] if older is not None and len(older) else [])
+    old = pd.concat(parts)
     old = old[~old["sample_id"].isin(golden["sample_id"]) & old["label"].isin(info.labels)]
     return assemble(cfg, new, old.drop_duplicates("sample_id"), golden, (watermark, cut))
 
