@@ -72,9 +72,8 @@ class Outcome:
 
     @property
     def exit_code(self) -> int:
-        return {"promoted": EXIT_OK, "not-ready": EXIT_OK, "rejected": EXIT_REJECTED}.get(
-            self.status, EXIT_FAILED
-        )
+        codes = {"promoted": EXIT_OK, "not-ready": EXIT_OK, "rejected": EXIT_REJECTED, "busy": EXIT_BUSY}
+        return codes.get(self.status, EXIT_FAILED)
 
 
 def review_files(settings, run) -> list[Path]:

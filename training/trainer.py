@@ -58,10 +58,14 @@ def lora_model(adapter: TaskAdapter, labels: list[str], cfg: TrainingSettings):
 
 def load_adapter_model(adapter: TaskAdapter, labels: list[str], path: Path, trainable: bool = False):
     """A saved version: the base model plus the adapter (LoRA weights and the saved head)."""
+    import torch
     from peft import PeftModel
 
-    seed_everything(0)  # the base head is replaced by the saved one; keep construction deterministic
-    model = PeftModel.from_pretrained(adapter.build(labels, path), str(path), is_trainable=trainable)
+    # The base's random head is replaced by the saved one; build it under a fixed seed without
+    # touching the caller's RNG (``fit`` loads the champion after seeding with training.seed).
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = PeftModel.from_pretrained(adapter.build(labels, path), str(path), is_trainable=trainable)
     if not trainable:
         model.eval()
     return model

@@ -138,6 +138,22 @@ def test_a_version_saved_before_the_head_file_still_loads_with_its_own_head(tmp_
     assert torch.allclose(predict(adapter, legacy, batch), predict(adapter, loaded, batch), atol=1e-6)
 
 
+def test_loading_a_version_leaves_the_callers_random_state_alone(tmp_path):
+    """``fit`` seeds with training.seed, then loads the champion: the load must not reseed."""
+    import torch
+
+    from training.trainer import fit, load_adapter_model, seed_everything
+
+    adapter = tiny_adapter()
+    cfg = load_settings(training={"epochs": 1, "min_steps": 0, "batch_size": 16}).training
+    fit(adapter, LABELS, toy_frame(16), toy_frame(0), cfg, tmp_path / "v1", progress=False)
+    seed_everything(5)
+    expected = torch.rand(3)
+    seed_everything(5)
+    load_adapter_model(adapter, LABELS, tmp_path / "v1")
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_training_is_reproducible_with_a_seed(tmp_path):
     import torch
 
