@@ -190,14 +190,11 @@ class Registry:
         """Log the run and a pyfunc version of the candidate; tag it pending; alias ``candidate``."""
         import mlflow
 
-        from orchestration.serving import AdapterModel
+        from orchestration.serving import AdapterModel, serving_meta
 
         info = self.models.info(run.model)
-        meta = {
-            "task": info.task,
-            "labels": info.labels,
-            "max_length": json.loads((run.path / "training_config.json").read_text()).get("max_length"),
-        }
+        max_length = json.loads((run.path / "training_config.json").read_text()).get("max_length")
+        meta = serving_meta(info.task, info.labels, info.base_model, max_length)
         against = self._mlflow_version_of_local(run.model, run.champion)
         with mlflow.start_run(
             experiment_id=self._experiment(run.model), run_name=f"{run.model}-v{run.version}"

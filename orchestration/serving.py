@@ -13,6 +13,33 @@ from pathlib import Path
 import mlflow.pyfunc
 
 
+def serving_meta(task: str, labels: list[str], base_model: str, max_length: int | None) -> dict:
+    """What the pyfunc needs to rebuild a version: ``base_model`` is None for the encoder of the
+    installed package (its path differs per machine), else the configured checkpoint's path."""
+    from training.tasks import default_base_model
+
+    default = not base_model or Path(base_model).resolve() == default_base_model().resolve()
+    return {
+        "task": task,
+        "labels": labels,
+        "max_length": max_length,
+        "base_model": None if default else base_model,
+    }
+
+
+def base_model_of(meta: dict) -> str | None:
+    """The checkpoint a version was trained on, checked to exist here (None: the packaged one)."""
+    from flywheel.errors import FlywheelError
+
+    base = meta.get("base_model")
+    if base and not Path(base).is_dir():
+        raise FlywheelError(
+            f"this version was trained on the base model {base}, which is not on this machine; "
+            "install it at that path (training.base_model) before loading the version"
+        )
+    return base
+
+
 class AdapterModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from training.tasks import get_adapter
@@ -20,7 +47,9 @@ class AdapterModel(mlflow.pyfunc.PythonModel):
 
         meta = json.loads(Path(context.artifacts["meta"]).read_text())
         self.labels = meta["labels"]
-        self.adapter = get_adapter(meta["task"], max_length=meta.get("max_length") or 64)
+        self.adapter = get_adapter(
+            meta["task"], base_model=base_model_of(meta), max_length=meta.get("max_length") or 64
+        )
         self.model = load_adapter_model(self.adapter, self.labels, context.artifacts["adapter"])
 
     def predict(self, context, model_input, params=None):
