@@ -46,10 +46,26 @@ def run_bounded(settings, stops: dict[int, int]) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+def settled_accounting(settings, timeout_s: float = 30.0):
+    """The accounting once it balances (or the last one read after ``timeout_s``).
+
+    Seen once in CI: right after a bounded job exited, one DLQ partition read short (665 of
+    1,000) and balanced on the next read; a sink transaction's commit marker can become
+    visible to read_committed readers just after the job returns. Waiting is bounded, and
+    the exact counts are still asserted, so lost events still fail the test.
+    """
+    deadline = time.monotonic() + timeout_s
+    a = accounting(settings)
+    while not a.balanced and time.monotonic() < deadline:
+        time.sleep(1)
+        a = accounting(settings)
+    return a
+
+
 def test_10k_mixed_events_are_all_accounted_for(settings):
     values, expected = mixed_traffic(10_000)
     run_bounded(settings, produce_raw(settings, values))
-    a = accounting(settings)
+    a = settled_accounting(settings)
     assert (a.raw, a.clean, a.review, a.dlq, a.duplicates) == (
         10_000,
         expected["clean"],
