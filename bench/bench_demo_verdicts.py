@@ -47,9 +47,9 @@ def one_run(seed: int, tmp: Path) -> list[dict]:
     from orchestration.gate import decide
     from training.data import split_by_hash, stratified_sample
     from training.dataset import assemble
-    from training.evaluate import evaluate
+    from training.evaluate import evaluate, version_roles
     from training.tasks import TextClassification
-    from training.trainer import fit, load_adapter_model
+    from training.trainer import fit
 
     settings = demo_settings()
     cfg = settings.training.model_copy(update={"seed": seed})
@@ -61,10 +61,7 @@ def one_run(seed: int, tmp: Path) -> list[dict]:
 
     train, val, old_holdout = split_by_hash(boot, cfg.holdout_fraction, cfg.validation_fraction)
     fit(adapter, LABELS, train, val, cfg, tmp / "v1", progress=False)
-    roles = {
-        "candidate": load_adapter_model(adapter, LABELS, tmp / "v1"),
-        "baseline": adapter.load_baseline(LABELS, tmp / "v1"),
-    }
+    roles = version_roles(adapter, LABELS, tmp / "v1")
     holdouts = {"golden": golden, "old": stratified_sample(old_holdout, cfg.max_old_holdout, cfg.seed)}
     report = evaluate(adapter, LABELS, roles, holdouts, cfg.eval_batch_size)
     verdict = decide(report, rules, "sentiment", "text-classification", first=True)
@@ -78,11 +75,7 @@ def one_run(seed: int, tmp: Path) -> list[dict]:
         data = assemble(cfg, new, old, golden, (None, datetime.now(UTC)))
         folder = tmp / f"v{i + 1}"
         fit(adapter, LABELS, data.train, data.validation, cfg, folder, champion, progress=False)
-        roles = {
-            "champion": load_adapter_model(adapter, LABELS, champion),
-            "candidate": load_adapter_model(adapter, LABELS, folder),
-            "baseline": adapter.load_baseline(LABELS, folder),
-        }
+        roles = version_roles(adapter, LABELS, folder, champion)
         report = evaluate(adapter, LABELS, roles, data.holdouts, cfg.eval_batch_size)
         verdict = decide(report, rules, "sentiment", "text-classification", first=False)
         rows.append(_row(i + 1, "corrupted" if corrupt else "traffic", len(new), report, verdict))

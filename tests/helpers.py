@@ -24,6 +24,21 @@ def png_b64(width: int = 2, height: int = 2) -> str:
     return base64.b64encode(png).decode()
 
 
+def small_training(settings, **update):
+    """``settings`` with a training configuration small enough for integration tests on 2 cores."""
+    t = settings.training.model_copy(
+        update={
+            "epochs": 2,
+            "min_steps": 20,
+            "batch_size": 16,
+            "learning_rate": 2e-3,
+            "max_old_holdout": 60,
+            **update,
+        }
+    )
+    return settings.model_copy(update={"training": t})
+
+
 def make_event(i: int = 0, **overrides: Any) -> dict[str, Any]:
     """A valid text-classification event; ``overrides`` replace top-level fields."""
     event: dict[str, Any] = {

@@ -44,6 +44,17 @@ def evaluate(
     return report
 
 
+def version_roles(adapter: TaskAdapter, labels: list[str], folder: Path, champion_dir: Path | None = None):
+    """The models an evaluation of the version in ``folder`` scores: the candidate, the baseline
+    saved beside it and, for a retrain, the champion it was trained from."""
+    from training.trainer import load_adapter_model
+
+    roles = {"champion": load_adapter_model(adapter, labels, champion_dir)} if champion_dir else {}
+    roles["candidate"] = load_adapter_model(adapter, labels, folder)
+    roles["baseline"] = adapter.load_baseline(labels, folder)
+    return roles
+
+
 def save_report(report: dict, folder: Path) -> Path:
     path = folder / "eval.json"
     path.write_text(json.dumps(report, indent=2, default=str))

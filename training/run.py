@@ -47,9 +47,9 @@ def bootstrap(
     hash. Version 1 is judged by the registry against configured floors; here it is trained
     and evaluated on the golden set and the old-data holdout.
     """
-    from training.evaluate import evaluate, save_report
+    from training.evaluate import evaluate, save_report, version_roles
     from training.gate import check_batch
-    from training.trainer import fit, load_adapter_model, result_dict
+    from training.trainer import fit, result_dict
 
     cfg = settings.training
     frame = load_labelled(data) if isinstance(data, str | Path) else data.copy()
@@ -76,10 +76,7 @@ def bootstrap(
     train, val, old_holdout = split_by_hash(rest, cfg.holdout_fraction, cfg.validation_fraction)
     gate = check_batch(train, labels, cfg.gate, folder)
     result = fit(adapter, labels, train, val, cfg, folder, progress=progress)
-    roles = {
-        "candidate": load_adapter_model(adapter, labels, folder),
-        "baseline": adapter.load_baseline(labels, folder),
-    }
+    roles = version_roles(adapter, labels, folder)
     holdouts = {"golden": golden, "old": stratified_sample(old_holdout, cfg.max_old_holdout, cfg.seed)}
     report = evaluate(adapter, labels, roles, holdouts, cfg.eval_batch_size)
     report["model"], report["version"] = name, version
@@ -167,8 +164,7 @@ def evaluate_version(
     """Evaluate a trained version and its champion on the same holdouts; write eval.json."""
     import pandas as pd
 
-    from training.evaluate import evaluate, save_report
-    from training.trainer import load_adapter_model
+    from training.evaluate import evaluate, save_report, version_roles
 
     models = ModelStore(settings.state_dir)
     info = models.info(name)
@@ -179,11 +175,7 @@ def evaluate_version(
     holdouts = {
         k: pd.read_parquet(folder / "data" / f"holdout_{k}.parquet") for k in ("golden", "old", "new")
     }
-    models_ = {
-        "champion": load_adapter_model(adapter, info.labels, models.version_dir(name, champion)),
-        "candidate": load_adapter_model(adapter, info.labels, folder),
-        "baseline": adapter.load_baseline(info.labels, folder),
-    }
+    models_ = version_roles(adapter, info.labels, folder, models.version_dir(name, champion))
     report = evaluate(adapter, info.labels, models_, holdouts, settings.training.eval_batch_size)
     report.update(model=name, version=version, champion_version=champion)
     save_report(report, folder)

@@ -182,15 +182,13 @@ class TextClassification(TaskAdapter):
         import torch
 
         from training.text_model import fit_probe
+        from training.trainer import batches
 
         model = self.build(labels).eval()
         features = []
         with torch.inference_mode():
-            for start in range(0, len(batch["input_ids"]), 128):
-                ids = batch["input_ids"][start : start + 128]
-                mask = batch["attention_mask"][start : start + 128]
-                length = max(1, int(mask.sum(1).max()))
-                features.append(model.embed(ids[:, :length], mask[:, :length]).float())
+            for _, part in batches(batch, 128):
+                features.append(model.embed(*self._trimmed(part)).float())
         weight, bias = fit_probe(torch.cat(features).numpy(), batch["labels"].numpy(), len(labels), seed)
         self._set_head(model, torch.as_tensor(weight), torch.as_tensor(bias))
         for p in model.parameters():
@@ -246,10 +244,14 @@ class TextClassification(TaskAdapter):
             batch["labels"] = torch.tensor([index[v] for v in frame["label"]], dtype=torch.long)
         return batch
 
+    @staticmethod
+    def _trimmed(batch: dict):
+        """(input_ids, attention_mask) cut to the longest text: texts are right-padded to max_length."""
+        length = max(1, int(batch["attention_mask"].sum(1).max()))
+        return batch["input_ids"][:, :length], batch["attention_mask"][:, :length]
+
     def forward(self, model, batch: dict):
-        # Texts are right-padded to max_length; cut the batch to its longest text.
-        length = int(batch["attention_mask"].sum(1).max())
-        ids, mask = batch["input_ids"][:, :length], batch["attention_mask"][:, :length]
+        ids, mask = self._trimmed(batch)
         out = model(input_ids=ids, attention_mask=mask)
         return getattr(out, "logits", out)  # a legacy BertForSequenceClassification returns an object
 

