@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from flywheel.errors import BrokerError, ConfigError
 from flywheel.events import MAX_EVENT_BYTES, MAX_RECORD_BYTES
+from flywheel.redact import REDACTED, SECRET_HINTS
 
 if TYPE_CHECKING:
-    from flywheel.settings import Settings
+    from flywheel.settings import KafkaSettings, Settings
 
 
 # librdkafka's own log lines (connection refused every 50 ms, ...) go to Python logging
@@ -51,7 +52,7 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "bootstrap.servers": settings.bootstrap_servers,
         "logger": RDKAFKA_LOGGER,
     }
-    conf.update(settings.kafka.security_config())
+    conf.update(security_properties(settings.kafka))
     conf.update(settings.kafka.extra)
     conf.update(extra)
     return conf
@@ -130,51 +131,92 @@ def ensure_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
     return created
 
 
+class KafkaProperties(dict[str, str]):
+    """Client properties whose repr (and so str, logs, test failures) hides secret values."""
+
+    def __repr__(self) -> str:
+        shown = {
+            k: REDACTED if v and any(h in k.lower() for h in SECRET_HINTS) else v for k, v in self.items()
+        }
+        return f"{type(self).__name__}({shown!r})"
+
+
+def security_properties(kafka: KafkaSettings) -> KafkaProperties:
+    """The one translation of ``kafka.security_protocol``, ``sasl_*`` and ``ssl_*``.
+
+    Named as librdkafka names them, so ``client_config`` uses them as they are;
+    ``java_kafka_properties`` derives the Java client's from these, rewriting only
+    what Java names differently. Raises ConfigError when the client
+    certificate and its key are not set together.
+    """
+    if bool(kafka.ssl_certificate_location) != bool(kafka.ssl_key_location):
+        raise ConfigError(
+            "kafka.ssl_certificate_location and kafka.ssl_key_location must be set together "
+            "(the client certificate and its private key)"
+        )
+    props = KafkaProperties({"security.protocol": kafka.security_protocol})
+    if kafka.sasl_mechanism:
+        props["sasl.mechanism"] = kafka.sasl_mechanism
+    if kafka.sasl_username:
+        props["sasl.username"] = kafka.sasl_username
+    if kafka.sasl_password:
+        props["sasl.password"] = kafka.sasl_password.get_secret_value()
+    if kafka.ssl_ca_location:
+        props["ssl.ca.location"] = str(kafka.ssl_ca_location)
+    if kafka.ssl_certificate_location:
+        props["ssl.certificate.location"] = str(kafka.ssl_certificate_location)
+    if kafka.ssl_key_location:
+        props["ssl.key.location"] = str(kafka.ssl_key_location)
+    if kafka.ssl_key_password:
+        props["ssl.key.password"] = kafka.ssl_key_password.get_secret_value()
+    return props
+
+
 def _jaas_quote(value: str) -> str:
     """A JAAS option value in double quotes (Kafka's JaasConfig honours backslash escapes)."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
     return f'"{escaped}"'
 
 
-def java_kafka_properties(settings: Settings) -> dict[str, str]:
-    """The same connection settings as ``client_config``, as Java Kafka client properties.
+def java_kafka_properties(settings: Settings) -> KafkaProperties:
+    """The same connection settings as ``client_config``, as Java Kafka client properties
+    for the Flink job (source and sinks).
 
-    This is the one translation of the security settings for the Flink job (source and
-    sinks): SASL as an escaped JAAS line, PEM trust store, client certificate and key
-    (inlined, so a job shipped to a cluster carries them) with the key's password, then
-    ``kafka.extra`` verbatim (use property names both clients know).
+    Derived from ``security_properties``; only what Java names differently is rewritten:
+    the SASL credentials become one escaped JAAS line, the CA a PEM trust store, and the
+    client certificate and key are inlined into a PEM key store (so a job shipped to a
+    cluster carries them). Then ``kafka.extra`` verbatim (use names both clients know).
     """
-    k = settings.kafka
-    props: dict[str, str] = {"security.protocol": k.security_protocol}
-    if k.sasl_mechanism:
-        props["sasl.mechanism"] = k.sasl_mechanism
-        module = "plain.PlainLoginModule" if k.sasl_mechanism == "PLAIN" else "scram.ScramLoginModule"
-        password = k.sasl_password.get_secret_value() if k.sasl_password else ""
-        props["sasl.jaas.config"] = (
-            f"org.apache.kafka.common.security.{module} required "
-            f"username={_jaas_quote(k.sasl_username or '')} password={_jaas_quote(password)};"
-        )
-    if k.ssl_ca_location:
-        props["ssl.truststore.type"] = "PEM"
-        props["ssl.truststore.location"] = str(k.ssl_ca_location)
-    if k.ssl_certificate_location or k.ssl_key_location:
-        if not (k.ssl_certificate_location and k.ssl_key_location):
-            raise ConfigError(
-                "kafka.ssl_certificate_location and kafka.ssl_key_location must be set together "
-                "(the client certificate and its private key)"
-            )
-        props["ssl.keystore.type"] = "PEM"
-        props["ssl.keystore.certificate.chain"] = _read_pem(
-            k.ssl_certificate_location, "ssl_certificate_location"
-        )
-        props["ssl.keystore.key"] = _read_pem(k.ssl_key_location, "ssl_key_location")
-    if k.ssl_key_password:
-        props["ssl.key.password"] = k.ssl_key_password.get_secret_value()
-    props.update(k.extra)
+    security = security_properties(settings.kafka)
+    props = KafkaProperties()
+    for key, value in security.items():
+        match key:
+            case "sasl.mechanism":
+                module = "plain.PlainLoginModule" if value == "PLAIN" else "scram.ScramLoginModule"
+                username = _jaas_quote(security.get("sasl.username", ""))
+                password = _jaas_quote(security.get("sasl.password", ""))
+                props[key] = value
+                props["sasl.jaas.config"] = (
+                    f"org.apache.kafka.common.security.{module} required "
+                    f"username={username} password={password};"
+                )
+            case "sasl.username" | "sasl.password":
+                pass  # in the JAAS line
+            case "ssl.ca.location":
+                props["ssl.truststore.type"] = "PEM"
+                props["ssl.truststore.location"] = value
+            case "ssl.certificate.location":
+                props["ssl.keystore.type"] = "PEM"
+                props["ssl.keystore.certificate.chain"] = _read_pem(value, "ssl_certificate_location")
+            case "ssl.key.location":
+                props["ssl.keystore.key"] = _read_pem(value, "ssl_key_location")
+            case _:
+                props[key] = value
+    props.update(settings.kafka.extra)
     return props
 
 
-def _read_pem(path, setting: str) -> str:
+def _read_pem(path: str, setting: str) -> str:
     try:
         return Path(path).read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:

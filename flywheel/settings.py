@@ -38,7 +38,11 @@ class _Section(BaseModel):
 
 
 class KafkaSettings(_Section):
-    """Where feedback flows. Leave ``bootstrap_servers`` unset to use the embedded broker."""
+    """Where feedback flows. Leave ``bootstrap_servers`` unset to use the embedded broker.
+
+    The security settings become client properties in one place:
+    ``flywheel.kafka.security_properties``.
+    """
 
     bootstrap_servers: str | None = Field(
         None, description="host:port[,host:port]; unset = embedded tansu broker"
@@ -58,23 +62,6 @@ class KafkaSettings(_Section):
     partitions: int = Field(3, ge=1, le=64, description="partitions for topics Flywheel creates")
     replication_factor: int = Field(1, ge=1)
     delivery_timeout_s: float = Field(30.0, gt=0, description="give up on an unconfirmed event")
-
-    def security_config(self) -> dict[str, str]:
-        """librdkafka security properties (also valid Java client property names)."""
-        conf: dict[str, str] = {"security.protocol": self.security_protocol}
-        if self.sasl_mechanism:
-            conf["sasl.mechanism"] = self.sasl_mechanism
-        if self.sasl_username:
-            conf["sasl.username"] = self.sasl_username
-        if self.sasl_password:
-            conf["sasl.password"] = self.sasl_password.get_secret_value()
-        for key in ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location"):
-            value = getattr(self, key)
-            if value:
-                conf[key.replace("_", ".")] = str(value)
-        if self.ssl_key_password:
-            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
-        return conf
 
 
 class BrokerSettings(_Section):

@@ -81,7 +81,9 @@ def test_secrets_are_redacted_but_usable(monkeypatch):
     s = load_settings(kafka={"extra": {"sasl.oauthbearer.client.secret": "s3"}})
     shown = s.redacted()
     assert "hunter2" not in str(shown) and "s3" not in str(shown.get("kafka", {}).get("extra"))
-    assert s.kafka.security_config()["sasl.password"] == "hunter2"
+    from flywheel.kafka import security_properties
+
+    assert security_properties(s.kafka)["sasl.password"] == "hunter2"
     assert not s.embedded_broker and s.bootstrap_servers == "kafka:9093"
 
 
