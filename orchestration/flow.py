@@ -1,22 +1,36 @@
-"""The retrain flow, as one set of functions for the CLI, cron, ``flywheel run`` and Airflow.
+"""The retrain flow: one sequence of steps that the CLI, cron, ``flywheel run`` and Airflow call.
 
-    ready? → dataset → GE gate → train → evaluate → register → gate → promote / reject
+    repair → readiness → dataset → data gate → fit → evaluate → register → decide
 
-A per-model lock makes concurrent triggers run one retrain; the training watermark
-advances only when a run completes (registered and decided), so a failed run retries the
-same data next time.
+:func:`retrain` holds the model's retrain lock for the whole sequence, so concurrent
+triggers (two DAG runs, a DAG run and cron) give one retrain; the others report busy. The
+training watermark advances only when a run is decided (the registry's last step) or its
+window is refused by the data gate, so a failed or stopped run retries the same data next
+time. A stop request (SIGTERM to ``flywheel run``) is honoured between steps and between
+training steps; once a version is registered its decision always runs to the end.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from flywheel.errors import FlywheelError
+from flywheel.faults import crash_point
+from flywheel.layout import StateLayout
 
 # Exit codes of `flywheel retrain` (documented in the README).
-EXIT_OK, EXIT_REJECTED, EXIT_FAILED, EXIT_BUSY = 0, 10, 11, 12
+EXIT_OK, EXIT_REJECTED, EXIT_FAILED, EXIT_BUSY, EXIT_DATA_REJECTED = 0, 10, 11, 12, 13
+STATUS_EXIT = {
+    "promoted": EXIT_OK,
+    "not-ready": EXIT_OK,
+    "rejected": EXIT_REJECTED,
+    "busy": EXIT_BUSY,
+    "data-rejected": EXIT_DATA_REJECTED,
+}
 
 
 @dataclass
@@ -63,17 +77,173 @@ def readiness(settings, model: str) -> Readiness:
 @dataclass
 class Outcome:
     model: str
-    status: str  # promoted | rejected | not-ready | failed
-    version: int | None = None  # MLflow version
-    local_version: int | None = None
+    status: str  # promoted | rejected | not-ready | data-rejected | busy | stopped | failed
+    version: int | None = None  # the version number (MLflow's and the folder's)
     reasons: list[str] = field(default_factory=list)
-    report: dict | None = None
-    lineage: dict | None = None
+    report: object | None = None  # training.evaluate.EvalReport
+    lineage: object | None = None  # training.version.Lineage
+    quarantine: object | None = None  # training.data_gate.Quarantine
 
     @property
     def exit_code(self) -> int:
-        codes = {"promoted": EXIT_OK, "not-ready": EXIT_OK, "rejected": EXIT_REJECTED, "busy": EXIT_BUSY}
-        return codes.get(self.status, EXIT_FAILED)
+        return STATUS_EXIT.get(self.status, EXIT_FAILED)
+
+
+class Stop(Exception):
+    pass
+
+
+@dataclass
+class Retrain:
+    """One retrain's context, passed through the steps."""
+
+    settings: object
+    model: str
+    if_ready: bool = True
+    progress: bool = True
+    cut: datetime | None = None
+    feast_store: object | None = None
+    stop: threading.Event | None = None
+    log: Callable[[str], None] = lambda message: None
+    registry: object | None = None
+    run: object | None = None  # training.run.TrainedRun
+    version: int | None = None
+    outcome: Outcome | None = None
+
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+
+def step_repair(r: Retrain) -> None:
+    from orchestration.registry import Registry
+
+    r.registry = Registry(r.settings)
+    for version, what in r.registry.repair(r.model):
+        r.log(f"{r.model} v{version}: repaired ({what})")
+
+
+def step_readiness(r: Retrain) -> None:
+    if not r.if_ready:
+        return
+    ready = readiness(r.settings, r.model)
+    if not ready.ready:
+        reason = f"{ready.new_samples} new labelled samples of {ready.threshold} needed ({ready.per_class})"
+        r.outcome = Outcome(r.model, "not-ready", reasons=[reason])
+
+
+def step_dataset(r: Retrain) -> None:
+    from training.run import prepare
+
+    if r.feast_store is None:
+        from feature_repo.store import open_store
+
+        r.feast_store = open_store(r.settings)
+    r.cut = r.cut or datetime.now(UTC)
+    r.run = prepare(r.settings, r.model, r.feast_store, r.cut)
+
+
+def step_data_gate(r: Retrain) -> None:
+    from training.data_gate import DataRejected
+    from training.model_store import ModelStore, Window
+    from training.run import screen
+
+    try:
+        screen(r.settings, r.run)
+    except DataRejected as exc:
+        lineage = r.run.lineage
+        reasons = tuple(exc.report.reasons)
+        ModelStore(r.settings.state_dir).record_data_rejected(
+            r.model, Window(lineage.window_start, lineage.window_end, reasons)
+        )
+        r.outcome = Outcome(
+            r.model,
+            "data-rejected",
+            reasons=[f"the data gate refused the window; it is not replayed: {'; '.join(reasons)}"],
+            lineage=lineage,
+            quarantine=exc.report.quarantine,
+        )
+
+
+def step_fit(r: Retrain) -> None:
+    from training.run import fit_run
+    from training.trainer import Stopped
+
+    try:
+        fit_run(r.settings, r.run, progress=r.progress, should_stop=r.stopping)
+    except Stopped as exc:
+        raise Stop(str(exc)) from exc
+
+
+def step_evaluate(r: Retrain) -> None:
+    from training.run import evaluate_run
+
+    evaluate_run(r.settings, r.run)
+
+
+def step_register(r: Retrain) -> None:
+    r.version = r.registry.register(r.run)
+
+
+def step_decide(r: Retrain) -> None:
+    verdict = r.registry.decide(r.model, r.version, review_files(r.settings, r.run))
+    reasons = verdict.reasons or [c["reason"] for c in verdict.checks]  # why it failed, or what passed
+    r.outcome = Outcome(
+        r.model, verdict.label, r.version, reasons, r.run.report, r.run.lineage, r.run.data_gate.quarantine
+    )
+
+
+STEPS: list[tuple[str, Callable[[Retrain], None]]] = [
+    ("repair", step_repair),
+    ("readiness", step_readiness),
+    ("dataset", step_dataset),
+    ("data_gate", step_data_gate),
+    ("fit", step_fit),
+    ("evaluate", step_evaluate),
+    ("register", step_register),
+    ("decide", step_decide),
+]
+UNSTOPPABLE = {"decide"}  # a registered version is always decided
+
+
+def run_steps(r: Retrain, steps=STEPS) -> Outcome:
+    """Run ``steps`` in order until one gives an outcome; a stop request ends the flow at the
+    next step boundary (except before ``decide``)."""
+    for name, step in steps:
+        if r.stopping() and name not in UNSTOPPABLE:
+            raise Stop(f"stopped before the {name} step")
+        r.log(f"{r.model}: {name}")
+        step(r)
+        crash_point(f"retrain.{name}")
+        if r.outcome is not None:
+            return r.outcome
+    raise FlywheelError("the retrain flow ended without an outcome")  # a bug, not a user error
+
+
+def retrain(
+    settings,
+    model: str,
+    if_ready: bool = True,
+    feast_store=None,
+    progress: bool = True,
+    cut: datetime | None = None,
+    wait_for_lock: bool = False,
+    stop: threading.Event | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Outcome:
+    """One retrain of ``model`` (skipped when not ready). Concurrent calls: one runs, others are busy."""
+    from orchestration.registry import LockBusy, file_lock
+
+    r = Retrain(settings, model, if_ready, progress, cut, feast_store, stop, log or (lambda m: None))
+    try:
+        lock = StateLayout.of(settings).retrain_lock(model)
+        with file_lock(lock, timeout_s=3600 if wait_for_lock else 0.5):
+            return run_steps(r)
+    except LockBusy:
+        return Outcome(model, "busy", reasons=["another retrain of this model is running"])
+    except Stop as exc:
+        return Outcome(model, "stopped", reasons=[f"{exc}; the window is retried next time"])
+    except FlywheelError as exc:
+        return Outcome(model, "failed", reasons=[str(exc)])
 
 
 def review_files(settings, run) -> list[Path]:
@@ -87,8 +257,7 @@ def review_files(settings, run) -> list[Path]:
 
     models = ModelStore(settings.state_dir)
     info = models.info(run.model)
-    folder = run.path / "review"
-    folder.mkdir(exist_ok=True)
+    folder = run.folder.review_dir()
     files = []
     png = confusion_png(run.report, folder / "confusion_golden.png")
     if png:
@@ -98,85 +267,28 @@ def review_files(settings, run) -> list[Path]:
     (folder / "misclassified.md").write_text(
         misclassified(adapter, info.labels, model, models.golden(run.model))
     )
-    (folder / "eval.json").write_text(json.dumps(run.report, indent=2, default=str))
+    (folder / "eval.json").write_text(json.dumps(run.report.to_dict(), indent=2, default=str))
     files += [folder / "misclassified.md", folder / "eval.json"]
     return files
-
-
-def register_and_gate(settings, run, registry=None) -> Outcome:
-    from orchestration.registry import Registry
-
-    registry = registry or Registry(settings)
-    version = registry.register(run)
-    verdict = registry.decide(
-        run.model, version, run.report, run.lineage, run.gate, review_files(settings, run)
-    )
-    reasons = verdict.reasons or [c["reason"] for c in verdict.checks]  # why it failed, or what passed
-    return Outcome(run.model, verdict.label, version, run.version, reasons, run.report, run.lineage)
-
-
-def complete_run(settings, run, cut: datetime, registry=None) -> Outcome:
-    """Register and gate a trained candidate, then advance the watermark to the run's cut."""
-    from training.model_store import ModelStore
-
-    outcome = register_and_gate(settings, run, registry)
-    models = ModelStore(settings.state_dir)
-    changes = {"watermark": cut.isoformat()}  # the run completed: its window is consumed
-    if outcome.status == "rejected":
-        # A rejected window's samples are never replayed into later training.
-        windows = models.state(run.model).get("rejected_windows", [])
-        changes["rejected_windows"] = [*windows, [run.lineage.get("window_start"), run.lineage["window_end"]]]
-    models.update_state(run.model, **changes)
-    return outcome
 
 
 def bootstrap_model(
     settings, name: str, task: str, data, labels=None, golden=None, progress: bool = True
 ) -> Outcome:
-    """Train version 1 from labelled data, register it and judge it against the floors."""
+    """Train the first version from labelled data, register it and judge it against the floors."""
+    from orchestration.registry import LockBusy, Registry, file_lock
+    from training.data_gate import DataRejected
     from training.run import bootstrap
 
-    run = bootstrap(settings, name, task, data, labels, golden, progress=progress)
-    return register_and_gate(settings, run)
-
-
-def retrain(
-    settings,
-    model: str,
-    if_ready: bool = True,
-    feast_store=None,
-    progress: bool = True,
-    cut: datetime | None = None,
-    wait_for_lock: bool = False,
-) -> Outcome:
-    """One retrain of ``model`` (skipped when not ready). Concurrent calls: one runs, others are busy."""
-    from orchestration.registry import LockBusy, model_lock
-    from training.run import train
-
     try:
-        with model_lock(settings.state_dir, f"{model}.retrain", timeout_s=3600 if wait_for_lock else 0.5):
-            from orchestration.registry import Registry
-
+        with file_lock(StateLayout.of(settings).retrain_lock(name), timeout_s=0.5):
+            run = bootstrap(settings, name, task, data, labels, golden, progress=progress)
             registry = Registry(settings)
-            registry.repair(model)  # finish the decision of a run a crash left pending
-            if feast_store is None:
-                from feature_repo.store import open_store
-
-                feast_store = open_store(settings)
-            if if_ready:
-                r = readiness(settings, model)
-                if not r.ready:
-                    return Outcome(
-                        model,
-                        "not-ready",
-                        reasons=[
-                            f"{r.new_samples} new labelled samples of {r.threshold} needed ({r.per_class})"
-                        ],
-                    )
-            cut = cut or datetime.now(UTC)
-            run = train(settings, model, feast_store, cut=cut, progress=progress)
-            return complete_run(settings, run, cut, registry)
+            version = registry.register(run)
+            verdict = registry.decide(name, version, review_files(settings, run))
     except LockBusy:
-        return Outcome(model, "busy", reasons=["another retrain of this model is running"])
-    except FlywheelError as exc:
-        return Outcome(model, "failed", reasons=[str(exc)])
+        return Outcome(name, "busy", reasons=["another bootstrap or retrain of this model is running"])
+    except DataRejected as exc:
+        return Outcome(name, "data-rejected", reasons=exc.report.reasons, quarantine=exc.report.quarantine)
+    reasons = verdict.reasons or [c["reason"] for c in verdict.checks]
+    return Outcome(name, verdict.label, version, reasons, run.report, run.lineage, run.data_gate.quarantine)

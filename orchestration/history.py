@@ -1,7 +1,9 @@
 """Durable history of a model's promotions, rejections and rollbacks (MLflow keeps none).
 
-One JSON line per event in ``<state_dir>/registry/<model>.history.jsonl``, appended and
-fsynced under the registry lock.
+One JSON line per decision in ``registry/<model>.history.jsonl`` (``flywheel.layout``),
+appended and fsynced under the registry lock. Every entry names the ``champion`` after it,
+so the last entry agrees with the champion alias; an entry carries the id of the decision
+it records, so a repair that replays a decision never writes it twice.
 """
 
 from __future__ import annotations
@@ -12,11 +14,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from flywheel.names import check_model_name
-
-
-def history_path(state_dir: Path, model: str) -> Path:
-    return Path(state_dir) / "registry" / f"{check_model_name(model)}.history.jsonl"
+from flywheel.layout import StateLayout
 
 
 def actor() -> str:
@@ -31,17 +29,29 @@ def record(state_dir: Path, model: str, action: str, **fields) -> dict:
         "actor": actor(),
         **fields,
     }
-    path = history_path(state_dir, model)
+    path = StateLayout.of(state_dir).history(model)
     path.parent.mkdir(parents=True, exist_ok=True)
+    torn = path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
     with open(path, "a") as f:
-        f.write(json.dumps(entry, default=str) + "\n")
+        f.write(("\n" if torn else "") + json.dumps(entry, default=str) + "\n")
         f.flush()
         os.fsync(f.fileno())
     return entry
 
 
 def read(state_dir: Path, model: str) -> list[dict]:
-    path = history_path(state_dir, model)
+    path = StateLayout.of(state_dir).history(model)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    entries = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a crash mid-append: the decision's repair rewrites it
+    return entries
+
+
+def has_decision(state_dir: Path, model: str, decision_id: str) -> bool:
+    return any(e.get("decision") == decision_id for e in read(state_dir, model)[-50:])

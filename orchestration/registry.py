@@ -1,15 +1,26 @@
-"""The MLflow registry: register candidates, gate them, move aliases, roll back, keep history.
+"""The MLflow registry: register candidates, decide them, move aliases, roll back, repair.
 
-Registered model = model name. Aliases: ``champion`` (serving), ``previous`` (the last
-champion, the rollback target), ``candidate`` (the last trained). A version carries
-params, the gate metrics, the data window and sample counts, the Great Expectations
-result, the resolved config, the code revision, a review note and review artifacts.
+Registered model = model name; a version's number is the same in MLflow, in its folder
+(``versions/v<N>``), in the history and in ``flywheel status``. Aliases: ``champion``
+(serving), ``previous`` (the last champion, the rollback target), ``candidate`` (the last
+registered). A version carries params, the gate metrics, the data window and sample
+counts, the data gate's result, the resolved config, the code revision, a review note and
+review artifacts.
 
-Alias moves happen under a per-model file lock and are compare-and-set: a candidate is
-promoted only if the champion is still the one it was evaluated against, so two
-candidates finishing at once cannot both become champion. A version registered but not
-yet decided (a crash between registration and the alias move) keeps the tag
-``flywheel.verdict=pending``; :meth:`Registry.repair` finishes its decision.
+**Registering** is: log the run and the pyfunc model → create the version *with* its tags
+(``flywheel.verdict=pending``, the run id, the champion it was evaluated against) in one
+call → move the run's folder to ``versions/v<N>`` → alias ``candidate``. A crash before the
+version exists leaves only an unregistered MLflow run (the window is retrained next time);
+after, :meth:`Registry.repair` finds the pending version and finishes it.
+
+**Deciding** (promote, reject) and **rolling back** are one state machine under the model's
+alias lock: the verdict and review note are written, then the move is journalled in the
+model's local state (``Decision``), then applied step by step (``previous`` alias,
+``champion`` alias, verdict tag, history entry) and completed in the local state (champion,
+watermark, rejected window; journal cleared). Every step is idempotent, so
+:meth:`Registry.repair` completes a journalled move from the start, whatever step a crash
+stopped it at; a move not yet journalled has changed no alias. ``flywheel.faults`` names
+each step boundary for fault-injection tests.
 """
 
 from __future__ import annotations
@@ -22,16 +33,19 @@ import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from flywheel.errors import FlywheelError
-from flywheel.names import check_model_name
+from flywheel.faults import crash_point
+from flywheel.layout import StateLayout
 from orchestration import history
-from orchestration.gate import Verdict, decide
-from training.model_store import ModelStore
+from orchestration.promotion import Verdict, decide
+from training.model_store import Decision, ModelStore, Window
 
 CHAMPION, PREVIOUS, CANDIDATE = "champion", "previous", "candidate"
-VERDICT, LOCAL_VERSION, AGAINST = "flywheel.verdict", "flywheel.local_version", "flywheel.evaluated_against"
+VERDICT, RUN_ID, AGAINST = "flywheel.verdict", "flywheel.run_id", "flywheel.evaluated_against"
+FINAL_TAG = {"promote": "promoted", "reject": "rejected", "rollback": "rolled-back-to"}
 
 
 class RegistryError(FlywheelError):
@@ -43,16 +57,13 @@ class LockBusy(RegistryError):
 
 
 def code_revision() -> str:
+    here = Path(__file__).parent
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=here
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
+            ["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5, cwd=here
         ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
@@ -60,9 +71,8 @@ def code_revision() -> str:
 
 
 @contextmanager
-def model_lock(state_dir: Path, model: str, timeout_s: float = 600):
-    """An exclusive lock per model across processes (retrains and alias moves)."""
-    path = Path(state_dir) / "registry" / f"{check_model_name(model)}.lock"
+def file_lock(path: Path, timeout_s: float = 600):
+    """An exclusive lock across processes on ``path``; LockBusy after ``timeout_s``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         deadline = time.monotonic() + timeout_s
@@ -80,50 +90,41 @@ def model_lock(state_dir: Path, model: str, timeout_s: float = 600):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _flat_params(run) -> dict[str, str]:
-    cfg = json.loads((run.path / "training_config.json").read_text())
-    t = cfg["training"]
+def alias_lock(state_dir: Path, model: str, timeout_s: float = 600):
+    """The lock of a model's alias moves (decide, rollback, repair)."""
+    return file_lock(StateLayout.of(state_dir).alias_lock(model), timeout_s)
+
+
+def _params(run) -> dict[str, str]:
+    record = run.folder.training_record()
+    t = record.training
+    keys = (
+        "epochs",
+        "min_steps",
+        "batch_size",
+        "max_length",
+        "learning_rate",
+        "head_learning_rate",
+        "distill_alpha",
+        "temperature",
+        "replay_ratio",
+        "seed",
+    )
     params = {
-        "task": cfg["task"],
-        "labels": ",".join(cfg["labels"]),
-        "base_model": Path(cfg["base_model"]).name,
+        "task": record.task,
+        "labels": ",".join(record.labels),
+        "base_model": Path(record.base_model).name,
         "lora_r": t["lora"]["r"],
         "lora_alpha": t["lora"]["alpha"],
         "lora_dropout": t["lora"]["dropout"],
-        **{
-            k: t[k]
-            for k in (
-                "epochs",
-                "min_steps",
-                "batch_size",
-                "max_length",
-                "learning_rate",
-                "head_learning_rate",
-                "distill_alpha",
-                "temperature",
-                "replay_ratio",
-                "seed",
-            )
-        },
+        **{k: t[k] for k in keys},
         "teacher_version": run.champion,
-        "best_epoch": cfg["best_epoch"],
-        "steps": cfg.get("steps"),
-        "device": cfg["device"],
+        "best_epoch": record.best_epoch,
+        "steps": record.steps,
+        "device": record.device,
+        **{f"data.{k}": v for k, v in run.lineage.to_dict().items()},
     }
     return {k: str(v) for k, v in params.items()}
-
-
-def _metrics(report: dict) -> dict[str, float]:
-    out = {}
-    for name, entry in report["sets"].items():
-        for role in ("champion", "candidate", "baseline"):
-            for metric in ("accuracy", "macro_f1", "psnr"):
-                value = entry.get(role, {}).get(metric)
-                if isinstance(value, int | float):
-                    out[f"{name}.{role}.{metric}"] = float(value)
-    if "forgetting" in report:
-        out["forgetting"] = float(report["forgetting"])
-    return out
 
 
 def quiet_mlflow() -> None:
@@ -143,10 +144,9 @@ class Registry:
         from mlflow import MlflowClient
 
         quiet_mlflow()
-
         self.settings = settings
         self.models = ModelStore(settings.state_dir)
-        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)  # for the fluent logging API
         self.client = MlflowClient(settings.mlflow_tracking_uri)
 
     # ---- reading -------------------------------------------------------------------
@@ -162,9 +162,6 @@ class Registry:
     def version_tags(self, model: str, version: int) -> dict[str, str]:
         return dict(self.client.get_model_version(model, str(version)).tags)
 
-    def local_version(self, model: str, version: int) -> int:
-        return int(self.version_tags(model, version)[LOCAL_VERSION])
-
     def versions(self, model: str) -> list:
         from mlflow.exceptions import MlflowException
 
@@ -173,6 +170,9 @@ class Registry:
         except MlflowException:
             return []
         return sorted(found, key=lambda v: int(v.version))
+
+    def pending(self, model: str) -> list[int]:
+        return [int(v.version) for v in self.versions(model) if v.tags.get(VERDICT) == "pending"]
 
     def _experiment(self, model: str) -> str:
         import mlflow
@@ -187,146 +187,153 @@ class Registry:
     # ---- registering ---------------------------------------------------------------
 
     def register(self, run) -> int:
-        """Log the run and a pyfunc version of the candidate; tag it pending; alias ``candidate``."""
+        """Log ``run`` (a ``training.run.TrainedRun``) and its pyfunc model, create the MLflow
+        version with its tags, move the run's folder to that version's; returns the number."""
         import mlflow
 
         from orchestration.serving import AdapterModel, serving_meta
 
         info = self.models.info(run.model)
-        max_length = json.loads((run.path / "training_config.json").read_text()).get("max_length")
-        meta = serving_meta(info.task, info.labels, info.base_model, max_length)
-        against = self._mlflow_version_of_local(run.model, run.champion)
+        record = run.folder.training_record()
+        meta = serving_meta(info.task, info.labels, info.base_model, record.max_length)
+        revision = code_revision()
         with mlflow.start_run(
-            experiment_id=self._experiment(run.model), run_name=f"{run.model}-v{run.version}"
+            experiment_id=self._experiment(run.model), run_name=f"{run.model}-{run.folder.run_id}"
         ):
-            mlflow.log_params(_flat_params(run))
-            mlflow.log_params({f"data.{k}": str(v) for k, v in run.lineage.items()})
-            mlflow.log_metrics(_metrics(run.report))
+            mlflow.log_params(_params(run))
+            mlflow.log_metrics(run.report.flat_metrics())
             mlflow.set_tags(
                 {
                     "flywheel.model": run.model,
-                    LOCAL_VERSION: str(run.version),
-                    "flywheel.code_revision": code_revision(),
-                    "flywheel.ge_success": str(run.gate.get("success")),
+                    RUN_ID: run.folder.run_id,
+                    "flywheel.code_revision": revision,
+                    "flywheel.data_gate_success": str(run.data_gate.success),
                 }
             )
-            for name in ("training_config.json", "data.json", "gate.json", "gate.txt", "eval.json"):
-                if (run.path / name).is_file():
-                    mlflow.log_artifact(str(run.path / name), "run")
+            for path in run.folder.artifacts():
+                mlflow.log_artifact(str(path), "run")
             with tempfile.TemporaryDirectory() as tmp:
                 meta_path = Path(tmp) / "meta.json"
                 meta_path.write_text(json.dumps(meta))
                 adapter_dir = Path(tmp) / "adapter"
                 adapter_dir.mkdir()
-                for f in run.path.glob("adapter_*"):
+                for f in run.folder.adapter_files():
                     (adapter_dir / f.name).write_bytes(f.read_bytes())
-                notices = io.StringIO()  # "Registered model ... already exists", "Created version"
-                with contextlib.redirect_stderr(notices):
-                    logged = mlflow.pyfunc.log_model(
-                        name="model",
-                        python_model=AdapterModel(),
-                        artifacts={"adapter": str(adapter_dir), "meta": str(meta_path)},
-                        pip_requirements=["torch", "transformers", "peft", "pandas"],
-                        registered_model_name=run.model,
-                    )
-        version = int(logged.registered_model_version)
+                logged = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=AdapterModel(),
+                    artifacts={"adapter": str(adapter_dir), "meta": str(meta_path)},
+                    pip_requirements=["torch", "transformers", "peft", "pandas"],
+                )
+        crash_point("register.logged")
+        lineage = run.lineage
         tags = {
             VERDICT: "pending",
-            LOCAL_VERSION: str(run.version),
-            AGAINST: str(against) if against else "none",
-            "flywheel.window_start": str(run.lineage.get("window_start")),
-            "flywheel.window_end": str(run.lineage.get("window_end")),
-            "flywheel.new_samples": str(run.lineage.get("new_samples")),
-            "flywheel.replayed_samples": str(run.lineage.get("replay")),
-            "flywheel.ge_success": str(run.gate.get("success")),
-            "flywheel.code_revision": code_revision(),
+            RUN_ID: run.folder.run_id,
+            AGAINST: str(run.champion) if run.champion else "none",
+            "flywheel.window_start": str(lineage.window_start),
+            "flywheel.window_end": str(lineage.window_end),
+            "flywheel.new_samples": str(lineage.new_samples),
+            "flywheel.replayed_samples": str(lineage.replay),
+            "flywheel.quarantined_samples": str(lineage.quarantined),
+            "flywheel.data_gate_success": str(run.data_gate.success),
+            "flywheel.code_revision": revision,
         }
-        for k, v in tags.items():
-            self.client.set_model_version_tag(run.model, str(version), k, v)
+        notices = io.StringIO()  # "Registered model ... already exists", "Created version"
+        with contextlib.redirect_stderr(notices):
+            created = mlflow.register_model(logged.model_uri, run.model, tags=tags)
+        version = int(created.version)
+        crash_point("register.created")
+        run.folder = self.models.adopt(run.model, run.folder.run_id, version)
+        crash_point("register.adopted")
         self.client.set_registered_model_alias(run.model, CANDIDATE, str(version))
-        state = self.models.state(run.model)
-        mapping = state.get("mlflow_versions", {})
-        mapping[str(run.version)] = version
-        self.models.update_state(run.model, mlflow_versions=mapping)
         return version
-
-    def _mlflow_version_of_local(self, model: str, local: int | None) -> int | None:
-        if local is None:
-            return None
-        mapped = self.models.state(model).get("mlflow_versions", {}).get(str(local))
-        return int(mapped) if mapped else None
 
     # ---- deciding ------------------------------------------------------------------
 
-    def decide(
-        self,
-        model: str,
-        version: int,
-        report: dict,
-        lineage: dict,
-        gate: dict,
-        review_files: list[Path] | None = None,
-    ) -> Verdict:
+    def decide(self, model: str, version: int, review_files: list[Path] | None = None) -> Verdict:
         """Gate the registered ``version`` and move the aliases (compare-and-set, under the lock)."""
+        with alias_lock(self.settings.state_dir, model):
+            self._finish_open_decision(model)
+            return self._decide(model, version, review_files)
+
+    def _decide(self, model: str, version: int, review_files: list[Path] | None) -> Verdict:
         from orchestration.review_note import description
+        from training.run import load_run
 
         info = self.models.info(model)
-        with model_lock(self.settings.state_dir, model):
-            tags = self.version_tags(model, version)
-            if tags.get(VERDICT) not in (None, "pending"):
-                raise RegistryError(f"{model} v{version} was already decided ({tags[VERDICT]})")
-            against = None if tags.get(AGAINST) in (None, "none") else int(tags[AGAINST])
-            current = self.alias_version(model, CHAMPION)
-            if current != against:
-                verdict = Verdict(
-                    False,
-                    [
-                        f"stale: the champion moved from v{against} to v{current} while this "
-                        "candidate was evaluated; retrain against the new champion"
-                    ],
-                )
-            else:
-                verdict = decide(report, self.settings.gate, model, info.task, first=current is None)
-            self.client.update_model_version(
-                model, str(version), description=description(model, version, report, verdict, lineage, gate)
+        tags = self.version_tags(model, version)
+        if tags.get(VERDICT) not in (None, "pending"):
+            raise RegistryError(f"{model} v{version} was already decided ({tags[VERDICT]})")
+        run = load_run(self._folder(model, version, tags), model)
+        against = None if tags.get(AGAINST) in (None, "none") else int(tags[AGAINST])
+        current = self.alias_version(model, CHAMPION)
+        if current != against:
+            verdict = Verdict(
+                False,
+                [
+                    f"stale: the champion moved from v{against} to v{current} while this "
+                    "candidate was evaluated; retrain against the new champion"
+                ],
             )
-            run_id = self.client.get_model_version(model, str(version)).run_id
-            for path in review_files or []:
-                self.client.log_artifact(run_id, str(path), "review")
-            self.client.set_model_version_tag(
-                model,
-                str(version),
-                "flywheel.reasons",
-                "; ".join(verdict.reasons) or "all guards within tolerance",
-            )
-            if verdict.passed:
-                self._move_champion(model, version, current)
-                self.client.set_model_version_tag(model, str(version), VERDICT, "promoted")
-                history.record(
-                    self.settings.state_dir,
-                    model,
-                    "promote",
-                    version=version,
-                    previous=current,
-                    reason="; ".join(c["reason"] for c in verdict.checks),
-                )
-            else:
-                self.client.set_model_version_tag(model, str(version), VERDICT, "rejected")
-                history.record(
-                    self.settings.state_dir,
-                    model,
-                    "reject",
-                    version=version,
-                    champion=current,
-                    reason="; ".join(verdict.reasons),
-                )
+        else:
+            verdict = decide(run.report, self.settings.promotion, model, info.task, first=current is None)
+        note = description(model, version, run.report, verdict, run.lineage, run.data_gate)
+        self.client.update_model_version(model, str(version), description=note)
+        run_id = self.client.get_model_version(model, str(version)).run_id
+        for path in review_files or []:
+            self.client.log_artifact(run_id, str(path), "review")
+        reasons = verdict.reasons or [c["reason"] for c in verdict.checks] or ["all guards within tolerance"]
+        self.client.set_model_version_tag(model, str(version), "flywheel.reasons", "; ".join(reasons))
+        crash_point("decide.described")
+        lineage = run.lineage
+        window = None if lineage.bootstrap else Window(lineage.window_start, lineage.window_end)
+        action = "promote" if verdict.passed else "reject"
+        decision = Decision(f"v{version}-{action}", action, version, current, tuple(reasons), window)
+        self.models.begin_decision(model, decision)
+        crash_point("decide.journalled")
+        self._apply(model, decision)
         return verdict
 
-    def _move_champion(self, model: str, version: int, current: int | None) -> None:
-        self.client.set_registered_model_alias(model, CHAMPION, str(version))
-        if current is not None:
-            self.client.set_registered_model_alias(model, PREVIOUS, str(current))
-        self.models.update_state(model, champion=self.local_version(model, version), champion_mlflow=version)
+    def _folder(self, model: str, version: int, tags: dict):
+        """The version's folder, moving it from ``runs/`` if a crash came before that."""
+        if RUN_ID in tags:
+            return self.models.adopt(model, tags[RUN_ID], version)
+        return self.models.version(model, version)
+
+    def _apply(self, model: str, d: Decision) -> None:
+        """Every step of a journalled move, each idempotent; the local state is completed last."""
+        if d.action in ("promote", "rollback"):
+            if d.champion_before is not None:
+                self.client.set_registered_model_alias(model, PREVIOUS, str(d.champion_before))
+            crash_point("move.previous")
+            self.client.set_registered_model_alias(model, CHAMPION, str(d.version))
+            crash_point("move.champion")
+        self.client.set_model_version_tag(model, str(d.version), VERDICT, FINAL_TAG[d.action])
+        crash_point("move.tagged")
+        if not history.has_decision(self.settings.state_dir, model, d.id):
+            after = d.champion_before if d.action == "reject" else d.version
+            history.record(
+                self.settings.state_dir,
+                model,
+                d.action,
+                version=d.version,
+                previous=d.champion_before,
+                champion=after,
+                reason="; ".join(d.reasons),
+                decision=d.id,
+            )
+        crash_point("move.history")
+        self.models.complete_decision(model, d)
+
+    def _finish_open_decision(self, model: str) -> Decision | None:
+        """Complete a move a crash interrupted (journalled but not completed)."""
+        if not self.models.exists(model):
+            return None
+        open_decision = self.models.state(model).decision
+        if open_decision is not None:
+            self._apply(model, open_decision)
+        return open_decision
 
     # ---- rollback and repair --------------------------------------------------------
 
@@ -349,7 +356,8 @@ class Registry:
 
     def rollback(self, model: str, to: int | None = None, reason: str = "manual rollback") -> tuple[int, int]:
         """Move ``champion`` to ``to`` (default: the ``previous`` alias) after checking it serves."""
-        with model_lock(self.settings.state_dir, model):
+        with alias_lock(self.settings.state_dir, model):
+            self._finish_open_decision(model)
             current = self.alias_version(model, CHAMPION)
             target = to if to is not None else self.alias_version(model, PREVIOUS)
             if current is None:
@@ -362,24 +370,27 @@ class Registry:
             if target == current:
                 raise RegistryError(f"v{target} is already the champion of {model}")
             self.check_loads(model, target)
-            self._move_champion(model, target, current)
-            self.client.set_model_version_tag(model, str(target), VERDICT, "rolled-back-to")
-            history.record(
-                self.settings.state_dir, model, "rollback", version=target, previous=current, reason=reason
-            )
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+            decision = Decision(f"rollback-v{target}-{stamp}", "rollback", target, current, (reason,))
+            self.models.begin_decision(model, decision)
+            self._apply(model, decision)
         return current, target
 
-    def pending(self, model: str) -> list[int]:
-        return [int(v.version) for v in self.versions(model) if v.tags.get(VERDICT) == "pending"]
-
-    def repair(self, model: str) -> list[tuple[int, Verdict]]:
-        """Finish the decision of versions left pending by a crash (their eval.json is kept locally)."""
-        from training.run import load_run
-
+    def repair(self, model: str) -> list[tuple[int, str]]:
+        """Finish what a crash left: a journalled move, then every version still pending
+        (its folder moved into place, then decided). Returns (version, what was done)."""
         done = []
-        for version in self.pending(model):
-            run = load_run(self.settings, model, self.local_version(model, version))
-            verdict = self.decide(model, version, run.report, run.lineage, run.gate)
-            history.record(self.settings.state_dir, model, "repair", version=version, reason=verdict.label)
-            done.append((version, verdict))
+        with alias_lock(self.settings.state_dir, model):
+            finished = self._finish_open_decision(model)
+            if finished is not None:
+                done.append((finished.version, f"completed {finished.action}"))
+            for version in self.pending(model):
+                try:
+                    verdict = self._decide(model, version, None)
+                except FlywheelError as exc:  # its folder is gone: it can never be judged
+                    self.client.set_model_version_tag(model, str(version), VERDICT, "abandoned")
+                    self.client.set_model_version_tag(model, str(version), "flywheel.reasons", str(exc))
+                    done.append((version, "abandoned"))
+                    continue
+                done.append((version, verdict.label))
         return done

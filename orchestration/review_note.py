@@ -17,8 +17,9 @@ def _d(a, b) -> str:
     return "-" if a is None or b is None else f"{a - b:+.3f}"
 
 
-def description(model: str, version: int, report: dict, verdict, lineage: dict, gate: dict) -> str:
-    m = report.get("metric", "accuracy")
+def description(model: str, version: int, report, verdict, lineage, gate) -> str:
+    """``report``: EvalReport; ``lineage``: Lineage; ``gate``: the data gate's report."""
+    m = report.metric
     lines = [
         f"## {model} v{version}: **{verdict.label.upper()}**",
         "",
@@ -44,24 +45,20 @@ def description(model: str, version: int, report: dict, verdict, lineage: dict, 
         )
     lines += [
         "",
-        f"### Holdout metrics (champion v{report.get('champion_version', '-')} vs candidate, same run; "
+        f"### Holdout metrics (champion v{report.champion_version or '-'} vs candidate, same run; "
         "baseline: linear probe on the frozen encoder, fitted on the same training data)",
         "",
         "| holdout | size | metric | baseline | champion | candidate | delta |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, entry in report["sets"].items():
-        for metric in (m, "macro_f1"):
-            base = entry.get("baseline", {}).get(metric)
-            champ = entry.get("champion", {}).get(metric)
-            cand = entry.get("candidate", {}).get(metric)
+    for metric in (m, "macro_f1"):
+        for name, size, base, champ, cand, delta in report.table_rows(metric):
             lines.append(
-                f"| {name} | {entry['size']} | {metric} | {_f(base)} | {_f(champ)} | {_f(cand)} "
-                f"| {_d(cand, champ)} |"
+                f"| {name} | {size} | {metric} | {_f(base)} | {_f(champ)} | {_f(cand)} | {_f(delta)} |"
             )
-    if "forgetting" in report:
-        lines += ["", f"Forgetting (old-set {m}, champion - candidate): **{report['forgetting']:+.3f}**"]
-    golden = report["sets"].get("golden", {})
+    if report.forgetting is not None:
+        lines += ["", f"Forgetting (old-set {m}, champion - candidate): **{report.forgetting:+.3f}**"]
+    golden = report.sets["golden"].roles if "golden" in report.sets else {}
     if "per_class_accuracy" in golden.get("candidate", {}):
         lines += [
             "",
@@ -76,11 +73,13 @@ def description(model: str, version: int, report: dict, verdict, lineage: dict, 
                 f"| {label} | {_f(champ.get(label))} | {_f(value)} | {_d(value, champ.get(label))} |"
             )
     lines += ["", "### Data lineage", ""]
-    lines += [f"- {k}: {v}" for k, v in lineage.items()]
+    lines += [f"- {k}: {v}" for k, v in lineage.to_dict().items()]
     lines += [
         "",
-        f"Great Expectations gate: {'passed' if gate.get('success') else 'failed'} "
-        f"({gate.get('rows', '-')} rows)",
+        f"Data gate (Great Expectations): {'passed' if gate.success else 'failed'} ({gate.rows} rows); "
+        f"{gate.quarantine.rows} samples quarantined",
+        "",
+        *(f"- {line}" for line in gate.quarantine.lines()),
         "",
         "Artifacts: `review/confusion_golden.png`, `review/misclassified.md`, `review/eval.json`.",
     ]
@@ -93,11 +92,11 @@ def confusion_png(report: dict, path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    golden = report["sets"].get("golden", {})
+    golden = report.sets["golden"].roles if "golden" in report.sets else {}
     roles = [r for r in ("champion", "candidate") if "confusion" in golden.get(r, {})]
     if not roles:
         return None
-    labels = report["labels"]
+    labels = report.labels
     fig, axes = plt.subplots(1, len(roles), figsize=(4.5 * len(roles), 4))
     axes = [axes] if len(roles) == 1 else list(axes)
     for ax, role in zip(axes, roles, strict=True):

@@ -62,3 +62,20 @@ class AdapterModel(mlflow.pyfunc.PythonModel):
         probs = logits.softmax(-1)
         conf, idx = probs.max(-1)
         return pd.DataFrame({"label": [self.labels[i] for i in idx.tolist()], "confidence": conf.tolist()})
+
+
+def load_version(settings, model: str, version: int | str = "champion"):
+    """A version of ``model`` ready to ``predict``: a number, or an alias (``champion`` by
+    default), from the configured tracking store (no process-wide MLflow state is assumed)."""
+    import mlflow
+
+    from orchestration.registry import quiet_mlflow
+
+    quiet_mlflow()
+    uri = f"models:/{model}@{version}" if isinstance(version, str) else f"models:/{model}/{int(version)}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    finally:
+        mlflow.set_tracking_uri(previous)

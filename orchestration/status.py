@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+
+from flywheel.layout import StateLayout
 
 
 def part_health(settings) -> dict[str, str]:
@@ -16,7 +17,7 @@ def part_health(settings) -> dict[str, str]:
         out["broker"] = f"up at {settings.broker.host}:{settings.broker.port}" if up else "down"
     else:
         out["broker"] = f"external: {settings.kafka.bootstrap_servers}"
-    path = Path(settings.state_dir) / "run" / "health.json"
+    path = StateLayout.of(settings).health
     if not path.is_file():
         out.update(
             stream="not supervised (no `flywheel run`)", ingest="not supervised", http="not supervised"
@@ -58,26 +59,56 @@ def _pid_alive(pid: int | None) -> bool:
         return False
 
 
+def _version_summary(registry, model: str, version: int | None) -> dict | None:
+    """A version's verdict and its candidate metrics (as evaluated when it was registered)."""
+    if version is None:
+        return None
+    mv = registry.client.get_model_version(model, str(version))
+    metrics = registry.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+    return {
+        "version": version,
+        "verdict": mv.tags.get("flywheel.verdict"),
+        "reasons": mv.tags.get("flywheel.reasons"),
+        "metrics": {k.replace(".candidate", ""): v for k, v in metrics.items() if ".candidate." in k},
+    }
+
+
 def model_status(settings, model: str) -> dict:
+    """Everything ``flywheel status`` says about a model, as plain JSON-ready data."""
     from orchestration import history
     from orchestration.flow import readiness
-    from orchestration.registry import CHAMPION, Registry
+    from orchestration.registry import CANDIDATE, CHAMPION, PREVIOUS, Registry
+    from training.model_store import ModelStore
 
     registry = Registry(settings)
-    champion = registry.alias_version(model, CHAMPION)
-    metrics = {}
-    if champion is not None:
-        run_id = registry.client.get_model_version(model, str(champion)).run_id
-        all_metrics = registry.client.get_run(run_id).data.metrics
-        metrics = {k.replace(".candidate", ""): v for k, v in all_metrics.items() if ".candidate." in k}
+    state = ModelStore(settings.state_dir).state(model)
+    aliases = {alias: registry.alias_version(model, alias) for alias in (CHAMPION, PREVIOUS, CANDIDATE)}
+    entries = history.read(settings.state_dir, model)
     r = readiness(settings, model)
+    last = entries[-1].get("champion") if entries else None
     return {
         "model": model,
-        "champion": champion,
-        "metrics": metrics,
+        **{alias: _version_summary(registry, model, v) for alias, v in aliases.items()},
+        "local_champion": state.champion,
+        "consistent": aliases[CHAMPION] == state.champion and (not entries or last == aliases[CHAMPION]),
+        "open_decision": state.decision.to_dict() if state.decision else None,
+        "pending_versions": registry.pending(model),
+        "watermark": state.watermark,
         "waiting": r.new_samples,
         "threshold": r.threshold,
         "ready": r.ready,
         "per_class": r.per_class,
-        "last_runs": history.read(settings.state_dir, model)[-5:],
+        "rejected_windows": len(state.rejected_windows),
+        "data_rejected_windows": [w.to_dict() for w in state.data_rejected],
+        "last_runs": entries[-5:],
+    }
+
+
+def status(settings) -> dict:
+    """The whole of ``flywheel status --json``: part health and every model."""
+    from training.model_store import ModelStore
+
+    return {
+        "health": part_health(settings),
+        "models": [model_status(settings, name) for name in ModelStore(settings.state_dir).names()],
     }

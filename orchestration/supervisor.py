@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flywheel.files import write_json_atomic
+from flywheel.layout import StateLayout
 from flywheel.procs import die_with_parent, hold_instance_lock
 
 PARTS = {
@@ -55,7 +56,7 @@ class Supervisor:
         self.parts = [Part(name, PARTS[name]) for name in parts]
         self.stop_event = threading.Event()
         self.broker = None
-        self.config_path = Path(settings.state_dir) / "run" / "flywheel.resolved.yaml"
+        self.config_path = StateLayout.of(settings).resolved_config
         self._instance_lock = None  # held from start() until stop(): one `flywheel run` per state dir
 
     # ---- lifecycle -----------------------------------------------------------------
@@ -65,7 +66,7 @@ class Supervisor:
         from flywheel.broker import for_settings
         from flywheel.kafka import ensure_topics
 
-        run_dir = Path(self.settings.state_dir) / "run"
+        run_dir = StateLayout.of(self.settings).run_dir
         self._instance_lock = hold_instance_lock(run_dir / "supervisor.lock", "`flywheel run`")
         if self.settings.embedded_broker:
             self.broker = for_settings(self.settings)
@@ -78,11 +79,11 @@ class Supervisor:
             self._spawn(part)
 
     def _spawn(self, part: Part) -> None:
-        logs = Path(self.settings.state_dir) / "run" / "logs"
+        logs = StateLayout.of(self.settings).logs
         logs.mkdir(parents=True, exist_ok=True)
         part.log_path = logs / f"{part.name}.log"
         cmd = [sys.executable, "-m", "flywheel.cli", "--config", str(self.config_path), *part.args]
-        env = {**os.environ, "FLINK_LOG_DIR": str(Path(self.settings.state_dir).resolve() / "flink-logs")}
+        env = {**os.environ, "FLINK_LOG_DIR": str(StateLayout.of(self.settings).flink_logs)}
         env = {k: v for k, v in env.items() if not k.startswith("FLYWHEEL_") or k == "FLYWHEEL_JARS_DIR"}
         with open(part.log_path, "ab") as out:
             part.process = subprocess.Popen(
@@ -163,17 +164,18 @@ class Supervisor:
     def write_health(self) -> None:
         """``<state_dir>/run/health.json``, read by `flywheel status`."""
         state = {"time": time.time(), "supervisor_pid": os.getpid(), "parts": self.health()}
-        write_json_atomic(Path(self.settings.state_dir) / "run" / "health.json", state, durable=False)
+        write_json_atomic(StateLayout.of(self.settings).health, state, durable=False)
 
     # ---- the loop ------------------------------------------------------------------
 
-    def run_forever(self, check: Callable[[], None] | None = None) -> None:
-        """Supervise until SIGINT/SIGTERM; start ``check`` every run.check_interval_s.
+    def run_forever(self, check: Callable[[threading.Event], None] | None = None) -> None:
+        """Supervise until SIGINT/SIGTERM; start ``check(stop_event)`` every run.check_interval_s.
 
         The check (a retrain can take minutes) runs in a worker thread, one at a time, so
-        crashed parts are still restarted while a model trains. On shutdown a running
-        check is left to finish its current step; the retrain lock and the pending-version
-        repair make an interrupted retrain safe to run again.
+        crashed parts are still restarted while a model trains. On shutdown the check sees
+        the stop event and ends at its next step boundary (a registered version is still
+        decided); the supervisor waits for it before stopping the parts, so no alias move
+        is cut in half.
         """
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stop_event.set())
@@ -183,7 +185,7 @@ class Supervisor:
 
         def guarded() -> None:
             try:
-                check()
+                check(self.stop_event)
             except Exception as exc:  # noqa: BLE001 - reported, and retried next interval
                 self.log(f"readiness check failed: {type(exc).__name__}: {exc}")
 
@@ -198,18 +200,23 @@ class Supervisor:
                     next_check = time.monotonic() + self.settings.run.check_interval_s
                 self.stop_event.wait(0.5)
         finally:
+            if worker is not None and worker.is_alive():
+                self.log("waiting for the readiness check to stop at a step boundary")
+                worker.join()
             self.stop()
 
 
-def readiness_check(settings, log: Callable = print) -> Callable[[], None]:
+def readiness_check(settings, log: Callable = print) -> Callable[[threading.Event], None]:
     """Retrain every model that is ready (the same function as `flywheel retrain --if-ready`)."""
 
-    def check() -> None:
+    def check(stop: threading.Event) -> None:
         from orchestration.flow import retrain
         from training.model_store import ModelStore
 
         for model in ModelStore(settings.state_dir).names():
-            outcome = retrain(settings, model, if_ready=True, progress=False)
+            if stop.is_set():
+                return
+            outcome = retrain(settings, model, if_ready=True, progress=False, stop=stop)
             log(f"readiness check {model}: {outcome.status} {'; '.join(outcome.reasons)}")
 
     return check

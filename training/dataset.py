@@ -3,7 +3,8 @@
 * **New window**: labelled samples of the model ingested after its training watermark and
   up to the run's cut time, by point-in-time retrieval of the ``training`` feature service.
 * **Old data**: the bootstrap data and every labelled sample ingested up to the watermark,
-  except the windows of rejected runs (a batch the gate refused is never replayed).
+  except the windows of rejected runs (a candidate the promotion gate refused, or a batch
+  the data gate refused, is never replayed).
   A class-stratified replay sample of it (``replay_ratio`` times the new training samples) is
   trained on again, against forgetting.
 * **Splits** come from a hash of ``sample_id`` (the same for every run): the lowest
@@ -72,11 +73,11 @@ def build_dataset(settings, models: ModelStore, feast_store, name: str, cut: dat
         )
     older = labelled_samples(settings, feast_store, name, None, watermark) if watermark else None
     if older is not None:
-        for start, end in models.state(name).get("rejected_windows", []):
-            inside = older[CREATED] <= pd.Timestamp(end)
-            if start:
-                inside &= older[CREATED] > pd.Timestamp(start)
-            older = older[~inside]  # data of a rejected run is not replayed
+        for window in models.state(name).excluded_windows:
+            inside = older[CREATED] <= pd.Timestamp(window.end)
+            if window.start:
+                inside &= older[CREATED] > pd.Timestamp(window.start)
+            older = older[~inside]  # data of a rejected run, or one the data gate refused, is not replayed
     boot = models.bootstrap_data(name).assign(confidence=lambda f: f.get("confidence", 1.0))
     parts = [boot[TRAIN_COLUMNS]] + ([older[TRAIN_COLUMNS]] if older is not None and len(older) else [])
     old = pd.concat(parts)

@@ -1,27 +1,32 @@
-"""A model's local directory: what it predicts, its golden set, its versions and watermark.
+"""A model's local store: what it predicts, its golden set, its runs and versions, its state.
 
-    <state_dir>/models/<name>/
-        model.json            name, task, labels, base model, created
-        golden.parquet        the golden set, fixed at bootstrap: every evaluation uses it
-        bootstrap.parquet     the bootstrap data (the first "old" data)
-        state.json            champion version, training watermark, runs
-        versions/v<N>/        adapter (safetensors) + adapter_config.json, training_config.json,
-                              eval.json, gate.json, data.json
+The paths are :class:`flywheel.layout.StateLayout`'s. This module is the only writer of a
+model's ``model.json`` and ``state.json``; the state changes only through the operations
+below, each named for what happened (a decision begun or completed, a window the data gate
+refused), each a read-modify-write under the model's state lock and an atomic, fsynced write.
 
-The MLflow registry (orchestration) is the authority on which version serves; it writes
-the champion here when it moves the alias, so training can find the teacher offline.
+The MLflow registry (orchestration) is the authority on which version serves; it journals
+each alias move here before making it (``begin_decision``) and completes it here last
+(``complete_decision``), so ``Registry.repair`` can finish a move a crash interrupted, and
+training finds the teacher offline. A version's number is its MLflow version number: a run
+trains in ``runs/<run id>/`` and becomes ``versions/v<N>/`` when MLflow registers it as N.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import secrets
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from flywheel.errors import FlywheelError
 from flywheel.files import write_json_atomic
-from flywheel.names import check_model_name
+from flywheel.layout import StateLayout
+from training.version import VersionFolder
 
 
 class ModelNotFound(FlywheelError):
@@ -37,83 +42,234 @@ class ModelInfo:
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
 
-def _write_json(path: Path, data) -> None:
-    write_json_atomic(path, data, indent=2, default=str)
+@dataclass(frozen=True)
+class Window:
+    """A window of ingested samples, ``(start, end]``; ``start`` None is "from the beginning"."""
+
+    start: str | None
+    end: str
+    reasons: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"start": self.start, "end": self.end, "reasons": list(self.reasons)}
+
+    @classmethod
+    def from_dict(cls, d) -> Window:
+        if isinstance(d, list | tuple):  # written as [start, end] before the reasons were kept
+            return cls(d[0], d[1])
+        return cls(d.get("start"), d["end"], tuple(d.get("reasons", ())))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An alias move under way: written before the first MLflow call, cleared by the last step.
+
+    ``action`` promote | reject (a registered candidate) or rollback; ``window`` is the
+    candidate's training window for a retrain (None for a bootstrap or a rollback).
+    """
+
+    id: str
+    action: str
+    version: int
+    champion_before: int | None
+    reasons: tuple[str, ...] = ()
+    window: Window | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["reasons"] = list(self.reasons)
+        d["window"] = self.window.to_dict() if self.window else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Decision:
+        window = Window.from_dict(d["window"]) if d.get("window") else None
+        return cls(d["id"], d["action"], d["version"], d.get("champion_before"), tuple(d["reasons"]), window)
+
+
+@dataclass
+class ModelState:
+    """``state.json``: read by anyone, written only through :class:`ModelStore`."""
+
+    champion: int | None = None
+    watermark: str | None = None  # samples ingested up to here are consumed by a decided run
+    rejected_windows: list[Window] = field(default_factory=list)  # promotion gate said no
+    data_rejected: list[Window] = field(default_factory=list)  # the data gate refused the batch
+    decision: Decision | None = None
+
+    @property
+    def excluded_windows(self) -> list[Window]:
+        """Windows never replayed into later training."""
+        return [*self.rejected_windows, *self.data_rejected]
+
+    def watermark_time(self) -> datetime | None:
+        return datetime.fromisoformat(self.watermark) if self.watermark else None
+
+    def to_dict(self) -> dict:
+        return {
+            "champion": self.champion,
+            "watermark": self.watermark,
+            "rejected_windows": [w.to_dict() for w in self.rejected_windows],
+            "data_rejected": [w.to_dict() for w in self.data_rejected],
+            "decision": self.decision.to_dict() if self.decision else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelState:
+        return cls(
+            champion=d.get("champion"),
+            watermark=d.get("watermark"),
+            rejected_windows=[Window.from_dict(w) for w in d.get("rejected_windows", [])],
+            data_rejected=[Window.from_dict(w) for w in d.get("data_rejected", [])],
+            decision=Decision.from_dict(d["decision"]) if d.get("decision") else None,
+        )
+
+
+def _later(a: str | None, b: str | None) -> str | None:
+    if a is None or b is None:
+        return a or b
+    return max(a, b, key=datetime.fromisoformat)
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
 
 class ModelStore:
     def __init__(self, state_dir: str | Path):
-        self.root = Path(state_dir) / "models"
+        self.layout = StateLayout.of(state_dir)
 
     def dir(self, name: str) -> Path:
-        return self.root / check_model_name(name)
+        return self.layout.model(name)
 
     def exists(self, name: str) -> bool:
-        return (self.dir(name) / "model.json").is_file()
+        return self.layout.model_info(name).is_file()
 
     def names(self) -> list[str]:
-        return sorted(p.parent.name for p in self.root.glob("*/model.json"))
+        return sorted(p.parent.name for p in self.layout.models.glob("*/model.json"))
 
-    def create(self, info: ModelInfo, golden, bootstrap) -> None:
+    def create(self, info: ModelInfo, golden, bootstrap, watermark: datetime) -> None:
         d = self.dir(info.name)
         if self.exists(info.name):
             raise FlywheelError(f"model {info.name!r} already exists in {d}; choose another name")
-        (d / "versions").mkdir(parents=True, exist_ok=True)
-        golden.to_parquet(d / "golden.parquet", index=False)
-        bootstrap.to_parquet(d / "bootstrap.parquet", index=False)
-        _write_json(d / "state.json", {"champion": None, "watermark": None, "versions": []})
-        _write_json(d / "model.json", asdict(info))
+        self.layout.versions(info.name).mkdir(parents=True, exist_ok=True)
+        golden.to_parquet(self.layout.golden(info.name), index=False)
+        bootstrap.to_parquet(self.layout.bootstrap_data(info.name), index=False)
+        self._write(info.name, ModelState(watermark=watermark.isoformat()))
+        write_json_atomic(
+            self.layout.model_info(info.name), asdict(info), indent=2
+        )  # last: it marks "exists"
 
     def info(self, name: str) -> ModelInfo:
-        path = self.dir(name) / "model.json"
+        path = self.layout.model_info(name)
         if not path.is_file():
             known = ", ".join(self.names()) or "none yet"
             raise ModelNotFound(
-                f"no model {name!r} in {self.root} (known: {known}); create it with `flywheel bootstrap`"
+                f"no model {name!r} in {self.layout.models} (known: {known}); "
+                "create it with `flywheel bootstrap`"
             )
         return ModelInfo(**json.loads(path.read_text()))
 
     def golden(self, name: str):
         import pandas as pd
 
-        return pd.read_parquet(self.dir(name) / "golden.parquet")
+        return pd.read_parquet(self.layout.golden(name))
 
     def bootstrap_data(self, name: str):
         import pandas as pd
 
-        return pd.read_parquet(self.dir(name) / "bootstrap.parquet")
+        return pd.read_parquet(self.layout.bootstrap_data(name))
 
-    # ---- state ---------------------------------------------------------------------
+    # ---- runs and versions ---------------------------------------------------------
 
-    def state(self, name: str) -> dict:
+    def new_run(self, name: str) -> VersionFolder:
+        """A folder for a run that is about to be trained (no version number yet)."""
         self.info(name)
-        return json.loads((self.dir(name) / "state.json").read_text())
-
-    def update_state(self, name: str, **changes) -> dict:
-        state = self.state(name)
-        state.update(changes)
-        _write_json(self.dir(name) / "state.json", state)
-        return state
-
-    def champion(self, name: str) -> int | None:
-        return self.state(name)["champion"]
-
-    def watermark(self, name: str) -> datetime | None:
-        w = self.state(name)["watermark"]
-        return datetime.fromisoformat(w) if w else None
-
-    # ---- versions ------------------------------------------------------------------
-
-    def new_version(self, name: str) -> tuple[int, Path]:
-        existing = [int(p.name[1:]) for p in (self.dir(name) / "versions").glob("v*") if p.name[1:].isdigit()]
-        number = max(existing, default=0) + 1
-        path = self.version_dir(name, number)
+        run_id = new_run_id()
+        path = self.layout.run(name, run_id)
         path.mkdir(parents=True)
-        return number, path
+        return VersionFolder(path, run_id)
 
-    def version_dir(self, name: str, version: int) -> Path:
-        return self.dir(name) / "versions" / f"v{version}"
+    def adopt(self, name: str, run_id: str, number: int) -> VersionFolder:
+        """The run ``run_id`` became MLflow version ``number``: move its folder to ``versions/v<N>``.
+        Idempotent (a repair may call it again after a crash)."""
+        source, target = self.layout.run(name, run_id), self.layout.version(name, number)
+        if source.is_dir() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+        if not target.is_dir():
+            raise FlywheelError(
+                f"version folder {target} is missing and run {run_id} is not in {source.parent}"
+            )
+        return VersionFolder(target, run_id)
+
+    def version(self, name: str, number: int) -> VersionFolder:
+        path = self.layout.version(name, number)
+        if not path.is_dir():
+            raise FlywheelError(f"{name} v{number} has no folder {path} on this machine")
+        return VersionFolder(path, VersionFolder.run_id_of(path))
+
+    def version_dir(self, name: str, number: int) -> Path:
+        return self.layout.version(name, number)
 
     def versions(self, name: str) -> list[int]:
-        found = (p.parent.name for p in (self.dir(name) / "versions").glob("v*/adapter_config.json"))
+        found = (p.parent.name for p in self.layout.versions(name).glob("v*/adapter_config.json"))
         return sorted(int(n[1:]) for n in found if n[1:].isdigit())
+
+    # ---- state: read -----------------------------------------------------------------
+
+    def state(self, name: str) -> ModelState:
+        self.info(name)
+        return ModelState.from_dict(json.loads(self.layout.model_state(name).read_text()))
+
+    def champion(self, name: str) -> int | None:
+        return self.state(name).champion
+
+    def watermark(self, name: str) -> datetime | None:
+        return self.state(name).watermark_time()
+
+    # ---- state: the operations that change it ----------------------------------------
+
+    def begin_decision(self, name: str, decision: Decision) -> None:
+        """Journal an alias move before it starts; refuses while another one is unfinished."""
+        with self._changing(name) as state:
+            if state.decision is not None and state.decision.id != decision.id:
+                raise FlywheelError(
+                    f"{name}: decision {state.decision.id} ({state.decision.action} "
+                    f"v{state.decision.version}) is unfinished; run `flywheel repair {name}`"
+                )
+            state.decision = decision
+
+    def complete_decision(self, name: str, decision: Decision) -> None:
+        """The move's last step: the champion, watermark and windows it implies, journal cleared."""
+        with self._changing(name) as state:
+            if state.decision is None or state.decision.id != decision.id:
+                return  # already completed
+            if decision.action in ("promote", "rollback"):
+                state.champion = decision.version
+            if decision.window is not None:
+                state.watermark = _later(state.watermark, decision.window.end)
+                if decision.action == "reject":
+                    state.rejected_windows.append(decision.window)
+            state.decision = None
+
+    def record_data_rejected(self, name: str, window: Window) -> None:
+        """The data gate refused the window as a whole: it is consumed, and never replayed."""
+        with self._changing(name) as state:
+            state.watermark = _later(state.watermark, window.end)
+            state.data_rejected.append(window)
+
+    @contextmanager
+    def _changing(self, name: str):
+        lock = self.layout.model_state_lock(name)
+        with open(lock, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                state = self.state(name)
+                yield state
+                self._write(name, state)
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _write(self, name: str, state: ModelState) -> None:
+        write_json_atomic(self.layout.model_state(name), state.to_dict(), indent=2, default=str)

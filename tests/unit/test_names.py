@@ -6,8 +6,8 @@ import pytest
 
 from flywheel.errors import InvalidEventError
 from flywheel.events import validate_event
+from flywheel.layout import StateLayout
 from flywheel.names import InvalidNameError, check_model_name
-from orchestration.history import history_path
 from pipelines.review import review_event_id
 from tests.helpers import make_event
 from training.model_store import ModelStore
@@ -22,7 +22,7 @@ def test_bad_model_names_are_refused_everywhere_they_would_become_paths(tmp_path
     with pytest.raises(InvalidNameError):
         ModelStore(tmp_path).dir(name)
     with pytest.raises(InvalidNameError):
-        history_path(tmp_path, name)
+        StateLayout(tmp_path).history(name)
     with pytest.raises(InvalidEventError):
         validate_event(make_event(model_name=name))
 

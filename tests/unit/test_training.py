@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from flywheel.settings import GateSettings, load_settings
+from flywheel.settings import DataGateSettings, load_settings
 from training.data import bucket, split_by_hash, stratified_sample
-from training.gate import GateFailed, check_batch
+from training.data_gate import check_batch, quarantine
 from training.tasks import get_adapter, tasks
 
 LABELS = ["negative", "neutral", "positive"]
@@ -113,9 +113,8 @@ def test_the_new_head_beats_chance_within_the_step_floor_and_starts_at_the_probe
         "baseline": adapter.load_baseline(LABELS, tmp_path / "v1"),
     }
     report = evaluate(adapter, LABELS, roles, {"golden": toy_frame(60, 5000)})
-    golden = report["sets"]["golden"]
-    assert golden["candidate"]["accuracy"] >= 0.8 and golden["baseline"]["accuracy"] >= 0.8
-    assert len(golden["per_sample"]["candidate"]["accuracy"]) == 60
+    assert report.value("golden", "candidate") >= 0.8 and report.value("golden", "baseline") >= 0.8
+    assert len(report.scores("golden", "candidate")) == 60
 
 
 def test_a_version_saved_before_the_head_file_still_loads_with_its_own_head(tmp_path):
@@ -197,20 +196,48 @@ def test_stratified_sample_keeps_every_class():
     assert set(sample.label) == set(LABELS) and 25 <= len(sample) <= 35
 
 
-def test_the_gate_passes_a_good_batch_and_names_each_failed_expectation(tmp_path):
+def test_the_data_gate_quarantines_bad_samples_and_keeps_the_batch():
+    """One bad event never blocks the loop: each is set aside with its reason, the rest passes."""
     good = toy_frame(60)
-    assert check_batch(good, LABELS, GateSettings(), tmp_path).success
+    clean, report = check_batch(good, LABELS, DataGateSettings())
+    assert report.success and len(clean) == 60 and report.quarantine.rows == 0
     bad = good.copy()
     bad.loc[0, "label"] = "furious"
-    bad.loc[1, "sample_id"] = "s2"
+    bad.loc[1, "sample_id"] = bad.loc[2, "sample_id"]
     bad.loc[3, "confidence"] = 7.0
-    with pytest.raises(GateFailed) as failed:
-        check_batch(bad, LABELS, GateSettings(min_per_class=25), tmp_path)
-    text = str(failed.value)
-    assert "expect_column_values_to_be_in_set on label: 1 rows fail; examples: ['furious']" in text
-    assert "expect_column_values_to_be_unique on sample_id" in text
-    assert "expect_column_values_to_be_between on confidence: 1 rows fail" in text
-    assert "label (count per label)" in text  # 19-20 per class < 25
+    bad.loc[4, "text"] = "x" * 5000
+    bad.loc[5, "text"] = None
+    clean, report = check_batch(bad, LABELS, DataGateSettings(max_text_chars=2000))
+    assert report.success and len(clean) == 55, report.text()
+    q = report.quarantine
+    assert q.rows == 5 and sum(q.by_reason.values()) == 5
+    assert q.by_reason["text longer than 2000 chars"] == 1
+    assert any(r.startswith("label not in the model's label set") for r in q.by_reason)
+    assert {e["sample_id"] for e in q.examples} >= {"s0", "s4"}
     assert (
-        (tmp_path / "gate.txt").read_text().startswith("Great Expectations gate on 60 training rows: FAILED")
+        "5 quarantined" not in report.text() and "1 quarantined: text longer than 2000 chars" in report.text()
     )
+
+
+def test_the_data_gate_refuses_a_batch_that_fails_as_a_whole_and_names_why():
+    frame = toy_frame(60)
+    _, report = check_batch(frame, LABELS, DataGateSettings(min_per_class=25))
+    assert not report.success
+    assert "label (count per label)" in report.text()  # 19-20 per class < 25
+    assert report.text().startswith("Data gate (Great Expectations) on 60 training rows: FAILED")
+    skewed = frame.assign(label="positive")
+    _, report = check_batch(skewed, LABELS, DataGateSettings(max_class_share=0.9))
+    assert not report.success and any("positive: 60 (100%)" in r for r in report.reasons)
+
+
+def test_quarantine_survives_the_worst_values():
+    frame = pd.DataFrame(
+        {
+            "sample_id": [None, "a", "a", "b", "c"],
+            "text": ["t", "t", "t", float("nan"), ""],
+            "label": ["negative", None, "negative", "negative", "negative"],
+            "confidence": [0.5, "high", 0.5, -1, 0.5],
+        }
+    )
+    clean, held = quarantine(frame, LABELS, DataGateSettings())
+    assert held.rows == 5 and clean.empty, held.by_reason

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flywheel.settings import GateRules, Guard
+from flywheel.settings import Guard, PromotionRules
 from orchestration.paired import paired_drop
+from training.evaluate import EvalReport
 
 
 @dataclass
@@ -33,21 +34,15 @@ class Verdict:
         return "promoted" if self.passed else "rejected"
 
 
-def _value(report: dict, holdout: str, role: str, metric: str) -> float | None:
-    return report.get("sets", {}).get(holdout, {}).get(role, {}).get(metric)
-
-
-def _scores(report: dict, holdout: str, role: str, metric: str) -> list[float] | None:
-    return report.get("sets", {}).get(holdout, {}).get("per_sample", {}).get(role, {}).get(metric)
-
-
-def check_guard(report: dict, guard: Guard, confidence: float = 0.95, against: str = "champion") -> dict:
+def check_guard(
+    report: EvalReport, guard: Guard, confidence: float = 0.95, against: str = "champion"
+) -> dict:
     """One guard: the candidate against ``against`` (champion or baseline) on ``guard.holdout``."""
     name = f"{guard.holdout}.{guard.metric}"
     if against != "champion":
         name = f"{name} vs {against}"
-    ref = _value(report, guard.holdout, against, guard.metric)
-    cand = _value(report, guard.holdout, "candidate", guard.metric)
+    ref = report.value(guard.holdout, against, guard.metric)
+    cand = report.value(guard.holdout, "candidate", guard.metric)
     if cand is None:
         return {"guard": name, "passed": False, "reason": f"{name}: the candidate has no value"}
     if ref is None:
@@ -57,8 +52,8 @@ def check_guard(report: dict, guard: Guard, confidence: float = 0.95, against: s
     sign = 1.0 if guard.direction == "max" else -1.0
     tol = f"{guard.tolerance:.0%} relative" if guard.relative else f"{guard.tolerance:g}"
     check = {"guard": name, against: ref, "candidate": cand, "tolerance": tolerance}
-    a = _scores(report, guard.holdout, against, guard.metric)
-    b = _scores(report, guard.holdout, "candidate", guard.metric)
+    a = report.scores(guard.holdout, against, guard.metric)
+    b = report.scores(guard.holdout, "candidate", guard.metric)
     if a is None or b is None or len(a) != len(b) or not a:
         drop = sign * (ref - cand)
         ok = drop <= tolerance + 1e-12
@@ -94,11 +89,11 @@ def check_guard(report: dict, guard: Guard, confidence: float = 0.95, against: s
     }
 
 
-def _floors(report: dict, rules: GateRules) -> list[dict]:
+def _floors(report: EvalReport, rules: PromotionRules) -> list[dict]:
     checks = []
     for key, floor in rules.floors.items():
         holdout, metric = key.split(".", 1)
-        value = _value(report, holdout, "candidate", metric)
+        value = report.value(holdout, "candidate", metric)
         ok = value is not None and value >= floor
         shown = "missing" if value is None else f"{value:.4f}"
         checks.append(
@@ -107,14 +102,14 @@ def _floors(report: dict, rules: GateRules) -> list[dict]:
     return checks
 
 
-def decide(report: dict, rules: GateRules, model: str, task: str, first: bool) -> Verdict:
+def decide(report: EvalReport, rules: PromotionRules, model: str, task: str, first: bool) -> Verdict:
     """The verdict for a candidate's evaluation report."""
     checks = _floors(report, rules) if first else []
     if not first:
         checks += [check_guard(report, g, rules.confidence) for g in rules.guards_for(model, task)]
     b = rules.baseline
-    if (b.first_version if first else b.later_versions) and report.get("metric"):
-        check = check_guard(report, b.guard(report["metric"]), rules.confidence, against="baseline")
+    if b.first_version if first else b.later_versions:
+        check = check_guard(report, b.guard(report.metric), rules.confidence, against="baseline")
         if "baseline" in check:  # a report without a baseline (an old one) is not judged on it
             checks.append(check)
     reasons = [c["reason"] for c in checks if not c["passed"]]

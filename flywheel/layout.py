@@ -1,0 +1,133 @@
+"""Where everything lives under ``state_dir``: every path of the local state, computed here.
+
+<state_dir>/
+    models/<name>/            a model (training.model_store owns it)
+        model.json            what it predicts: task, labels, base model
+        golden.parquet        the golden set, fixed at bootstrap
+        bootstrap.parquet     the bootstrap data (the first "old" data)
+        state.json            champion, watermark, windows, a decision under way
+        state.lock            the lock its writer takes
+        runs/<run id>/        a run being trained (no MLflow version yet)
+        versions/v<N>/        version N, the same N as in MLflow
+    registry/<name>.lock          alias moves of a model
+    registry/<name>.retrain.lock  one retrain of a model at a time
+    registry/<name>.history.jsonl promotions, rejections, rollbacks
+    review/labelled.jsonl     review items already labelled
+    run/                      `flywheel run`: health, resolved config, logs
+    feast/ mlflow.db mlartifacts/ flink-checkpoints/ flink-logs/
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from flywheel.names import check_model_name
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    root: Path
+
+    @classmethod
+    def of(cls, settings_or_dir) -> StateLayout:
+        """The layout of a Settings object's ``state_dir`` (or of a directory)."""
+        root = getattr(settings_or_dir, "state_dir", settings_or_dir)
+        return cls(Path(root))
+
+    # ---- models ----------------------------------------------------------------------
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    def model(self, name: str) -> Path:
+        return self.models / check_model_name(name)
+
+    def model_info(self, name: str) -> Path:
+        return self.model(name) / "model.json"
+
+    def golden(self, name: str) -> Path:
+        return self.model(name) / "golden.parquet"
+
+    def bootstrap_data(self, name: str) -> Path:
+        return self.model(name) / "bootstrap.parquet"
+
+    def model_state(self, name: str) -> Path:
+        return self.model(name) / "state.json"
+
+    def model_state_lock(self, name: str) -> Path:
+        return self.model(name) / "state.lock"
+
+    def runs(self, name: str) -> Path:
+        return self.model(name) / "runs"
+
+    def run(self, name: str, run_id: str) -> Path:
+        return self.runs(name) / run_id
+
+    def versions(self, name: str) -> Path:
+        return self.model(name) / "versions"
+
+    def version(self, name: str, number: int) -> Path:
+        return self.versions(name) / f"v{int(number)}"
+
+    # ---- registry ----------------------------------------------------------------------
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "registry"
+
+    def alias_lock(self, name: str) -> Path:
+        return self.registry / f"{check_model_name(name)}.lock"
+
+    def retrain_lock(self, name: str) -> Path:
+        return self.registry / f"{check_model_name(name)}.retrain.lock"
+
+    def history(self, name: str) -> Path:
+        return self.registry / f"{check_model_name(name)}.history.jsonl"
+
+    # ---- the running parts -------------------------------------------------------------
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def health(self) -> Path:
+        return self.run_dir / "health.json"
+
+    @property
+    def stream_job_health(self) -> Path:
+        return self.run_dir / "stream-job.json"
+
+    @property
+    def resolved_config(self) -> Path:
+        return self.run_dir / "flywheel.resolved.yaml"
+
+    @property
+    def logs(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def review_ledger(self) -> Path:
+        return self.root / "review" / "labelled.jsonl"
+
+    @property
+    def feast(self) -> Path:
+        return (self.root / "feast").resolve()  # Feast resolves relative paths against its repo
+
+    @property
+    def flink_checkpoints(self) -> Path:
+        return (self.root / "flink-checkpoints").resolve()
+
+    @property
+    def flink_logs(self) -> Path:
+        return (self.root / "flink-logs").resolve()
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root.resolve() / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root.resolve() / "mlartifacts"
