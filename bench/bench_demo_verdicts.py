@@ -2,11 +2,11 @@
 
 `make demo` takes ~8 minutes, most of it the stack (broker, PyFlink, Feast). This replays
 the same decisions on the same data with the same code: the demo's corpus split
-(``orchestration.demo.corpus_split``), its settings, a v1 bootstrap split as
+(``demo.traffic.corpus_split``), its settings, a v1 bootstrap split as
 ``flywheel bootstrap`` splits, then three traffic rounds whose labelled samples (users
 label or confirm ~70 %, a reviewer part of the rest) go through the retrain's dataset
 assembly (``training.dataset.assemble``: hash splits, replay, holdouts), ``fit``,
-``evaluate`` and the promotion gate (``orchestration.gate.decide``). Round 3's labels are
+``evaluate`` and the promotion gate (``orchestration.promotion.decide``). Round 3's labels are
 corrupted. Each run uses another seed for training and for which samples get labels, so
 the table shows whether the verdicts hold beyond one lucky run.
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 def labelled_share(chunk, corrupt: bool, rng: random.Random):
     """The samples of a traffic round that come back labelled (users ~70 %, reviewers ~10 %)."""
-    from orchestration.demo import ROTATE
+    from demo.traffic import ROTATE
 
     keep = [rng.random() < 0.78 for _ in range(len(chunk))]
     rows = chunk[keep].copy()
@@ -43,8 +43,8 @@ def labelled_share(chunk, corrupt: bool, rng: random.Random):
 def one_run(seed: int, tmp: Path) -> list[dict]:
     import pandas as pd
 
-    from orchestration.demo import LABELS, corpus_split, demo_settings
-    from orchestration.gate import decide
+    from demo.traffic import LABELS, corpus_split, demo_settings
+    from orchestration.promotion import decide
     from training.data import split_by_hash, stratified_sample
     from training.dataset import assemble
     from training.evaluate import evaluate, version_roles
@@ -53,7 +53,7 @@ def one_run(seed: int, tmp: Path) -> list[dict]:
 
     settings = demo_settings()
     cfg = settings.training.model_copy(update={"seed": seed})
-    rules = settings.gate
+    rules = settings.promotion
     adapter = TextClassification()
     golden, boot, rounds = corpus_split(seed_n=400, golden_n=400, rounds=3, round_n=1000)
     boot = boot.assign(confidence=1.0)
@@ -84,16 +84,15 @@ def one_run(seed: int, tmp: Path) -> list[dict]:
     return rows
 
 
-def _row(version: int, kind: str, new: int, report: dict, verdict) -> dict:
-    sets = report["sets"]
+def _row(version: int, kind: str, new: int, report, verdict) -> dict:
     return {
         "version": version,
         "kind": kind,
         "new": new,
-        "probe": sets["golden"]["baseline"]["accuracy"],
-        "golden": sets["golden"]["candidate"]["accuracy"],
-        "champion": sets["golden"].get("champion", {}).get("accuracy"),
-        "old": sets["old"]["candidate"]["accuracy"],
+        "probe": report.value("golden", "baseline"),
+        "golden": report.value("golden", "candidate"),
+        "champion": report.value("golden", "champion"),
+        "old": report.value("old", "candidate"),
         "verdict": verdict.label,
         "why": "; ".join(verdict.reasons) or "-",
     }

@@ -85,7 +85,7 @@ def run_corpus(name: str, frame, args, cfg) -> dict:
             "probe": adapter.load_baseline(labels, Path(tmp) / "v1"),
         }
         report = evaluate(adapter, labels, roles, holdouts, cfg.eval_batch_size)
-    acc = {s: {r: report["sets"][s][r]["accuracy"] for r in roles} for s in holdouts}
+    acc = {s: {r: report.value(s, r) for r in roles} for s in holdouts}
     return {
         "corpus": name,
         "classes": len(labels),

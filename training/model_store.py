@@ -26,20 +26,10 @@ from pathlib import Path
 from flywheel.errors import FlywheelError
 from flywheel.files import write_json_atomic
 from flywheel.layout import StateLayout
+from flywheel.model_info import ModelInfo, ModelNotFound, model_names, read_model_info
 from training.version import VersionFolder
 
-
-class ModelNotFound(FlywheelError):
-    pass
-
-
-@dataclass
-class ModelInfo:
-    name: str
-    task: str
-    labels: list[str]
-    base_model: str
-    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+__all__ = ["Decision", "ModelInfo", "ModelNotFound", "ModelState", "ModelStore", "Window"]
 
 
 @dataclass(frozen=True)
@@ -146,7 +136,7 @@ class ModelStore:
         return self.layout.model_info(name).is_file()
 
     def names(self) -> list[str]:
-        return sorted(p.parent.name for p in self.layout.models.glob("*/model.json"))
+        return model_names(self.layout.root)
 
     def create(self, info: ModelInfo, golden, bootstrap, watermark: datetime) -> None:
         d = self.dir(info.name)
@@ -161,14 +151,7 @@ class ModelStore:
         )  # last: it marks "exists"
 
     def info(self, name: str) -> ModelInfo:
-        path = self.layout.model_info(name)
-        if not path.is_file():
-            known = ", ".join(self.names()) or "none yet"
-            raise ModelNotFound(
-                f"no model {name!r} in {self.layout.models} (known: {known}); "
-                "create it with `flywheel bootstrap`"
-            )
-        return ModelInfo(**json.loads(path.read_text()))
+        return read_model_info(self.layout.root, name)
 
     def golden(self, name: str):
         import pandas as pd
