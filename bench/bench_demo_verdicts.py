@@ -42,8 +42,8 @@ def labelled_share(chunk, corrupt: bool, rng: random.Random):
 
 def one_run(seed: int, tmp: Path) -> list[dict]:
     import pandas as pd
-
     from demo.traffic import LABELS, corpus_split, demo_settings
+
     from orchestration.promotion import decide
     from training.data import split_by_hash, stratified_sample
     from training.dataset import assemble
