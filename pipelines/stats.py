@@ -16,12 +16,12 @@ and reads offline rows deduplicated, and the review queue is keyed by event_id.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
 from flywheel.errors import BrokerError
 from flywheel.kafka import Topics, client_config
+from pipelines import records
 
 
 def read_topic(settings, topic: str, timeout_s: float = 60.0) -> list:
@@ -66,8 +66,8 @@ def read_topic(settings, topic: str, timeout_s: float = 60.0) -> list:
 
 def origin_of(message) -> tuple[int, int]:
     """(partition, offset) of the raw record an output record came from."""
-    origin = json.loads(message.value())["origin"]
-    return origin["partition"], origin["offset"]
+    origin = records.origin_of(message.value())
+    return origin.partition, origin.offset
 
 
 @dataclass

