@@ -1,5 +1,5 @@
 """The typed records of the stream job's output topics: exact wire format, round trips,
-clear errors on anything else."""
+clear errors on anything else, and the stream catch-up wait."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pipelines.records import (
     RoutedRecord,
     origin_of,
 )
+from pipelines.stats import Accounting, settle
 from tests.helpers import make_event
 
 ORIGIN = Origin("feedback.raw", 2, 41)
@@ -126,6 +127,33 @@ def test_duplicate_record_and_origin_of_any_output_record():
         assert origin_of(wire) == ORIGIN
     with pytest.raises(RecordError, match=r"origin\.partition must be an integer"):
         origin_of('{"origin": {"topic": "t", "partition": "2", "offset": 1}}')
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_settle_returns_the_first_balanced_accounting():
+    reads = iter([Accounting(10, 5, 0, 0, 0), Accounting(10, 8, 1, 0, 0), Accounting(10, 8, 1, 1, 0)])
+    clock = FakeClock()
+    a = settle(lambda: next(reads), 30, 1.0, clock=clock, sleep=clock.sleep)
+    assert a.balanced and a.accounted == 10 and clock.now == 2.0
+
+
+def test_settle_times_out_saying_what_did_not_happen_and_where_to_look():
+    clock = FakeClock()
+    with pytest.raises(TimeoutError) as info:
+        settle(lambda: Accounting(10, 5, 0, 1, 0), 5, 2.0, "the logs in /x", clock, clock.sleep)
+    message = str(info.value)
+    assert "did not catch up within 5s" in message and "+4 in flight" in message
+    assert "the logs in /x" in message and clock.now == 5.0
 
 
 def test_a_review_label_is_a_valid_event_answering_the_routed_one():
