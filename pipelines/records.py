@@ -31,9 +31,10 @@ import hashlib
 import json
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flywheel.errors import FlywheelError, InvalidEventError
 from flywheel.events import (
@@ -83,6 +84,9 @@ def normalise_text(text: str) -> str:
 # ---- records ---------------------------------------------------------------------
 
 
+_R = TypeVar("_R")
+
+
 class RecordError(FlywheelError):
     """A record of an output topic is not what the stream job writes (``from_json``)."""
 
@@ -110,21 +114,17 @@ def _get(data: dict[str, Any], path: str, kind: str, optional: bool = False) -> 
     return value
 
 
-def _load(value: bytes | str, what: str) -> dict[str, Any]:
-    """The JSON object of one output record; RecordError (saying ``what`` it should be) if not."""
+def _parse(value: bytes | str, what: str, build: Callable[[dict[str, Any]], _R]) -> _R:
+    """``build`` applied to the JSON object in ``value``; RecordError saying it is not ``what``
+    and why, if it is not."""
     try:
         data = json.loads(value)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise RecordError(f"not a {what}: not UTF-8 JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise RecordError(f"not a {what}: unreadable as UTF-8 JSON ({type(exc).__name__}: {exc})") from exc
     if not isinstance(data, dict):
         raise RecordError(f"not a {what}: a JSON {type(data).__name__}, not an object")
-    return data
-
-
-def _parsed(what: str, parse: Any) -> Any:
-    """``parse()``, its RecordError prefixed with ``what`` the record should have been."""
     try:
-        return parse()
+        return build(data)
     except RecordError as exc:
         raise RecordError(f"not a {what}: {exc}") from exc
 
@@ -141,18 +141,17 @@ class Origin:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], path: str = "origin") -> Origin:
+    def from_dict(cls, data: dict[str, Any]) -> Origin:
         return cls(
-            _get(data, f"{path}.topic", "a string"),
-            _get(data, f"{path}.partition", "an integer"),
-            _get(data, f"{path}.offset", "an integer"),
+            _get(data, "origin.topic", "a string"),
+            _get(data, "origin.partition", "an integer"),
+            _get(data, "origin.offset", "an integer"),
         )
 
 
 def origin_of(value: bytes | str) -> Origin:
     """The origin of any output record (routed, DLQ or duplicate): all four topics name it."""
-    data = _load(value, "stream output record")
-    return _parsed("stream output record", lambda: Origin.from_dict(_get(data, "origin", "an object")))
+    return _parse(value, "stream output record", lambda d: Origin.from_dict(_get(d, "origin", "an object")))
 
 
 @dataclass(frozen=True)
@@ -286,8 +285,7 @@ class RoutedRecord:
     @classmethod
     def from_json(cls, value: bytes | str) -> RoutedRecord:
         """Parse a clean/review record; RecordError saying what is wrong if it is not one."""
-        data = _load(value, "routed record")
-        return _parsed("routed record", lambda: cls._from_data(data))
+        return _parse(value, "routed record", cls._from_data)
 
     @classmethod
     def _from_data(cls, data: dict[str, Any]) -> RoutedRecord:
@@ -466,8 +464,7 @@ class DlqRecord:
     @classmethod
     def from_json(cls, value: bytes | str) -> DlqRecord:
         """Parse a DLQ record; RecordError saying what is wrong if it is not one."""
-        data = _load(value, "DLQ record")
-        return _parsed("DLQ record", lambda: cls._from_data(data))
+        return _parse(value, "DLQ record", cls._from_data)
 
     @classmethod
     def _from_data(cls, data: dict[str, Any]) -> DlqRecord:
@@ -541,13 +538,11 @@ class DuplicateRecord:
 
     @classmethod
     def from_json(cls, value: bytes | str) -> DuplicateRecord:
-        data = _load(value, "duplicate record")
-        return _parsed(
-            "duplicate record",
-            lambda: cls(
-                _get(data, "event_id", "a string"), Origin.from_dict(_get(data, "origin", "an object"))
-            ),
-        )
+        return _parse(value, "duplicate record", cls._from_data)
+
+    @classmethod
+    def _from_data(cls, data: dict[str, Any]) -> DuplicateRecord:
+        return cls(_get(data, "event_id", "a string"), Origin.from_dict(_get(data, "origin", "an object")))
 
 
 def _route_valid(

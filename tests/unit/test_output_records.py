@@ -77,8 +77,9 @@ def _routed_data() -> dict:
 @pytest.mark.parametrize(
     ("value", "says"),
     [
-        (b"\xff", "not UTF-8 JSON"),
-        (b"{", "not UTF-8 JSON"),
+        (b"\xff", "unreadable as UTF-8 JSON (UnicodeDecodeError"),
+        (b"{", "unreadable as UTF-8 JSON (JSONDecodeError"),
+        (b"[" * 100_000 + b"]" * 100_000, "unreadable as UTF-8 JSON (RecursionError"),
         (b"[]", "a JSON list, not an object"),
         (b"{}", "event is missing"),
         (json.dumps(_without(_routed_data(), "event.event_id")), "event.event_id is missing"),
