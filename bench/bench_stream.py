@@ -29,24 +29,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from flywheel.broker import EmbeddedBroker, free_port  # noqa: E402
+from flywheel.events import feedback_event  # noqa: E402
 from flywheel.kafka import Topics, ensure_topics, producer_config  # noqa: E402
 from flywheel.settings import load_settings  # noqa: E402
 
 
 def event(i: int, now: datetime) -> dict:
-    return {
-        "schema_version": 1,
-        "event_id": f"bench-{i:08d}",
-        "event_time": now.isoformat().replace("+00:00", "Z"),
-        "source": "bench",
-        "model_name": "sentiment",
-        "model_version": "1",
-        "task": "text-classification",
-        "input": {"text": f"event {i}: mail me at someone{i}@example.com, it was fine"},
-        "prediction": {"label": "positive", "confidence": 0.9},
-        "feedback": {"label": "positive"},
-        "label_source": "user",
-    }
+    return feedback_event(
+        f"bench-{i:08d}",
+        "sentiment",
+        text=f"event {i}: mail me at someone{i}@example.com, it was fine",
+        prediction={"label": "positive", "confidence": 0.9},
+        feedback={"label": "positive"},
+        label_source="user",
+        source="bench",
+        model_version="1",
+        event_time=now,
+    )
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -5,7 +5,8 @@ so the two can never disagree. ``flywheel/schemas/feedback-event-v1.schema.json`
 generated from it (``python -m flywheel.events > ...``) for producers in other
 languages; a test keeps the committed file and the model in step.
 
-Use :func:`parse_event` for bytes off the wire and :func:`validate_event` for a
+Build an event with :func:`feedback_event` (JSON data, not validated). Use
+:func:`parse_event` for bytes off the wire and :func:`validate_event` for a
 dict or model: both raise :class:`InvalidEventError` with a machine-readable code
 and ``(field, message)`` pairs, fields in dotted form (``prediction.confidence``).
 """
@@ -334,6 +335,59 @@ def parse_event(raw: bytes | str) -> FeedbackEvent:
     except JsonProblem as exc:
         raise InvalidEventError(exc.code, [("", str(exc))]) from exc
     return validate_event(data)
+
+
+def event_time_text(when: datetime | None = None) -> str:
+    """``when`` (default: now) as the contract's event_time: RFC 3339 in UTC, ``...Z``."""
+    when = datetime.now(UTC) if when is None else when
+    if when.tzinfo is None:
+        raise ValueError(f"event_time {when.isoformat()} needs a timezone, e.g. datetime.now(UTC)")
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def feedback_event(
+    event_id: str,
+    model_name: str,
+    task: str | None = None,
+    *,
+    text: str | None = None,
+    image_png_b64: str | None = None,
+    prediction: dict[str, Any] | None = None,
+    feedback: dict[str, Any] | None = None,
+    label_source: str,
+    source: str,
+    model_version: str | None = None,
+    event_time: datetime | str | None = None,
+    prediction_id: str | None = None,
+) -> dict[str, Any]:
+    """A v1 feedback event as JSON data, fields in the schema's order, unset optionals left out.
+
+    ``task`` defaults to the input's (text: text-classification, else image-restoration);
+    ``event_time`` to now. ``prediction`` is ``{"label", "confidence"}`` or
+    ``{"image_png_b64"}``; ``feedback`` is ``{"label"}``, ``{"target_png_b64"}`` or
+    ``{"accepted"}``. Nothing is validated here: the SDK validates before producing, and
+    ``validate_event`` turns the dict into a FeedbackEvent.
+    """
+    if task is None:
+        task = "text-classification" if text is not None else "image-restoration"
+    if not isinstance(event_time, str):
+        event_time = event_time_text(event_time)
+    given = {"text": text, "image_png_b64": image_png_b64}
+    event = {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": event_id,
+        "event_time": event_time,
+        "source": source,
+        "model_name": model_name,
+        "model_version": model_version,
+        "task": task,
+        "input": {k: v for k, v in given.items() if v is not None},
+        "prediction": prediction,
+        "feedback": feedback,
+        "label_source": label_source,
+        "prediction_id": prediction_id,
+    }
+    return {k: v for k, v in event.items() if v is not None}
 
 
 def json_schema() -> dict[str, Any]:

@@ -152,13 +152,12 @@ def register(app: typer.Typer) -> None:
         items = pending(settings_of(ctx), limit, model)
         table = Table("event_id", "model", "prediction", "confidence", "text", title="review queue")
         for item in items:
-            p = item.event.get("prediction") or {}
             table.add_row(
                 item.event_id,
-                item.event["model_name"],
-                str(p.get("label")),
-                f"{p.get('confidence', 0):.2f}",
-                item.event["input"].get("text", "<image>")[:80],
+                item.model_name,
+                str(item.prediction_label),
+                f"{item.confidence or 0:.2f}",
+                (item.text or "<image>")[:80],
             )
         console.print(table)
 

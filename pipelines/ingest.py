@@ -13,7 +13,6 @@ offline reader keeps one row per ``sample_id`` (see ``feature_repo.store``).
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from datetime import UTC, datetime
 from feature_repo.definitions import CREATED, FEATURES, JOIN_KEY, PUSH_SOURCE, TIMESTAMP
 from flywheel.errors import BrokerError, FlywheelError
 from flywheel.kafka import Topics, client_config
+from pipelines.records import RecordError, RoutedRecord
 
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 30.0
 
@@ -32,34 +32,32 @@ class IngestError(FlywheelError):
 
 
 def sample_row(value: bytes, ingested_at: datetime) -> dict:
-    """One Feast row from a clean-topic record (see ``pipelines.records.routed_record``)."""
+    """One Feast row from a clean-topic record (a ``pipelines.records.RoutedRecord``)."""
     try:
-        record = json.loads(value)
-        event = record["event"]
-        prediction = event.get("prediction") or {}
-        return {
-            JOIN_KEY: event["event_id"],
-            TIMESTAMP: datetime.fromisoformat(event["event_time"].replace("Z", "+00:00")),
-            CREATED: ingested_at,
-            "model_name": event["model_name"],
-            "model_version": event.get("model_version"),
-            "task": event["task"],
-            "source": event["source"],
-            "text": event["input"].get("text"),
-            "image_png_b64": event["input"].get("image_png_b64"),
-            "label": record.get("label"),
-            "pred_label": prediction.get("label"),
-            "confidence": prediction.get("confidence"),
-            "low_confidence": bool(record["low_confidence"]),
-            "label_source": event["label_source"],
-            "pii_masks": int(record.get("pii_masks", 0)),
-        }
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        record = RoutedRecord.from_json(value)
+    except RecordError as exc:
         raise IngestError(
-            f"clean record is not a routed feedback record ({type(exc).__name__}: {exc}); "
-            "the ingestor stops here without committing, so nothing is skipped. Inspect the "
-            "record, fix the producer of the clean topic, then restart `flywheel ingest`."
+            f"clean record is {exc}; the ingestor stops here without committing, so nothing is "
+            "skipped. Inspect the record, fix the producer of the clean topic, then restart "
+            "`flywheel ingest`."
         ) from exc
+    return {
+        JOIN_KEY: record.event_id,
+        TIMESTAMP: record.event_time,
+        CREATED: ingested_at,
+        "model_name": record.model_name,
+        "model_version": record.model_version,
+        "task": record.task,
+        "source": record.source,
+        "text": record.text,
+        "image_png_b64": record.image_png_b64,
+        "label": record.label,
+        "pred_label": record.prediction_label,
+        "confidence": record.confidence,
+        "low_confidence": record.low_confidence,
+        "label_source": record.label_source,
+        "pii_masks": record.pii_masks,
+    }
 
 
 def batch_name(offsets: dict[int, tuple[int, int]]) -> str:

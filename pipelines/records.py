@@ -6,7 +6,7 @@ The PyFlink job (``pipelines.stream_job``) only wires these together:
       (parse + validate once,└─ REVIEW | CLEAN (routed record) ─ dedupe by event_id ─┐
        normalise, mask, route)                                                         │
                        first time: → <prefix>.review | <prefix>.clean ◄────────────────┤
-                       seen before: duplicate_record → <prefix>.duplicates ◄───────────┘
+                       seen before: DuplicateRecord → <prefix>.duplicates ◄────────────┘
 
 Every record that enters ``raw`` leaves through exactly one of those four topics,
 whatever its bytes: ``process_raw`` never raises. An event the contract rejects goes to
@@ -18,6 +18,11 @@ Size caps hold after cleaning: text is NFKC-normalised and PII-masked, which can
 longer (one character can expand to 18 under NFKC; ``a@b.cc`` becomes ``[EMAIL]``). Text
 that grows past ``MAX_TEXT_CHARS`` is truncated to it and the routed record says
 ``"text_truncated": true`` (the label is still worth keeping; nothing is silently cut).
+
+The records of the output topics are typed here and only here, built and parsed by
+``RoutedRecord`` (clean and review), ``DlqRecord`` and ``DuplicateRecord`` (``to_json`` /
+``from_json``, which raises RecordError saying what is wrong); ``origin_of`` reads the
+origin any of them names. Consumers never index the JSON by hand.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ import hashlib
 import json
 import re
 import unicodedata
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
-from flywheel.errors import InvalidEventError
+from flywheel.errors import FlywheelError, InvalidEventError
 from flywheel.events import (
     MAX_RECORD_BYTES,
     MAX_TEXT_CHARS,
@@ -44,13 +51,18 @@ __all__ = [
     "CLEAN",
     "DLQ",
     "REVIEW",
+    "DlqRecord",
+    "DuplicateRecord",
     "Origin",
     "Outcome",
+    "RawCopy",
+    "RecordError",
+    "RoutedRecord",
     "clean_event",
     "dlq_record",
-    "duplicate_record",
     "mask_pii",
     "normalise_text",
+    "origin_of",
     "process_raw",
     "route",
 ]
@@ -72,14 +84,74 @@ def normalise_text(text: str) -> str:
 # ---- records ---------------------------------------------------------------------
 
 
+_R = TypeVar("_R")
+
+
+class RecordError(FlywheelError):
+    """A record of an output topic is not what the stream job writes (``from_json``)."""
+
+
+_KINDS = {
+    "a string": lambda v: isinstance(v, str),
+    "an integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "a number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "true or false": lambda v: isinstance(v, bool),
+    "an object": lambda v: isinstance(v, dict),
+    "a list": lambda v: isinstance(v, list),
+}
+
+
+def _get(data: dict[str, Any], path: str, kind: str, optional: bool = False) -> Any:
+    """``data``'s field named by the last part of ``path``, checked to be ``kind`` (or null/absent
+    when ``optional``); RecordError naming ``path`` otherwise."""
+    value = data.get(path.rpartition(".")[2])
+    if value is None and optional:
+        return None
+    if value is None:
+        raise RecordError(f"{path} is missing")
+    if not _KINDS[kind](value):
+        raise RecordError(f"{path} must be {kind}, got {type(value).__name__} {str(value)[:40]!r}")
+    return value
+
+
+def _parse(value: bytes | str, what: str, build: Callable[[dict[str, Any]], _R]) -> _R:
+    """``build`` applied to the JSON object in ``value``; RecordError saying it is not ``what``
+    and why, if it is not."""
+    try:
+        data = json.loads(value)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise RecordError(f"not a {what}: unreadable as UTF-8 JSON ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(data, dict):
+        raise RecordError(f"not a {what}: a JSON {type(data).__name__}, not an object")
+    try:
+        return build(data)
+    except RecordError as exc:
+        raise RecordError(f"not a {what}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class Origin:
+    """The raw record an output record came from."""
+
     topic: str
     partition: int
     offset: int
 
     def as_dict(self) -> dict[str, Any]:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Origin:
+        return cls(
+            _get(data, "origin.topic", "a string"),
+            _get(data, "origin.partition", "an integer"),
+            _get(data, "origin.offset", "an integer"),
+        )
+
+
+def origin_of(value: bytes | str) -> Origin:
+    """The origin of any output record (routed, DLQ or duplicate): all four topics name it."""
+    return _parse(value, "stream output record", lambda d: Origin.from_dict(_get(d, "origin", "an object")))
 
 
 @dataclass(frozen=True)
@@ -159,20 +231,136 @@ def route(event: FeedbackEvent, threshold: float) -> tuple[str, bool]:
     return (REVIEW if low and not event.has_verified_answer else CLEAN), low
 
 
-def routed_record(
-    event: FeedbackEvent, low_confidence: bool, pii_masks: int, origin: Origin, text_truncated: bool = False
-) -> str:
-    """The JSON written to the clean and review topics."""
-    data = {
-        "event": event.to_json_dict(),
-        "label": event.verified_label,
-        "low_confidence": low_confidence,
-        "pii_masks": pii_masks,
-        "origin": origin.as_dict(),
-    }
-    if text_truncated:
-        data["text_truncated"] = True
-    return _dumps(data)
+def _timestamp(stamp: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(stamp.upper())
+    except ValueError as exc:
+        raise RecordError(f"event.event_time {stamp[:40]!r} is not an RFC 3339 timestamp") from exc
+    if when.tzinfo is None:
+        raise RecordError(f"event.event_time {stamp[:40]!r} has no UTC offset")
+    return when.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class RoutedRecord:
+    """What the stream job writes to the clean and review topics (one owner: this class).
+
+    ``event`` is the cleaned event as JSON data (``FeedbackEvent.to_json_dict``; treat it as
+    read-only). ``from_json`` checks the shape the accessors rely on; it does not validate the
+    event against the contract again: that happened once, before cleaning, and masking may
+    lengthen a short field past a contract cap.
+    """
+
+    event: dict[str, Any]
+    label: str | None  # the verified label (explicit, or an accepted prediction)
+    low_confidence: bool
+    pii_masks: int
+    origin: Origin
+    text_truncated: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        event: FeedbackEvent,
+        low_confidence: bool,
+        pii_masks: int,
+        origin: Origin,
+        text_truncated: bool = False,
+    ) -> RoutedRecord:
+        data = event.to_json_dict()
+        return cls(data, event.verified_label, low_confidence, pii_masks, origin, text_truncated)
+
+    def to_json(self) -> str:
+        data = {
+            "event": self.event,
+            "label": self.label,
+            "low_confidence": self.low_confidence,
+            "pii_masks": self.pii_masks,
+            "origin": self.origin.as_dict(),
+        }
+        if self.text_truncated:
+            data["text_truncated"] = True
+        return _dumps(data)
+
+    @classmethod
+    def from_json(cls, value: bytes | str) -> RoutedRecord:
+        """Parse a clean/review record; RecordError saying what is wrong if it is not one."""
+        return _parse(value, "routed record", cls._from_data)
+
+    @classmethod
+    def _from_data(cls, data: dict[str, Any]) -> RoutedRecord:
+        event = _get(data, "event", "an object")
+        for name in ("event_id", "event_time", "source", "model_name", "task", "label_source"):
+            _get(event, f"event.{name}", "a string")
+        _get(event, "event.model_version", "a string", optional=True)
+        given = _get(event, "event.input", "an object")
+        _get(given, "event.input.text", "a string", optional=True)
+        _get(given, "event.input.image_png_b64", "a string", optional=True)
+        prediction = _get(event, "event.prediction", "an object", optional=True) or {}
+        _get(prediction, "event.prediction.label", "a string", optional=True)
+        _get(prediction, "event.prediction.confidence", "a number", optional=True)
+        _timestamp(event["event_time"])
+        return cls(
+            event,
+            _get(data, "label", "a string", optional=True),
+            _get(data, "low_confidence", "true or false"),
+            _get(data, "pii_masks", "an integer"),
+            Origin.from_dict(_get(data, "origin", "an object")),
+            bool(_get(data, "text_truncated", "true or false", optional=True)),
+        )
+
+    # ---- typed accessors of the event ----------------------------------------------
+
+    @property
+    def event_id(self) -> str:
+        return self.event["event_id"]
+
+    @property
+    def event_time(self) -> datetime:
+        """In UTC (``from_json`` checked it parses)."""
+        return _timestamp(self.event["event_time"])
+
+    @property
+    def model_name(self) -> str:
+        return self.event["model_name"]
+
+    @property
+    def model_version(self) -> str | None:
+        return self.event.get("model_version")
+
+    @property
+    def task(self) -> str:
+        return self.event["task"]
+
+    @property
+    def source(self) -> str:
+        return self.event["source"]
+
+    @property
+    def label_source(self) -> str:
+        return self.event["label_source"]
+
+    @property
+    def text(self) -> str | None:
+        return self.event["input"].get("text")
+
+    @property
+    def image_png_b64(self) -> str | None:
+        return self.event["input"].get("image_png_b64")
+
+    @property
+    def prediction(self) -> dict[str, Any] | None:
+        """The model's answer as JSON data (``label`` and ``confidence``, or ``image_png_b64``)."""
+        return self.event.get("prediction")
+
+    @property
+    def prediction_label(self) -> str | None:
+        return (self.prediction or {}).get("label")
+
+    @property
+    def confidence(self) -> float | None:
+        value = (self.prediction or {}).get("confidence")
+        return None if value is None else float(value)
 
 
 _JSON_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|([\"\\/bfnrt]))")
@@ -214,19 +402,90 @@ def masked_head(data: bytes, max_chars: int) -> tuple[str, bool, int]:
     return masked, utf8, masks
 
 
-def _raw_copy(value: bytes | None, max_bytes: int) -> dict[str, Any] | None:
-    """What the DLQ keeps of the raw bytes: size, sha256, and a PII-masked text of the head."""
-    if value is None:
-        return None
-    text, utf8, masks = masked_head(value, max_bytes)
-    return {
-        "size": len(value),
-        "sha256": hashlib.sha256(value).hexdigest(),
-        "truncated": len(value) > max_bytes,
-        "utf8": utf8,
-        "pii_masks": masks,
-        "text": text,
-    }
+@dataclass(frozen=True)
+class RawCopy:
+    """What the DLQ keeps of the raw bytes: size, sha256, and a PII-masked text of the head
+    (only ``size`` when even building the DLQ record failed)."""
+
+    size: int
+    sha256: str | None = None
+    truncated: bool | None = None
+    utf8: bool | None = None
+    pii_masks: int | None = None
+    text: str | None = None
+
+    @classmethod
+    def of(cls, value: bytes, max_bytes: int) -> RawCopy:
+        text, utf8, masks = masked_head(value, max_bytes)
+        digest = hashlib.sha256(value).hexdigest()
+        return cls(len(value), digest, len(value) > max_bytes, utf8, masks, text)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RawCopy:
+        return cls(
+            _get(data, "raw.size", "an integer"),
+            _get(data, "raw.sha256", "a string", optional=True),
+            _get(data, "raw.truncated", "true or false", optional=True),
+            _get(data, "raw.utf8", "true or false", optional=True),
+            _get(data, "raw.pii_masks", "an integer", optional=True),
+            _get(data, "raw.text", "a string", optional=True),
+        )
+
+
+@dataclass(frozen=True)
+class DlqRecord:
+    """What the stream job writes to the dead-letter topic (one owner: this class): the reason
+    (``code``, ``message``, ``problems`` as (field, message) pairs), the origin, the record's
+    key and a copy of its raw bytes."""
+
+    code: str
+    message: str
+    origin: Origin
+    problems: tuple[tuple[str, str], ...] = ()
+    problems_total: int = 0
+    key: str | None = None
+    raw: RawCopy | None = None
+
+    def to_json(self) -> str:
+        reason = {
+            "code": self.code,
+            "message": self.message,
+            "problems": [{"field": f, "message": m} for f, m in self.problems],
+            "problems_total": self.problems_total,
+        }
+        raw = None if self.raw is None else self.raw.as_dict()
+        return _encodable(
+            _dumps({"reason": reason, "origin": self.origin.as_dict(), "key": self.key, "raw": raw})
+        )
+
+    @classmethod
+    def from_json(cls, value: bytes | str) -> DlqRecord:
+        """Parse a DLQ record; RecordError saying what is wrong if it is not one."""
+        return _parse(value, "DLQ record", cls._from_data)
+
+    @classmethod
+    def _from_data(cls, data: dict[str, Any]) -> DlqRecord:
+        reason = _get(data, "reason", "an object")
+        code, message = _get(reason, "reason.code", "a string"), _get(reason, "reason.message", "a string")
+        problems = []
+        for problem in _get(reason, "reason.problems", "a list"):
+            if not isinstance(problem, dict):
+                raise RecordError(f"reason.problems holds {type(problem).__name__}, not an object")
+            field = _get(problem, "reason.problems[].field", "a string")
+            problems.append((field, _get(problem, "reason.problems[].message", "a string")))
+        raw = _get(data, "raw", "an object", optional=True)
+        return cls(
+            code,
+            message,
+            Origin.from_dict(_get(data, "origin", "an object")),
+            tuple(problems),
+            _get(reason, "reason.problems_total", "an integer"),
+            _get(data, "key", "a string", optional=True),
+            None if raw is None else RawCopy.from_dict(raw),
+        )
 
 
 def dlq_record(
@@ -247,30 +506,43 @@ def dlq_record(
     def masked(text: str, limit: int) -> str:
         return masked_prefix(text, limit)[0]
 
-    problems = [
-        {"field": masked(f, _MAX_FIELD_CHARS), "message": masked(m, _MAX_MESSAGE_CHARS)}
-        for f, m in error.problems[:_MAX_PROBLEMS]
-    ]
-    data = {
-        "reason": {
-            "code": error.code,
-            "message": masked(str(error), _MAX_MESSAGE_CHARS * 4),
-            "problems": problems,
-            "problems_total": len(error.problems),
-        },
-        "origin": origin.as_dict(),
-        "key": None if key is None else masked_head(bytes(key), 256)[0],
-        "raw": _raw_copy(None if value is None else bytes(value), max_raw_bytes),
-    }
-    record = _encodable(_dumps(data))
-    while len(record.encode("utf-8")) > MAX_RECORD_BYTES // 2 and data["raw"] and data["raw"]["text"]:
-        data["raw"]["text"] = data["raw"]["text"][: len(data["raw"]["text"]) // 2]  # escapes grew it
-        record = _encodable(_dumps(data))
-    return record
+    record = DlqRecord(
+        error.code,
+        masked(str(error), _MAX_MESSAGE_CHARS * 4),
+        origin,
+        tuple(
+            (masked(f, _MAX_FIELD_CHARS), masked(m, _MAX_MESSAGE_CHARS))
+            for f, m in error.problems[:_MAX_PROBLEMS]
+        ),
+        len(error.problems),
+        None if key is None else masked_head(bytes(key), 256)[0],
+        None if value is None else RawCopy.of(bytes(value), max_raw_bytes),
+    )
+    text = record.to_json()
+    while len(text.encode("utf-8")) > MAX_RECORD_BYTES // 2 and record.raw and record.raw.text:
+        raw = record.raw
+        record = replace(record, raw=replace(raw, text=raw.text[: len(raw.text) // 2]))  # escapes grew it
+        text = record.to_json()
+    return text
 
 
-def duplicate_record(event_id: str, origin: Origin) -> str:
-    return _dumps({"event_id": event_id, "origin": origin.as_dict()})
+@dataclass(frozen=True)
+class DuplicateRecord:
+    """What the stream job writes to the duplicates topic: an event_id seen before, and where."""
+
+    event_id: str
+    origin: Origin
+
+    def to_json(self) -> str:
+        return _dumps({"event_id": self.event_id, "origin": self.origin.as_dict()})
+
+    @classmethod
+    def from_json(cls, value: bytes | str) -> DuplicateRecord:
+        return _parse(value, "duplicate record", cls._from_data)
+
+    @classmethod
+    def _from_data(cls, data: dict[str, Any]) -> DuplicateRecord:
+        return cls(_get(data, "event_id", "a string"), Origin.from_dict(_get(data, "origin", "an object")))
 
 
 def _route_valid(
@@ -281,7 +553,7 @@ def _route_valid(
     event = parse_event(bytes(value))
     event, masks, truncated = clean_event(event)
     destination, low = route(event, thresholds.get(event.model_name, default_threshold))
-    record = routed_record(event, low, masks, origin, truncated)
+    record = RoutedRecord.of(event, low, masks, origin, truncated).to_json()
     if len(record.encode("utf-8")) > MAX_RECORD_BYTES:
         raise InvalidEventError(TOO_LARGE, [("", f"the routed record exceeds {MAX_RECORD_BYTES} bytes")])
     return Outcome(destination, record, event.event_id)
@@ -310,20 +582,8 @@ def process_raw(
     try:
         return Outcome(DLQ, dlq_record(value, key, error, origin, max_dlq_raw_bytes))
     except Exception as exc:  # noqa: BLE001 - even the DLQ record failed: keep the bare facts
+        message = f"{error.code}; then building the DLQ record failed: {type(exc).__name__}: {exc}"
+        raw = None if value is None else RawCopy(len(value))
         return Outcome(
-            DLQ,
-            _dumps(
-                {
-                    "reason": {
-                        "code": INTERNAL_ERROR,
-                        "message": f"{error.code}; then building the DLQ record failed: "
-                        f"{type(exc).__name__}: {exc}"[:_MAX_MESSAGE_CHARS],
-                        "problems": [],
-                        "problems_total": 0,
-                    },
-                    "origin": origin.as_dict(),
-                    "key": None,
-                    "raw": None if value is None else {"size": len(value)},
-                }
-            ),
+            DLQ, DlqRecord(INTERNAL_ERROR, message[:_MAX_MESSAGE_CHARS], origin, raw=raw).to_json()
         )

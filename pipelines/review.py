@@ -1,6 +1,6 @@
 """The human review queue: low-confidence unlabelled predictions waiting for a label.
 
-``pending`` lists review-topic items not yet labelled; ``label`` sends the reviewer's
+``pending`` lists review-topic items (routed records) not yet labelled; ``label`` sends the reviewer's
 answer back into ``feedback.raw`` as a new event (``review_event_id``: ``<event_id>.review``,
 ``label_source=review``, ``prediction_id`` = the reviewed event) and records the decision
 in a ledger (``<state_dir>/review/labelled.jsonl``), so an item is labelled once.
@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from flywheel.errors import FlywheelError
-from flywheel.events import MAX_ID_CHARS
+from flywheel.events import MAX_ID_CHARS, feedback_event
 from flywheel.kafka import Topics
+from pipelines.records import RoutedRecord
 
 REVIEW_SUFFIX = ".review"
 
@@ -33,16 +32,6 @@ def review_event_id(event_id: str) -> str:
     return event_id[: MAX_ID_CHARS - len(tail)] + tail
 
 
-@dataclass
-class ReviewItem:
-    event: dict
-    pii_masks: int
-
-    @property
-    def event_id(self) -> str:
-        return self.event["event_id"]
-
-
 def ledger_path(settings) -> Path:
     return Path(settings.state_dir) / "review" / "labelled.jsonl"
 
@@ -54,46 +43,44 @@ def labelled_ids(settings) -> set[str]:
     return {json.loads(line)["event_id"] for line in path.read_text().splitlines() if line.strip()}
 
 
-def pending(settings, limit: int | None = None, model: str | None = None) -> list[ReviewItem]:
+def pending(settings, limit: int | None = None, model: str | None = None) -> list[RoutedRecord]:
     """Items of the review topic without a label yet, oldest first (one per event_id)."""
     from pipelines.stats import read_topic
 
     done = labelled_ids(settings)
-    items: dict[str, ReviewItem] = {}
+    items: dict[str, RoutedRecord] = {}
     for message in read_topic(settings, Topics.from_settings(settings).review):
-        record = json.loads(message.value())
-        event = record["event"]
-        if event["event_id"] in done or event["event_id"] in items:
+        item = RoutedRecord.from_json(message.value())
+        if item.event_id in done or item.event_id in items:
             continue
-        if model is None or event["model_name"] == model:
-            items[event["event_id"]] = ReviewItem(event, record.get("pii_masks", 0))
+        if model is None or item.model_name == model:
+            items[item.event_id] = item
     out = list(items.values())
     return out[:limit] if limit else out
 
 
+def review_event(item: RoutedRecord, answer: str, reviewer: str) -> dict:
+    """The reviewer's answer to ``item`` as a feedback event (``label_source=review``)."""
+    return feedback_event(
+        review_event_id(item.event_id),
+        item.model_name,
+        item.task,
+        text=item.text,
+        image_png_b64=item.image_png_b64,
+        prediction=item.prediction,
+        feedback={"label": answer},
+        label_source="review",
+        source=f"review:{reviewer}"[:64],
+        model_version=item.model_version,
+        prediction_id=item.event_id,
+    )
+
+
 def label(
-    settings, client, items_and_labels: list[tuple[ReviewItem, str]], reviewer: str = "reviewer"
+    settings, client, items_and_labels: list[tuple[RoutedRecord, str]], reviewer: str = "reviewer"
 ) -> int:
     """Send reviewers' labels as feedback events; return how many were accepted by Kafka."""
-    events = []
-    for item, answer in items_and_labels:
-        e = item.event
-        events.append(
-            {
-                "schema_version": 1,
-                "event_id": review_event_id(e["event_id"]),
-                "event_time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-                "source": f"review:{reviewer}"[:64],
-                "model_name": e["model_name"],
-                "model_version": e.get("model_version"),
-                "task": e["task"],
-                "input": e["input"],
-                "prediction": e.get("prediction"),
-                "feedback": {"label": answer},
-                "label_source": "review",
-                "prediction_id": e["event_id"],
-            }
-        )
+    events = [review_event(item, answer, reviewer) for item, answer in items_and_labels]
     result = client.submit_many(events)
     if result.rejected:
         first = result.rejected[0]

@@ -12,16 +12,20 @@ fences instead of aborting it, so the records written after the last checkpoint 
 visible and then written again by the replay. Such re-deliveries are reported as
 ``redelivered`` and are harmless downstream: the Feast ingestor upserts by sample_id
 and reads offline rows deduplicated, and the review queue is keyed by event_id.
+
+``wait_until_balanced`` waits for the stream job to catch up (every raw record in an
+output topic), with a TimeoutError that says what did not happen and where to look.
 """
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flywheel.errors import BrokerError
 from flywheel.kafka import Topics, client_config
+from pipelines import records
 
 
 def read_topic(settings, topic: str, timeout_s: float = 60.0) -> list:
@@ -66,8 +70,8 @@ def read_topic(settings, topic: str, timeout_s: float = 60.0) -> list:
 
 def origin_of(message) -> tuple[int, int]:
     """(partition, offset) of the raw record an output record came from."""
-    origin = json.loads(message.value())["origin"]
-    return origin["partition"], origin["offset"]
+    origin = records.origin_of(message.value())
+    return origin.partition, origin.offset
 
 
 @dataclass
@@ -102,3 +106,41 @@ def accounting(settings) -> Accounting:
         counts[name] = len({origin_of(m) for m in messages})
         redelivered += len(messages) - counts[name]
     return Accounting(**counts, redelivered=redelivered)
+
+
+def settle(
+    read: Callable[[], Accounting],
+    timeout_s: float,
+    poll_s: float = 1.0,
+    where: str = "the stream job",
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Accounting:
+    """``read()`` until the accounting balances; return it (the core of wait_until_balanced).
+
+    TimeoutError after ``timeout_s`` saying what did not happen, the last counts, and
+    ``where`` to look.
+    """
+    deadline = clock() + timeout_s
+    while True:
+        a = read()
+        if a.balanced:
+            return a
+        if clock() >= deadline:
+            raise TimeoutError(
+                f"the stream did not catch up within {timeout_s:.0f}s: raw has {a.raw:,} records but "
+                f"clean + review + dlq + duplicates hold {a.accounted:,} ({a.in_flight:+,} in flight). "
+                f"Is `flywheel stream run` running? See `flywheel status` and {where}"
+            )
+        sleep(max(0.0, min(poll_s, deadline - clock())))
+
+
+def wait_until_balanced(settings, timeout_s: float, poll_s: float = 1.0) -> Accounting:
+    """Wait until every raw record is in an output topic (the stream job caught up); return
+    the accounting. TimeoutError if that did not happen within ``timeout_s``."""
+    state = settings.state_dir
+    where = (
+        f"the job's health in {state}/run/stream-job.json and its logs under {state}/flink-logs "
+        f"(and {state}/run/logs when supervised)"
+    )
+    return settle(lambda: accounting(settings), timeout_s, poll_s, where)

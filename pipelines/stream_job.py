@@ -27,7 +27,7 @@ from flywheel.errors import FlywheelError
 from flywheel.events import MAX_RECORD_BYTES
 from flywheel.kafka import Topics, java_kafka_properties
 from flywheel.settings import Settings, load_settings
-from pipelines.records import DLQ, REVIEW, Origin, duplicate_record, process_raw
+from pipelines.records import DLQ, REVIEW, DuplicateRecord, Origin, process_raw
 
 JAR_NAMES = ("flink-connector-kafka.jar", "kafka-clients.jar")
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ def build(env, settings: Settings, stop_offsets: dict[int, int] | None = None) -
         def process_element(self, value, ctx):
             event_id, destination, record, partition, offset = value
             if self.seen.value():
-                yield dup_tag, duplicate_record(event_id, Origin(raw_topic, partition, offset))
+                yield dup_tag, DuplicateRecord(event_id, Origin(raw_topic, partition, offset)).to_json()
                 return
             self.seen.update(True)
             if destination == REVIEW:

@@ -7,6 +7,8 @@ import struct
 import zlib
 from typing import Any
 
+from flywheel.events import feedback_event
+
 
 def png_b64(width: int = 2, height: int = 2) -> str:
     """A real, tiny grey PNG, base64-encoded."""
@@ -41,19 +43,17 @@ def small_training(settings, **update):
 
 def make_event(i: int = 0, **overrides: Any) -> dict[str, Any]:
     """A valid text-classification event; ``overrides`` replace top-level fields."""
-    event: dict[str, Any] = {
-        "schema_version": 1,
-        "event_id": f"evt-{i:06d}",
-        "event_time": "2026-11-01T12:00:00Z",
-        "source": "tests",
-        "model_name": "sentiment",
-        "model_version": "1",
-        "task": "text-classification",
-        "input": {"text": f"sample text number {i}"},
-        "prediction": {"label": "positive", "confidence": 0.9},
-        "feedback": {"label": "positive"},
-        "label_source": "user",
-    }
+    event = feedback_event(
+        f"evt-{i:06d}",
+        "sentiment",
+        text=f"sample text number {i}",
+        prediction={"label": "positive", "confidence": 0.9},
+        feedback={"label": "positive"},
+        label_source="user",
+        source="tests",
+        model_version="1",
+        event_time="2026-11-01T12:00:00Z",
+    )
     event.update(overrides)
     return event
 

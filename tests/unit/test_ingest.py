@@ -10,7 +10,7 @@ import pytest
 from feature_repo.definitions import CREATED, FEATURES, JOIN_KEY, TIMESTAMP
 from flywheel.events import validate_event
 from pipelines.ingest import IngestError, batch_name, sample_row
-from pipelines.records import Origin, routed_record
+from pipelines.records import Origin, RoutedRecord
 from tests.helpers import make_event
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
@@ -18,7 +18,7 @@ NOW = datetime(2026, 11, 25, tzinfo=UTC)
 
 def test_a_routed_record_becomes_a_row_with_every_feature():
     event = validate_event(make_event(3, feedback={"accepted": True}))
-    row = sample_row(routed_record(event, True, 2, Origin("t.raw", 1, 9)).encode(), NOW)
+    row = sample_row(RoutedRecord.of(event, True, 2, Origin("t.raw", 1, 9)).to_json().encode(), NOW)
     assert set(row) == {JOIN_KEY, TIMESTAMP, CREATED, *FEATURES}
     assert row[JOIN_KEY] == "evt-000003"
     assert row[TIMESTAMP] == datetime(2026, 11, 1, 12, tzinfo=UTC)
@@ -33,7 +33,7 @@ def test_a_routed_record_becomes_a_row_with_every_feature():
 
 def test_an_unlabelled_record_has_no_label():
     event = validate_event(make_event(4, feedback=None))
-    row = sample_row(routed_record(event, False, 0, Origin("t.raw", 0, 1)).encode(), NOW)
+    row = sample_row(RoutedRecord.of(event, False, 0, Origin("t.raw", 0, 1)).to_json().encode(), NOW)
     assert row["label"] is None
 
 

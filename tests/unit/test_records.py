@@ -15,9 +15,12 @@ from pipelines.records import (
     CLEAN,
     DLQ,
     REVIEW,
+    DlqRecord,
     Origin,
+    RoutedRecord,
     mask_pii,
     normalise_text,
+    origin_of,
     process_raw,
     route,
 )
@@ -73,12 +76,12 @@ def test_valid_event_is_masked_and_routed_with_origin_in_one_step():
     out = process_raw(raw, b"evt-000007", ORIGIN, {"sentiment": 0.05}, 0.5)
     assert (out.destination, out.event_id) == (CLEAN, "evt-000007")  # per-model threshold 0.05
     out = process_raw(raw, b"evt-000007", ORIGIN, {}, 0.5)
-    record = json.loads(out.record)
+    record = RoutedRecord.from_json(out.record)
     assert out.destination == REVIEW
-    assert record["event"]["input"]["text"] == "mail me: [EMAIL]"
-    assert record["pii_masks"] == 1 and record["low_confidence"] is True and record["label"] is None
-    assert record["origin"] == {"topic": "feedback.raw", "partition": 2, "offset": 41}
-    assert "text_truncated" not in record
+    assert record.text == "mail me: [EMAIL]"
+    assert record.pii_masks == 1 and record.low_confidence is True and record.label is None
+    assert record.origin == ORIGIN and record.text_truncated is False
+    assert '"text_truncated"' not in out.record
 
 
 @pytest.mark.parametrize(
@@ -95,24 +98,24 @@ def test_valid_event_is_masked_and_routed_with_origin_in_one_step():
 )
 def test_invalid_goes_to_dlq_with_reason_size_and_hash(raw, code):
     out = process_raw(raw, b"k1", ORIGIN)
-    record = json.loads(out.record)
+    record = DlqRecord.from_json(out.record)
     assert (out.destination, out.event_id) == (DLQ, None)
-    assert record["reason"]["code"] == code and record["reason"]["message"]
-    assert record["origin"]["offset"] == 41 and record["key"] == "k1"
+    assert record.code == code and record.message
+    assert record.origin == ORIGIN and record.key == "k1"
     if raw is None:
-        assert record["raw"] is None
+        assert record.raw is None
     else:
-        assert record["raw"]["size"] == len(raw)
-        assert record["raw"]["sha256"] == hashlib.sha256(raw).hexdigest()
+        assert record.raw.size == len(raw)
+        assert record.raw.sha256 == hashlib.sha256(raw).hexdigest()
 
 
 def test_dlq_copy_is_masked_and_truncated_with_full_size_and_hash():
     raw = b'{"note": "write to jane@example.com", "pad": "' + b"x" * 900_000 + b'"}'
     out = process_raw(raw, None, ORIGIN, max_dlq_raw_bytes=1024)
-    record = json.loads(out.record)
-    assert record["raw"]["truncated"] is True and record["raw"]["size"] == len(raw)
-    assert record["raw"]["sha256"] == hashlib.sha256(raw).hexdigest()
-    assert "jane@example.com" not in out.record and "[EMAIL]" in record["raw"]["text"]
+    raw_copy = DlqRecord.from_json(out.record).raw
+    assert raw_copy.truncated is True and raw_copy.size == len(raw)
+    assert raw_copy.sha256 == hashlib.sha256(raw).hexdigest()
+    assert "jane@example.com" not in out.record and "[EMAIL]" in raw_copy.text
     assert len(out.record) < 4096
 
 
@@ -132,9 +135,9 @@ def test_dlq_record_of_a_maximal_invalid_event_fits_the_request_size():
 )
 def test_text_without_visible_characters_is_rejected_by_the_contract(text, reason):
     out = process_raw(raw_event(input={"text": text}), None, ORIGIN)
-    record = json.loads(out.record)
-    assert out.destination == DLQ and record["reason"]["code"] == "schema_invalid"
-    assert reason in record["reason"]["message"]
+    record = DlqRecord.from_json(out.record)
+    assert out.destination == DLQ and record.code == "schema_invalid"
+    assert reason in record.message
 
 
 @pytest.mark.parametrize(
@@ -147,15 +150,15 @@ def test_text_without_visible_characters_is_rejected_by_the_contract(text, reaso
 def test_text_that_grows_past_the_cap_is_truncated_with_a_flag(text):
     assert len(text) <= MAX_TEXT_CHARS
     out = process_raw(raw_event(input={"text": text}), None, ORIGIN)
-    record = json.loads(out.record)
+    record = RoutedRecord.from_json(out.record)
     assert out.destination == CLEAN
-    assert record["text_truncated"] is True and len(record["event"]["input"]["text"]) == MAX_TEXT_CHARS
+    assert record.text_truncated is True and len(record.text) == MAX_TEXT_CHARS
 
 
 @pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
 def test_timestamps_at_the_edge_of_time_go_to_the_dlq(stamp):
     out = process_raw(raw_event(event_time=stamp), None, ORIGIN)
-    assert out.destination == DLQ and json.loads(out.record)["reason"]["code"] == "schema_invalid"
+    assert out.destination == DLQ and DlqRecord.from_json(out.record).code == "schema_invalid"
 
 
 def test_unexpected_exception_becomes_an_internal_error_dlq_record(monkeypatch):
@@ -164,10 +167,10 @@ def test_unexpected_exception_becomes_an_internal_error_dlq_record(monkeypatch):
 
     monkeypatch.setattr(records, "clean_event", boom)
     out = process_raw(raw_event(), b"k", ORIGIN)
-    record = json.loads(out.record)
+    record = DlqRecord.from_json(out.record)
     assert out.destination == DLQ
-    assert record["reason"]["code"] == "internal_error"
-    assert "ZeroDivisionError: planted" in record["reason"]["message"]
+    assert record.code == "internal_error"
+    assert "ZeroDivisionError: planted" in record.message
 
 
 def _json_values():
@@ -192,12 +195,13 @@ def _mutated_events():
 def _check_outcome(raw: bytes | None) -> None:
     out = process_raw(raw, b"key", ORIGIN)
     assert out.destination in (DLQ, REVIEW, CLEAN)
-    record = json.loads(out.record)
     assert len(out.record.encode("utf-8")) <= MAX_RECORD_BYTES  # strict: the sink must encode it
+    assert origin_of(out.record) == ORIGIN
     if out.destination == DLQ:
-        assert out.event_id is None and record["reason"]["code"]
+        assert out.event_id is None and DlqRecord.from_json(out.record).code
     else:
-        assert out.event_id == record["event"]["event_id"]
+        record = RoutedRecord.from_json(out.record)
+        assert out.event_id == record.event_id and record.to_json() == out.record
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -226,13 +230,10 @@ def test_hostile_corpus_ends_where_expected_without_the_jvm():
     seen: set[str] = set()
     for case in HOSTILE:
         out = process_raw(case.value, case.key, ORIGIN)
-        record = json.loads(out.record)
         out.record.encode("utf-8")
         if out.destination == DLQ:
-            assert (DLQ, record["reason"]["code"]) == (case.destination, case.code), (
-                case.kind,
-                record["reason"],
-            )
+            record = DlqRecord.from_json(out.record)
+            assert (DLQ, record.code) == (case.destination, case.code), (case.kind, record)
             assert len(out.record) < 200_000, case.kind
             continue
         destination = "duplicates" if out.event_id in seen else out.destination
