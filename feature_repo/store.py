@@ -27,13 +27,14 @@ import yaml
 
 from feature_repo.definitions import CREATED, FEATURE_SERVICE, FEATURE_VIEW, FEATURES, JOIN_KEY, TIMESTAMP
 from flywheel.errors import ConfigError
+from flywheel.layout import StateLayout
 
 REPO_DIR = Path(__file__).resolve().parent
 _ARROW_TYPES = {"String": "string", "Float64": "float64", "Bool": "bool_", "Int64": "int64"}
 
 
 def feast_dir(settings) -> Path:
-    return (Path(settings.state_dir) / "feast").resolve()  # Feast resolves relative paths against the repo
+    return StateLayout.of(settings).feast
 
 
 def offline_dir(settings) -> Path:

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from flywheel.errors import ConfigError
+from flywheel.layout import StateLayout
 from flywheel.redact import REDACTED, SECRET_HINTS, redact_text
 
 ENV_PREFIX = "FLYWHEEL_"
@@ -326,11 +327,11 @@ class Settings(BaseSettings):
 
     @property
     def mlflow_tracking_uri(self) -> str:
-        return self.mlflow.tracking_uri or f"sqlite:///{self.state_dir.resolve()}/mlflow.db"
+        return self.mlflow.tracking_uri or f"sqlite:///{StateLayout(self.state_dir).mlflow_db}"
 
     @property
     def mlflow_artifact_location(self) -> str:
-        return self.mlflow.artifact_location or (self.state_dir.resolve() / "mlartifacts").as_uri()
+        return self.mlflow.artifact_location or StateLayout(self.state_dir).mlflow_artifacts.as_uri()
 
     def write_resolved(self, path: Path) -> Path:
         """The resolved settings (secrets included, file mode 0600) for child processes' --config."""

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from flywheel.files import write_json_atomic
+from flywheel.layout import StateLayout
 
-HEALTH_FILE = "stream-job.json"
 STALE_AFTER_S = 30.0
 _PY_ERROR = re.compile(r"^(\w+(?:Error|Exception|Exit)): (.*)$", re.M)
 _CAUSED_BY = re.compile(r"^Caused by: (.*)$", re.M)
@@ -64,7 +64,7 @@ class JobHealth:
 
 
 def health_path(state_dir: Path | str) -> Path:
-    return Path(state_dir) / "run" / HEALTH_FILE
+    return StateLayout.of(state_dir).stream_job_health
 
 
 def write(state_dir: Path | str, health: JobHealth) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 from flywheel.errors import FlywheelError
 from flywheel.events import MAX_ID_CHARS, feedback_event
 from flywheel.kafka import Topics
+from flywheel.layout import StateLayout
+from flywheel.model_info import read_model_info
 from pipelines.records import RoutedRecord
 
 REVIEW_SUFFIX = ".review"
@@ -33,7 +35,21 @@ def review_event_id(event_id: str) -> str:
 
 
 def ledger_path(settings) -> Path:
-    return Path(settings.state_dir) / "review" / "labelled.jsonl"
+    return StateLayout.of(settings).review_ledger
+
+
+def check_labels(settings, items_and_labels: list[tuple[RoutedRecord, str]]) -> None:
+    """Refuse an answer outside its model's label set (it would only be quarantined later)."""
+    known: dict[str, list[str]] = {}
+    for item, answer in items_and_labels:
+        if item.model_name not in known:
+            known[item.model_name] = read_model_info(settings.state_dir, item.model_name).labels
+        labels = known[item.model_name]
+        if answer not in labels:
+            raise FlywheelError(
+                f"label {answer[:80]!r} for {item.event_id} is not one of model {item.model_name!r}'s "
+                f"labels {labels}; answer with one of them"
+            )
 
 
 def labelled_ids(settings) -> set[str]:
@@ -80,6 +96,7 @@ def label(
     settings, client, items_and_labels: list[tuple[RoutedRecord, str]], reviewer: str = "reviewer"
 ) -> int:
     """Send reviewers' labels as feedback events; return how many were accepted by Kafka."""
+    check_labels(settings, items_and_labels)
     events = [review_event(item, answer, reviewer) for item, answer in items_and_labels]
     result = client.submit_many(events)
     if result.rejected:

@@ -26,6 +26,7 @@ from pathlib import Path
 from flywheel.errors import FlywheelError
 from flywheel.events import MAX_RECORD_BYTES
 from flywheel.kafka import Topics, java_kafka_properties
+from flywheel.layout import StateLayout
 from flywheel.settings import Settings, load_settings
 from pipelines.records import DLQ, REVIEW, DuplicateRecord, Origin, process_raw
 
@@ -43,7 +44,7 @@ def jar_urls() -> list[str]:
 
 
 def checkpoint_dir(settings: Settings) -> Path:
-    return (settings.state_dir / "flink-checkpoints").resolve()
+    return StateLayout.of(settings).flink_checkpoints
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -188,7 +189,7 @@ def make_env(settings: Settings, restore: bool = True, rest_port: int | None = N
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
 
-    os.environ.setdefault("FLINK_LOG_DIR", str((settings.state_dir / "flink-logs").resolve()))
+    os.environ.setdefault("FLINK_LOG_DIR", str(StateLayout.of(settings).flink_logs))
     folder = checkpoint_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
     stream = settings.stream
