@@ -9,7 +9,7 @@ setup:            ## create .venv, install pinned deps, fetch Flink jars, check 
 	@bash scripts/setup.sh
 
 demo: setup       ## the main job on embedded defaults
-	$(PY) -m orchestration.demo
+	$(PY) -m demo
 
 test: setup       ## the whole test suite (unit + integration against real components)
 	$(PY) -m pytest tests

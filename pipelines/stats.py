@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from flywheel.errors import BrokerError
 from flywheel.kafka import Topics, client_config
+from flywheel.layout import StateLayout
 from pipelines import records
 
 
@@ -138,9 +139,9 @@ def settle(
 def wait_until_balanced(settings, timeout_s: float, poll_s: float = 1.0) -> Accounting:
     """Wait until every raw record is in an output topic (the stream job caught up); return
     the accounting. TimeoutError if that did not happen within ``timeout_s``."""
-    state = settings.state_dir
+    layout = StateLayout.of(settings)
     where = (
-        f"the job's health in {state}/run/stream-job.json and its logs under {state}/flink-logs "
-        f"(and {state}/run/logs when supervised)"
+        f"the job's health in {layout.stream_job_health} and its logs under {layout.flink_logs} "
+        f"(and {layout.logs} when supervised)"
     )
     return settle(lambda: accounting(settings), timeout_s, poll_s, where)

@@ -1,0 +1,116 @@
+"""What the demo shows at the end: the version table, the event accounting, a plot, a report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+from demo.traffic import MODEL, STATE
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = [f"v{r['version']}" for r in rows]
+    ax.plot(xs, [r["golden"] for r in rows], "o-", label="golden accuracy")
+    ax.plot(xs, [r["old"] for r in rows], "s--", label="old-set accuracy")
+    probe = [float("nan") if r.get("probe") is None else r["probe"] for r in rows]
+    ax.plot(xs, probe, "x:", color="grey", label="linear probe, same data (golden)")
+    for x, r in zip(xs, rows, strict=True):
+        colour = {"promoted": "green", "rejected": "red"}.get(r["verdict"], "grey")
+        ax.annotate(
+            r["verdict"],
+            (x, r["golden"]),
+            textcoords="offset points",
+            xytext=(0, 8),
+            ha="center",
+            color=colour,
+            fontsize=9,
+        )
+    ax.set_ylabel("accuracy")
+    ax.set_title("Flywheel demo: candidate versions on fixed holdouts")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def report(console, settings, rows, acc, elapsed: float) -> None:
+    """The version table, the accounting, a plot and a report (also logged to MLflow)."""
+    import mlflow
+
+    table = Table(
+        "version",
+        "data",
+        "new samples",
+        "golden acc",
+        "probe (golden)",
+        "old-set acc",
+        "verdict",
+        title="versions",
+        caption="probe: linear probe on the frozen encoder fitted on the version's training data",
+    )
+    for r in rows:
+        table.add_row(
+            f"v{r['version']}",
+            r["kind"],
+            str(r["new"]),
+            f"{r['golden']:.3f}",
+            "-" if r["probe"] is None else f"{r['probe']:.3f}",
+            f"{r['old']:.3f}",
+            r["verdict"],
+        )
+    console.print(table)
+    counts = Table("topic", "events", title="event accounting")
+    for name in ("raw", "clean", "review", "dlq", "duplicates"):
+        counts.add_row(name, f"{getattr(acc, name):,}")
+    console.print(counts)
+    console.print(
+        f"raw {acc.raw:,} = clean + review + dlq + duplicates {acc.accounted:,}: "
+        + ("[green]balanced[/green]" if acc.balanced else "[red]NOT balanced[/red]")
+    )
+    folder = STATE / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    png = plot(rows, folder / "versions.png")
+    (folder / "versions.json").write_text(
+        json.dumps({"versions": rows, "accounting": acc.__dict__, "seconds": elapsed}, indent=2, default=str)
+    )
+    lines = [
+        "# Flywheel demo",
+        "",
+        "| version | data | new samples | golden acc | probe (golden) | old-set acc | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| v{r['version']} | {r['kind']} | {r['new']} | {r['golden']:.3f} "
+        f"| {'-' if r['probe'] is None else format(r['probe'], '.3f')} | {r['old']:.3f} | {r['verdict']} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        f"Accounting: raw {acc.raw}, clean {acc.clean}, review {acc.review}, dlq {acc.dlq}, "
+        f"duplicates {acc.duplicates}; balanced: {acc.balanced}",
+        "",
+        f"Took {elapsed:.0f} s.",
+        "",
+        "![versions](versions.png)",
+    ]
+    (folder / "report.md").write_text("\n".join(lines) + "\n")
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_experiment(f"flywheel/{MODEL}")
+    with mlflow.start_run(run_name="demo-report"):
+        mlflow.log_artifacts(str(folder), "demo-report")
+        mlflow.log_metric("demo_seconds", elapsed)
+    promoted = sum(r["verdict"] == "promoted" for r in rows[1:])
+    rejected = sum(r["verdict"] == "rejected" for r in rows[1:])
+    console.print(f"report: {folder / 'report.md'} and {png} (also in MLflow, run 'demo-report')")
+    console.print(f"{promoted} promotions, {rejected} rejection, demo took {elapsed / 60:.1f} min")
+    if promoted < 2 or rejected < 1 or not acc.balanced:
+        raise SystemExit("demo: expected at least two promotions, one rejection and a balanced accounting")

