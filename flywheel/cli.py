@@ -41,6 +41,65 @@ def settings_of(ctx: typer.Context) -> Settings:
     return ctx.find_root().obj.settings
 
 
+def config_show(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Print the resolved configuration (file + FLYWHEEL_* env + defaults), secrets redacted."""
+    import json
+
+    import yaml
+
+    settings = settings_of(ctx)
+    data = settings.redacted()
+    if as_json:
+        console.print_json(json.dumps(data))
+        return
+    source = settings._source_file or "defaults (no flywheel.yaml)"
+    err_console.print(f"[dim]# source: {source}; overridden by FLYWHEEL_* variables[/]")
+    print(yaml.safe_dump(data, sort_keys=False), end="")
+
+
+def embedded(settings: Settings):
+    from flywheel.broker import for_settings
+
+    if not settings.embedded_broker:
+        raise FlywheelError(
+            f"Kafka is configured at {settings.kafka.bootstrap_servers}; Flywheel does not start or "
+            "stop a broker then. Unset kafka.bootstrap_servers to use the embedded one."
+        )
+    return for_settings(settings)
+
+
+def broker_start(ctx: typer.Context) -> None:
+    """Start tansu on loopback (if not running) and create the topics."""
+    from flywheel.kafka import ensure_topics
+
+    settings = settings_of(ctx)
+    status = embedded(settings).start(settings.broker.start_timeout_s)
+    created = ensure_topics(settings)
+    console.print(
+        f"broker running at {status.address} (pid {status.pid}); "
+        f"topics created: {', '.join(created) or 'none, all present'}"
+    )
+
+
+def broker_stop(ctx: typer.Context) -> None:
+    """Stop the broker Flywheel started (never any other process)."""
+    stopped = embedded(settings_of(ctx)).stop()
+    console.print("broker stopped" if stopped else "no broker started by Flywheel is running")
+
+
+def broker_status(ctx: typer.Context) -> None:
+    """Say whether the embedded broker runs; exit 1 if not."""
+    status = embedded(settings_of(ctx)).status()
+    console.print(
+        f"{'running' if status.running else 'stopped'}: {status.address} pid={status.pid} ({status.detail})"
+    )
+    if not status.running:
+        raise typer.Exit(1)
+
+
 def build_app() -> typer.Typer:
     app = typer.Typer(
         name="flywheel",
@@ -65,69 +124,13 @@ def build_app() -> typer.Typer:
         ctx.obj = Context(config)
 
     config_app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True)
-    app.add_typer(config_app, name="config")
-
-    @config_app.command("show")
-    def config_show(
-        ctx: typer.Context,
-        as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-    ) -> None:
-        """Print the resolved configuration (file + FLYWHEEL_* env + defaults), secrets redacted."""
-        import json
-
-        import yaml
-
-        settings = settings_of(ctx)
-        data = settings.redacted()
-        if as_json:
-            console.print_json(json.dumps(data))
-            return
-        source = settings._source_file or "defaults (no flywheel.yaml)"
-        err_console.print(f"[dim]# source: {source}; overridden by FLYWHEEL_* variables[/]")
-        print(yaml.safe_dump(data, sort_keys=False), end="")
-
     broker_app = typer.Typer(help="The embedded Kafka-protocol broker (tansu).", no_args_is_help=True)
+    app.add_typer(config_app, name="config")
     app.add_typer(broker_app, name="broker")
-
-    def embedded(settings: Settings):
-        from flywheel.broker import for_settings
-
-        if not settings.embedded_broker:
-            raise FlywheelError(
-                f"Kafka is configured at {settings.kafka.bootstrap_servers}; Flywheel does not start or "
-                "stop a broker then. Unset kafka.bootstrap_servers to use the embedded one."
-            )
-        return for_settings(settings)
-
-    @broker_app.command("start")
-    def broker_start(ctx: typer.Context) -> None:
-        """Start tansu on loopback (if not running) and create the topics."""
-        from flywheel.kafka import ensure_topics
-
-        settings = settings_of(ctx)
-        status = embedded(settings).start(settings.broker.start_timeout_s)
-        created = ensure_topics(settings)
-        console.print(
-            f"broker running at {status.address} (pid {status.pid}); "
-            f"topics created: {', '.join(created) or 'none, all present'}"
-        )
-
-    @broker_app.command("stop")
-    def broker_stop(ctx: typer.Context) -> None:
-        """Stop the broker Flywheel started (never any other process)."""
-        stopped = embedded(settings_of(ctx)).stop()
-        console.print("broker stopped" if stopped else "no broker started by Flywheel is running")
-
-    @broker_app.command("status")
-    def broker_status(ctx: typer.Context) -> None:
-        """Say whether the embedded broker runs; exit 1 if not."""
-        status = embedded(settings_of(ctx)).status()
-        console.print(
-            f"{'running' if status.running else 'stopped'}: {status.address} "
-            f"pid={status.pid} ({status.detail})"
-        )
-        if not status.running:
-            raise typer.Exit(1)
+    config_app.command("show")(config_show)
+    broker_app.command("start")(broker_start)
+    broker_app.command("stop")(broker_stop)
+    broker_app.command("status")(broker_status)
 
     for ep in sorted(entry_points(group="flywheel.commands"), key=lambda e: e.name):
         ep.load()(app)

@@ -13,218 +13,222 @@ from flywheel.cli import console, err_console, settings_of
 SUBMIT_OK, SUBMIT_REJECTED, SUBMIT_FAILED = 0, 1, 4
 
 
+def submit(
+    ctx: typer.Context,
+    file: Annotated[str, typer.Argument(help="JSONL file of feedback events, or - for stdin")],
+    show: Annotated[int, typer.Option(help="how many bad lines to list")] = 20,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            help="send lines unvalidated (replay captured traffic; the stream job's DLQ "
+            "records what is wrong with them)"
+        ),
+    ] = False,
+) -> None:
+    """Validate and send a JSONL file of feedback events to Kafka.
+
+    Exit code 0: all sent; 1: some lines rejected (the valid ones were sent);
+    4: Kafka did not confirm some events (resubmitting is safe).
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from pipelines.sdk import FeedbackClient
+    from pipelines.submit import count_lines, submit_file
+
+    if file != "-" and not Path(file).is_file():
+        raise typer.BadParameter(f"{file} is not a file", param_hint="FILE")
+    settings = settings_of(ctx)
+    total = count_lines(file)
+    with (
+        FeedbackClient(settings) as client,
+        Progress(
+            TextColumn("submitting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        ) as progress,
+    ):
+        task = progress.add_task("submit", total=total)
+        report = submit_file(client, file, on_progress=lambda n: progress.advance(task, n), raw=raw)
+    rate = report.sent / report.seconds if report.seconds else 0.0
+    console.print(
+        f"sent {report.sent}, rejected {len(report.rejected)}, failed {len(report.failed)} "
+        f"in {report.seconds:.2f}s ({rate:,.0f} events/s) to {client.topic}"
+    )
+    for problem in (report.rejected + report.failed)[:show]:
+        console.print(
+            f"  line {problem.line}: {problem.reason}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    hidden = len(report.rejected) + len(report.failed) - show
+    if hidden > 0:
+        console.print(f"  ... and {hidden} more")
+    if report.failed:
+        raise typer.Exit(SUBMIT_FAILED)
+    if report.rejected:
+        raise typer.Exit(SUBMIT_REJECTED)
+
+
+def serve_feedback(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="default: http.host")] = None,
+    port: Annotated[int | None, typer.Option(help="default: http.port")] = None,
+) -> None:
+    """Run the HTTP feedback endpoint (POST /v1/feedback, GET /healthz)."""
+    from pipelines.http_api import serve
+
+    settings = settings_of(ctx)
+    http = settings.http.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
+    serve(settings.model_copy(update={"http": http}))
+
+
+def ingest(
+    ctx: typer.Context,
+    until_caught_up: Annotated[
+        bool, typer.Option(help="stop once every partition of the clean topic is consumed")
+    ] = False,
+) -> None:
+    """Consume the clean topic into Feast (online push + append-only offline files).
+
+    Offsets are committed after each micro-batch is written; Ctrl-C stops cleanly.
+    """
+    import signal
+
+    from pipelines.ingest import Ingestor
+
+    settings = settings_of(ctx)
+    ingestor = Ingestor(settings, log=err_console.print)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: ingestor.stop())
+    err_console.print(f"ingesting {ingestor.topic} into Feast ({settings.state_dir}/feast)")
+
+    def progress(stats) -> None:
+        err_console.print(
+            f"  batch {stats.batches}: {stats.rows:,} rows in total, {stats.rate:,.0f} rows/s",
+            highlight=False,
+        )
+
+    stats = ingestor.run(until_caught_up=until_caught_up, progress=progress)
+    console.print(f"ingested {stats.rows:,} rows in {stats.batches} batches ({stats.retries} retries)")
+
+
+def features_apply(ctx: typer.Context) -> None:
+    """Register the entity, push source, feature view and feature service (idempotent)."""
+    from feature_repo.store import apply_definitions, feast_dir
+
+    settings = settings_of(ctx)
+    names = apply_definitions(settings)
+    console.print(f"applied {', '.join(names)} to {feast_dir(settings)}")
+
+
+def review_list(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(help="how many to show")] = 20,
+    model: Annotated[str | None, typer.Option(help="only this model")] = None,
+) -> None:
+    """Items waiting for a label (low-confidence unlabelled predictions), oldest first."""
+    from rich.table import Table
+
+    from pipelines.review import pending
+
+    items = pending(settings_of(ctx), limit, model)
+    table = Table("event_id", "model", "prediction", "confidence", "text", title="review queue")
+    for item in items:
+        table.add_row(
+            item.event_id,
+            item.model_name,
+            str(item.prediction_label),
+            f"{item.confidence or 0:.2f}",
+            (item.text or "<image>")[:80],
+        )
+    console.print(table)
+
+
+def review_label(
+    ctx: typer.Context,
+    event_id: Annotated[str, typer.Argument(help="the reviewed event")],
+    label: Annotated[str, typer.Argument(help="the correct label")],
+    reviewer: Annotated[str, typer.Option(help="recorded as the source")] = "reviewer",
+) -> None:
+    """Label a review item: its answer goes back into the loop as feedback (label_source=review)."""
+    from pipelines.review import label as send_label
+    from pipelines.review import pending
+    from pipelines.sdk import FeedbackClient
+
+    settings = settings_of(ctx)
+    item = next((i for i in pending(settings) if i.event_id == event_id), None)
+    if item is None:
+        raise typer.BadParameter(
+            f"{event_id} is not waiting in the review queue (see `flywheel review list`)"
+        )
+    with FeedbackClient(settings) as client:
+        send_label(settings, client, [(item, label)], reviewer)
+    console.print(f"labelled {event_id} as {label}")
+
+
+def stream_run(
+    ctx: typer.Context,
+    stop_offsets: Annotated[str | None, typer.Option(help="bound the job: 'partition:offset,...'")] = None,
+    no_restore: Annotated[bool, typer.Option(help="ignore retained checkpoints")] = False,
+) -> None:
+    """Run the clean/route job on a local MiniCluster (unbounded unless --stop-offsets)."""
+    from pipelines.stream_job import parse_stop_offsets, run
+
+    stops = parse_stop_offsets(stop_offsets) if stop_offsets else None
+    run(settings_of(ctx), stops, restore=not no_restore, log=err_console.print)
+
+
+def stream_stats(ctx: typer.Context) -> None:
+    """Count every topic and check raw = clean + review + dlq + duplicates (exit 1 if not).
+
+    Output topics are counted by distinct source record (partition, offset).
+    """
+    from rich.table import Table
+
+    from pipelines.stats import accounting
+
+    a = accounting(settings_of(ctx))
+    table = Table("topic", "events", title="event accounting")
+    for name in ("raw", "clean", "review", "dlq", "duplicates"):
+        table.add_row(name, f"{getattr(a, name):,}")
+    console.print(table)
+    if a.redelivered:
+        console.print(
+            f"{a.redelivered:,} output records were delivered twice after a restart and are "
+            "counted once (see pipelines/stats.py)"
+        )
+    if a.balanced:
+        console.print(f"balanced: raw {a.raw:,} = clean + review + dlq + duplicates {a.accounted:,}")
+        return
+    console.print(
+        f"NOT balanced: raw {a.raw:,} vs accounted {a.accounted:,} ({a.in_flight:+,} "
+        "in flight: is `flywheel stream run` running and caught up?)"
+    )
+    raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("submit")
-    def submit(
-        ctx: typer.Context,
-        file: Annotated[str, typer.Argument(help="JSONL file of feedback events, or - for stdin")],
-        show: Annotated[int, typer.Option(help="how many bad lines to list")] = 20,
-        raw: Annotated[
-            bool,
-            typer.Option(
-                help="send lines unvalidated (replay captured traffic; the stream job's DLQ "
-                "records what is wrong with them)"
-            ),
-        ] = False,
-    ) -> None:
-        """Validate and send a JSONL file of feedback events to Kafka.
-
-        Exit code 0: all sent; 1: some lines rejected (the valid ones were sent);
-        4: Kafka did not confirm some events (resubmitting is safe).
-        """
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        from pipelines.sdk import FeedbackClient
-        from pipelines.submit import count_lines, submit_file
-
-        if file != "-" and not Path(file).is_file():
-            raise typer.BadParameter(f"{file} is not a file", param_hint="FILE")
-        settings = settings_of(ctx)
-        total = count_lines(file)
-        with (
-            FeedbackClient(settings) as client,
-            Progress(
-                TextColumn("submitting"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=err_console,
-                transient=True,
-            ) as progress,
-        ):
-            task = progress.add_task("submit", total=total)
-            report = submit_file(client, file, on_progress=lambda n: progress.advance(task, n), raw=raw)
-        rate = report.sent / report.seconds if report.seconds else 0.0
-        console.print(
-            f"sent {report.sent}, rejected {len(report.rejected)}, failed {len(report.failed)} "
-            f"in {report.seconds:.2f}s ({rate:,.0f} events/s) to {client.topic}"
-        )
-        for problem in (report.rejected + report.failed)[:show]:
-            console.print(
-                f"  line {problem.line}: {problem.reason}",
-                highlight=False,
-                markup=False,
-                soft_wrap=True,
-            )
-        hidden = len(report.rejected) + len(report.failed) - show
-        if hidden > 0:
-            console.print(f"  ... and {hidden} more")
-        if report.failed:
-            raise typer.Exit(SUBMIT_FAILED)
-        if report.rejected:
-            raise typer.Exit(SUBMIT_REJECTED)
-
-    @app.command("serve-feedback")
-    def serve_feedback(
-        ctx: typer.Context,
-        host: Annotated[str | None, typer.Option(help="default: http.host")] = None,
-        port: Annotated[int | None, typer.Option(help="default: http.port")] = None,
-    ) -> None:
-        """Run the HTTP feedback endpoint (POST /v1/feedback, GET /healthz)."""
-        from pipelines.http_api import serve
-
-        settings = settings_of(ctx)
-        http = settings.http.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
-        serve(settings.model_copy(update={"http": http}))
-
-    @app.command("ingest")
-    def ingest(
-        ctx: typer.Context,
-        until_caught_up: Annotated[
-            bool, typer.Option(help="stop once every partition of the clean topic is consumed")
-        ] = False,
-    ) -> None:
-        """Consume the clean topic into Feast (online push + append-only offline files).
-
-        Offsets are committed after each micro-batch is written; Ctrl-C stops cleanly.
-        """
-        import signal
-
-        from pipelines.ingest import Ingestor
-
-        settings = settings_of(ctx)
-        ingestor = Ingestor(settings, log=err_console.print)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: ingestor.stop())
-        err_console.print(f"ingesting {ingestor.topic} into Feast ({settings.state_dir}/feast)")
-
-        def progress(stats) -> None:
-            err_console.print(
-                f"  batch {stats.batches}: {stats.rows:,} rows in total, {stats.rate:,.0f} rows/s",
-                highlight=False,
-            )
-
-        stats = ingestor.run(until_caught_up=until_caught_up, progress=progress)
-        console.print(f"ingested {stats.rows:,} rows in {stats.batches} batches ({stats.retries} retries)")
-
     features_app = typer.Typer(help="The Feast feature repository.", no_args_is_help=True)
-    app.add_typer(features_app, name="features")
-
-    @features_app.command("apply")
-    def features_apply(ctx: typer.Context) -> None:
-        """Register the entity, push source, feature view and feature service (idempotent)."""
-        from feature_repo.store import apply_definitions, feast_dir
-
-        settings = settings_of(ctx)
-        names = apply_definitions(settings)
-        console.print(f"applied {', '.join(names)} to {feast_dir(settings)}")
-
     review_app = typer.Typer(help="The human review queue.", no_args_is_help=True)
-    app.add_typer(review_app, name="review")
-
-    @review_app.command("list")
-    def review_list(
-        ctx: typer.Context,
-        limit: Annotated[int, typer.Option(help="how many to show")] = 20,
-        model: Annotated[str | None, typer.Option(help="only this model")] = None,
-    ) -> None:
-        """Items waiting for a label (low-confidence unlabelled predictions), oldest first."""
-        from rich.table import Table
-
-        from pipelines.review import pending
-
-        items = pending(settings_of(ctx), limit, model)
-        table = Table("event_id", "model", "prediction", "confidence", "text", title="review queue")
-        for item in items:
-            table.add_row(
-                item.event_id,
-                item.model_name,
-                str(item.prediction_label),
-                f"{item.confidence or 0:.2f}",
-                (item.text or "<image>")[:80],
-            )
-        console.print(table)
-
-    @review_app.command("label")
-    def review_label(
-        ctx: typer.Context,
-        event_id: Annotated[str, typer.Argument(help="the reviewed event")],
-        label: Annotated[str, typer.Argument(help="the correct label")],
-        reviewer: Annotated[str, typer.Option(help="recorded as the source")] = "reviewer",
-    ) -> None:
-        """Label a review item: its answer goes back into the loop as feedback (label_source=review)."""
-        from pipelines.review import label as send_label
-        from pipelines.review import pending
-        from pipelines.sdk import FeedbackClient
-
-        settings = settings_of(ctx)
-        item = next((i for i in pending(settings) if i.event_id == event_id), None)
-        if item is None:
-            raise typer.BadParameter(
-                f"{event_id} is not waiting in the review queue (see `flywheel review list`)"
-            )
-        with FeedbackClient(settings) as client:
-            send_label(settings, client, [(item, label)], reviewer)
-        console.print(f"labelled {event_id} as {label}")
-
     stream_app = typer.Typer(help="The PyFlink clean/route job and its accounting.", no_args_is_help=True)
+    app.add_typer(features_app, name="features")
+    app.add_typer(review_app, name="review")
     app.add_typer(stream_app, name="stream")
-
-    @stream_app.command("run")
-    def stream_run(
-        ctx: typer.Context,
-        stop_offsets: Annotated[
-            str | None, typer.Option(help="bound the job: 'partition:offset,...'")
-        ] = None,
-        no_restore: Annotated[bool, typer.Option(help="ignore retained checkpoints")] = False,
-    ) -> None:
-        """Run the clean/route job on a local MiniCluster (unbounded unless --stop-offsets)."""
-        from pipelines.stream_job import parse_stop_offsets, run
-
-        stops = parse_stop_offsets(stop_offsets) if stop_offsets else None
-        run(settings_of(ctx), stops, restore=not no_restore, log=err_console.print)
-
-    @stream_app.command("stats")
-    def stream_stats(ctx: typer.Context) -> None:
-        """Count every topic and check raw = clean + review + dlq + duplicates (exit 1 if not).
-
-        Output topics are counted by distinct source record (partition, offset).
-        """
-        from rich.table import Table
-
-        from pipelines.stats import accounting
-
-        a = accounting(settings_of(ctx))
-        table = Table("topic", "events", title="event accounting")
-        for name in ("raw", "clean", "review", "dlq", "duplicates"):
-            table.add_row(name, f"{getattr(a, name):,}")
-        console.print(table)
-        if a.redelivered:
-            console.print(
-                f"{a.redelivered:,} output records were delivered twice after a restart and are "
-                "counted once (see pipelines/stats.py)"
-            )
-        if a.balanced:
-            console.print(f"balanced: raw {a.raw:,} = clean + review + dlq + duplicates {a.accounted:,}")
-            return
-        console.print(
-            f"NOT balanced: raw {a.raw:,} vs accounted {a.accounted:,} ({a.in_flight:+,} "
-            "in flight: is `flywheel stream run` running and caught up?)"
-        )
-        raise typer.Exit(1)
+    app.command("submit")(submit)
+    app.command("serve-feedback")(serve_feedback)
+    app.command("ingest")(ingest)
+    features_app.command("apply")(features_apply)
+    review_app.command("list")(review_list)
+    review_app.command("label")(review_label)
+    stream_app.command("run")(stream_run)
+    stream_app.command("stats")(stream_stats)

