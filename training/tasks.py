@@ -141,9 +141,14 @@ class TextClassification(TaskAdapter):
                 torch.manual_seed(0)
                 encoder = BertModel(self.config, add_pooling_layer=False)
         else:
+            import torch
             from transformers import AutoModel
 
-            encoder = AutoModel.from_pretrained(str(self.base_model), add_pooling_layer=False)
+            # fp32 weights whatever the checkpoint's dtype (a half-precision checkpoint would meet
+            # the fp32 head in a matmul); on a GPU, bf16 autocast does the fast math.
+            encoder = AutoModel.from_pretrained(
+                str(self.base_model), add_pooling_layer=False, dtype=torch.float32
+            )
         return SentenceClassifier(encoder, len(labels), head)
 
     def _legacy(self, labels: list[str]):
@@ -166,8 +171,14 @@ class TextClassification(TaskAdapter):
             with torch.random.fork_rng():  # a random "checkpoint": the same weights every build
                 torch.manual_seed(0)
                 return BertForSequenceClassification(config)
+        import torch
+
         return AutoModelForSequenceClassification.from_pretrained(
-            str(self.base_model), num_labels=len(labels), id2label=id2label, label2id=label2id
+            str(self.base_model),
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id=label2id,
+            dtype=torch.float32,
         )
 
     def save_architecture(self, model, folder: Path) -> None:
