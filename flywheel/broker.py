@@ -22,6 +22,7 @@ from pathlib import Path
 
 from flywheel import procs
 from flywheel.errors import BrokerError
+from flywheel.layout import StateLayout
 
 
 def tansu_binary() -> str:
@@ -64,8 +65,8 @@ class EmbeddedBroker:
         self.state_dir = Path(state_dir)
         self.host = host
         self.port = port
-        self.pid_file = self.state_dir / "broker.json"
-        self.log_file = self.state_dir / "broker.log"
+        self.pid_file = StateLayout(self.state_dir).broker_state
+        self.log_file = StateLayout(self.state_dir).broker_log
 
     @property
     def address(self) -> str:

@@ -13,7 +13,8 @@
     registry/<name>.retrain.lock  one retrain of a model at a time
     registry/<name>.history.jsonl promotions, rejections, rollbacks
     review/labelled.jsonl     review items already labelled
-    run/                      `flywheel run`: health, resolved config, logs
+    run/                      `flywheel run`: health, resolved config, logs, its lock
+    broker.json, broker.log   the embedded broker's pid and port, its log
     feast/ mlflow.db mlartifacts/ flink-checkpoints/ flink-logs/
 """
 
@@ -95,6 +96,18 @@ class StateLayout:
     @property
     def health(self) -> Path:
         return self.run_dir / "health.json"
+
+    @property
+    def supervisor_lock(self) -> Path:
+        return self.run_dir / "supervisor.lock"
+
+    @property
+    def broker_state(self) -> Path:
+        return self.root / "broker.json"
+
+    @property
+    def broker_log(self) -> Path:
+        return self.root / "broker.log"
 
     @property
     def stream_job_health(self) -> Path:

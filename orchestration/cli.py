@@ -70,10 +70,21 @@ def retrain_cmd(
 
 
 def repair_cmd(ctx: typer.Context, model: Annotated[str, typer.Argument(help="model name")]) -> None:
-    """Finish what a crash left: an interrupted alias move, versions registered but not decided."""
-    from orchestration.registry import Registry
+    """Finish what a crash left: an interrupted alias move, versions registered but not decided.
 
-    done = Registry(settings_of(ctx)).repair(model)
+    Refuses (exit 12) while a retrain of the model runs: its version is not abandoned, it is
+    being decided by that retrain."""
+    from flywheel.layout import StateLayout
+    from orchestration.flow import EXIT_BUSY
+    from orchestration.registry import LockBusy, Registry, file_lock
+
+    settings = settings_of(ctx)
+    try:
+        with file_lock(StateLayout.of(settings).retrain_lock(model), timeout_s=0.5):
+            done = Registry(settings).repair(model)
+    except LockBusy:
+        err_console.print(f"{model}: a retrain is running; it repairs and decides its own versions")
+        raise typer.Exit(EXIT_BUSY) from None
     for version, what in done:
         console.print(f"{model} v{version}: {what}")
     if not done:

@@ -12,6 +12,7 @@ training steps; once a version is registered its decision always runs to the end
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,7 +78,7 @@ def readiness(settings, model: str) -> Readiness:
 @dataclass
 class Outcome:
     model: str
-    status: str  # promoted | rejected | not-ready | data-rejected | busy | stopped | failed
+    status: str  # promoted | rejected | stale | not-ready | data-rejected | busy | stopped | failed
     version: int | None = None  # the version number (MLflow's and the folder's)
     reasons: list[str] = field(default_factory=list)
     report: object | None = None  # training.evaluate.EvalReport
@@ -109,6 +110,7 @@ class Retrain:
     run: object | None = None  # training.run.TrainedRun
     version: int | None = None
     outcome: Outcome | None = None
+    step: str | None = None  # the step running now
 
     def stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()
@@ -212,6 +214,7 @@ def run_steps(r: Retrain, steps=STEPS) -> Outcome:
         if r.stopping() and name not in UNSTOPPABLE:
             raise Stop(f"stopped before the {name} step")
         r.log(f"{r.model}: {name}")
+        r.step = name
         step(r)
         crash_point(f"retrain.{name}")
         if r.outcome is not None:
@@ -234,16 +237,22 @@ def retrain(
     from orchestration.registry import LockBusy, file_lock
 
     r = Retrain(settings, model, if_ready, progress, cut, feast_store, stop, log or (lambda m: None))
-    try:
-        lock = StateLayout.of(settings).retrain_lock(model)
-        with file_lock(lock, timeout_s=3600 if wait_for_lock else 0.5):
+    with contextlib.ExitStack() as held:
+        try:  # busy means this lock only (an alias lock held too long is a failure, below)
+            held.enter_context(
+                file_lock(StateLayout.of(settings).retrain_lock(model), 3600 if wait_for_lock else 0.5)
+            )
+        except LockBusy:
+            return Outcome(model, "busy", reasons=["another retrain of this model is running"])
+        try:
             return run_steps(r)
-    except LockBusy:
-        return Outcome(model, "busy", reasons=["another retrain of this model is running"])
-    except Stop as exc:
-        return Outcome(model, "stopped", reasons=[f"{exc}; the window is retried next time"])
-    except FlywheelError as exc:
-        return Outcome(model, "failed", reasons=[str(exc)])
+        except Stop as exc:
+            return Outcome(model, "stopped", reasons=[f"{exc}; the window is retried next time"])
+        except FlywheelError as exc:
+            return Outcome(model, "failed", reasons=[str(exc)])
+        except Exception as exc:  # noqa: BLE001 - any failure is this run's outcome, never the caller's crash
+            where = f" in the {r.step} step" if r.step else ""
+            return Outcome(model, "failed", reasons=[f"{type(exc).__name__}{where}: {exc}"])
 
 
 def review_files(settings, run) -> list[Path]:
@@ -278,12 +287,15 @@ def bootstrap_model(
     """Train the first version from labelled data, register it and judge it against the floors."""
     from orchestration.registry import LockBusy, Registry, file_lock
     from training.data_gate import DataRejected
+    from training.model_store import ModelStore
     from training.run import bootstrap
 
     try:
         with file_lock(StateLayout.of(settings).retrain_lock(name), timeout_s=0.5):
-            run = bootstrap(settings, name, task, data, labels, golden, progress=progress)
             registry = Registry(settings)
+            if ModelStore(settings.state_dir).exists(name):
+                registry.repair(name)  # a bootstrap a crash interrupted may still be decided
+            run = bootstrap(settings, name, task, data, labels, golden, progress=progress)
             version = registry.register(run)
             verdict = registry.decide(name, version, review_files(settings, run))
     except LockBusy:

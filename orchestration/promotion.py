@@ -28,10 +28,11 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)  # why it failed (empty when it passed)
     checks: list[dict] = field(default_factory=list)  # every check, passed or not
     notes: list[str] = field(default_factory=list)  # caveats: underpowered holdouts
+    stale: bool = False  # judged against a champion that has moved since: not judged at all
 
     @property
     def label(self) -> str:
-        return "promoted" if self.passed else "rejected"
+        return "promoted" if self.passed else "stale" if self.stale else "rejected"
 
 
 def check_guard(

@@ -45,7 +45,7 @@ from training.model_store import Decision, ModelStore, Window
 
 CHAMPION, PREVIOUS, CANDIDATE = "champion", "previous", "candidate"
 VERDICT, RUN_ID, AGAINST = "flywheel.verdict", "flywheel.run_id", "flywheel.evaluated_against"
-FINAL_TAG = {"promote": "promoted", "reject": "rejected", "rollback": "rolled-back-to"}
+FINAL_TAG = {"promote": "promoted", "reject": "rejected", "stale": "stale", "rollback": "rolled-back-to"}
 
 
 class RegistryError(FlywheelError):
@@ -274,8 +274,9 @@ class Registry:
                 False,
                 [
                     f"stale: the champion moved from v{against} to v{current} while this "
-                    "candidate was evaluated; retrain against the new champion"
+                    "candidate was evaluated; its window is retrained against the new champion"
                 ],
+                stale=True,
             )
         else:
             verdict = decide(run.report, self.settings.promotion, model, info.task, first=current is None)
@@ -288,8 +289,10 @@ class Registry:
         self.client.set_model_version_tag(model, str(version), "flywheel.reasons", "; ".join(reasons))
         crash_point("decide.described")
         lineage = run.lineage
-        window = None if lineage.bootstrap else Window(lineage.window_start, lineage.window_end)
-        action = "promote" if verdict.passed else "reject"
+        action = "promote" if verdict.passed else "stale" if verdict.stale else "reject"
+        # A stale candidate was never judged: its window is not consumed and is retrained.
+        consumed = not lineage.bootstrap and action != "stale"
+        window = Window(lineage.window_start, lineage.window_end) if consumed else None
         decision = Decision(f"v{version}-{action}", action, version, current, tuple(reasons), window)
         self.models.begin_decision(model, decision)
         crash_point("decide.journalled")
@@ -313,7 +316,7 @@ class Registry:
         self.client.set_model_version_tag(model, str(d.version), VERDICT, FINAL_TAG[d.action])
         crash_point("move.tagged")
         if not history.has_decision(self.settings.state_dir, model, d.id):
-            after = d.champion_before if d.action == "reject" else d.version
+            after = d.version if d.action in ("promote", "rollback") else d.champion_before
             history.record(
                 self.settings.state_dir,
                 model,
@@ -387,10 +390,13 @@ class Registry:
                 done.append((finished.version, f"completed {finished.action}"))
             for version in self.pending(model):
                 try:
+                    self._folder(model, version, self.version_tags(model, version))
+                    self.client.set_registered_model_alias(model, CANDIDATE, str(version))
                     verdict = self._decide(model, version, None)
-                except FlywheelError as exc:  # its folder is gone: it can never be judged
+                except Exception as exc:  # noqa: BLE001 - its folder or records are unreadable: never judgeable
+                    reason = f"abandoned by repair: {type(exc).__name__}: {exc}"
                     self.client.set_model_version_tag(model, str(version), VERDICT, "abandoned")
-                    self.client.set_model_version_tag(model, str(version), "flywheel.reasons", str(exc))
+                    self.client.set_model_version_tag(model, str(version), "flywheel.reasons", reason[:5000])
                     done.append((version, "abandoned"))
                     continue
                 done.append((version, verdict.label))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
-
-from flywheel.layout import StateLayout
 
 
 def part_health(settings) -> dict[str, str]:
     from flywheel.broker import port_open
+    from orchestration.supervisor import read_health
 
     out = {}
     if settings.embedded_broker:
@@ -17,19 +15,18 @@ def part_health(settings) -> dict[str, str]:
         out["broker"] = f"up at {settings.broker.host}:{settings.broker.port}" if up else "down"
     else:
         out["broker"] = f"external: {settings.kafka.bootstrap_servers}"
-    path = StateLayout.of(settings).health
-    if not path.is_file():
+    health = read_health(settings)
+    if health is None:
         out.update(
             stream="not supervised (no `flywheel run`)", ingest="not supervised", http="not supervised"
         )
     else:
-        data = json.loads(path.read_text())
-        alive = _pid_alive(data.get("supervisor_pid"))
-        for name, h in data["parts"].items():
+        alive = _pid_alive(health.supervisor_pid)
+        for name, h in health.parts.items():
             if not alive:
                 out[name] = "stopped (`flywheel run` is not running)"
             else:
-                out[name] = ("running" if h["running"] else "restarting") + f", {h['restarts']} restarts"
+                out[name] = ("running" if h.running else "restarting") + f", {h.restarts} restarts"
     job = stream_job_health(settings)
     if job is not None:
         out["stream"] = f"{out['stream']}; {job}"

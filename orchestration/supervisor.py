@@ -66,8 +66,9 @@ class Supervisor:
         from flywheel.broker import for_settings
         from flywheel.kafka import ensure_topics
 
-        run_dir = StateLayout.of(self.settings).run_dir
-        self._instance_lock = hold_instance_lock(run_dir / "supervisor.lock", "`flywheel run`")
+        self._instance_lock = hold_instance_lock(
+            StateLayout.of(self.settings).supervisor_lock, "`flywheel run`"
+        )
         if self.settings.embedded_broker:
             self.broker = for_settings(self.settings)
             status = self.broker.start(die_with_parent=True)
@@ -162,7 +163,7 @@ class Supervisor:
         }
 
     def write_health(self) -> None:
-        """``<state_dir>/run/health.json``, read by `flywheel status`."""
+        """``<state_dir>/run/health.json``, read by `flywheel status` through :func:`read_health`."""
         state = {"time": time.time(), "supervisor_pid": os.getpid(), "parts": self.health()}
         write_json_atomic(StateLayout.of(self.settings).health, state, durable=False)
 
@@ -206,6 +207,36 @@ class Supervisor:
             self.stop()
 
 
+@dataclass
+class PartHealth:
+    running: bool
+    restarts: int
+    pid: int | None = None
+
+
+@dataclass
+class RunHealth:
+    """What ``flywheel run`` last reported: its pid and each part's state."""
+
+    supervisor_pid: int | None
+    parts: dict[str, PartHealth]
+    time: float = 0.0
+
+
+def read_health(settings) -> RunHealth | None:
+    """The report ``Supervisor.write_health`` keeps; None if there is none or it is unreadable
+    (it is rewritten every half second without fsync: a power cut may leave it empty)."""
+    import json
+
+    path = StateLayout.of(settings).health
+    try:
+        data = json.loads(path.read_text())
+        parts = {name: PartHealth(**h) for name, h in data["parts"].items()}
+        return RunHealth(data.get("supervisor_pid"), parts, data.get("time", 0.0))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def readiness_check(settings, log: Callable = print) -> Callable[[threading.Event], None]:
     """Retrain every model that is ready (the same function as `flywheel retrain --if-ready`)."""
 
@@ -216,7 +247,7 @@ def readiness_check(settings, log: Callable = print) -> Callable[[threading.Even
         for model in ModelStore(settings.state_dir).names():
             if stop.is_set():
                 return
-            outcome = retrain(settings, model, if_ready=True, progress=False, stop=stop)
+            outcome = retrain(settings, model, if_ready=True, progress=False, stop=stop)  # never raises
             log(f"readiness check {model}: {outcome.status} {'; '.join(outcome.reasons)}")
 
     return check

@@ -124,17 +124,36 @@ def _reasons(frame, labels: list[str], gate: DataGateSettings):
 
     sid, text, label = frame["sample_id"], frame["text"], frame["label"]
     mark(sid.isna(), "sample_id missing")
-    mark(sid.duplicated(keep="first") & sid.notna(), "sample_id repeated in the batch")
+    mark(~sid.map(lambda v: isinstance(v, str)), "sample_id is not a string")
+    mark(sid.astype(str).duplicated(keep="first"), "sample_id repeated in the batch")
     mark(text.isna(), "text missing")
+    mark(~text.map(lambda v: isinstance(v, str)), "text is not a string")
+    mark(text.astype(str).str.strip() == "", "text is blank")
     lengths = text.astype(str).str.len()
     mark(text.notna() & (lengths < gate.min_text_chars), f"text shorter than {gate.min_text_chars} chars")
     mark(text.notna() & (lengths > gate.max_text_chars), f"text longer than {gate.max_text_chars} chars")
     mark(label.isna(), "label missing")
-    mark(label.notna() & ~label.isin(list(labels)), f"label not in the model's label set {list(labels)}")
+    known = set(labels)
+    mark(
+        ~label.map(lambda v: isinstance(v, str) and v in known),
+        f"label not in the model's label set {list(labels)}",
+    )
     if "confidence" in frame:
         conf = pd.to_numeric(frame["confidence"], errors="coerce")
         mark(frame["confidence"].notna() & ~conf.between(0, 1), "confidence outside [0, 1]")
     return reasons
+
+
+def _shown(value, limit: int) -> str | None:
+    """A value as an example in a report: None for a missing one, else its text, cut."""
+    import pandas as pd
+
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):  # a list or array: not a scalar, shown as text
+        pass
+    return str(value)[:limit]
 
 
 def quarantine(frame, labels: list[str], gate: DataGateSettings):
@@ -143,14 +162,14 @@ def quarantine(frame, labels: list[str], gate: DataGateSettings):
     bad = reasons != ""
     examples = []
     for reason in reasons[bad].unique():
-        for idx in reasons[reasons == reason].index[:EXAMPLES_PER_REASON]:
-            row = frame.loc[idx]
+        for pos in [i for i, r in enumerate(reasons.tolist()) if r == reason][:EXAMPLES_PER_REASON]:
+            row = frame.iloc[pos]
             examples.append(
                 {
-                    "sample_id": None if row["sample_id"] is None else str(row["sample_id"]),
+                    "sample_id": _shown(row["sample_id"], 80),
                     "reason": reason,
-                    "label": None if row["label"] is None else str(row["label"])[:40],
-                    "text": None if row["text"] is None else str(row["text"])[:60],
+                    "label": _shown(row["label"], 40),
+                    "text": _shown(row["text"], 60),
                 }
             )
     counts = {str(k): int(v) for k, v in reasons[bad].value_counts().items()}
@@ -228,6 +247,16 @@ def validate_batch(frame, labels: list[str], gate: DataGateSettings, quarantined
             ]
             c["examples"] = [f"{r.label}: {r.count} ({r.share:.0%})" for r in bad.itertuples()]
             c["column"] = f"label ({col} per label)"
+    checks.append(
+        {
+            "expectation": "batch not empty after quarantine",
+            "column": "sample_id",
+            "success": len(data) > 0,
+            "unexpected_count": 0 if len(data) else (quarantined.rows if quarantined else 0),
+            "examples": [],
+            "observed": len(data),
+        }
+    )
     return DataGateReport(all(c["success"] for c in checks), len(data), checks, quarantined or Quarantine())
 
 

@@ -141,7 +141,11 @@ class ModelStore:
     def create(self, info: ModelInfo, golden, bootstrap, watermark: datetime) -> None:
         d = self.dir(info.name)
         if self.exists(info.name):
-            raise FlywheelError(f"model {info.name!r} already exists in {d}; choose another name")
+            state = self.state(info.name)
+            if state.champion is not None or state.decision is not None:
+                raise FlywheelError(f"model {info.name!r} already exists in {d}; choose another name")
+            # Its first version never became champion (rejected, or the bootstrap crashed before
+            # registering): bootstrapping it again replaces its golden set, data and state.
         self.layout.versions(info.name).mkdir(parents=True, exist_ok=True)
         golden.to_parquet(self.layout.golden(info.name), index=False)
         bootstrap.to_parquet(self.layout.bootstrap_data(info.name), index=False)
@@ -183,6 +187,12 @@ class ModelStore:
         if not target.is_dir():
             raise FlywheelError(
                 f"version folder {target} is missing and run {run_id} is not in {source.parent}"
+            )
+        held = VersionFolder.run_id_of(target)
+        if held != run_id:
+            raise FlywheelError(
+                f"{target} holds run {held}, not run {run_id} that MLflow registered as v{number}: the "
+                "MLflow store and this state dir disagree (was one of them reset?); point them at each other"
             )
         return VersionFolder(target, run_id)
 

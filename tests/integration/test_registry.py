@@ -133,10 +133,12 @@ def test_promote_reject_rollback_history_and_a_race(settings, corpus):
     assert agree(s, registry) == 1
 
     # Two candidates evaluated against the same champion, decided at once: only one wins.
+    from training.model_store import ModelStore
     from training.run import train
 
     feed_labelled(s, store, corpus.sample(80, random_state=7), prefix="c")
     trained = train(s, "sentiment", store, progress=False)
+    rejected_windows = len(ModelStore(s.state_dir).state("sentiment").rejected_windows)
     versions = [registry.register(clone_run(s, trained, 1)) for _ in range(2)]
     verdicts = {}
 
@@ -150,7 +152,9 @@ def test_promote_reject_rollback_history_and_a_race(settings, corpus):
         t.join()
     assert sorted(v.passed for v in verdicts.values()) == [False, True]
     loser = next(v for v in verdicts.values() if not v.passed)
-    assert "stale" in loser.reasons[0]
+    assert loser.label == "stale" and "stale" in loser.reasons[0]
+    # A stale candidate was never judged: its window is not recorded as rejected.
+    assert len(ModelStore(s.state_dir).state("sentiment").rejected_windows) == rejected_windows
     agree(s, registry)
 
 

@@ -87,3 +87,27 @@ def test_state_written_before_typed_windows_still_reads(tmp_path):
     )
     state = store.state("m")
     assert state.champion == 2 and state.rejected_windows == [Window(None, "2026-01-02")]
+
+
+def test_adopt_refuses_a_version_folder_that_holds_another_run(tmp_path):
+    store = make_store(tmp_path)
+    first, second = store.new_run("m"), store.new_run("m")
+    store.adopt("m", first.run_id, 3)
+    with pytest.raises(FlywheelError, match=r"holds run .* not run .* registered as v3"):
+        store.adopt("m", second.run_id, 3)  # an MLflow store reset: its v3 is not our v3
+    assert second.path.is_dir()  # nothing moved
+
+
+def test_a_model_whose_first_version_never_served_can_be_bootstrapped_again(tmp_path):
+    store = make_store(tmp_path)
+    frame = pd.DataFrame({"sample_id": ["b"], "text": ["t"], "label": ["y"]})
+    info = ModelInfo("m", "text-classification", ["x", "y"], "")
+    store.create(info, frame, frame, datetime(2026, 2, 1, tzinfo=UTC))  # v1 was rejected: allowed
+    assert store.golden("m").sample_id.tolist() == ["b"]
+    promote = Decision("v2-promote", "promote", 2, None)
+    store.begin_decision("m", promote)
+    with pytest.raises(FlywheelError, match="already exists"):  # mid-decision: not replaced
+        store.create(info, frame, frame, datetime(2026, 3, 1, tzinfo=UTC))
+    store.complete_decision("m", promote)
+    with pytest.raises(FlywheelError, match="already exists"):  # it has a champion
+        store.create(info, frame, frame, datetime(2026, 3, 1, tzinfo=UTC))

@@ -241,3 +241,24 @@ def test_quarantine_survives_the_worst_values():
     )
     clean, held = quarantine(frame, LABELS, DataGateSettings())
     assert held.rows == 5 and clean.empty, held.by_reason
+
+
+def test_quarantine_judges_types_not_just_values():
+    frame = pd.DataFrame(
+        {
+            "sample_id": ["a", 7, "c", "d", "e"],
+            "text": ["fine", "fine", 42, "   ", "fine"],
+            "label": ["negative", "negative", "negative", "negative", 1],
+            "confidence": [1.0] * 5,
+        }
+    )
+    clean, held = quarantine(frame, LABELS, DataGateSettings())
+    assert clean.sample_id.tolist() == ["a"]
+    assert set(held.by_reason) == {
+        "sample_id is not a string",
+        "text is not a string",
+        "text is blank",
+        f"label not in the model's label set {LABELS}",
+    }
+    _, report = check_batch(frame.iloc[1:], LABELS, DataGateSettings(min_per_class=0))
+    assert not report.success and "batch not empty after quarantine" in report.text()  # nothing left
