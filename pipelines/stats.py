@@ -29,8 +29,9 @@ from flywheel.layout import StateLayout
 from pipelines import records
 
 
-def read_topic(settings, topic: str, timeout_s: float = 60.0) -> list:
-    """Every committed message of ``topic``, read from the beginning to the current end."""
+def read_topic(settings, topic: str, timeout_s: float = 60.0, isolation: str = "read_committed") -> list:
+    """Every committed message of ``topic``, read from the beginning to the current end
+    (``isolation="read_uncommitted"``: also those of open or aborted transactions, to diagnose)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     consumer = Consumer(
@@ -40,7 +41,7 @@ def read_topic(settings, topic: str, timeout_s: float = 60.0) -> list:
                 "group.id": "flywheel-stats",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
-                "isolation.level": "read_committed",
+                "isolation.level": isolation,
             },
         )
     )

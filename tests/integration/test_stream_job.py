@@ -33,7 +33,7 @@ def job_env(settings) -> dict[str, str]:
     }
 
 
-def run_bounded(settings, stops: dict[int, int]) -> None:
+def run_bounded(settings, stops: dict[int, int]) -> str:
     arg = ",".join(f"{p}:{o}" for p, o in sorted(stops.items()))
     r = subprocess.run(
         [sys.executable, "-m", "pipelines.stream_job", "--stop-offsets", arg],
@@ -44,6 +44,7 @@ def run_bounded(settings, stops: dict[int, int]) -> None:
         timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout + r.stderr
 
 
 def settled_accounting(settings, timeout_s: float = 30.0):
@@ -62,17 +63,32 @@ def settled_accounting(settings, timeout_s: float = 30.0):
     return a
 
 
+def per_partition(settings, topic: str) -> str:
+    """Records per partition read committed vs uncommitted: which transaction a loss sits in."""
+    from collections import Counter
+
+    seen = {
+        mode: Counter(m.partition() for m in read_topic(settings, topic, isolation=mode))
+        for mode in ("read_committed", "read_uncommitted")
+    }
+    return f"{topic}: committed {dict(seen['read_committed'])}, uncommitted {dict(seen['read_uncommitted'])}"
+
+
 def test_10k_mixed_events_are_all_accounted_for(settings):
     values, expected = mixed_traffic(10_000)
-    run_bounded(settings, produce_raw(settings, values))
+    log = run_bounded(settings, produce_raw(settings, values))
     a = settled_accounting(settings)
-    assert (a.raw, a.clean, a.review, a.dlq, a.duplicates) == (
-        10_000,
-        expected["clean"],
-        expected["review"],
-        expected["dlq"],
-        expected["duplicates"],
-    )
+    counts = (a.raw, a.clean, a.review, a.dlq, a.duplicates)
+    wanted = (10_000, expected["clean"], expected["review"], expected["dlq"], expected["duplicates"])
+    if counts != wanted:  # say where the records are before failing
+        topics = [f"{settings.kafka.topic_prefix}.{t}" for t in ("clean", "review", "dlq", "duplicates")]
+        noted = [line for line in log.splitlines() if "ransaction" in line or "Kafka" in line][-20:]
+        pytest.fail(
+            f"accounting {counts} != {wanted}; "
+            + "; ".join(per_partition(settings, t) for t in topics)
+            + "\njob log lines on Kafka and transactions:\n"
+            + "\n".join(noted)
+        )
     assert a.balanced
 
     prefix = settings.kafka.topic_prefix
