@@ -180,7 +180,9 @@ def build(env, settings: Settings, stop_offsets: dict[int, int] | None = None) -
     clean.sink_to(sink(topics.clean, "clean")).name("to-clean")
     clean.get_side_output(review_tag).sink_to(sink(topics.review, "review")).name("to-review")
     clean.get_side_output(dup_tag).sink_to(sink(topics.duplicates, "duplicates")).name("to-duplicates")
-    valid.get_side_output(dlq_tag).sink_to(sink(topics.dlq, "dlq")).name("to-dlq")
+    # Not chained into the source's task like the other sinks are not: chained there, the DLQ's
+    # last transaction was left open (uncommitted) on one partition in 2 of 3 bounded runs.
+    valid.get_side_output(dlq_tag).sink_to(sink(topics.dlq, "dlq")).name("to-dlq").disable_chaining()
 
 
 def make_env(settings: Settings, restore: bool = True, rest_port: int | None = None):
