@@ -154,3 +154,11 @@ def test_java_properties_escape_jaas_and_inline_the_client_certificate(tmp_path)
     assert props["ssl.key.password"] == "kp'w" and props["client.id"] == "flywheel"
     ddl = source_ddl(s, Topics.from_prefix("t"), None)
     assert "'properties.ssl.key.password' = 'kp''w'" in ddl
+
+
+def test_settings_renamed_with_the_two_gates_say_their_new_names():
+    with pytest.raises(ConfigError, match=r"`gate` is now `promotion`"):
+        load_settings(gate={"confidence": 0.9})
+    with pytest.raises(ConfigError, match=r"`training.gate` is now `training.data_gate`"):
+        load_settings(training={"gate": {"max_text_chars": 100}})
+    assert load_settings(training={"data_gate": {"max_text_chars": 100}}).training.data_gate.max_text_chars == 100
