@@ -161,4 +161,7 @@ def test_settings_renamed_with_the_two_gates_say_their_new_names():
         load_settings(gate={"confidence": 0.9})
     with pytest.raises(ConfigError, match=r"`training.gate` is now `training.data_gate`"):
         load_settings(training={"gate": {"max_text_chars": 100}})
-    assert load_settings(training={"data_gate": {"max_text_chars": 100}}).training.data_gate.max_text_chars == 100
+    assert (
+        load_settings(training={"data_gate": {"max_text_chars": 100}}).training.data_gate.max_text_chars
+        == 100
+    )
