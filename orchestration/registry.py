@@ -335,9 +335,33 @@ class Registry:
         if not self.models.exists(model):
             return None
         open_decision = self.models.state(model).decision
-        if open_decision is not None:
-            self._apply(model, open_decision)
+        if open_decision is None:
+            return None
+        if not self._exists(model, open_decision.version):  # deleted by hand: it can never complete
+            self.models.abandon_decision(model, open_decision)
+            history.record(
+                self.settings.state_dir,
+                model,
+                "abandon",
+                version=open_decision.version,
+                champion=self.alias_version(model, CHAMPION),
+                reason=f"{open_decision.action} of v{open_decision.version} abandoned: it no longer exists",
+                decision=open_decision.id,
+            )
+            return open_decision
+        self._apply(model, open_decision)
         return open_decision
+
+    def _exists(self, model: str, version: int) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_model_version(model, str(version))
+            return True
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise
 
     # ---- rollback and repair --------------------------------------------------------
 

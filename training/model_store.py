@@ -246,6 +246,12 @@ class ModelStore:
                     state.rejected_windows.append(decision.window)
             state.decision = None
 
+    def abandon_decision(self, name: str, decision: Decision) -> None:
+        """Clear a journalled move that can never complete (its version is gone); nothing else changes."""
+        with self._changing(name) as state:
+            if state.decision is not None and state.decision.id == decision.id:
+                state.decision = None
+
     def record_data_rejected(self, name: str, window: Window) -> None:
         """The data gate refused the window as a whole: it is consumed, and never replayed."""
         with self._changing(name) as state:

@@ -220,6 +220,13 @@ def test_a_crash_at_any_step_of_a_decision_is_repaired_and_the_loop_goes_on(sett
     assert agree(s, registry) == target and registry.alias_version("sentiment", PREVIOUS) == before
     assert history.read(s.state_dir, "sentiment")[-1]["action"] == "rollback"
 
+    # A journalled move whose version was deleted by hand can never complete: repair abandons it.
+    from training.model_store import Decision, ModelStore
+
+    ModelStore(s.state_dir).begin_decision("sentiment", Decision("v999-promote", "promote", 999, target))
+    registry.repair("sentiment")
+    assert agree(s, registry) == target and history.read(s.state_dir, "sentiment")[-1]["action"] == "abandon"
+
 
 def test_works_against_an_mlflow_server(settings, corpus, tmp_path):
     port = free_port()
