@@ -173,9 +173,7 @@ class ModelStore:
         """A folder for a run that is about to be trained (no version number yet)."""
         self.info(name)
         run_id = new_run_id()
-        path = self.layout.run(name, run_id)
-        path.mkdir(parents=True)
-        return VersionFolder(path, run_id)
+        return VersionFolder.create(self.layout.run(name, run_id), run_id)
 
     def adopt(self, name: str, run_id: str, number: int) -> VersionFolder:
         """The run ``run_id`` became MLflow version ``number``: move its folder to ``versions/v<N>``.

@@ -84,8 +84,13 @@ class VersionFolder:
     def __init__(self, path: Path, run_id: str):
         self.path = Path(path)
         self.run_id = run_id
-        if not (self.path / self.RUN_ID).is_file() and self.path.is_dir():
-            (self.path / self.RUN_ID).write_text(run_id)
+
+    @classmethod
+    def create(cls, path: Path, run_id: str) -> VersionFolder:
+        """A new run's folder, recording its run id (which stays when it becomes version N)."""
+        path.mkdir(parents=True)
+        (path / cls.RUN_ID).write_text(run_id)
+        return cls(path, run_id)
 
     @classmethod
     def run_id_of(cls, path: Path) -> str:
