@@ -31,9 +31,14 @@ def record(state_dir: Path, model: str, action: str, **fields) -> dict:
     }
     path = StateLayout.of(state_dir).history(model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torn = path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
-    with open(path, "a") as f:
-        f.write(("\n" if torn else "") + json.dumps(entry, default=str) + "\n")
+    line = json.dumps(entry, default=str) + "\n"
+    with open(path, "ab+") as f:  # appends go to the end whatever the read position
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":  # a line torn by a crash mid-append: end it before ours
+                line = "\n" + line
+        f.write(line.encode())
         f.flush()
         os.fsync(f.fileno())
     return entry
