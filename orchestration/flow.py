@@ -188,9 +188,14 @@ def step_register(r: Retrain) -> None:
 
 def step_decide(r: Retrain) -> None:
     verdict = r.registry.decide(r.model, r.version, review_files(r.settings, r.run))
-    reasons = verdict.reasons or [c["reason"] for c in verdict.checks]  # why it failed, or what passed
     r.outcome = Outcome(
-        r.model, verdict.label, r.version, reasons, r.run.report, r.run.lineage, r.run.data_gate.quarantine
+        r.model,
+        verdict.label,
+        r.version,
+        verdict.explanation,
+        r.run.report,
+        r.run.lineage,
+        r.run.data_gate.quarantine,
     )
 
 
@@ -302,5 +307,6 @@ def bootstrap_model(
         return Outcome(name, "busy", reasons=["another bootstrap or retrain of this model is running"])
     except DataRejected as exc:
         return Outcome(name, "data-rejected", reasons=exc.report.reasons, quarantine=exc.report.quarantine)
-    reasons = verdict.reasons or [c["reason"] for c in verdict.checks]
-    return Outcome(name, verdict.label, version, reasons, run.report, run.lineage, run.data_gate.quarantine)
+    return Outcome(
+        name, verdict.label, version, verdict.explanation, run.report, run.lineage, run.data_gate.quarantine
+    )

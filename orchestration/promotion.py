@@ -31,6 +31,11 @@ class Verdict:
     stale: bool = False  # judged against a champion that has moved since: not judged at all
 
     @property
+    def explanation(self) -> list[str]:
+        """Why it failed or, when it passed, what each check found."""
+        return self.reasons or [c["reason"] for c in self.checks]
+
+    @property
     def label(self) -> str:
         return "promoted" if self.passed else "stale" if self.stale else "rejected"
 

@@ -285,7 +285,7 @@ class Registry:
         run_id = self.client.get_model_version(model, str(version)).run_id
         for path in review_files or []:
             self.client.log_artifact(run_id, str(path), "review")
-        reasons = verdict.reasons or [c["reason"] for c in verdict.checks] or ["all guards within tolerance"]
+        reasons = verdict.explanation or ["all guards within tolerance"]
         self.client.set_model_version_tag(model, str(version), "flywheel.reasons", "; ".join(reasons))
         crash_point("decide.described")
         lineage = run.lineage
