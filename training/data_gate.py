@@ -75,6 +75,11 @@ class DataGateReport:
     checks: list[dict[str, Any]] = field(default_factory=list)
     quarantine: Quarantine = field(default_factory=Quarantine)
 
+    def refuse(self, expectation: str, unexpected_count: int) -> None:
+        """Fail the batch on a check of the gate's own (not a Great Expectations one)."""
+        self.checks.append(_own_check(expectation, False, 0, unexpected_count))
+        self.success = False
+
     @property
     def failed(self) -> list[dict[str, Any]]:
         return [c for c in self.checks if not c["success"]]
@@ -247,17 +252,23 @@ def validate_batch(frame, labels: list[str], gate: DataGateSettings, quarantined
             ]
             c["examples"] = [f"{r.label}: {r.count} ({r.share:.0%})" for r in bad.itertuples()]
             c["column"] = f"label ({col} per label)"
+    held = quarantined.rows if quarantined else 0
     checks.append(
-        {
-            "expectation": "batch not empty after quarantine",
-            "column": "sample_id",
-            "success": len(data) > 0,
-            "unexpected_count": 0 if len(data) else (quarantined.rows if quarantined else 0),
-            "examples": [],
-            "observed": len(data),
-        }
+        _own_check("batch not empty after quarantine", len(data) > 0, len(data), 0 if len(data) else held)
     )
     return DataGateReport(all(c["success"] for c in checks), len(data), checks, quarantined or Quarantine())
+
+
+def _own_check(expectation: str, success: bool, observed: int, unexpected_count: int) -> dict[str, Any]:
+    """A check of the gate's own, in the shape of the Great Expectations ones."""
+    return {
+        "expectation": expectation,
+        "column": "sample_id",
+        "success": success,
+        "unexpected_count": unexpected_count,
+        "examples": [],
+        "observed": observed,
+    }
 
 
 def check_batch(frame, labels: list[str], gate: DataGateSettings):

@@ -156,17 +156,7 @@ def screen(settings, run: TrainedRun) -> TrainedRun:
     run.lineage.new_holdout = len(new_holdout)
     run.folder.save_lineage(run.lineage)
     if run.lineage.new_train == 0:  # replay alone would train, and consume the window
-        report.success = False
-        report.checks.append(
-            {
-                "expectation": "new samples left to train on after quarantine",
-                "column": "sample_id",
-                "success": False,
-                "unexpected_count": report.quarantine.rows,
-                "examples": [],
-                "observed": 0,
-            }
-        )
+        report.refuse("new samples left to train on after quarantine", report.quarantine.rows)
         run.folder.save_data_gate(report)
     if not report.success:
         raise DataRejected(report)

@@ -136,3 +136,16 @@ def test_a_second_retrain_of_a_model_reports_busy(tmp_path):
     with file_lock(StateLayout.of(settings).retrain_lock("m")):
         outcome = retrain(settings, "m")
     assert outcome.status == "busy" and outcome.exit_code == EXIT_BUSY
+
+
+def test_a_window_whose_new_samples_are_all_quarantined_is_refused_not_trained_on_replay(tmp_path):
+    good = frame_of(LABELS * 10)
+    settings, store, run = _model_with_window(tmp_path, good)
+    bad_new = frame_of(["furious"] * 12).assign(sample_id=lambda f: "n" + f.sample_id, origin="new")
+    train = pd.concat([bad_new, good.assign(origin="replay")], ignore_index=True)
+    run.folder.save_dataset(train, good.head(0), {"golden": good, "old": good, "new": good.head(0)})
+    r = Retrain(settings, "m", run=run)
+    step_data_gate(r)
+    assert r.outcome.status == "data-rejected"
+    assert "new samples left to train on after quarantine" in r.outcome.reasons[0]
+    assert store.state("m").data_rejected[0].end == run.lineage.window_end
