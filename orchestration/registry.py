@@ -414,9 +414,8 @@ class Registry:
                 done.append((finished.version, f"completed {finished.action}"))
             for version in self.pending(model):
                 try:
-                    self._folder(model, version, self.version_tags(model, version))
                     self.client.set_registered_model_alias(model, CANDIDATE, str(version))
-                    verdict = self._decide(model, version, None)
+                    verdict = self._decide(model, version, None)  # moves its folder into place first
                 except Exception as exc:  # noqa: BLE001 - its folder or records are unreadable: never judgeable
                     reason = f"abandoned by repair: {type(exc).__name__}: {exc}"
                     self.client.set_model_version_tag(model, str(version), VERDICT, "abandoned")
