@@ -74,9 +74,10 @@ def repair_cmd(ctx: typer.Context, model: Annotated[str, typer.Argument(help="mo
 
     Refuses (exit 12) while a retrain of the model runs: its version is not abandoned, it is
     being decided by that retrain."""
+    from flywheel.files import LockBusy, file_lock
     from flywheel.layout import StateLayout
     from orchestration.flow import EXIT_BUSY
-    from orchestration.registry import LockBusy, Registry, file_lock
+    from orchestration.registry import Registry
 
     settings = settings_of(ctx)
     try:

@@ -239,7 +239,7 @@ def retrain(
     log: Callable[[str], None] | None = None,
 ) -> Outcome:
     """One retrain of ``model`` (skipped when not ready). Concurrent calls: one runs, others are busy."""
-    from orchestration.registry import LockBusy, file_lock
+    from flywheel.files import LockBusy, file_lock
 
     r = Retrain(settings, model, if_ready, progress, cut, feast_store, stop, log or (lambda m: None))
     with contextlib.ExitStack() as held:
@@ -290,7 +290,8 @@ def bootstrap_model(
     settings, name: str, task: str, data, labels=None, golden=None, progress: bool = True
 ) -> Outcome:
     """Train the first version from labelled data, register it and judge it against the floors."""
-    from orchestration.registry import LockBusy, Registry, file_lock
+    from flywheel.files import LockBusy, file_lock
+    from orchestration.registry import Registry
     from training.data_gate import DataRejected
     from training.model_store import ModelStore
     from training.run import bootstrap

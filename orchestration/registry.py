@@ -26,18 +26,16 @@ each step boundary for fault-injection tests.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import json
 import subprocess
 import tempfile
-import time
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from flywheel.errors import FlywheelError
 from flywheel.faults import crash_point
+from flywheel.files import file_lock
 from flywheel.layout import StateLayout
 from orchestration import history
 from orchestration.promotion import Verdict, decide
@@ -52,10 +50,6 @@ class RegistryError(FlywheelError):
     exit_code = 7
 
 
-class LockBusy(RegistryError):
-    """Another process holds the model's lock (a retrain or an alias move is under way)."""
-
-
 def code_revision() -> str:
     here = Path(__file__).parent
     try:
@@ -68,26 +62,6 @@ def code_revision() -> str:
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-@contextmanager
-def file_lock(path: Path, timeout_s: float = 600):
-    """An exclusive lock across processes on ``path``; LockBusy after ``timeout_s``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise LockBusy(f"{path} is held by another process for {timeout_s:.0f}s") from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def alias_lock(state_dir: Path, model: str, timeout_s: float = 600):

@@ -14,7 +14,6 @@ trains in ``runs/<run id>/`` and becomes ``versions/v<N>/`` when MLflow register
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import secrets
@@ -24,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from flywheel.errors import FlywheelError
-from flywheel.files import write_json_atomic
+from flywheel.files import file_lock, write_json_atomic
 from flywheel.layout import StateLayout
 from flywheel.model_info import ModelInfo, ModelNotFound, model_names, read_model_info
 from training.version import VersionFolder
@@ -258,15 +257,10 @@ class ModelStore:
 
     @contextmanager
     def _changing(self, name: str):
-        lock = self.layout.model_state_lock(name)
-        with open(lock, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                state = self.state(name)
-                yield state
-                self._write(name, state)
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with file_lock(self.layout.model_state_lock(name), timeout_s=None):
+            state = self.state(name)
+            yield state
+            self._write(name, state)
 
     def _write(self, name: str, state: ModelState) -> None:
         write_json_atomic(self.layout.model_state(name), state.to_dict(), indent=2, default=str)

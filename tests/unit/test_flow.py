@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
+from flywheel.files import file_lock
 from flywheel.layout import StateLayout
 from flywheel.settings import load_settings
 from orchestration.flow import (
@@ -24,7 +25,6 @@ from orchestration.flow import (
     run_steps,
     step_data_gate,
 )
-from orchestration.registry import file_lock
 from training.model_store import ModelInfo, ModelStore
 from training.run import TrainedRun
 from training.version import Lineage
