@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from flywheel.tasks import all_feast_fields
+
 ENTITY = "sample"
 JOIN_KEY = "sample_id"
 FEATURE_VIEW = "feedback_samples"
@@ -17,21 +19,20 @@ FEATURE_SERVICE = "training"
 TIMESTAMP = "event_timestamp"
 CREATED = "ingested_at"
 
-# Feature columns and their Feast type names; the ingestor builds rows with exactly these.
-FEATURES: dict[str, str] = {
+# Feature columns and their Feast type names; the ingestor builds rows with exactly these:
+# the fields every event has, then each task's own (its spec's ``feast_fields``: text and
+# labels for text; image URIs and hashes for images, whose bytes live in the image store).
+COMMON_FEATURES: dict[str, str] = {
     "model_name": "String",
     "model_version": "String",
     "task": "String",
     "source": "String",
-    "text": "String",
-    "image_png_b64": "String",
-    "label": "String",
-    "pred_label": "String",
     "confidence": "Float64",
     "low_confidence": "Bool",
     "label_source": "String",
     "pii_masks": "Int64",
 }
+FEATURES: dict[str, str] = {**COMMON_FEATURES, **all_feast_fields()}
 
 
 def build(offline_dir: str | Path) -> dict:
@@ -61,7 +62,7 @@ def build(offline_dir: str | Path) -> dict:
         schema=[Field(name=n, dtype=getattr(ft, t)) for n, t in FEATURES.items()],
         source=push,
         online=True,
-        description="clean feedback events: text, verified label, prediction and provenance",
+        description="clean feedback events: input, verified answer, prediction and provenance",
     )
     service = FeatureService(
         name=FEATURE_SERVICE, features=[view], description="what the training stage reads"

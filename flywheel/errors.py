@@ -19,6 +19,10 @@ class ConfigError(FlywheelError):
     exit_code = 2
 
 
+class DataError(FlywheelError):
+    """A data file (labelled samples, images) that cannot be used."""
+
+
 class BrokerError(FlywheelError):
     """The Kafka broker cannot be started, stopped or reached."""
 

@@ -142,5 +142,10 @@ class StateLayout:
         return self.root.resolve() / "mlflow.db"
 
     @property
+    def images(self) -> Path:
+        """The local image store: content-addressed PNGs of image tasks' samples."""
+        return self.root.resolve() / "images"
+
+    @property
     def mlflow_artifacts(self) -> Path:
         return self.root.resolve() / "mlartifacts"

@@ -162,6 +162,11 @@ class BaselineGuard(_Section):
     detect: float = Field(0.07, gt=0)
     first_version: bool = Field(True, description="guard a model's first version")
     later_versions: bool = Field(False, description="guard retrained versions too")
+    min_gain: dict[str, float] = Field(
+        default_factory=dict,
+        description="task → how much a first version's mean must beat the baseline's by (metric "
+        "units); a task not named uses its spec's (images: 0.5 dB PSNR over the degraded input)",
+    )
 
     def guard(self, metric: str) -> Guard:
         return Guard(metric=metric, holdout=self.holdout, tolerance=self.tolerance, detect=self.detect)
@@ -172,33 +177,56 @@ class BaselineGuard(_Section):
         return self
 
 
-def _default_guards() -> dict[str, list[Guard]]:
-    return {
-        "text-classification": [
-            Guard(metric="accuracy", holdout="golden", tolerance=0.005, detect=0.05),
-            Guard(metric="accuracy", holdout="old", tolerance=0.01, detect=0.06),
-        ],
-        "image-restoration": [
-            Guard(metric="psnr", holdout="golden", tolerance=0.05, relative=True, detect=0.08)
-        ],
-    }
-
-
 class PromotionRules(_Section):
     """Promotion gate: guards per task (overridable per model), the baseline guard, floors for
     a first version, and the one-sided confidence of the paired tests."""
 
-    guards: dict[str, list[Guard]] = Field(default_factory=_default_guards, description="task → guards")
+    guards: dict[str, list[Guard]] = Field(
+        default_factory=dict, description="task → guards; a task not named uses its spec's defaults"
+    )
     guards_per_model: dict[str, list[Guard]] = Field(default_factory=dict)
     baseline: BaselineGuard = Field(default_factory=BaselineGuard)
     confidence: float = Field(0.95, ge=0.5, lt=1, description="one-sided confidence of the paired tests")
-    floors: dict[str, float] = Field(
-        default_factory=lambda: {"golden.accuracy": 0.5},
-        description="'holdout.metric' → minimum for a model's first version",
+    floors: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="task → {'holdout.metric': minimum} for a model's first version; a task not "
+        "named uses its spec's defaults (text: golden.accuracy 0.5)",
     )
 
+    @field_validator("floors", mode="before")
+    @classmethod
+    def _floors_per_task(cls, value: Any) -> Any:
+        if isinstance(value, dict) and any(not isinstance(v, dict) for v in value.values()):
+            raise ValueError(
+                f"floors are per task now; got {value!r}. Nest them under the task, e.g. "
+                "{'text-classification': {'golden.accuracy': 0.5}}"
+            )
+        return value
+
     def guards_for(self, model: str, task: str) -> list[Guard]:
-        return self.guards_per_model.get(model) or self.guards.get(task, [])
+        """Per model, else per task as configured, else the task spec's defaults."""
+        if model in self.guards_per_model:
+            return self.guards_per_model[model]
+        if task in self.guards:
+            return self.guards[task]
+        from flywheel.tasks import spec_class
+
+        return spec_class(task).default_guards()
+
+    def floors_for(self, task: str) -> dict[str, float]:
+        if task in self.floors:
+            return self.floors[task]
+        from flywheel.tasks import spec_class
+
+        return spec_class(task).default_floors()
+
+    def baseline_gain_for(self, task: str) -> float | None:
+        """How much a first version must beat the baseline by (its mean), if anything."""
+        if task in self.baseline.min_gain:
+            return self.baseline.min_gain[task]
+        from flywheel.tasks import spec_class
+
+        return spec_class(task).default_baseline_gain()
 
 
 class LoraSettings(_Section):
@@ -269,6 +297,22 @@ class RunSettings(_Section):
     http: bool = Field(True, description="serve the HTTP feedback endpoint")
 
 
+class ImageSettings(_Section):
+    """Image tasks: where image bytes live, the bounds every image must meet, the network."""
+
+    store_uri: str | None = Field(
+        None,
+        description="the image store: a local folder (file:///path or a path); unset = <state_dir>/images",
+    )
+    min_side: int = Field(8, ge=1, description="smallest image side in pixels")
+    max_side: int = Field(512, ge=8, description="largest image side in pixels")
+    max_pixels: int = Field(512 * 512, ge=64, description="largest width x height")
+    net: dict[str, Any] = Field(
+        default_factory=dict,
+        description="overrides of the restoration network's config (flywheel.tasks.image_model)",
+    )
+
+
 class Settings(BaseSettings):
     """All of Flywheel's configuration. See ``flywheel config show``."""
 
@@ -286,6 +330,7 @@ class Settings(BaseSettings):
     promotion: PromotionRules = Field(default_factory=PromotionRules)
     run: RunSettings = Field(default_factory=RunSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
 
     # Filled in by load_settings; not a setting itself.
     _source_file: Path | None = None
@@ -328,6 +373,10 @@ class Settings(BaseSettings):
     @property
     def mlflow_tracking_uri(self) -> str:
         return self.mlflow.tracking_uri or f"sqlite:///{StateLayout(self.state_dir).mlflow_db}"
+
+    @property
+    def image_store_uri(self) -> str:
+        return self.images.store_uri or StateLayout(self.state_dir).images.as_uri()
 
     @property
     def mlflow_artifact_location(self) -> str:

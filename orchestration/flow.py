@@ -55,20 +55,21 @@ def readiness(settings, model: str) -> Readiness:
     offline files (the same samples the dataset builder retrieves, without the join)."""
     from feature_repo.definitions import CREATED
     from feature_repo.store import sample_entities
+    from flywheel.tasks import spec_for
     from training.model_store import ModelStore
 
     models = ModelStore(settings.state_dir)
     info = models.info(model)
+    spec = spec_for(settings, info.task)
     watermark = models.watermark(model)
     rows = sample_entities(
-        settings, model, watermark, datetime.now(UTC), window_on=CREATED, columns=("label", "text")
+        settings, model, watermark, datetime.now(UTC), window_on=CREATED, columns=tuple(spec.sample_columns)
     )
-    new = rows[rows["label"].notna() & rows["text"].notna()]
-    counts = new["label"].value_counts()
+    new = rows[spec.is_sample(rows)]
     return Readiness(
         model,
         len(new),
-        {label: int(counts.get(label, 0)) for label in info.labels},
+        spec.class_counts(new, info.labels),
         settings.training.min_new_samples,
         settings.training.min_new_per_class,
         watermark,
@@ -261,29 +262,22 @@ def retrain(
 
 
 def review_files(settings, run) -> list[Path]:
-    """Confusion-matrix PNG, misclassified golden examples and the report, beside the version."""
+    """The task's review artifacts (plots, examples) and the report, beside the version."""
     import json
 
-    from orchestration.review_note import confusion_png, misclassified
+    from flywheel.tasks import spec_for
+    from training.evaluate import version_roles
     from training.model_store import ModelStore
-    from training.run import adapter_for
-    from training.trainer import load_adapter_model
 
     models = ModelStore(settings.state_dir)
     info = models.info(run.model)
     folder = run.folder.review_dir()
-    files = []
-    png = confusion_png(run.report, folder / "confusion_golden.png")
-    if png:
-        files.append(png)
-    adapter = adapter_for(settings, info.task)
-    model = load_adapter_model(adapter, info.labels, run.path)
-    (folder / "misclassified.md").write_text(
-        misclassified(adapter, info.labels, model, models.golden(run.model))
-    )
+    spec = spec_for(settings, info.task)
+    champion_dir = models.version_dir(run.model, run.champion) if run.champion else None
+    roles = version_roles(spec, info.labels, run.path, champion_dir)
+    files = spec.review_artifacts(run.report, roles, models.golden(run.model), folder)
     (folder / "eval.json").write_text(json.dumps(run.report.to_dict(), indent=2, default=str))
-    files += [folder / "misclassified.md", folder / "eval.json"]
-    return files
+    return [*files, folder / "eval.json"]
 
 
 def bootstrap_model(

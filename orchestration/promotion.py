@@ -95,9 +95,9 @@ def check_guard(
     }
 
 
-def _floors(report: EvalReport, rules: PromotionRules) -> list[dict]:
+def _floors(report: EvalReport, rules: PromotionRules, task: str) -> list[dict]:
     checks = []
-    for key, floor in rules.floors.items():
+    for key, floor in rules.floors_for(task).items():
         holdout, metric = key.split(".", 1)
         value = report.value(holdout, "candidate", metric)
         ok = value is not None and value >= floor
@@ -108,9 +108,22 @@ def _floors(report: EvalReport, rules: PromotionRules) -> list[dict]:
     return checks
 
 
+def _baseline_gain(report: EvalReport, holdout: str, gain: float) -> dict:
+    """A first version must beat the baseline's mean by ``gain`` (e.g. an image model must
+    restore: beat the degraded input's PSNR by a margin)."""
+    name = f"{holdout}.{report.metric} gain over baseline"
+    base = report.value(holdout, "baseline")
+    cand = report.value(holdout, "candidate")
+    if base is None or cand is None:
+        return {"guard": name, "passed": False, "reason": f"{name}: no baseline or candidate value"}
+    ok = cand - base >= gain
+    reason = f"{name}: {cand:.4f} vs baseline {base:.4f} ({cand - base:+.4f}; needs at least +{gain:g})"
+    return {"guard": name, "passed": ok, "baseline": base, "candidate": cand, "reason": reason}
+
+
 def decide(report: EvalReport, rules: PromotionRules, model: str, task: str, first: bool) -> Verdict:
     """The verdict for a candidate's evaluation report."""
-    checks = _floors(report, rules) if first else []
+    checks = _floors(report, rules, task) if first else []
     if not first:
         checks += [check_guard(report, g, rules.confidence) for g in rules.guards_for(model, task)]
     b = rules.baseline
@@ -118,6 +131,9 @@ def decide(report: EvalReport, rules: PromotionRules, model: str, task: str, fir
         check = check_guard(report, b.guard(report.metric), rules.confidence, against="baseline")
         if "baseline" in check:  # a report without a baseline (an old one) is not judged on it
             checks.append(check)
+    gain = rules.baseline_gain_for(task) if first else None
+    if gain is not None:
+        checks.append(_baseline_gain(report, b.holdout, gain))
     reasons = [c["reason"] for c in checks if not c["passed"]]
     notes = [c["reason"] for c in checks if c.get("underpowered")]
     return Verdict(not reasons, reasons, checks, notes)

@@ -37,6 +37,7 @@ from flywheel.errors import FlywheelError
 from flywheel.faults import crash_point
 from flywheel.files import file_lock
 from flywheel.layout import StateLayout
+from flywheel.tasks import spec_for
 from orchestration import history
 from orchestration.promotion import Verdict, decide
 from training.model_store import Decision, ModelStore, Window
@@ -170,7 +171,7 @@ class Registry:
 
         info = self.models.info(run.model)
         record = run.folder.training_record()
-        meta = serving_meta(info.task, info.labels, info.base_model, record.max_length)
+        meta = serving_meta(spec_for(self.settings, info.task), info.labels, record)
         revision = code_revision()
         with mlflow.start_run(
             experiment_id=self._experiment(run.model), run_name=f"{run.model}-{run.folder.run_id}"
@@ -254,7 +255,8 @@ class Registry:
             )
         else:
             verdict = decide(run.report, self.settings.promotion, model, info.task, first=current is None)
-        note = description(model, version, run.report, verdict, run.lineage, run.data_gate)
+        spec = spec_for(self.settings, info.task)
+        note = description(model, version, run.report, verdict, run.lineage, run.data_gate, spec)
         self.client.update_model_version(model, str(version), description=note)
         run_id = self.client.get_model_version(model, str(version)).run_id
         for path in review_files or []:
@@ -340,15 +342,18 @@ class Registry:
     # ---- rollback and repair --------------------------------------------------------
 
     def check_loads(self, model: str, version: int) -> None:
-        """Load ``models:/model/version`` and predict on golden texts, or raise RegistryError."""
+        """Load ``models:/model/version`` and predict a few golden samples, or raise RegistryError."""
         import mlflow.pyfunc
 
         try:
             loaded = mlflow.pyfunc.load_model(f"models:/{model}/{version}")
-            golden = self.models.golden(model).head(8)
-            out = loaded.predict(golden[["text"]])
-            if len(out) != len(golden) or "label" not in out:
-                raise RegistryError(f"{model} v{version} predicted {len(out)} rows for {len(golden)} texts")
+            spec = spec_for(self.settings, self.models.info(model).task)
+            example = spec.serving_example(self.models.golden(model).head(8))
+            out = loaded.predict(example)
+            if len(out) != len(example):
+                raise RegistryError(
+                    f"{model} v{version} predicted {len(out)} rows for {len(example)} samples"
+                )
         except RegistryError:
             raise
         except Exception as exc:  # any load/predict failure makes the version unfit to serve

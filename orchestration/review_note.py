@@ -1,12 +1,11 @@
 """The review note of a version: what a reviewer reads in the MLflow UI.
 
 Markdown description (verdict, metric table candidate vs champion with deltas, per-class
-deltas, data lineage) and artifacts (confusion-matrix PNG, misclassified examples).
+deltas, data lineage); the artifacts are the task spec's (text: confusion-matrix PNG and
+misclassified examples; images: a degraded | champion | candidate | target grid).
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 
 def _f(v) -> str:
@@ -17,8 +16,9 @@ def _d(a, b) -> str:
     return "-" if a is None or b is None else f"{a - b:+.3f}"
 
 
-def description(model: str, version: int, report, verdict, lineage, gate) -> str:
-    """``report``: EvalReport; ``lineage``: Lineage; ``gate``: the data gate's report."""
+def description(model: str, version: int, report, verdict, lineage, gate, spec) -> str:
+    """``report``: EvalReport; ``lineage``: Lineage; ``gate``: the data gate's report;
+    ``spec``: the task's (which metrics to show, what the baseline is, which artifacts)."""
     m = report.metric
     lines = [
         f"## {model} v{version}: **{verdict.label.upper()}**",
@@ -46,12 +46,12 @@ def description(model: str, version: int, report, verdict, lineage, gate) -> str
     lines += [
         "",
         f"### Holdout metrics (champion v{report.champion_version or '-'} vs candidate, same run; "
-        "baseline: linear probe on the frozen encoder, fitted on the same training data)",
+        f"{spec.baseline_caption})",
         "",
         "| holdout | size | metric | baseline | champion | candidate | delta |",
         "|---|---|---|---|---|---|---|",
     ]
-    for metric in (m, "macro_f1"):
+    for metric in spec.shown_metrics:
         for name, size, base, champ, cand, delta in report.table_rows(metric):
             lines.append(
                 f"| {name} | {size} | {metric} | {_f(base)} | {_f(champ)} | {_f(cand)} | {_f(delta)} |"
@@ -81,55 +81,6 @@ def description(model: str, version: int, report, verdict, lineage, gate) -> str
         "",
         *(f"- {line}" for line in gate.quarantine.lines()),
         "",
-        "Artifacts: `review/confusion_golden.png`, `review/misclassified.md`, `review/eval.json`.",
+        "Artifacts: " + ", ".join(f"`review/{name}`" for name in (*spec.review_files, "eval.json")) + ".",
     ]
     return "\n".join(lines)
-
-
-def confusion_png(report: dict, path: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    golden = report.sets["golden"].roles if "golden" in report.sets else {}
-    roles = [r for r in ("champion", "candidate") if "confusion" in golden.get(r, {})]
-    if not roles:
-        return None
-    labels = report.labels
-    fig, axes = plt.subplots(1, len(roles), figsize=(4.5 * len(roles), 4))
-    axes = [axes] if len(roles) == 1 else list(axes)
-    for ax, role in zip(axes, roles, strict=True):
-        matrix = golden[role]["confusion"]
-        ax.imshow(matrix, cmap="Blues")
-        for i, row in enumerate(matrix):
-            for j, v in enumerate(row):
-                ax.text(j, i, str(v), ha="center", va="center")
-        ax.set_xticks(range(len(labels)), labels, rotation=30)
-        ax.set_yticks(range(len(labels)), labels)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"{role}: golden accuracy {golden[role]['accuracy']:.3f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def misclassified(adapter, labels, model, golden, limit: int = 10) -> str:
-    from training.trainer import predict
-
-    if not len(golden):
-        return "no golden set\n"
-    logits = predict(adapter, model, adapter.encode(golden, labels))
-    probs = logits.softmax(-1)
-    conf, idx = probs.max(-1)
-    rows = ["| text | true | predicted | confidence |", "|---|---|---|---|"]
-    shown = 0
-    for text, true, i, c in zip(golden["text"], golden["label"], idx.tolist(), conf.tolist(), strict=True):
-        if labels[i] != true:
-            rows.append(f"| {text[:120].replace('|', '/')} | {true} | {labels[i]} | {c:.2f} |")
-            shown += 1
-            if shown >= limit:
-                break
-    return "\n".join(rows) + "\n"

@@ -1,8 +1,10 @@
-"""The MLflow pyfunc of a Flywheel version: base model from the installed package + adapter.
+"""The MLflow pyfunc of a Flywheel version: the task's base model + the version's adapter.
 
-Only the adapter (LoRA weights and head, ~0.3 MB for MiniLM) and the label set are stored
-in MLflow; ``models:/NAME@champion`` predicts a DataFrame with a ``text`` column as
-``label`` and ``confidence``.
+Only the adapter (LoRA weights and the layers trained in full, plus the files its task needs
+to rebuild the base) and a small meta file (task, labels, what the spec needs to rebuild its
+base model) are stored in MLflow. ``models:/NAME@champion`` predicts what the task's spec
+serves: for text, a DataFrame with a ``text`` column → ``label`` and ``confidence``; for
+image restoration, an ``image_png_b64`` column → ``image_png_b64`` of the restored images.
 """
 
 from __future__ import annotations
@@ -13,55 +15,24 @@ from pathlib import Path
 import mlflow.pyfunc
 
 
-def serving_meta(task: str, labels: list[str], base_model: str, max_length: int | None) -> dict:
-    """What the pyfunc needs to rebuild a version: ``base_model`` is None for the encoder of the
-    installed package (its path differs per machine), else the configured checkpoint's path."""
-    from training.tasks import default_base_model
-
-    default = not base_model or Path(base_model).resolve() == default_base_model().resolve()
-    return {
-        "task": task,
-        "labels": labels,
-        "max_length": max_length,
-        "base_model": None if default else base_model,
-    }
-
-
-def base_model_of(meta: dict) -> str | None:
-    """The checkpoint a version was trained on, checked to exist here (None: the packaged one)."""
-    from flywheel.errors import FlywheelError
-
-    base = meta.get("base_model")
-    if base and not Path(base).is_dir():
-        raise FlywheelError(
-            f"this version was trained on the base model {base}, which is not on this machine; "
-            "install it at that path (training.base_model) before loading the version"
-        )
-    return base
+def serving_meta(spec, labels: list[str], record) -> dict:
+    """What the pyfunc needs to rebuild a version of ``spec``'s task (``record``: the version's
+    TrainingRecord)."""
+    return {"task": spec.name, "labels": labels, **spec.serving_meta(record)}
 
 
 class AdapterModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        from training.tasks import get_adapter
+        from flywheel.tasks import spec_class
         from training.trainer import load_adapter_model
 
         meta = json.loads(Path(context.artifacts["meta"]).read_text())
         self.labels = meta["labels"]
-        self.adapter = get_adapter(
-            meta["task"], base_model=base_model_of(meta), max_length=meta.get("max_length") or 64
-        )
-        self.model = load_adapter_model(self.adapter, self.labels, context.artifacts["adapter"])
+        self.spec = spec_class(meta["task"]).from_serving_meta(meta)
+        self.model = load_adapter_model(self.spec, self.labels, context.artifacts["adapter"])
 
     def predict(self, context, model_input, params=None):
-        import pandas as pd
-
-        from training.trainer import predict
-
-        frame = pd.DataFrame({"text": list(model_input["text"])})
-        logits = predict(self.adapter, self.model, self.adapter.encode(frame, self.labels))
-        probs = logits.softmax(-1)
-        conf, idx = probs.max(-1)
-        return pd.DataFrame({"label": [self.labels[i] for i in idx.tolist()], "confidence": conf.tolist()})
+        return self.spec.serve(self.model, model_input, self.labels)
 
 
 def load_version(settings, model: str, version: int | str = "champion"):

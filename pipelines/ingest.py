@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from feature_repo.definitions import CREATED, FEATURES, JOIN_KEY, PUSH_SOURCE, TIMESTAMP
 from flywheel.errors import BrokerError, FlywheelError
 from flywheel.kafka import Topics, client_config
+from flywheel.tasks import spec_class
 from pipelines.records import RecordError, RoutedRecord
 
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 30.0
@@ -31,8 +32,10 @@ class IngestError(FlywheelError):
     """A record on the clean topic cannot become a Feast row (the stream job wrote it)."""
 
 
-def sample_row(value: bytes, ingested_at: datetime) -> dict:
-    """One Feast row from a clean-topic record (a ``pipelines.records.RoutedRecord``)."""
+def sample_row(value: bytes, ingested_at: datetime, images=None) -> dict:
+    """One Feast row from a clean-topic record (a ``pipelines.records.RoutedRecord``): the
+    fields every event has, then its task's (the spec's ``feast_columns``; an image task
+    writes the images to ``images``, the image store, and keeps their URIs and hashes)."""
     try:
         record = RoutedRecord.from_json(value)
     except RecordError as exc:
@@ -41,23 +44,30 @@ def sample_row(value: bytes, ingested_at: datetime) -> dict:
             "skipped. Inspect the record, fix the producer of the clean topic, then restart "
             "`flywheel ingest`."
         ) from exc
-    return {
-        JOIN_KEY: record.event_id,
-        TIMESTAMP: record.event_time,
-        CREATED: ingested_at,
-        "model_name": record.model_name,
-        "model_version": record.model_version,
-        "task": record.task,
-        "source": record.source,
-        "text": record.text,
-        "image_png_b64": record.image_png_b64,
-        "label": record.label,
-        "pred_label": record.prediction_label,
-        "confidence": record.confidence,
-        "low_confidence": record.low_confidence,
-        "label_source": record.label_source,
-        "pii_masks": record.pii_masks,
-    }
+    row = dict.fromkeys(FEATURES)
+    row.update(
+        {
+            JOIN_KEY: record.event_id,
+            TIMESTAMP: record.event_time,
+            CREATED: ingested_at,
+            "model_name": record.model_name,
+            "model_version": record.model_version,
+            "task": record.task,
+            "source": record.source,
+            "confidence": record.confidence,
+            "low_confidence": record.low_confidence,
+            "label_source": record.label_source,
+            "pii_masks": record.pii_masks,
+        }
+    )
+    try:
+        row.update(spec_class(record.task).feast_columns(record, images))
+    except FlywheelError as exc:
+        raise IngestError(
+            f"clean record {record.event_id} cannot become a Feast row: {exc}; the ingestor stops "
+            "here without committing, so nothing is skipped. Fix the cause, then restart `flywheel ingest`."
+        ) from exc
+    return row
 
 
 def batch_name(offsets: dict[int, tuple[int, int]]) -> str:
@@ -104,6 +114,9 @@ class Ingestor:
 
             store = open_store(settings)
         self.store = store
+        from flywheel.images import open_image_store
+
+        self.images = open_image_store(settings.image_store_uri)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -179,7 +192,8 @@ class Ingestor:
 
         now = datetime.now(UTC)
         frame = pd.DataFrame(
-            [sample_row(m.value(), now) for m in batch], columns=[JOIN_KEY, TIMESTAMP, CREATED, *FEATURES]
+            [sample_row(m.value(), now, self.images) for m in batch],
+            columns=[JOIN_KEY, TIMESTAMP, CREATED, *FEATURES],
         )
         offsets: dict[int, tuple[int, int]] = {}
         for m in batch:

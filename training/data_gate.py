@@ -3,12 +3,14 @@
 Two levels, so one bad event never blocks the loop:
 
 * **Per sample** (:func:`quarantine`): rows the gate can judge one by one (no sample_id or a
-  repeated one, text missing or outside the length bounds, label missing or outside the
-  model's label set, confidence outside [0, 1]) are set aside: left out of training,
+  repeated one, confidence outside [0, 1], and the task's own checks from its spec: for text,
+  text missing or outside the length bounds, label missing or outside the model's label set;
+  for images, an image reference missing or malformed) are set aside: left out of training,
   counted by reason, with examples in the run's report and review note.
 * **Per batch** (Great Expectations, on what is left): the row expectations again, as the
-  batch's validation record, and the class balance (every label of the model has at least
-  ``min_per_class`` samples, none has more than ``max_class_share``). A batch that fails is
+  batch's validation record, and the task's batch expectations (for text the class balance:
+  every label has at least ``min_per_class`` samples, none more than ``max_class_share``).
+  A batch that fails is
   refused as a whole: :class:`DataRejected`, with a readable report (expectation, failing
   rows, examples), saved beside the run as ``gate.json`` / ``gate.txt``.
 
@@ -23,6 +25,7 @@ from typing import Any
 
 from flywheel.errors import FlywheelError
 from flywheel.settings import DataGateSettings
+from flywheel.tasks.base import shown
 
 EXAMPLES_PER_REASON = 3
 
@@ -53,10 +56,9 @@ class Quarantine:
 
     def lines(self) -> list[str]:
         out = [f"{n} quarantined: {reason}" for reason, n in self.by_reason.items()]
-        out += [
-            f"  e.g. {e['sample_id']!s:.40}: {e['reason']} (label {e['label']!r}, text {e['text']!r})"
-            for e in self.examples
-        ]
+        for e in self.examples:
+            shown = ", ".join(f"{k} {v!r}" for k, v in e.items() if k not in ("sample_id", "reason"))
+            out.append(f"  e.g. {e['sample_id']!s:.40}: {e['reason']}" + (f" ({shown})" if shown else ""))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,8 +119,8 @@ class DataGateReport:
         )
 
 
-def _reasons(frame, labels: list[str], gate: DataGateSettings):
-    """A Series: why each row is quarantined ("" for rows that pass)."""
+def _reasons(frame, labels: list[str], gate: DataGateSettings, spec):
+    """A Series: why each row is quarantined ("" for rows that pass); the task's checks are its spec's."""
     import pandas as pd
 
     reasons = pd.Series("", index=frame.index, dtype=object)
@@ -127,55 +129,27 @@ def _reasons(frame, labels: list[str], gate: DataGateSettings):
         mask = mask.fillna(False).astype(bool) & (reasons == "")
         reasons[mask] = reason
 
-    sid, text, label = frame["sample_id"], frame["text"], frame["label"]
+    sid = frame["sample_id"]
     mark(sid.isna(), "sample_id missing")
     mark(~sid.map(lambda v: isinstance(v, str)), "sample_id is not a string")
     mark(sid.astype(str).duplicated(keep="first"), "sample_id repeated in the batch")
-    mark(text.isna(), "text missing")
-    mark(~text.map(lambda v: isinstance(v, str)), "text is not a string")
-    mark(text.astype(str).str.strip() == "", "text is blank")
-    lengths = text.astype(str).str.len()
-    mark(text.notna() & (lengths < gate.min_text_chars), f"text shorter than {gate.min_text_chars} chars")
-    mark(text.notna() & (lengths > gate.max_text_chars), f"text longer than {gate.max_text_chars} chars")
-    mark(label.isna(), "label missing")
-    known = set(labels)
-    mark(
-        ~label.map(lambda v: isinstance(v, str) and v in known),
-        f"label not in the model's label set {list(labels)}",
-    )
+    spec.quarantine_reasons(frame, labels, gate, mark)
     if "confidence" in frame:
         conf = pd.to_numeric(frame["confidence"], errors="coerce")
         mark(frame["confidence"].notna() & ~conf.between(0, 1), "confidence outside [0, 1]")
     return reasons
 
 
-def _shown(value, limit: int) -> str | None:
-    """A value as an example in a report: None for a missing one, else its text, cut."""
-    import pandas as pd
-
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):  # a list or array: not a scalar, shown as text
-        pass
-    return str(value)[:limit]
-
-
-def quarantine(frame, labels: list[str], gate: DataGateSettings):
-    """(the rows that pass, :class:`Quarantine` of those that do not)."""
-    reasons = _reasons(frame, labels, gate)
+def quarantine(frame, labels: list[str], gate: DataGateSettings, spec):
+    """(the rows that pass, :class:`Quarantine` of those that do not); ``spec``: the task's."""
+    reasons = _reasons(frame, labels, gate, spec)
     bad = reasons != ""
     examples = []
     for reason in reasons[bad].unique():
         for pos in [i for i, r in enumerate(reasons.tolist()) if r == reason][:EXAMPLES_PER_REASON]:
             row = frame.iloc[pos]
             examples.append(
-                {
-                    "sample_id": _shown(row["sample_id"], 80),
-                    "reason": reason,
-                    "label": _shown(row["label"], 40),
-                    "text": _shown(row["text"], 60),
-                }
+                {"sample_id": shown(row["sample_id"], 80), "reason": reason, **spec.shown_example(row)}
             )
     counts = {str(k): int(v) for k, v in reasons[bad].value_counts().items()}
     return frame[~bad], Quarantine(int(bad.sum()), counts, examples)
@@ -211,47 +185,31 @@ def _validate(frame, expectations: list) -> list[dict[str, Any]]:
     return checks
 
 
-def validate_batch(frame, labels: list[str], gate: DataGateSettings, quarantined: Quarantine | None = None):
-    """Great Expectations on a (quarantined) batch: the report, success or not."""
+def validate_batch(
+    frame, labels: list[str], gate: DataGateSettings, spec, quarantined: Quarantine | None = None
+):
+    """Great Expectations on a (quarantined) batch: sample ids and confidences here, the task's
+    expectations from its spec; the report, success or not."""
     import great_expectations as gx
-    import pandas as pd
 
     ex = gx.expectations
-    data = frame[["sample_id", "text", "label"]].copy()
+    data = frame[["sample_id"]].copy()
     data["confidence"] = frame.get("confidence", None)
     data["confidence"] = data["confidence"].astype(float)
-    rows = [
-        ex.ExpectColumnValuesToNotBeNull(column="sample_id"),
-        ex.ExpectColumnValuesToBeUnique(column="sample_id"),
-        ex.ExpectColumnValuesToNotBeNull(column="text"),
-        ex.ExpectColumnValueLengthsToBeBetween(
-            column="text", min_value=gate.min_text_chars, max_value=gate.max_text_chars
-        ),
-        ex.ExpectColumnValuesToNotBeNull(column="label"),
-        ex.ExpectColumnValuesToBeInSet(column="label", value_set=list(labels)),
-        ex.ExpectColumnValuesToBeBetween(column="confidence", min_value=0, max_value=1),
-    ]
-    checks = _validate(data, rows)
-    counts = data["label"].value_counts()
-    balance = pd.DataFrame({"label": list(labels), "count": [int(counts.get(label, 0)) for label in labels]})
-    balance["share"] = balance["count"] / max(1, len(data))
-    checks += _validate(
-        balance,
+    checks = _validate(
+        data,
         [
-            ex.ExpectColumnValuesToBeBetween(column="count", min_value=gate.min_per_class),
-            ex.ExpectColumnValuesToBeBetween(column="share", max_value=gate.max_class_share),
+            ex.ExpectColumnValuesToNotBeNull(column="sample_id"),
+            ex.ExpectColumnValuesToBeUnique(column="sample_id"),
+            ex.ExpectColumnValuesToBeBetween(column="confidence", min_value=0, max_value=1),
         ],
     )
-    for c in checks[-2:]:  # name the offending labels, not just their counts
-        if not c["success"]:
-            col = c["column"]
-            bad = balance[
-                (balance[col] < gate.min_per_class)
-                if col == "count"
-                else (balance[col] > gate.max_class_share)
-            ]
-            c["examples"] = [f"{r.label}: {r.count} ({r.share:.0%})" for r in bad.itertuples()]
-            c["column"] = f"label ({col} per label)"
+    for suite in spec.expectations(frame, labels, gate):
+        found = _validate(suite.frame, suite.expectations)
+        for check in found:
+            if not check["success"] and suite.explain is not None:
+                suite.explain(check)
+        checks += found
     held = quarantined.rows if quarantined else 0
     checks.append(
         _own_check("batch not empty after quarantine", len(data) > 0, len(data), 0 if len(data) else held)
@@ -271,7 +229,7 @@ def _own_check(expectation: str, success: bool, observed: int, unexpected_count:
     }
 
 
-def check_batch(frame, labels: list[str], gate: DataGateSettings):
+def check_batch(frame, labels: list[str], gate: DataGateSettings, spec):
     """Quarantine bad samples, then validate the rest: (clean frame, report)."""
-    clean, held = quarantine(frame, labels, gate)
-    return clean, validate_batch(clean, labels, gate, held)
+    clean, held = quarantine(frame, labels, gate, spec)
+    return clean, validate_batch(clean, labels, gate, spec, held)

@@ -24,7 +24,10 @@ from flywheel.errors import FlywheelError
 from training.data import split_by_hash, stratified_sample
 from training.model_store import ModelStore
 
-TRAIN_COLUMNS = ["sample_id", "text", "label", "confidence"]
+
+def train_columns(spec) -> list[str]:
+    """A training sample's columns: its id, the task's sample columns, and a confidence."""
+    return ["sample_id", *spec.sample_columns, "confidence"]
 
 
 class NoNewData(FlywheelError):
@@ -33,7 +36,7 @@ class NoNewData(FlywheelError):
 
 @dataclass
 class TrainingData:
-    train: object  # DataFrame: TRAIN_COLUMNS + origin (new | replay)
+    train: object  # DataFrame: train_columns(spec) + origin (new | replay)
     validation: object  # new-window validation split (early stopping)
     holdouts: dict[str, object]  # golden, old, new
     window: tuple[datetime | None, datetime]
@@ -48,30 +51,36 @@ class TrainingData:
         }
 
 
-def labelled_samples(settings, feast_store, model_name: str, start, end):
-    """Labelled samples of a model ingested in ``(start, end]`` (TRAIN_COLUMNS + ingested_at)."""
+def labelled_samples(settings, feast_store, spec, model_name: str, start, end):
+    """Samples (with a verified answer) of a model ingested in ``(start, end]``
+    (``train_columns(spec)`` + ingested_at)."""
     from feature_repo.store import historical_samples
 
     rows = historical_samples(feast_store, settings, model_name, start, end, window_on=CREATED)
-    rows = rows[rows["label"].notna() & rows["text"].notna()]
-    return rows.rename(columns={JOIN_KEY: "sample_id"})[[*TRAIN_COLUMNS, CREATED]].reset_index(drop=True)
+    rows = rows[spec.is_sample(rows)]
+    columns = [*train_columns(spec), CREATED]
+    return rows.rename(columns={JOIN_KEY: "sample_id"})[columns].reset_index(drop=True)
 
 
 def build_dataset(settings, models: ModelStore, feast_store, name: str, cut: datetime) -> TrainingData:
     import pandas as pd
 
+    from flywheel.tasks import spec_for
+
     cfg = settings.training
     info = models.info(name)
+    spec = spec_for(settings, info.task)
+    columns = train_columns(spec)
     watermark = models.watermark(name)
     golden = models.golden(name)
-    new = labelled_samples(settings, feast_store, name, watermark, cut)
+    new = labelled_samples(settings, feast_store, spec, name, watermark, cut)
     new = new[~new["sample_id"].isin(golden["sample_id"])]
     if new.empty:
         raise NoNewData(
             f"model {name!r} has no labelled samples ingested after its watermark {watermark}; "
             "send feedback with labels (and run `flywheel ingest`) before training"
         )
-    older = labelled_samples(settings, feast_store, name, None, watermark) if watermark else None
+    older = labelled_samples(settings, feast_store, spec, name, None, watermark) if watermark else None
     if older is not None:
         for window in models.state(name).excluded_windows:
             inside = older[CREATED] <= pd.Timestamp(window.end)
@@ -79,22 +88,27 @@ def build_dataset(settings, models: ModelStore, feast_store, name: str, cut: dat
                 inside &= older[CREATED] > pd.Timestamp(window.start)
             older = older[~inside]  # data of a rejected run, or one the data gate refused, is not replayed
     boot = models.bootstrap_data(name).assign(confidence=lambda f: f.get("confidence", 1.0))
-    parts = [boot[TRAIN_COLUMNS]] + ([older[TRAIN_COLUMNS]] if older is not None and len(older) else [])
+    parts = [boot[columns]] + ([older[columns]] if older is not None and len(older) else [])
     old = pd.concat(parts)
-    old = old[~old["sample_id"].isin(golden["sample_id"]) & old["label"].isin(info.labels)]
-    return assemble(cfg, new, old.drop_duplicates("sample_id"), golden, (watermark, cut))
+    old = old[~old["sample_id"].isin(golden["sample_id"])]
+    if spec.strata is not None:  # a sample of a class the model does not have is not replayed
+        old = old[old[spec.strata].isin(info.labels)]
+    return assemble(cfg, spec, new, old.drop_duplicates("sample_id"), golden, (watermark, cut))
 
 
-def assemble(cfg, new, old, golden, window) -> TrainingData:
+def assemble(cfg, spec, new, old, golden, window) -> TrainingData:
     """Splits, replay and holdouts of a run from its new window, the old data and the golden set."""
     import pandas as pd
 
-    new, old = new[TRAIN_COLUMNS], old[TRAIN_COLUMNS]
+    columns = train_columns(spec)
+    new, old = new[columns], old[columns]
     h, v = cfg.holdout_fraction, cfg.validation_fraction
     new_train, new_val, new_holdout = split_by_hash(new, h, v)
     old_pool, _, old_holdout = split_by_hash(old, h, v)
-    old_holdout = stratified_sample(old_holdout, cfg.max_old_holdout, cfg.seed)
-    replay = stratified_sample(old_pool, round(cfg.replay_ratio * len(new_train)), cfg.seed)
+    old_holdout = stratified_sample(old_holdout, cfg.max_old_holdout, cfg.seed, column=spec.strata)
+    replay = stratified_sample(
+        old_pool, round(cfg.replay_ratio * len(new_train)), cfg.seed, column=spec.strata
+    )
     train = pd.concat([new_train.assign(origin="new"), replay.assign(origin="replay")], ignore_index=True)
     return TrainingData(
         train=train,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.tasks import TaskAdapter
+from flywheel.tasks.base import TaskSpec
 
 ROLES = ("baseline", "champion", "candidate")
 
@@ -117,26 +117,26 @@ class EvalReport:
 
 
 def evaluate(
-    adapter: TaskAdapter, labels: list[str], models: dict, holdouts: dict, batch_size: int = 128
+    adapter: TaskSpec, labels: list[str], models: dict, holdouts: dict, batch_size: int = 128
 ) -> EvalReport:
     """``models``: role → model (None is skipped); ``holdouts``: set name → DataFrame."""
-    from training.trainer import predict
+    from flywheel.tasks.base import evidence_of
 
     sets = {}
     for set_name, frame in holdouts.items():
         entry = SetScores(len(frame))
         if len(frame):
-            batch = adapter.encode(frame, labels)
+            data = adapter.dataset(frame, labels)
             for role, model in models.items():
                 if model is not None:
-                    out = predict(adapter, model, batch, batch_size)
-                    entry.roles[role] = adapter.metrics(out, batch, labels)
-                    entry.per_sample[role] = adapter.per_sample(out, batch)
+                    found = evidence_of(adapter, model, data, batch_size)
+                    entry.roles[role] = adapter.metrics(found, labels)
+                    entry.per_sample[role] = adapter.per_sample(found)
         sets[set_name] = entry
     return EvalReport(adapter.name, list(labels), adapter.primary_metric, sets)
 
 
-def version_roles(adapter: TaskAdapter, labels: list[str], folder: Path, champion_dir: Path | None = None):
+def version_roles(adapter: TaskSpec, labels: list[str], folder: Path, champion_dir: Path | None = None):
     """The models an evaluation of the version in ``folder`` scores: the candidate, the baseline
     saved beside it and, for a retrain, the champion it was trained from."""
     from training.trainer import load_adapter_model

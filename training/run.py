@@ -14,14 +14,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from flywheel.errors import FlywheelError
-from training.data import load_labelled, split_by_hash, stratified_sample, stratified_share
+from flywheel.tasks import TaskSpec, spec_for
+from training.data import split_by_hash, stratified_sample, stratified_share
 from training.model_store import ModelInfo, ModelStore
-from training.tasks import TaskAdapter, get_adapter
 from training.version import Lineage, VersionFolder
 
 
-def adapter_for(settings, task: str) -> TaskAdapter:
-    return get_adapter(task, base_model=settings.training.base_model, max_length=settings.training.max_length)
+def adapter_for(settings, task: str) -> TaskSpec:
+    """The spec of ``task`` as the settings configure it (``flywheel.tasks.spec_for``)."""
+    return spec_for(settings, task)
 
 
 @dataclass
@@ -48,7 +49,7 @@ def bootstrap(
     data,
     labels: list[str] | None = None,
     golden=None,
-    adapter: TaskAdapter | None = None,
+    adapter: TaskSpec | None = None,
     progress: bool = True,
 ) -> TrainedRun:
     """Train the first version of a new model from a labelled DataFrame (or file); fix its golden set.
@@ -63,34 +64,35 @@ def bootstrap(
     from training.trainer import fit
 
     cfg = settings.training
-    frame = load_labelled(data) if isinstance(data, str | Path) else data.copy()
+    adapter = adapter or adapter_for(settings, task)
+    frame = adapter.load_samples(data) if isinstance(data, str | Path) else data.copy()
     if "confidence" not in frame:
         frame["confidence"] = 1.0
-    labels = labels or sorted(frame["label"].dropna().unique())
-    frame, held = quarantine(frame, labels, cfg.data_gate)
+    labels = labels or adapter.labels_of(frame)
+    frame, held = quarantine(frame, labels, cfg.data_gate, adapter)
     if golden is None:
-        rest, golden = stratified_share(frame, cfg.golden_fraction, salt="golden:")
+        rest, golden = stratified_share(frame, cfg.golden_fraction, salt="golden:", column=adapter.strata)
     else:
-        golden = load_labelled(golden) if isinstance(golden, str | Path) else golden
-        golden, held_golden = quarantine(golden.assign(confidence=1.0), labels, cfg.data_gate)
+        golden = adapter.load_samples(golden) if isinstance(golden, str | Path) else golden
+        golden, held_golden = quarantine(golden.assign(confidence=1.0), labels, cfg.data_gate, adapter)
         held = held.add(held_golden)
         rest = frame[~frame["sample_id"].isin(golden["sample_id"])]
     golden = golden.reset_index(drop=True)
     train, val, old_holdout = split_by_hash(rest, cfg.holdout_fraction, cfg.validation_fraction)
-    train, gate = check_batch(train, labels, cfg.data_gate)
+    train, gate = check_batch(train, labels, cfg.data_gate, adapter)
     gate.quarantine = held.add(gate.quarantine)
     if not gate.success:
         raise DataRejected(gate)
     cut = datetime.now(UTC)
     models = ModelStore(settings.state_dir)
-    adapter = adapter or adapter_for(settings, task)
     info = ModelInfo(
         name=name, task=task, labels=list(labels), base_model=str(getattr(adapter, "base_model", ""))
     )
-    models.create(info, golden[["sample_id", "text", "label"]], rest, watermark=cut)
+    models.create(info, golden[["sample_id", *adapter.sample_columns]], rest, watermark=cut)
     folder = models.new_run(name)
     folder.save_data_gate(gate)
-    holdouts = {"golden": golden, "old": stratified_sample(old_holdout, cfg.max_old_holdout, cfg.seed)}
+    old = stratified_sample(old_holdout, cfg.max_old_holdout, cfg.seed, column=adapter.strata)
+    holdouts = {"golden": golden, "old": old}
     lineage = Lineage(
         window_start=None,
         window_end=cut.isoformat(),
@@ -142,11 +144,12 @@ def screen(settings, run: TrainedRun) -> TrainedRun:
     from training.data_gate import DataRejected, check_batch, quarantine
 
     gate_cfg = settings.training.data_gate
-    labels = ModelStore(settings.state_dir).info(run.model).labels
+    info = ModelStore(settings.state_dir).info(run.model)
+    labels, spec = info.labels, adapter_for(settings, info.task)
     train, validation, holdouts = run.folder.dataset()
-    validation, held_val = quarantine(validation, labels, gate_cfg)
-    new_holdout, held_new = quarantine(holdouts["new"], labels, gate_cfg)
-    train, report = check_batch(train, labels, gate_cfg)
+    validation, held_val = quarantine(validation, labels, gate_cfg, spec)
+    new_holdout, held_new = quarantine(holdouts["new"], labels, gate_cfg, spec)
+    train, report = check_batch(train, labels, gate_cfg, spec)
     report.quarantine = report.quarantine.add(held_val).add(held_new)
     run.folder.save_data_gate(report)
     run.data_gate = report
@@ -164,7 +167,7 @@ def screen(settings, run: TrainedRun) -> TrainedRun:
 
 
 def fit_run(
-    settings, run: TrainedRun, adapter: TaskAdapter | None = None, progress: bool = True, should_stop=None
+    settings, run: TrainedRun, adapter: TaskSpec | None = None, progress: bool = True, should_stop=None
 ) -> TrainedRun:
     """The fit step: the student starts from the champion, which is also the teacher."""
     from training.trainer import fit
@@ -187,7 +190,7 @@ def fit_run(
     return run
 
 
-def evaluate_run(settings, run: TrainedRun, adapter: TaskAdapter | None = None) -> TrainedRun:
+def evaluate_run(settings, run: TrainedRun, adapter: TaskSpec | None = None) -> TrainedRun:
     """The evaluate step: baseline, champion and candidate on the same holdouts; eval.json."""
     from training.evaluate import evaluate, version_roles
 
@@ -215,7 +218,7 @@ def train(
     name: str,
     feast_store=None,
     cut: datetime | None = None,
-    adapter: TaskAdapter | None = None,
+    adapter: TaskSpec | None = None,
     progress: bool = True,
 ) -> TrainedRun:
     """dataset → data gate → LoRA + distillation → evaluate vs champion (`flywheel train`).

@@ -19,17 +19,8 @@ from typing import Any
 
 from flywheel.errors import FlywheelError
 from flywheel.settings import TrainingSettings
-from training.tasks import TaskAdapter
+from flywheel.tasks.base import TaskSpec, batches, pick_device, predict
 from training.version import VersionFolder
-
-
-def pick_device():
-    """(device, autocast dtype): CUDA with bf16 autocast when present, else CPU in fp32."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.device("cuda"), torch.bfloat16
-    return torch.device("cpu"), None
 
 
 def seed_everything(seed: int) -> None:
@@ -43,7 +34,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def lora_model(adapter: TaskAdapter, labels: list[str], cfg: TrainingSettings):
+def lora_model(adapter: TaskSpec, labels: list[str], cfg: TrainingSettings):
     """A new version's model: the task's base model with fresh LoRA weights and trainable head."""
     from peft import LoraConfig, get_peft_model
 
@@ -58,7 +49,7 @@ def lora_model(adapter: TaskAdapter, labels: list[str], cfg: TrainingSettings):
     return get_peft_model(base, config)
 
 
-def load_adapter_model(adapter: TaskAdapter, labels: list[str], path: Path, trainable: bool = False):
+def load_adapter_model(adapter: TaskSpec, labels: list[str], path: Path, trainable: bool = False):
     """A saved version: the base model plus the adapter (LoRA weights and the saved head)."""
     import torch
     from peft import PeftModel
@@ -71,29 +62,6 @@ def load_adapter_model(adapter: TaskAdapter, labels: list[str], path: Path, trai
     if not trainable:
         model.eval()
     return model
-
-
-def batches(batch: dict, size: int, order=None):
-    n = len(next(iter(batch.values())))
-    idx = order if order is not None else range(n)
-    idx = list(idx)
-    for start in range(0, n, size):
-        sel = idx[start : start + size]
-        yield sel, {k: v[sel] for k, v in batch.items()}
-
-
-def predict(adapter: TaskAdapter, model, batch: dict, size: int = 128, device=None):
-    """Outputs of ``model`` on an encoded batch, in eval mode, without gradients."""
-    import torch
-
-    device = device or pick_device()[0]
-    model.eval()
-    model.to(device)
-    outs = []
-    with torch.inference_mode():
-        for _, b in batches(batch, size):
-            outs.append(adapter.forward(model, {k: v.to(device) for k, v in b.items()}).float().cpu())
-    return torch.cat(outs) if outs else torch.empty(0)
 
 
 @dataclass
@@ -115,7 +83,7 @@ class Stopped(FlywheelError):
 class FitInputs:
     """What a fit trains on and from: the task, the data, the settings and the teacher."""
 
-    adapter: TaskAdapter
+    adapter: TaskSpec
     labels: list[str]
     train: Any  # DataFrame
     val: Any  # DataFrame (may be empty)
@@ -130,8 +98,8 @@ class _Session:
     inputs: FitInputs
     device: Any
     autocast: Any
-    train_b: dict
-    val_b: dict | None
+    train_ds: Any  # the spec's Dataset of the training samples
+    val_ds: Any | None
     baseline: Any
     student: Any
     teacher: Any
@@ -153,9 +121,9 @@ def _build(inputs: FitInputs, precompute_teacher: bool) -> _Session:
     seed_everything(cfg.seed)
     device, autocast = pick_device()
     use_teacher = champion_dir is not None and cfg.distill_alpha > 0
-    train_b = adapter.encode(inputs.train, labels)
-    val_b = adapter.encode(inputs.val, labels) if len(inputs.val) else None
-    baseline = adapter.fit_baseline(train_b, labels, cfg.seed)
+    train_ds = adapter.dataset(inputs.train, labels)
+    val_ds = adapter.dataset(inputs.val, labels) if len(inputs.val) else None
+    baseline = adapter.fit_baseline(train_ds, labels, cfg.seed)
     if champion_dir is not None:
         student = load_adapter_model(adapter, labels, champion_dir, trainable=True)
     else:
@@ -164,8 +132,8 @@ def _build(inputs: FitInputs, precompute_teacher: bool) -> _Session:
             adapter.init_from_baseline(student, baseline)
     teacher = load_adapter_model(adapter, labels, champion_dir) if use_teacher else None
     teacher_out = None
-    if teacher is not None and precompute_teacher:
-        teacher_out = predict(adapter, teacher, train_b, cfg.eval_batch_size, device)
+    if teacher is not None and precompute_teacher and adapter.cache_teacher:
+        teacher_out = predict(adapter, teacher, train_ds, cfg.eval_batch_size, device)
     if teacher is not None:
         teacher.to(device)
     student.to(device)
@@ -190,7 +158,7 @@ def _build(inputs: FitInputs, precompute_teacher: bool) -> _Session:
     generator = torch.Generator().manual_seed(cfg.seed)
     epochs = math.ceil(total / steps_per_epoch)
     return _Session(
-        inputs, device, autocast, train_b, val_b, baseline, student, teacher, teacher_out, head + lora,
+        inputs, device, autocast, train_ds, val_ds, baseline, student, teacher, teacher_out, head + lora,
         optimizer, scheduler, generator, total, epochs,
     )  # fmt: skip
 
@@ -206,12 +174,22 @@ def _trainable_state(s: _Session) -> dict:
 
 def _validate(s: _Session, record: dict) -> float:
     """Adds the validation figures to ``record``; returns the score to maximise."""
-    adapter = s.inputs.adapter
-    if s.val_b is not None:
-        out = predict(adapter, s.student, s.val_b, s.inputs.cfg.eval_batch_size, s.device)
-        record["val_loss"] = float(adapter.task_loss(out, s.val_b))
+    import torch
+
+    adapter, cfg = s.inputs.adapter, s.inputs.cfg
+    if s.val_ds is not None:
+        s.student.eval()
+        total, found = 0.0, {}
+        with torch.inference_mode():
+            for sel, b in batches(s.val_ds, cfg.eval_batch_size):
+                b = {k: v.to(s.device) for k, v in b.items()}
+                out = adapter.forward(s.student, b).float()
+                total += float(adapter.task_loss(out, b)) * len(sel)
+                for key, values in adapter.evidence(out.cpu(), {k: v.cpu() for k, v in b.items()}).items():
+                    found.setdefault(key, []).extend(values)
+        record["val_loss"] = total / len(s.val_ds)
         metric = adapter.primary_metric
-        record["val_" + metric] = adapter.metrics(out, s.val_b, s.inputs.labels)[metric]
+        record["val_" + metric] = adapter.metrics(found, s.inputs.labels)[metric]
         return -record["val_loss"]
     return -record.get("train_loss", math.inf)
 
@@ -224,7 +202,7 @@ def _epoch(s: _Session, epoch: int, bar, started: float, should_stop) -> dict:
     s.student.train()
     order = torch.randperm(len(s.inputs.train), generator=s.generator).tolist()
     losses = []
-    for sel, b in batches(s.train_b, cfg.batch_size, order):
+    for sel, b in batches(s.train_ds, cfg.batch_size, order):
         if s.step >= s.total:
             break
         if should_stop is not None and should_stop():
@@ -279,7 +257,7 @@ def _save(s: _Session, folder: VersionFolder, history: list[dict], best_epoch: i
 
 
 def fit(
-    adapter: TaskAdapter,
+    adapter: TaskSpec,
     labels: list[str],
     train,
     val,
@@ -310,7 +288,7 @@ def fit(
     s = _build(FitInputs(adapter, labels, train, val, cfg, champion_dir), precompute_teacher)
     history: list[dict[str, Any]] = []
     best, best_epoch, best_state, bad_epochs = -math.inf, 0, None, 0
-    if s.val_b is not None and champion_dir is None:  # a new version may stay at the probe it starts from
+    if s.val_ds is not None and champion_dir is None:  # a new version may stay at the probe it starts from
         start = {"epoch": 0}
         best = _validate(s, start)
         best_state = _trainable_state(s)

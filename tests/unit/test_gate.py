@@ -103,18 +103,18 @@ def test_identical_predictions_pass_and_a_tiny_holdout_is_reported_as_underpower
 
 
 def test_a_first_version_worse_than_the_baseline_is_rejected():
-    rules = PromotionRules(floors={})
+    rules = PromotionRules(floors={"text-classification": {}})
     near = paired_report(400, 0, 0, 300, baseline_only=4)  # 1 point under the probe: within 2
     assert decide(near, rules, "m", "text-classification", first=True).passed
     far = paired_report(400, 0, 0, 200, baseline_only=60)  # 15 points under the probe
     verdict = decide(far, rules, "m", "text-classification", first=True)
     assert not verdict.passed and verdict.reasons[0].startswith("golden.accuracy vs baseline 0.5000")
-    off = PromotionRules(floors={}, baseline={"first_version": False})
+    off = PromotionRules(floors={"text-classification": {}}, baseline={"first_version": False})
     assert decide(far, off, "m", "text-classification", first=True).passed
 
 
 def test_a_first_version_is_judged_against_the_floors():
-    rules = PromotionRules(floors={"golden.accuracy": 0.6})
+    rules = PromotionRules(floors={"text-classification": {"golden.accuracy": 0.6}})
     assert decide(report(0, 0.65), rules, "m", "text-classification", first=True).passed
     verdict = decide(report(0, 0.55), rules, "m", "text-classification", first=True)
     assert not verdict.passed and "golden.accuracy 0.5500 vs floor 0.6" in verdict.reasons[0]

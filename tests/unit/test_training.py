@@ -8,7 +8,8 @@ import pytest
 from flywheel.settings import DataGateSettings, load_settings
 from training.data import bucket, split_by_hash, stratified_sample
 from training.data_gate import check_batch, quarantine
-from training.tasks import get_adapter, tasks
+from flywheel.tasks import get_task, tasks
+from flywheel.tasks.base import predict
 
 LABELS = ["negative", "neutral", "positive"]
 WORDS = {"negative": "awful terrible bad", "neutral": "table chair window", "positive": "great lovely good"}
@@ -25,7 +26,10 @@ def tiny_adapter():
         intermediate_size=64,
         max_position_embeddings=64,
     )
-    return get_adapter("text-classification", max_length=16, config=config)
+    return get_task("text-classification", max_length=16, config=config)
+
+
+TEXT = get_task("text-classification")  # the data gate's checks are the spec's; no model is built
 
 
 def toy_frame(n: int, offset: int = 0) -> pd.DataFrame:
@@ -39,7 +43,7 @@ def toy_frame(n: int, offset: int = 0) -> pd.DataFrame:
 def test_the_registry_names_the_tasks_and_rejects_unknown_ones():
     assert "text-classification" in tasks()
     with pytest.raises(Exception, match="unknown task 'speech'"):
-        get_adapter("speech")
+        get_task("speech")
 
 
 def test_metrics_accuracy_macro_f1_per_class():
@@ -47,7 +51,9 @@ def test_metrics_accuracy_macro_f1_per_class():
 
     adapter = tiny_adapter()
     logits = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [0, 5.0, 0], [0, 0, 5.0]])
-    m = adapter.metrics(logits, {"labels": torch.tensor([0, 1, 2, 2])}, LABELS)
+    found = adapter.evidence(logits, {"labels": torch.tensor([0, 1, 2, 2])})
+    m = adapter.metrics(found, LABELS)
+    assert adapter.per_sample(found) == {"accuracy": [1.0, 1.0, 0.0, 1.0]}
     assert m["accuracy"] == 0.75
     assert m["per_class_accuracy"] == {"negative": 1.0, "neutral": 1.0, "positive": 0.5}
     assert m["macro_f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
@@ -66,7 +72,7 @@ def test_distillation_loss_is_zero_for_identical_outputs_and_positive_otherwise(
 def test_fit_learns_saves_safetensors_and_reloads_to_identical_logits(tmp_path):
     import torch
 
-    from training.trainer import fit, load_adapter_model, predict
+    from training.trainer import fit, load_adapter_model
 
     adapter = tiny_adapter()
     cfg = load_settings(
@@ -77,7 +83,7 @@ def test_fit_learns_saves_safetensors_and_reloads_to_identical_logits(tmp_path):
     assert losses[-1] < losses[0]
     assert (tmp_path / "v1" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "v1" / "training_config.json").is_file()
-    batch = adapter.encode(toy_frame(12, 2000), LABELS)
+    batch = adapter.dataset(toy_frame(12, 2000), LABELS)
     first = predict(adapter, load_adapter_model(adapter, LABELS, tmp_path / "v1"), batch)
     again = predict(adapter, load_adapter_model(adapter, LABELS, tmp_path / "v1"), batch)
     assert torch.equal(first, again)
@@ -99,8 +105,8 @@ def test_fit_learns_saves_safetensors_and_reloads_to_identical_logits(tmp_path):
 def test_the_new_head_beats_chance_within_the_step_floor_and_starts_at_the_probe(tmp_path):
     """One epoch of 24 samples is 2 steps; the floor makes it 30. Chance is 1/3."""
     from training.evaluate import evaluate
-    from training.tasks import BASELINE_FILE
-    from training.text_model import HEAD_FILE
+    from flywheel.tasks import BASELINE_FILE
+    from flywheel.tasks.text_model import HEAD_FILE
     from training.trainer import fit, load_adapter_model
 
     adapter = tiny_adapter()
@@ -122,7 +128,7 @@ def test_a_version_saved_before_the_head_file_still_loads_with_its_own_head(tmp_
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from training.trainer import load_adapter_model, predict
+    from training.trainer import load_adapter_model
 
     adapter = tiny_adapter()
     torch.manual_seed(3)
@@ -131,7 +137,7 @@ def test_a_version_saved_before_the_head_file_still_loads_with_its_own_head(tmp_
         LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], modules_to_save=["classifier"]),
     )
     legacy.save_pretrained(str(tmp_path / "old"), safe_serialization=True)
-    batch = adapter.encode(toy_frame(6), LABELS)
+    batch = adapter.dataset(toy_frame(6), LABELS)
     loaded = load_adapter_model(adapter, LABELS, tmp_path / "old")
     assert type(loaded.get_base_model()).__name__ == "BertForSequenceClassification"
     assert torch.allclose(predict(adapter, legacy, batch), predict(adapter, loaded, batch), atol=1e-6)
@@ -156,11 +162,11 @@ def test_loading_a_version_leaves_the_callers_random_state_alone(tmp_path):
 def test_training_is_reproducible_with_a_seed(tmp_path):
     import torch
 
-    from training.trainer import fit, load_adapter_model, predict
+    from training.trainer import fit, load_adapter_model
 
     adapter = tiny_adapter()
     cfg = load_settings(training={"epochs": 1, "batch_size": 16}).training
-    batch = adapter.encode(toy_frame(8, 5000), LABELS)
+    batch = adapter.dataset(toy_frame(8, 5000), LABELS)
     outs = []
     for name in ("a", "b"):
         fit(adapter, LABELS, toy_frame(32), toy_frame(8, 100), cfg, tmp_path / name, progress=False)
@@ -199,7 +205,7 @@ def test_stratified_sample_keeps_every_class():
 def test_the_data_gate_quarantines_bad_samples_and_keeps_the_batch():
     """One bad event never blocks the loop: each is set aside with its reason, the rest passes."""
     good = toy_frame(60)
-    clean, report = check_batch(good, LABELS, DataGateSettings())
+    clean, report = check_batch(good, LABELS, DataGateSettings(), TEXT)
     assert report.success and len(clean) == 60 and report.quarantine.rows == 0
     bad = good.copy()
     bad.loc[0, "label"] = "furious"
@@ -207,7 +213,7 @@ def test_the_data_gate_quarantines_bad_samples_and_keeps_the_batch():
     bad.loc[3, "confidence"] = 7.0
     bad.loc[4, "text"] = "x" * 5000
     bad.loc[5, "text"] = None
-    clean, report = check_batch(bad, LABELS, DataGateSettings(max_text_chars=2000))
+    clean, report = check_batch(bad, LABELS, DataGateSettings(max_text_chars=2000), TEXT)
     assert report.success and len(clean) == 55, report.text()
     q = report.quarantine
     assert q.rows == 5 and sum(q.by_reason.values()) == 5
@@ -221,12 +227,12 @@ def test_the_data_gate_quarantines_bad_samples_and_keeps_the_batch():
 
 def test_the_data_gate_refuses_a_batch_that_fails_as_a_whole_and_names_why():
     frame = toy_frame(60)
-    _, report = check_batch(frame, LABELS, DataGateSettings(min_per_class=25))
+    _, report = check_batch(frame, LABELS, DataGateSettings(min_per_class=25), TEXT)
     assert not report.success
     assert "label (count per label)" in report.text()  # 19-20 per class < 25
     assert report.text().startswith("Data gate (Great Expectations) on 60 training rows: FAILED")
     skewed = frame.assign(label="positive")
-    _, report = check_batch(skewed, LABELS, DataGateSettings(max_class_share=0.9))
+    _, report = check_batch(skewed, LABELS, DataGateSettings(max_class_share=0.9), TEXT)
     assert not report.success and any("positive: 60 (100%)" in r for r in report.reasons)
 
 
@@ -239,7 +245,7 @@ def test_quarantine_survives_the_worst_values():
             "confidence": [0.5, "high", 0.5, -1, 0.5],
         }
     )
-    clean, held = quarantine(frame, LABELS, DataGateSettings())
+    clean, held = quarantine(frame, LABELS, DataGateSettings(), TEXT)
     assert held.rows == 5 and clean.empty, held.by_reason
 
 
@@ -252,7 +258,7 @@ def test_quarantine_judges_types_not_just_values():
             "confidence": [1.0] * 5,
         }
     )
-    clean, held = quarantine(frame, LABELS, DataGateSettings())
+    clean, held = quarantine(frame, LABELS, DataGateSettings(), TEXT)
     assert clean.sample_id.tolist() == ["a"]
     assert set(held.by_reason) == {
         "sample_id is not a string",
@@ -260,5 +266,5 @@ def test_quarantine_judges_types_not_just_values():
         "text is blank",
         f"label not in the model's label set {LABELS}",
     }
-    _, report = check_batch(frame.iloc[1:], LABELS, DataGateSettings(min_per_class=0))
+    _, report = check_batch(frame.iloc[1:], LABELS, DataGateSettings(min_per_class=0), TEXT)
     assert not report.success and "batch not empty after quarantine" in report.text()  # nothing left

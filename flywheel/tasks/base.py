@@ -1,0 +1,274 @@
+"""The task spec: everything a task knows, behind one interface.
+
+A spec owns its sample columns and Feast fields, what counts as a training sample, the data
+gate's per-sample checks and batch expectations, the model (built from a checkpoint or a
+config), the encoding of samples as a torch ``Dataset`` read sample by sample, the task and
+distillation losses, the metrics, serving's pre- and post-processing, the review note's
+artifacts, and the default promotion guards and first-version floors.
+
+The trainer, evaluator, data gate, dataset builder, ingestor, registry, serving and review
+note call these methods and never branch on the task. Register a spec with
+``flywheel.tasks.register``; a spec is built from the settings with ``spec_for``.
+
+Heavy libraries (torch, transformers, peft) are imported inside methods.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+BASELINE_FILE = "baseline.safetensors"
+
+
+class TaskSpec:
+    """The interface (see the module docstring). ``batch`` is a dict of tensors (``collate``)."""
+
+    name: ClassVar[str]
+    lora_targets: ClassVar[list[str]]
+    modules_to_save: ClassVar[list[str]] = []
+    primary_metric: ClassVar[str]
+    shown_metrics: ClassVar[tuple[str, ...]]  # the review table's metrics, the primary first
+    sample_columns: ClassVar[list[str]]  # a training sample's columns besides sample_id, confidence
+    feast_fields: ClassVar[dict[str, str]]  # Feast feature → Feast type name this task fills
+    strata: ClassVar[str | None] = None  # the column samples are stratified by (None: plain hash)
+    cache_teacher: ClassVar[bool] = True  # teacher outputs small enough to compute once per fit
+    baseline_caption: ClassVar[str] = "baseline"
+    serving_input: ClassVar[str]  # the column ``models:/NAME@champion`` predicts from
+    review_files: ClassVar[tuple[str, ...]] = ()  # what review_artifacts writes
+
+    @classmethod
+    def from_settings(cls, settings) -> TaskSpec:
+        return cls()
+
+    # ---- data ---------------------------------------------------------------------
+
+    @classmethod
+    def feast_columns(cls, record, images) -> dict[str, Any]:
+        """This task's Feast fields of a clean routed record (``images``: the image store)."""
+        raise NotImplementedError
+
+    def is_sample(self, frame):
+        """A boolean Series: the rows that are training samples (verified answer present)."""
+        raise NotImplementedError
+
+    def class_counts(self, frame, labels: list[str]) -> dict[str, int]:
+        """Samples per class for the readiness check (empty for a task without classes)."""
+        return {}
+
+    def load_samples(self, path: Path):
+        """A user's bootstrap or golden file as samples: ``sample_id`` + ``sample_columns``."""
+        raise NotImplementedError
+
+    def labels_of(self, frame) -> list[str]:
+        """The label set a new model gets from its bootstrap data (empty: no classes)."""
+        return []
+
+    def quarantine_reasons(self, frame, labels: list[str], gate, mark) -> None:
+        """Per-sample data-gate checks: ``mark(mask, reason)`` for each (first reason wins)."""
+
+    def shown_example(self, row) -> dict[str, Any]:
+        """What a quarantine report shows of a sample (short values, never image bytes)."""
+        return {}
+
+    def expectations(self, frame, labels: list[str], gate) -> tuple[Any, list, list[dict]]:
+        """(the frame the batch expectations run on, Great Expectations rows, and checks of the
+        batch as a whole already evaluated, e.g. class balance)."""
+        raise NotImplementedError
+
+    def dataset(self, frame, labels: list[str]):
+        """A torch Dataset of ``frame``'s samples, encoded one at a time when read."""
+        raise NotImplementedError
+
+    # ---- model ----------------------------------------------------------------------
+
+    def build(self, labels: list[str], version_dir: Path | None = None):
+        """The base model: a new version's (``version_dir`` None), or the one saved there."""
+        raise NotImplementedError
+
+    def save_architecture(self, model, folder: Path) -> None:
+        """Write beside the adapter what ``build`` needs to rebuild ``model``'s base."""
+
+    def fit_baseline(self, data, labels: list[str], seed: int = 0):
+        """The baseline every evaluation reports (a model), or None when the task has none."""
+        return None
+
+    def init_from_baseline(self, model, baseline) -> None:
+        """Start a new version's trainable model where the baseline is (default: no change)."""
+
+    def save_baseline(self, baseline, folder: Path) -> None:
+        """Write the baseline beside the version (default: nothing; ``load_baseline`` rebuilds it)."""
+
+    def load_baseline(self, labels: list[str], folder: Path):
+        """The baseline saved in ``folder``, or None when there is none."""
+        return None
+
+    def forward(self, model, batch: dict):
+        raise NotImplementedError
+
+    def task_loss(self, outputs, batch: dict):
+        raise NotImplementedError
+
+    def distill_loss(self, outputs, teacher_outputs, temperature: float):
+        raise NotImplementedError
+
+    # ---- metrics --------------------------------------------------------------------
+
+    def evidence(self, outputs, batch: dict) -> dict[str, list]:
+        """Per-sample values of one batch that ``metrics`` and ``per_sample`` are computed from."""
+        raise NotImplementedError
+
+    def metrics(self, evidence: dict[str, list], labels: list[str]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def per_sample(self, evidence: dict[str, list]) -> dict[str, list[float]]:
+        """Per-sample values of the metrics a paired test compares."""
+        return {}
+
+    # ---- promotion ------------------------------------------------------------------
+
+    @classmethod
+    def default_guards(cls) -> list:
+        """``flywheel.settings.Guard`` list used when the settings configure none for the task."""
+        return []
+
+    @classmethod
+    def default_floors(cls) -> dict[str, float]:
+        """'holdout.metric' → the minimum a first version must reach (unset in the settings)."""
+        return {}
+
+    @classmethod
+    def default_baseline_gain(cls) -> float | None:
+        """How much a first version must beat the baseline by on its mean (None: no such rule)."""
+        return None
+
+    # ---- serving and review ---------------------------------------------------------
+
+    def serving_meta(self, record) -> dict:
+        """What ``from_serving_meta`` needs to rebuild this spec where the version is served
+        (``record``: the version's TrainingRecord); JSON data."""
+        return {}
+
+    @classmethod
+    def from_serving_meta(cls, meta: dict) -> TaskSpec:
+        return cls()
+
+    def serve(self, model, model_input, labels: list[str]):
+        """Predictions (a DataFrame) for a DataFrame with the ``serving_input`` column."""
+        raise NotImplementedError
+
+    def serving_example(self, golden):
+        """A small DataFrame the registry's smoke test predicts (from the golden set)."""
+        raise NotImplementedError
+
+    def review_artifacts(self, report, roles: dict, golden, folder: Path) -> list[Path]:
+        """Files for the review note (plots, examples) written into ``folder``."""
+        return []
+
+
+# ---- helpers the specs, the trainer and the evaluator share ----------------------------
+
+
+def read_table(path: str | Path, needs: str):
+    """A JSONL or CSV file as a DataFrame, with ``sample_id`` from a ``sample_id``/``id`` column
+    or made from the file name and line; ``needs`` says what the file must hold (for errors)."""
+    import json
+
+    import pandas as pd
+
+    from flywheel.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} is not a file; give a JSONL or CSV file with {needs}")
+    try:
+        if path.suffix in (".jsonl", ".json"):
+            frame = pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+        elif path.suffix == ".csv":
+            frame = pd.read_csv(path)
+        else:
+            raise DataError(f"{path}: unknown file type {path.suffix!r}; use .jsonl or .csv")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} cannot be read ({exc}); it must be UTF-8 JSONL or CSV") from exc
+    ids = frame["sample_id"] if "sample_id" in frame else frame.get("id")
+    frame["sample_id"] = (
+        ids.astype(str) if ids is not None else [f"{path.stem}-{i}" for i in range(len(frame))]
+    )
+    if not frame["sample_id"].is_unique:
+        raise DataError(f"{path}: sample ids are not unique")
+    return frame
+
+
+class Suite:
+    """Great Expectations rows to run on ``frame``; ``explain(check)`` enriches a failed check."""
+
+    def __init__(self, frame, expectations: list, explain=None):
+        self.frame, self.expectations, self.explain = frame, expectations, explain
+
+
+def shown(value, limit: int) -> str | None:
+    """A value as an example in a report: None for a missing one, else its text, cut."""
+    import pandas as pd
+
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):  # a list or array: not a scalar, shown as text
+        pass
+    return str(value)[:limit]
+
+
+def pick_device():
+    """(device, autocast dtype): CUDA with bf16 autocast when present, else CPU in fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.bfloat16
+    return torch.device("cpu"), None
+
+
+def collate(items: list[dict]) -> dict:
+    import torch
+
+    return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+
+
+def batches(dataset, size: int, order=None):
+    """(indices, collated batch) over ``dataset`` in ``order`` (default: as stored), ``size`` at a
+    time; a dataset with a ``batch(indices)`` method collates itself (one gather per tensor)."""
+    idx = list(order if order is not None else range(len(dataset)))
+    fast = getattr(dataset, "batch", None)
+    for start in range(0, len(idx), size):
+        sel = idx[start : start + size]
+        yield sel, fast(sel) if fast is not None else collate([dataset[i] for i in sel])
+
+
+def predict(spec: TaskSpec, model, dataset, size: int = 128, device=None):
+    """Outputs of ``model`` on a dataset, in eval mode, without gradients (on the CPU)."""
+    import torch
+
+    device = device or pick_device()[0]
+    model.eval()
+    model.to(device)
+    outs = []
+    with torch.inference_mode():
+        for _, b in batches(dataset, size):
+            outs.append(spec.forward(model, {k: v.to(device) for k, v in b.items()}).float().cpu())
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def evidence_of(spec: TaskSpec, model, dataset, size: int = 128, device=None) -> dict[str, list]:
+    """``spec.evidence`` of ``model`` over a whole dataset, batch by batch (outputs not kept)."""
+    import torch
+
+    device = device or pick_device()[0]
+    model.eval()
+    model.to(device)
+    found: dict[str, list] = {}
+    with torch.inference_mode():
+        for _, b in batches(dataset, size):
+            b = {k: v.to(device) for k, v in b.items()}
+            out = spec.forward(model, b).float()
+            for key, values in spec.evidence(out.cpu(), {k: v.cpu() for k, v in b.items()}).items():
+                found.setdefault(key, []).extend(values)
+    return found
