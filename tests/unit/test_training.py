@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 from flywheel.settings import DataGateSettings, load_settings
-from training.data import bucket, split_by_hash, stratified_sample
-from training.data_gate import check_batch, quarantine
 from flywheel.tasks import get_task, tasks
 from flywheel.tasks.base import predict
+from training.data import bucket, split_by_hash, stratified_sample
+from training.data_gate import check_batch, quarantine
 
 LABELS = ["negative", "neutral", "positive"]
 WORDS = {"negative": "awful terrible bad", "neutral": "table chair window", "positive": "great lovely good"}
@@ -104,9 +104,9 @@ def test_fit_learns_saves_safetensors_and_reloads_to_identical_logits(tmp_path):
 
 def test_the_new_head_beats_chance_within_the_step_floor_and_starts_at_the_probe(tmp_path):
     """One epoch of 24 samples is 2 steps; the floor makes it 30. Chance is 1/3."""
-    from training.evaluate import evaluate
     from flywheel.tasks import BASELINE_FILE
     from flywheel.tasks.text_model import HEAD_FILE
+    from training.evaluate import evaluate
     from training.trainer import fit, load_adapter_model
 
     adapter = tiny_adapter()
