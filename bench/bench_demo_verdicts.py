@@ -42,13 +42,13 @@ def labelled_share(chunk, corrupt: bool, rng: random.Random):
 
 def one_run(seed: int, tmp: Path) -> list[dict]:
     import pandas as pd
-    from demo.traffic import LABELS, corpus_split, demo_settings
 
+    from demo.traffic import LABELS, corpus_split, demo_settings
+    from flywheel.tasks.text_classification import TextClassification
     from orchestration.promotion import decide
     from training.data import split_by_hash, stratified_sample
     from training.dataset import assemble
     from training.evaluate import evaluate, version_roles
-    from training.tasks import TextClassification
     from training.trainer import fit
 
     settings = demo_settings()
@@ -72,7 +72,7 @@ def one_run(seed: int, tmp: Path) -> list[dict]:
             break
         corrupt = i == len(rounds)
         new = labelled_share(chunk, corrupt, rng)
-        data = assemble(cfg, new, old, golden, (None, datetime.now(UTC)))
+        data = assemble(cfg, adapter, new, old, golden, (None, datetime.now(UTC)))
         folder = tmp / f"v{i + 1}"
         fit(adapter, LABELS, data.train, data.validation, cfg, folder, champion, progress=False)
         roles = version_roles(adapter, LABELS, folder, champion)

@@ -52,7 +52,7 @@ def small(settings):
     rules = type(s.promotion).model_validate(
         {
             **s.promotion.model_dump(),
-            "floors": {"golden.accuracy": 0.0},
+            "floors": {"text-classification": {"golden.accuracy": 0.0}},
             "guards": {
                 "text-classification": [{"metric": "accuracy", "holdout": "golden", "tolerance": 1.0}]
             },

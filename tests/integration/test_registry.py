@@ -36,7 +36,9 @@ def tuned(settings, tolerance: float = 1.0, **training):
             {"metric": "accuracy", "holdout": "old", "tolerance": tolerance},
         ]
     }
-    rules = settings.promotion.model_copy(update={"floors": {"golden.accuracy": 0.2}})
+    rules = settings.promotion.model_copy(
+        update={"floors": {"text-classification": {"golden.accuracy": 0.2}}}
+    )
     rules = type(rules).model_validate({**rules.model_dump(), "guards": guards})
     return s.model_copy(update={"promotion": rules})
 

@@ -24,10 +24,11 @@ def test_bootstrap_then_train_from_feast_with_distillation_and_replay(settings, 
     import torch
 
     from feature_repo.store import open_store
+    from flywheel.tasks.base import predict
     from training.dataset import NoNewData
     from training.model_store import Decision, ModelStore
     from training.run import adapter_for, bootstrap, train
-    from training.trainer import load_adapter_model, predict
+    from training.trainer import load_adapter_model
 
     settings = small_training(settings)
     seed = corpus[corpus.domain == "general"].sample(240, random_state=1)
@@ -43,7 +44,7 @@ def test_bootstrap_then_train_from_feast_with_distillation_and_replay(settings, 
 
     adapter = adapter_for(settings, "text-classification")
     labels = ["negative", "neutral", "positive"]
-    batch = adapter.encode(seed.head(16), labels)
+    batch = adapter.dataset(seed.head(16), labels)
     a = predict(adapter, load_adapter_model(adapter, labels, run1.path), batch)
     b = predict(adapter, load_adapter_model(adapter, labels, run1.path), batch)
     assert torch.equal(a, b)  # adapter round trip: identical logits
