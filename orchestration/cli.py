@@ -33,8 +33,16 @@ def print_outcome(outcome) -> None:
 def bootstrap_cmd(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help="name of the new model")],
-    data: Annotated[Path, typer.Option(help="labelled JSONL or CSV (text and label columns)")],
-    task: Annotated[str, typer.Option(help="task adapter")] = "text-classification",
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="JSONL or CSV of samples: text and label columns (text-classification), or "
+            "input_png_b64 and target_png_b64 / input_path and target_path (image-restoration)"
+        ),
+    ],
+    task: Annotated[str, typer.Option(help="the task: text-classification or image-restoration")] = (
+        "text-classification"
+    ),
     labels: Annotated[str | None, typer.Option(help="comma-separated label set (default: from data)")] = None,
     golden: Annotated[Path | None, typer.Option(help="golden set file (default: a share of data)")] = None,
 ) -> None:

@@ -299,6 +299,9 @@ class RoutedRecord:
         prediction = _get(event, "event.prediction", "an object", optional=True) or {}
         _get(prediction, "event.prediction.label", "a string", optional=True)
         _get(prediction, "event.prediction.confidence", "a number", optional=True)
+        _get(prediction, "event.prediction.image_png_b64", "a string", optional=True)
+        feedback = _get(event, "event.feedback", "an object", optional=True) or {}
+        _get(feedback, "event.feedback.target_png_b64", "a string", optional=True)
         _timestamp(event["event_time"])
         return cls(
             event,
@@ -356,6 +359,18 @@ class RoutedRecord:
     @property
     def prediction_label(self) -> str | None:
         return (self.prediction or {}).get("label")
+
+    @property
+    def prediction_png_b64(self) -> str | None:
+        return (self.prediction or {}).get("image_png_b64")
+
+    @property
+    def target_png_b64(self) -> str | None:
+        """The image this event vouches for: the feedback's target, or an accepted prediction."""
+        feedback = self.event.get("feedback") or {}
+        if feedback.get("target_png_b64") is not None:
+            return feedback["target_png_b64"]
+        return self.prediction_png_b64 if feedback.get("accepted") is True else None
 
     @property
     def confidence(self) -> float | None:

@@ -13,6 +13,7 @@ def print_report(report, title: str) -> None:
     """An EvalReport as a table: baseline, champion and candidate per holdout."""
     from rich.table import Table
 
+    from flywheel.tasks import spec_class
     from training.evaluate import fmt
 
     metric = report.metric
@@ -24,7 +25,7 @@ def print_report(report, title: str) -> None:
         f"candidate {metric}",
         "delta",
         title=title,
-        caption="baseline: linear probe on the frozen encoder, fitted on the same training data",
+        caption=spec_class(report.task).baseline_caption,
     )
     for name, size, base, champ, cand, delta in report.table_rows():
         table.add_row(

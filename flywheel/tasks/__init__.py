@@ -49,6 +49,7 @@ def all_feast_fields() -> dict[str, str]:
     return fields
 
 
+from flywheel.tasks import image_restoration as _image  # noqa: E402  (registers itself)
 from flywheel.tasks import text_classification as _text  # noqa: E402  (registers itself)
 
 __all__ = [
@@ -61,4 +62,4 @@ __all__ = [
     "spec_for",
     "tasks",
 ]
-del _text
+del _image, _text

@@ -1,0 +1,413 @@
+"""The ``image-restoration`` task: a small Swin2SR denoiser (no hub weights) with LoRA.
+
+* **Samples** are an input (degraded) image and its target (clean) image. Their bytes live
+  in the image store, content-addressed by sha256 (``flywheel.images``); Feast rows and the
+  datasets hold URIs, hashes and sizes, and a ``Dataset`` reads the PNGs one at a time.
+* **Training** crops every image to the centre ``patch`` (so a batch stacks); an image
+  smaller than the patch is quarantined by the data gate. The model is built from
+  ``RestorationNetConfig`` (saved beside each version as ``adapter_net.json``); LoRA adapts
+  the attention projections, the first and last convolutions train in full. Task loss:
+  Charbonnier to the target; distillation: L2 to the frozen champion's output, computed at
+  each step (teacher outputs are image-sized, so they are not cached for the whole set).
+* **Metrics**: PSNR (dB) and SSIM per sample; the primary metric is PSNR.
+* **Baseline**: the degraded input itself (identity). A first version must beat it on golden
+  PSNR by ``promotion.baseline.min_gain`` (0.5 dB by default); a retrain may not lose more
+  than 5 % of the champion's golden or old-set PSNR (paired test).
+* **Serving**: an ``image_png_b64`` column of PNGs → restored PNGs in ``image_png_b64``.
+* **Review**: a grid PNG, degraded | champion | candidate | target, for a few golden samples.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any, ClassVar
+
+from flywheel.errors import DataError, FlywheelError
+from flywheel.tasks import register
+from flywheel.tasks.base import TaskSpec
+
+NET_FILE = "adapter_net.json"  # "adapter_*": copied with the adapter into MLflow
+PATCH = 48
+GRID_SAMPLES = 4
+
+
+def _net_config(overrides: dict | None = None):
+    from flywheel.tasks.image_model import RestorationNetConfig
+
+    return RestorationNetConfig.from_dict({**RestorationNetConfig().to_dict(), **(overrides or {})})
+
+
+class ImageDataset:
+    """Input/target pairs read from the image store one at a time, centre-cropped to ``patch``."""
+
+    def __init__(self, frame, store, limits, patch: int):
+        self.inputs = list(frame["input_uri"])
+        self.targets = list(frame["target_uri"]) if "target_uri" in frame else None
+        self.store, self.limits, self.patch = store, limits, patch
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def _image(self, uri: str):
+        from flywheel.images import decode_png
+        from flywheel.tasks.image_model import to_tensor
+
+        return _center_crop(to_tensor(decode_png(self.store.get(uri), self.limits)), self.patch)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"pixel_values": self._image(self.inputs[i])}
+        if self.targets is not None:
+            item["target"] = self._image(self.targets[i])
+        return item
+
+
+def _center_crop(image, size: int):
+    h, w = image.shape[-2:]
+    if h < size or w < size:
+        raise FlywheelError(
+            f"an image of {w}x{h} is smaller than the training patch ({size} px); the data gate "
+            "quarantines such samples, so this one bypassed it"
+        )
+    top, left = (h - size) // 2, (w - size) // 2
+    return image[..., top : top + size, left : left + size]
+
+
+def degraded_input():
+    """The baseline: the degraded input returned as it is (what you get without a model)."""
+    import torch
+
+    return torch.nn.Identity()
+
+
+@register
+class ImageRestoration(TaskSpec):
+    name = "image-restoration"
+    lora_targets: ClassVar[list[str]] = []  # flywheel.tasks.image_model's, set in __init__
+    primary_metric = "psnr"
+    shown_metrics = ("psnr", "ssim")
+    sample_columns = ["input_uri", "input_sha256", "target_uri", "target_sha256", "width", "height"]
+    feast_fields = {
+        "input_uri": "String",
+        "input_sha256": "String",
+        "target_uri": "String",
+        "target_sha256": "String",
+        "prediction_uri": "String",
+        "width": "Int64",
+        "height": "Int64",
+    }
+    strata = None
+    cache_teacher = False
+    baseline_caption = "baseline: the degraded input itself (no restoration)"
+    serving_input = "image_png_b64"
+    review_files = ("grid_golden.png",)
+
+    def __init__(self, store=None, limits=None, net: dict | None = None, patch: int = PATCH):
+        from flywheel.images import ImageLimits
+        from flywheel.tasks import image_model
+
+        self.store = store
+        self.limits = limits or ImageLimits()
+        self.net = _net_config(net)
+        self.patch = patch
+        self.lora_targets = list(image_model.LORA_TARGETS)
+        self.modules_to_save = list(image_model.MODULES_TO_SAVE)
+
+    @classmethod
+    def from_settings(cls, settings) -> ImageRestoration:
+        from flywheel.images import ImageLimits, open_image_store
+
+        cfg = settings.images
+        limits = ImageLimits(cfg.min_side, cfg.max_side, cfg.max_pixels)
+        return cls(open_image_store(settings.image_store_uri), limits, cfg.net, cfg.patch)
+
+    def _store(self):
+        if self.store is None:
+            raise FlywheelError(
+                "this image-restoration spec has no image store; build it with spec_for(settings)"
+            )
+        return self.store
+
+    # ---- data -----------------------------------------------------------------------
+
+    @classmethod
+    def feast_columns(cls, record, images) -> dict[str, Any]:
+        """Writes the input, target and predicted images to the store; the row keeps their
+        URIs, hashes and the input's size (the stream job checked the PNGs and sizes)."""
+        from flywheel.images import ImageLimits, decode_png, sha256_hex
+
+        if images is None:
+            raise FlywheelError("image events need an image store (settings.images.store_uri)")
+        row: dict[str, Any] = {}
+        for key, text in (
+            ("input", record.image_png_b64),
+            ("target", record.target_png_b64),
+            ("prediction", record.prediction_png_b64),
+        ):
+            if text is None:
+                continue
+            data = base64.b64decode(text, validate=True)
+            row[f"{key}_uri"] = images.put(data)
+            if key != "prediction":
+                row[f"{key}_sha256"] = sha256_hex(data)
+            if key == "input":
+                h, w = decode_png(data, ImageLimits(min_side=1, max_side=1 << 15, max_pixels=1 << 30)).shape[
+                    :2
+                ]
+                row["width"], row["height"] = w, h
+        return row
+
+    def is_sample(self, frame):
+        return frame["input_uri"].notna() & frame["target_uri"].notna()
+
+    def load_samples(self, path: Path):
+        """A JSONL/CSV file, a pair per line: ``input_png_b64`` + ``target_png_b64``, or
+        ``input_path`` + ``target_path`` (relative to the file). The images are checked
+        (PNG, size bounds, same size) and written to the image store."""
+        import pandas as pd
+
+        from flywheel.images import ImageError, check_pair, decode_png, sha256_hex
+        from flywheel.tasks.base import read_table
+
+        path = Path(path)
+        frame = read_table(path, "input_png_b64/target_png_b64 or input_path/target_path columns")
+        store = self._store()
+        rows, bad = [], []
+        for line, rec in enumerate(frame.to_dict("records"), start=1):
+            try:
+                pair = [self._read_image(rec, side, path.parent) for side in ("input", "target")]
+                arrays = [decode_png(data, self.limits) for data in pair]
+                check_pair(*arrays)
+            except (ImageError, DataError, ValueError) as exc:
+                bad.append(f"line {line} ({rec['sample_id']}): {exc}")
+                continue
+            h, w = arrays[0].shape[:2]
+            rows.append(
+                {
+                    "sample_id": rec["sample_id"],
+                    "input_uri": store.put(pair[0]),
+                    "input_sha256": sha256_hex(pair[0]),
+                    "target_uri": store.put(pair[1]),
+                    "target_sha256": sha256_hex(pair[1]),
+                    "width": w,
+                    "height": h,
+                }
+            )
+        if bad:
+            shown = "; ".join(bad[:5])
+            raise DataError(f"{path}: {len(bad)} of {len(frame)} image pairs cannot be used: {shown}")
+        return pd.DataFrame(rows, columns=["sample_id", *self.sample_columns])
+
+    @staticmethod
+    def _read_image(rec: dict, side: str, folder: Path) -> bytes:
+        text, file = rec.get(f"{side}_png_b64"), rec.get(f"{side}_path")
+        if isinstance(text, str):
+            try:
+                return base64.b64decode(text, validate=True)
+            except ValueError as exc:
+                raise DataError(f"{side}_png_b64 is not valid base64 ({exc})") from exc
+        if isinstance(file, str):
+            target = (folder / file).resolve()
+            if not target.is_file():
+                raise DataError(f"{side}_path {file!r} is not a file (paths are relative to the data file)")
+            return target.read_bytes()
+        raise DataError(f"no {side}_png_b64 or {side}_path")
+
+    def quarantine_reasons(self, frame, labels: list[str], gate, mark) -> None:
+        for side in ("input", "target"):
+            uri, digest = frame[f"{side}_uri"], frame[f"{side}_sha256"]
+            mark(uri.isna(), f"{side} image missing")
+            mark(~uri.map(lambda v: isinstance(v, str)), f"{side} image URI is not a string")
+            mark(
+                ~pd_map(uri, digest, lambda u, d: isinstance(d, str) and str(u).endswith(f"{d}.png")),
+                f"{side} image URI does not match its sha256",
+            )
+        small = (frame["width"].astype(float) < self.patch) | (frame["height"].astype(float) < self.patch)
+        mark(small, f"image smaller than the training patch ({self.patch} px)")
+
+    def shown_example(self, row) -> dict[str, Any]:
+        from flywheel.tasks.base import shown
+
+        return {"input": shown(row["input_uri"], 80), "size": f"{row['width']}x{row['height']}"}
+
+    def expectations(self, frame, labels: list[str], gate) -> list:
+        import great_expectations as gx
+
+        from flywheel.tasks.base import Suite
+
+        ex = gx.expectations
+        sha = r"^[0-9a-f]{64}$"
+        return [
+            Suite(
+                frame[["input_uri", "input_sha256", "target_uri", "target_sha256", "width", "height"]],
+                [
+                    ex.ExpectColumnValuesToNotBeNull(column="input_uri"),
+                    ex.ExpectColumnValuesToNotBeNull(column="target_uri"),
+                    ex.ExpectColumnValuesToMatchRegex(column="input_sha256", regex=sha),
+                    ex.ExpectColumnValuesToMatchRegex(column="target_sha256", regex=sha),
+                    ex.ExpectColumnValuesToBeBetween(column="width", min_value=self.patch),
+                    ex.ExpectColumnValuesToBeBetween(column="height", min_value=self.patch),
+                ],
+            )
+        ]
+
+    def dataset(self, frame, labels: list[str]) -> ImageDataset:
+        return ImageDataset(frame, self._store(), self.limits, self.patch)
+
+    # ---- model ----------------------------------------------------------------------
+
+    def build(self, labels: list[str], version_dir: Path | None = None):
+        import json
+
+        from flywheel.tasks.image_model import RestorationNetConfig, build_denoiser
+
+        cfg = self.net
+        if version_dir is not None and (Path(version_dir) / NET_FILE).is_file():
+            cfg = RestorationNetConfig.from_dict(json.loads((Path(version_dir) / NET_FILE).read_text()))
+        return build_denoiser(cfg)
+
+    def save_architecture(self, model, folder: Path) -> None:
+        import json
+
+        (Path(folder) / NET_FILE).write_text(json.dumps(self.net.to_dict(), indent=2) + "\n")
+
+    def fit_baseline(self, data, labels: list[str], seed: int = 0):
+        return degraded_input()
+
+    def load_baseline(self, labels: list[str], folder: Path):
+        return degraded_input()
+
+    def forward(self, model, batch: dict):
+        return model(batch["pixel_values"])
+
+    def task_loss(self, outputs, batch: dict):
+        from flywheel.tasks.image_model import charbonnier
+
+        return charbonnier(outputs.float(), batch["target"].float())
+
+    def distill_loss(self, outputs, teacher_outputs, temperature: float):
+        """L2 to the frozen champion's output (``temperature`` has no meaning here)."""
+        import torch.nn.functional as F
+
+        return F.mse_loss(outputs.float(), teacher_outputs.float())
+
+    # ---- metrics --------------------------------------------------------------------
+
+    def evidence(self, outputs, batch: dict) -> dict[str, list]:
+        from flywheel.tasks.image_model import psnr, ssim
+
+        target = batch["target"].float()
+        out = outputs.float().clamp(0, 1)
+        return {"psnr": psnr(out, target).tolist(), "ssim": ssim(out, target).tolist()}
+
+    def per_sample(self, evidence: dict[str, list]) -> dict[str, list[float]]:
+        return {"psnr": list(evidence["psnr"]), "ssim": list(evidence["ssim"])}
+
+    def metrics(self, evidence: dict[str, list], labels: list[str]) -> dict[str, Any]:
+        n = len(evidence.get("psnr", []))
+        return {k: (sum(evidence[k]) / n if n else float("nan")) for k in ("psnr", "ssim")}
+
+    # ---- promotion ------------------------------------------------------------------
+
+    @classmethod
+    def default_guards(cls) -> list:
+        from flywheel.settings import Guard
+
+        return [
+            Guard(metric="psnr", holdout="golden", tolerance=0.05, relative=True, detect=0.08),
+            Guard(metric="psnr", holdout="old", tolerance=0.05, relative=True, detect=0.08),
+        ]
+
+    @classmethod
+    def default_baseline_gain(cls) -> float | None:
+        return 0.5
+
+    # ---- serving and review ---------------------------------------------------------
+
+    def serving_meta(self, record) -> dict:
+        return {"limits": [self.limits.min_side, self.limits.max_side, self.limits.max_pixels]}
+
+    @classmethod
+    def from_serving_meta(cls, meta: dict) -> ImageRestoration:
+        from flywheel.images import ImageLimits
+
+        limits = ImageLimits(*meta["limits"]) if meta.get("limits") else None
+        return cls(limits=limits)
+
+    def serve(self, model, model_input, labels: list[str]):
+        """``image_png_b64`` column → restored PNGs (any size within the limits, one at a time)."""
+        import pandas as pd
+        import torch
+
+        from flywheel.images import decode_png_b64, png_b64
+        from flywheel.tasks.base import pick_device
+        from flywheel.tasks.image_model import to_tensor, to_uint8
+
+        device = pick_device()[0]
+        model.eval()
+        model.to(device)
+        out = []
+        with torch.inference_mode():
+            for text in model_input["image_png_b64"]:
+                image = to_tensor(decode_png_b64(str(text), self.limits)).unsqueeze(0).to(device)
+                restored = model(image).float().clamp(0, 1)[0].cpu()
+                out.append(png_b64(to_uint8(restored)))
+        return pd.DataFrame({"image_png_b64": out})
+
+    def serving_example(self, golden):
+        import pandas as pd
+
+        store = self._store()
+        texts = [base64.b64encode(store.get(u)).decode() for u in golden["input_uri"].head(2)]
+        return pd.DataFrame({"image_png_b64": texts})
+
+    def review_artifacts(self, report, roles: dict, golden, folder: Path) -> list[Path]:
+        """``grid_golden.png``: degraded | champion | candidate | target for a few golden samples."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import torch
+
+        from flywheel.tasks.image_model import psnr, to_uint8
+
+        sample = golden.head(GRID_SAMPLES)
+        if not len(sample):
+            return []
+        data = self.dataset(sample, [])
+        items = [data[i] for i in range(len(data))]
+        inputs = torch.stack([it["pixel_values"] for it in items])
+        targets = torch.stack([it["target"] for it in items])
+        columns = [("degraded", inputs)]
+        with torch.inference_mode():
+            for role in ("champion", "candidate"):
+                if roles.get(role) is not None:
+                    model = roles[role].eval().to("cpu")
+                    columns.append((role, model(inputs).float().clamp(0, 1)))
+        columns.append(("target", targets))
+        fig, axes = plt.subplots(len(items), len(columns), figsize=(2.2 * len(columns), 2.3 * len(items)))
+        axes = axes.reshape(len(items), len(columns))
+        for i in range(len(items)):
+            for j, (name, images) in enumerate(columns):
+                ax = axes[i, j]
+                ax.imshow(to_uint8(images[i]))
+                ax.set_xticks([])
+                ax.set_yticks([])
+                title = (
+                    name
+                    if name == "target"
+                    else f"{name} {float(psnr(images[i : i + 1], targets[i : i + 1])[0]):.1f} dB"
+                )
+                ax.set_title(title, fontsize=8)
+        fig.tight_layout()
+        path = folder / "grid_golden.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return [path]
+
+
+def pd_map(a, b, fn):
+    """``fn(x, y)`` over two aligned Series, as a boolean Series."""
+    import pandas as pd
+
+    return pd.Series([bool(fn(x, y)) for x, y in zip(a, b, strict=True)], index=a.index)
