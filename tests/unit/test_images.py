@@ -238,3 +238,175 @@ def test_open_image_store_takes_paths_and_file_uris_only(tmp_path):
             open_image_store(uri)
     with pytest.raises(ImageError, match="three slashes"):
         open_image_store("file://relative/folder")
+
+
+# ---- the photo corpus -----------------------------------------------------------------------
+
+
+def mse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+
+
+def test_photos_are_real_rgb_pictures_from_installed_packages():
+    from training.image_corpus import GOLDEN_PHOTOS, PHOTO_FILES, TRAIN_PHOTOS, photos
+
+    found = photos()
+    assert set(found) == set(PHOTO_FILES) and not set(GOLDEN_PHOTOS) & set(TRAIN_PHOTOS)
+    assert found["astronaut"].shape == (512, 512, 3) and found["chelsea"].shape == (300, 451, 3)
+    for name, arr in found.items():
+        assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3, name
+        assert arr.std() > 20, name  # a picture, not a flat or empty file
+    with pytest.raises(Exception, match=r"unknown photo name.*'lena'.*choose from astronaut"):
+        photos(["lena"])
+
+
+def test_patches_are_deterministic_non_flat_and_split_by_photo():
+    from training.image_corpus import FLAT_STD, GOLDEN_PHOTOS, TRAIN_PHOTOS, patches
+
+    first = patches(TRAIN_PHOTOS, size=32, seed=0)
+    again = patches(TRAIN_PHOTOS, size=32, seed=0)
+    assert [p for p, _ in first] == [p for p, _ in again]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(first, again, strict=True))
+    assert len({p for p, _ in first}) == len(first) > 100
+    assert all(a.shape == (32, 32, 3) and a.mean(axis=2).std() >= FLAT_STD for _, a in first)
+    golden = patches(GOLDEN_PHOTOS, size=32, seed=0)
+    assert {p.split("-")[0] for p, _ in golden} == set(GOLDEN_PHOTOS)
+    assert not {p.split("-")[0] for p, _ in first} & set(GOLDEN_PHOTOS)
+    assert [p for p, _ in patches(TRAIN_PHOTOS, size=32, seed=1)] != [p for p, _ in first]
+    few = [p for p, _ in patches(["coffee", "rocket"], size=32, per_photo=3, seed=5)]
+    assert len(few) == 6 and [p.split("-")[0] for p in few] == ["coffee"] * 3 + ["rocket"] * 3
+    assert few == [p for p, _ in patches(["coffee", "rocket"], size=32, per_photo=3, seed=5)]
+    assert few != [p for p, _ in patches(["coffee", "rocket"], size=32, per_photo=3, seed=6)]
+
+
+def test_degradation_strings_parse_and_bad_ones_say_why():
+    from training.image_corpus import Degradation, drift_schedule
+
+    assert Degradation.parse("noise:15+jpeg:40").steps == (("noise", 15.0), ("jpeg", 40.0))
+    assert (
+        str(Degradation.parse(" blur:1.5 ")) == "blur:1.5"
+        and Degradation.parse("noise:25").slug == "noise:25"
+    )
+    assert Degradation.parse("noise:15+jpeg:40").slug == "noise:15_jpeg:40"
+    for bad, reason in (
+        ("", "empty"),
+        ("gauss:3", "unknown kind 'gauss'"),
+        ("noise", "noise needs a number"),
+        ("noise:abc", "noise needs a number"),
+        ("noise:-5", "out of range"),
+        ("jpeg:40.5", "must be a whole number"),
+        ("jpeg:0", "out of range"),
+        ("noise:nan", "out of range"),
+        ("blur:50", "at most 10"),
+        ("noise:15+", "unknown kind ''"),
+    ):
+        with pytest.raises(Exception, match=reason):
+            Degradation.parse(bad)
+    rounds = [str(drift_schedule(r)) for r in range(4)]
+    assert rounds == ["noise:15", "noise:25", "noise:25+jpeg:40", "noise:25+jpeg:40"]
+    with pytest.raises(Exception, match="negative"):
+        drift_schedule(-1)
+
+
+def test_degradations_are_deterministic_per_seed_and_stronger_levels_hurt_more():
+    from training.image_corpus import Degradation, degrade, patches
+
+    clean = patches(["astronaut"], size=48, per_photo=1, seed=0)[0][1]
+    for kind, level in (("noise", 25), ("jpeg", 20), ("blur", 1.5)):
+        out = degrade(clean, kind, level, seed=7)
+        assert out.dtype == np.uint8 and out.shape == clean.shape
+        assert np.array_equal(out, degrade(clean, kind, level, seed=7))
+        assert mse(out, clean) > 1.0, kind
+    assert not np.array_equal(degrade(clean, "noise", 25, 7), degrade(clean, "noise", 25, 8))
+    assert mse(degrade(clean, "noise", 10, 7), clean) < mse(degrade(clean, "noise", 40, 7), clean)
+    assert mse(degrade(clean, "jpeg", 80, 0), clean) < mse(degrade(clean, "jpeg", 10, 0), clean)
+    assert mse(degrade(clean, "blur", 0.5, 0), clean) < mse(degrade(clean, "blur", 3, 0), clean)
+    both = Degradation.parse("noise:25+jpeg:40").apply(clean, seed=3)
+    assert not np.array_equal(both, Degradation.parse("noise:25").apply(clean, seed=3))
+
+
+def test_restoration_frame_ids_are_unique_and_stable_and_pairs_decode():
+    from training.image_corpus import restoration_frame
+
+    frame = restoration_frame(40, "noise:25", seed=0, size=32)
+    assert list(frame.columns) == ["sample_id", "input_png_b64", "target_png_b64"]
+    assert frame["sample_id"].is_unique and len(frame) == 40
+    assert all(s.startswith("photo-") and s.endswith("-noise:25-s0") for s in frame["sample_id"])
+    assert frame.equals(restoration_frame(40, "noise:25", seed=0, size=32))
+    assert list(restoration_frame(10, "noise:25", seed=0, size=32)["sample_id"]) == list(
+        frame["sample_id"][:10]
+    )
+    other_seed = restoration_frame(40, "noise:25", seed=1, size=32)
+    other_level = restoration_frame(40, "noise:15", seed=0, size=32)
+    assert not set(frame["sample_id"]) & set(other_seed["sample_id"])
+    assert not set(frame["sample_id"]) & set(other_level["sample_id"])
+    noisy = [decode_png_b64(t) for t in frame["input_png_b64"]]
+    clean = [decode_png_b64(t) for t in frame["target_png_b64"]]
+    assert all(a.shape == (32, 32, 3) for a in noisy + clean)
+    assert 200 < np.mean([mse(a, b) for a, b in zip(noisy, clean, strict=True)]) < 1000  # sigma 25: ~600
+    residuals = [n.astype(int) - c for n, c in zip(noisy, clean, strict=True)]
+    assert abs(np.corrcoef(residuals[0].ravel(), residuals[1].ravel())[0, 1]) < 0.3  # noise of its own
+    with pytest.raises(Exception, match=r"distinct 96x96 patches.*ask for fewer rows"):
+        restoration_frame(10_000, "noise:25", seed=0, size=96)
+
+
+@pytest.mark.parametrize("corrupt", ["misalign", "blur", "swap"])
+def test_corrupt_targets_differ_from_the_clean_ones_but_inputs_do_not(corrupt):
+    from training.image_corpus import restoration_frame
+
+    clean = restoration_frame(12, "noise:15", seed=0, size=32)
+    bad = restoration_frame(12, "noise:15", seed=0, size=32, corrupt=corrupt)
+    assert list(bad["input_png_b64"]) == list(clean["input_png_b64"])
+    assert all(s.endswith(f"-bad-{corrupt}") for s in bad["sample_id"])
+    assert not set(bad["sample_id"]) & set(clean["sample_id"])
+    errors = []
+    for good, wrong in zip(clean["target_png_b64"], bad["target_png_b64"], strict=True):
+        target, corrupted = decode_png_b64(good), decode_png_b64(wrong)
+        check_pair(target, corrupted)
+        errors.append(mse(target, corrupted))
+    assert min(errors) > 1, corrupt  # every target is wrong
+    assert np.mean(errors) > 300, corrupt  # and on average further off than noise:15 is (~225)
+    if corrupt == "swap":
+        assert sorted(bad["target_png_b64"]) == sorted(clean["target_png_b64"])
+
+
+def test_feedback_events_validate_and_the_cli_writes_submittable_lines(tmp_path, capsys):
+    import json
+
+    from flywheel.events import MAX_IMAGE_B64_CHARS, parse_event, validate_event
+    from training.cli import photos_cmd
+    from training.image_corpus import feedback_events, restoration_frame
+
+    frame = restoration_frame(5, "noise:25+jpeg:40", seed=2, size=48)
+    events = feedback_events(frame, "restorer", source="photos")
+    for event, row in zip(events, frame.itertuples(), strict=True):
+        parsed = validate_event(event)
+        assert parsed.event_id == row.sample_id and parsed.task == "image-restoration"
+        assert parsed.feedback.target_png_b64 == row.target_png_b64 and parsed.has_verified_answer
+    assert feedback_events(frame, "restorer", seed=9)[0]["event_id"] == frame["sample_id"][0] + "-9"
+
+    out = tmp_path / "events.jsonl"
+    photos_cmd(
+        out=str(out),
+        rows=6,
+        degradation="noise:25",
+        size=48,
+        seed=0,
+        photos="coffee,rocket",
+        corrupt="misalign",
+        as_feedback="restorer",
+    )
+    lines = out.read_text().splitlines()
+    assert len(lines) == 6 and "wrote 6 feedback events for restorer" in capsys.readouterr().out
+    for line in lines:
+        event = parse_event(line.encode())
+        assert len(event.input.image_png_b64) <= MAX_IMAGE_B64_CHARS
+        assert event.event_id.split("-")[1] in ("coffee", "rocket") and event.event_id.endswith(
+            "-bad-misalign"
+        )
+
+    rows = tmp_path / "rows.jsonl"
+    photos_cmd(out=str(rows), rows=3)
+    first = json.loads(rows.read_text().splitlines()[0])
+    assert set(first) == {"sample_id", "input_png_b64", "target_png_b64"}
+    assert decode_png_b64(first["input_png_b64"]).shape == (48, 48, 3)
