@@ -65,7 +65,7 @@ def bootstrap(
 
     cfg = settings.training
     adapter = adapter or adapter_for(settings, task)
-    frame = adapter.load_samples(data) if isinstance(data, str | Path) else data.copy()
+    frame = adapter.load_samples(data)
     if "confidence" not in frame:
         frame["confidence"] = 1.0
     labels = labels or adapter.labels_of(frame)
@@ -73,7 +73,7 @@ def bootstrap(
     if golden is None:
         rest, golden = stratified_share(frame, cfg.golden_fraction, salt="golden:", column=adapter.strata)
     else:
-        golden = adapter.load_samples(golden) if isinstance(golden, str | Path) else golden
+        golden = adapter.load_samples(golden)
         golden, held_golden = quarantine(golden.assign(confidence=1.0), labels, cfg.data_gate, adapter)
         held = held.add(held_golden)
         rest = frame[~frame["sample_id"].isin(golden["sample_id"])]

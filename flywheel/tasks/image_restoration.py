@@ -160,17 +160,22 @@ class ImageRestoration(TaskSpec):
     def is_sample(self, frame):
         return frame["input_uri"].notna() & frame["target_uri"].notna()
 
-    def load_samples(self, path: Path):
-        """A JSONL/CSV file, a pair per line: ``input_png_b64`` + ``target_png_b64``, or
-        ``input_path`` + ``target_path`` (relative to the file). The images are checked
-        (PNG, size bounds, same size) and written to the image store."""
+    def load_samples(self, path):
+        """A JSONL/CSV file (or a DataFrame), a pair per line: ``input_png_b64`` +
+        ``target_png_b64``, or ``input_path`` + ``target_path`` (relative to the file). The
+        images are checked (PNG, size bounds, same size) and written to the image store."""
         import pandas as pd
 
         from flywheel.images import ImageError, check_pair, decode_png, sha256_hex
         from flywheel.tasks.base import read_table
 
-        path = Path(path)
-        frame = read_table(path, "input_png_b64/target_png_b64 or input_path/target_path columns")
+        if isinstance(path, pd.DataFrame):
+            if "input_uri" in path:  # already samples of the store
+                return path.copy()
+            frame, path = path, Path("<frame>")
+        else:
+            path = Path(path)
+            frame = read_table(path, "input_png_b64/target_png_b64 or input_path/target_path columns")
         store = self._store()
         rows, bad = [], []
         for line, rec in enumerate(frame.to_dict("records"), start=1):

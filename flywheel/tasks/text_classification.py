@@ -281,11 +281,15 @@ class TextClassification(TaskSpec):
     def feast_columns(cls, record, images) -> dict[str, Any]:
         return {"text": record.text, "label": record.label, "pred_label": record.prediction_label}
 
-    def load_samples(self, path: Path, text_column: str = "text", label_column: str = "label"):
-        """A JSONL or CSV file with text and label columns → DataFrame(sample_id, text, label)."""
+    def load_samples(self, path, text_column: str = "text", label_column: str = "label"):
+        """A JSONL or CSV file with text and label columns → DataFrame(sample_id, text, label)
+        (a DataFrame is taken as it is)."""
         import pandas as pd
 
         from flywheel.tasks.base import read_table
+
+        if isinstance(path, pd.DataFrame):
+            return path.copy()
 
         frame = read_table(path, "text and label columns")
         missing = [c for c in (text_column, label_column) if c not in frame.columns]
