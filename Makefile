@@ -3,13 +3,16 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export FLINK_LOG_DIR ?= $(CURDIR)/.flywheel/flink-logs
 
-.PHONY: setup demo test test-unit bench lint fmt lock clean
+.PHONY: setup demo demo-image test test-unit bench lint fmt lock clean
 
 setup:            ## create .venv, install pinned deps, fetch Flink jars, check Java
 	@bash scripts/setup.sh
 
 demo: setup       ## the main job on embedded defaults
 	$(PY) -m demo
+
+demo-image: setup ## the image-restoration loop on embedded defaults (real photographs, PSNR)
+	$(PY) -m demo.image
 
 test: setup       ## the whole test suite (unit + integration against real components)
 	$(PY) -m pytest tests

@@ -10,7 +10,7 @@ from rich.table import Table
 from demo.traffic import MODEL, STATE
 
 
-def plot(rows: list[dict], path: Path) -> Path:
+def plot(rows: list[dict], path: Path, metric: str = "accuracy", baseline: str = "linear probe") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,10 +18,10 @@ def plot(rows: list[dict], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = [f"v{r['version']}" for r in rows]
-    ax.plot(xs, [r["golden"] for r in rows], "o-", label="golden accuracy")
-    ax.plot(xs, [r["old"] for r in rows], "s--", label="old-set accuracy")
+    ax.plot(xs, [r["golden"] for r in rows], "o-", label=f"golden {metric}")
+    ax.plot(xs, [r["old"] for r in rows], "s--", label=f"old-set {metric}")
     probe = [float("nan") if r.get("probe") is None else r["probe"] for r in rows]
-    ax.plot(xs, probe, "x:", color="grey", label="linear probe, same data (golden)")
+    ax.plot(xs, probe, "x:", color="grey", label=f"{baseline} (golden)")
     for x, r in zip(xs, rows, strict=True):
         colour = {"promoted": "green", "rejected": "red"}.get(r["verdict"], "grey")
         ax.annotate(
@@ -33,7 +33,7 @@ def plot(rows: list[dict], path: Path) -> Path:
             color=colour,
             fontsize=9,
         )
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(metric)
     ax.set_title("Flywheel demo: candidate versions on fixed holdouts")
     ax.legend(loc="lower right")
     fig.tight_layout()
@@ -42,20 +42,40 @@ def plot(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def report(console, settings, rows, acc, elapsed: float) -> None:
-    """The version table, the accounting, a plot and a report (also logged to MLflow)."""
+def report(
+    console,
+    settings,
+    rows,
+    acc,
+    elapsed: float,
+    model: str = MODEL,
+    folder: Path = STATE / "report",
+    metric: str = "accuracy",
+    baseline: str = "probe",
+    extra: list[Path] = (),
+) -> None:
+    """The version table, the accounting, a plot and a report (also logged to MLflow);
+    ``extra``: images shown in the report too (e.g. the review grid)."""
+    import shutil
+
     import mlflow
 
+    short = {"accuracy": "acc"}.get(metric, metric)
+    caption = (
+        "probe: linear probe on the frozen encoder fitted on the version's training data"
+        if baseline == "probe"
+        else f"baseline: {baseline}"
+    )
     table = Table(
         "version",
         "data",
         "new samples",
-        "golden acc",
-        "probe (golden)",
-        "old-set acc",
+        f"golden {short}",
+        "baseline (golden)" if baseline != "probe" else "probe (golden)",
+        f"old-set {short}",
         "verdict",
         title="versions",
-        caption="probe: linear probe on the frozen encoder fitted on the version's training data",
+        caption=caption,
     )
     for r in rows:
         table.add_row(
@@ -76,16 +96,22 @@ def report(console, settings, rows, acc, elapsed: float) -> None:
         f"raw {acc.raw:,} = clean + review + dlq + duplicates {acc.accounted:,}: "
         + ("[green]balanced[/green]" if acc.balanced else "[red]NOT balanced[/red]")
     )
-    folder = STATE / "report"
     folder.mkdir(parents=True, exist_ok=True)
-    png = plot(rows, folder / "versions.png")
+    png = plot(
+        rows, folder / "versions.png", metric, "linear probe, same data" if baseline == "probe" else baseline
+    )
+    shown = []
+    for path in extra:
+        shutil.copy(path, folder / path.name)
+        shown.append(path.name)
     (folder / "versions.json").write_text(
         json.dumps({"versions": rows, "accounting": acc.__dict__, "seconds": elapsed}, indent=2, default=str)
     )
     lines = [
-        "# Flywheel demo",
+        f"# Flywheel demo: {model}",
         "",
-        "| version | data | new samples | golden acc | probe (golden) | old-set acc | verdict |",
+        f"| version | data | new samples | golden {short} | {baseline} (golden) "
+        f"| old-set {short} | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
     lines += [
@@ -101,10 +127,11 @@ def report(console, settings, rows, acc, elapsed: float) -> None:
         f"Took {elapsed:.0f} s.",
         "",
         "![versions](versions.png)",
+        *(f"![{name}]({name})" for name in shown),
     ]
     (folder / "report.md").write_text("\n".join(lines) + "\n")
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_experiment(f"flywheel/{MODEL}")
+    mlflow.set_experiment(f"flywheel/{model}")
     with mlflow.start_run(run_name="demo-report"):
         mlflow.log_artifacts(str(folder), "demo-report")
         mlflow.log_metric("demo_seconds", elapsed)
