@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from flywheel.settings import Guard, PromotionRules
+from flywheel.tasks import spec_class
 from orchestration.paired import paired_drop
 from training.evaluate import EvalReport
 
@@ -128,7 +129,8 @@ def decide(report: EvalReport, rules: PromotionRules, model: str, task: str, fir
         checks += [check_guard(report, g, rules.confidence) for g in rules.guards_for(model, task)]
     b = rules.baseline
     if b.first_version if first else b.later_versions:
-        check = check_guard(report, b.guard(report.metric), rules.confidence, against="baseline")
+        guard = spec_class(task).baseline_guard(b, report.metric)
+        check = check_guard(report, guard, rules.confidence, against="baseline")
         if "baseline" in check:  # a report without a baseline (an old one) is not judged on it
             checks.append(check)
     gain = rules.baseline_gain_for(task) if first else None

@@ -10,7 +10,7 @@ from typing import Any
 from flywheel.events import feedback_event
 
 
-def png_b64(width: int = 2, height: int = 2) -> str:
+def png_b64(width: int = 16, height: int = 16) -> str:
     """A real, tiny grey PNG, base64-encoded."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:

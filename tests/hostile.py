@@ -47,14 +47,16 @@ def _image_input(i: int, image_png_b64: str) -> bytes:
 
 
 def _big_png_b64(chars: int) -> str:
-    """A valid PNG's base64, padded with a trailing chunk to about ``chars`` characters."""
+    """A valid PNG's base64, padded with a private ancillary chunk ("flYw", which readers skip,
+    with its CRC) to at most ``chars`` characters (within 4)."""
     import base64
+    import zlib
 
     png = base64.b64decode(png_b64())
-    padding = b"\x00" * ((chars * 3) // 4 - len(png) - 12)
-    # a private ancillary chunk ("flYw") that readers skip; CRC is not checked by the contract
-    chunk = len(padding).to_bytes(4, "big") + b"flYw" + padding + b"\x00\x00\x00\x00"
-    return base64.b64encode(png[:-12] + chunk + png[-12:]).decode()[:chars]
+    padding = b"\x00" * ((chars * 3) // 4 - len(png) - 12 - 3)
+    crc = zlib.crc32(b"flYw" + padding).to_bytes(4, "big")
+    chunk = len(padding).to_bytes(4, "big") + b"flYw" + padding + crc
+    return base64.b64encode(png[:-12] + chunk + png[-12:]).decode()
 
 
 def _cases() -> list[Case]:

@@ -138,6 +138,11 @@ class TaskSpec:
         return {}
 
     @classmethod
+    def baseline_guard(cls, rules, metric: str):
+        """The paired guard of a candidate against the baseline (``rules``: BaselineGuard)."""
+        return rules.guard(metric)
+
+    @classmethod
     def default_baseline_gain(cls) -> float | None:
         """How much a first version must beat the baseline by on its mean (None: no such rule)."""
         return None

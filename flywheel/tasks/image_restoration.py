@@ -324,6 +324,13 @@ class ImageRestoration(TaskSpec):
         ]
 
     @classmethod
+    def baseline_guard(cls, rules, metric: str):
+        """Not worse than the degraded input, judged relatively (PSNR is in dB, not a share)."""
+        from flywheel.settings import Guard
+
+        return Guard(metric=metric, holdout=rules.holdout, tolerance=0.0, relative=True, detect=0.05)
+
+    @classmethod
     def default_baseline_gain(cls) -> float | None:
         return 0.5
 

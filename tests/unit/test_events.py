@@ -33,7 +33,7 @@ def image_event(**overrides):
         "task": "image-restoration",
         "input": {"image_png_b64": png_b64()},
         "prediction": {"image_png_b64": png_b64()},
-        "feedback": {"target_png_b64": png_b64(3, 3)},
+        "feedback": {"target_png_b64": png_b64()},
     }
     return make_event(**{**fields, **overrides})
 
@@ -157,6 +157,20 @@ def test_image_must_be_png_and_base64():
     assert "not a PNG" in problems_of(jpeg)["input.image_png_b64"]
     huge = image_event(input={"image_png_b64": "A" * 300_000})
     assert "at most" in problems_of(huge)["input.image_png_b64"]
+
+
+def test_images_must_decode_within_bounds_and_match_the_input_size():
+    import base64
+
+    whole = base64.b64decode(png_b64())
+    cut = image_event(input={"image_png_b64": base64.b64encode(whole[: len(whole) // 2]).decode()})
+    assert "PNG" in problems_of(cut)["input.image_png_b64"]
+    small = image_event(input={"image_png_b64": png_b64(4, 4)})
+    assert "4x4" in problems_of(small)["input.image_png_b64"]
+    wide = image_event(input={"image_png_b64": png_b64(600, 8)})
+    assert "600" in problems_of(wide)["input.image_png_b64"]
+    other = image_event(feedback={"target_png_b64": png_b64(16, 24)})
+    assert "16x24 but input.image_png_b64 is 16x16" in problems_of(other)[""]
 
 
 def test_wire_errors_have_machine_codes():
