@@ -120,6 +120,18 @@ def evaluate(
     adapter: TaskSpec, labels: list[str], models: dict, holdouts: dict, batch_size: int = 128
 ) -> EvalReport:
     """``models``: role → model (None is skipped); ``holdouts``: set name → DataFrame."""
+    from flywheel.tasks.base import cpu_threads
+
+    with cpu_threads(adapter):
+        return EvalReport(
+            adapter.name,
+            list(labels),
+            adapter.primary_metric,
+            _sets(adapter, labels, models, holdouts, batch_size),
+        )
+
+
+def _sets(adapter: TaskSpec, labels: list[str], models: dict, holdouts: dict, batch_size: int) -> dict:
     from flywheel.tasks.base import evidence_of
 
     sets = {}
@@ -133,7 +145,7 @@ def evaluate(
                     entry.roles[role] = adapter.metrics(found, labels)
                     entry.per_sample[role] = adapter.per_sample(found)
         sets[set_name] = entry
-    return EvalReport(adapter.name, list(labels), adapter.primary_metric, sets)
+    return sets
 
 
 def version_roles(adapter: TaskSpec, labels: list[str], folder: Path, champion_dir: Path | None = None):

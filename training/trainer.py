@@ -19,7 +19,7 @@ from typing import Any
 
 from flywheel.errors import FlywheelError
 from flywheel.settings import TrainingSettings
-from flywheel.tasks.base import TaskSpec, batches, pick_device, predict
+from flywheel.tasks.base import TaskSpec, batches, cpu_threads, pick_device, predict
 from training.version import VersionFolder
 
 
@@ -280,6 +280,25 @@ def fit(
     champion is the gate's call. ``should_stop()`` is polled between steps; when it returns
     true, :class:`Stopped` is raised before anything is saved.
     """
+    with cpu_threads(adapter):
+        return _fit(
+            adapter, labels, train, val, cfg, out_dir, champion_dir, progress, precompute_teacher, should_stop
+        )
+
+
+def _fit(
+    adapter: TaskSpec,
+    labels: list[str],
+    train,
+    val,
+    cfg: TrainingSettings,
+    out_dir: Path | VersionFolder,
+    champion_dir: Path | None = None,
+    progress: bool = True,
+    precompute_teacher: bool = True,
+    should_stop=None,
+) -> FitResult:
+    """``fit`` without the thread setting."""
     from tqdm.auto import tqdm
 
     folder = (

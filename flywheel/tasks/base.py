@@ -15,6 +15,7 @@ Heavy libraries (torch, transformers, peft) are imported inside methods.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,6 +36,7 @@ class TaskSpec:
     cache_teacher: ClassVar[bool] = True  # teacher outputs small enough to compute once per fit
     baseline_caption: ClassVar[str] = "baseline"
     serving_input: ClassVar[str]  # the column ``models:/NAME@champion`` predicts from
+    cpu_threads: ClassVar[int | None] = None  # torch threads on a CPU (None: torch's default)
     review_files: ClassVar[tuple[str, ...]] = ()  # what review_artifacts writes
 
     @classmethod
@@ -230,6 +232,24 @@ def pick_device():
     if torch.cuda.is_available():
         return torch.device("cuda"), torch.bfloat16
     return torch.device("cpu"), None
+
+
+@contextmanager
+def cpu_threads(spec: TaskSpec):
+    """torch's intra-op threads set to the spec's ``cpu_threads`` for the block (on a CPU).
+
+    A small network's ops are too small to split: two threads spin-wait on each other, and
+    beside a busy JVM (the stream job) a step measured 50x slower than on one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    wanted = spec.cpu_threads
+    if wanted is not None and not torch.cuda.is_available():
+        torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def collate(items: list[dict]) -> dict:

@@ -100,6 +100,7 @@ class ImageRestoration(TaskSpec):
     cache_teacher = False
     baseline_caption = "baseline: the degraded input itself (no restoration)"
     serving_input = "image_png_b64"
+    cpu_threads = 1  # see flywheel.tasks.base.cpu_threads: one thread is faster for this network
     review_files = ("grid_golden.png",)
 
     def __init__(self, store=None, limits=None, net: dict | None = None, patch: int = PATCH):
@@ -352,14 +353,14 @@ class ImageRestoration(TaskSpec):
         import torch
 
         from flywheel.images import decode_png_b64, png_b64
-        from flywheel.tasks.base import pick_device
+        from flywheel.tasks.base import cpu_threads, pick_device
         from flywheel.tasks.image_model import to_tensor, to_uint8
 
         device = pick_device()[0]
         model.eval()
         model.to(device)
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), cpu_threads(self):
             for text in model_input["image_png_b64"]:
                 image = to_tensor(decode_png_b64(str(text), self.limits)).unsqueeze(0).to(device)
                 restored = model(image).float().clamp(0, 1)[0].cpu()
