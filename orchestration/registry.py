@@ -108,8 +108,13 @@ def quiet_mlflow() -> None:
     MLflow prints to stderr are held back in ``register``."""
     import logging
     import os
+    import warnings
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow's own SQLAlchemy use (its ``noload`` loader strategy), and its request that a
+    # pyfunc's predict carry type hints: nothing a Flywheel user can act on.
+    warnings.filterwarnings("ignore", message=r".*``noload`` loader strategy is deprecated.*")
+    warnings.filterwarnings("ignore", message=r"Add type hints to the `predict` method.*")
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial ... tables"
 
