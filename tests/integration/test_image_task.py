@@ -112,9 +112,9 @@ def test_images_flow_through_the_stream_into_feast_and_train_a_promoted_then_a_r
     assert second.status == "promoted", second.reasons
     assert second.report.value("golden", "candidate") > second.report.value("golden", "champion")
 
-    # A round whose targets are blurred: the candidate learns to blur, the PSNR guard refuses it.
-    blurred = restoration_frame(40, "noise:30", seed=2, photo_names=TRAIN_PHOTOS, size=32, corrupt="blur")
-    run_bounded(s, produce_raw(s, [json.dumps(e).encode() for e in events(blurred, "r2")]))
+    # A round whose targets belong to other patches: the candidate learns mush, the PSNR guard refuses it.
+    swapped = restoration_frame(40, "noise:30", seed=2, photo_names=TRAIN_PHOTOS, size=32, corrupt="swap")
+    run_bounded(s, produce_raw(s, [json.dumps(e).encode() for e in events(swapped, "r2")]))
     Ingestor(s, store).run(until_caught_up=True)
     third = retrain(s, MODEL, if_ready=True, feast_store=store)
     assert third.status == "rejected", third.reasons
