@@ -134,11 +134,12 @@ def status_cmd(
         console.print("no models yet: create one with `flywheel bootstrap`")
         return
     table = Table(
-        "model", "champion", "golden acc", "old acc", "previous", "candidate", "waiting", "ready", "last runs"
+        "model", "champion", "golden", "old set", "previous", "candidate", "waiting", "ready", "last runs"
     )
     for st in data["models"]:
         champ = st["champion"] or {}
         m = champ.get("metrics", {})
+        metric = st["metric"]
         runs = ", ".join(f"{e['action']} v{e.get('version')}" for e in st["last_runs"]) or "-"
 
         def ver(v):
@@ -147,8 +148,8 @@ def status_cmd(
         table.add_row(
             st["model"],
             f"v{champ['version']}" if champ else "-",
-            f"{m['golden.accuracy']:.3f}" if "golden.accuracy" in m else "-",
-            f"{m['old.accuracy']:.3f}" if "old.accuracy" in m else "-",
+            f"{metric} {m[f'golden.{metric}']:.3f}" if f"golden.{metric}" in m else "-",
+            f"{metric} {m[f'old.{metric}']:.3f}" if f"old.{metric}" in m else "-",
             ver(st["previous"]),
             ver(st["candidate"]),
             f"{st['waiting']}/{st['threshold']}",

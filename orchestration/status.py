@@ -72,19 +72,24 @@ def _version_summary(registry, model: str, version: int | None) -> dict | None:
 
 def model_status(settings, model: str) -> dict:
     """Everything ``flywheel status`` says about a model, as plain JSON-ready data."""
+    from flywheel.tasks import spec_class
     from orchestration import history
     from orchestration.flow import readiness
     from orchestration.registry import CANDIDATE, CHAMPION, PREVIOUS, Registry
     from training.model_store import ModelStore
 
     registry = Registry(settings)
-    state = ModelStore(settings.state_dir).state(model)
+    models = ModelStore(settings.state_dir)
+    state = models.state(model)
+    task = models.info(model).task
     aliases = {alias: registry.alias_version(model, alias) for alias in (CHAMPION, PREVIOUS, CANDIDATE)}
     entries = history.read(settings.state_dir, model)
     r = readiness(settings, model)
     last = entries[-1].get("champion") if entries else None
     return {
         "model": model,
+        "task": task,
+        "metric": spec_class(task).primary_metric,
         **{alias: _version_summary(registry, model, v) for alias, v in aliases.items()},
         "local_champion": state.champion,
         "consistent": aliases[CHAMPION] == state.champion and (not entries or last == aliases[CHAMPION]),
