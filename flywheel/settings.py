@@ -298,7 +298,10 @@ class RunSettings(_Section):
 
 
 class ImageSettings(_Section):
-    """Image tasks: where image bytes live, the bounds every image must meet, the network."""
+    """Image tasks: where image bytes live, the bounds training and serving check, the network.
+
+    The feedback contract checks images in the stream against the default bounds
+    (``flywheel.images.ImageLimits``); bounds set here may only be tighter to be useful."""
 
     store_uri: str | None = Field(
         None,
