@@ -310,7 +310,9 @@ class ImageSettings(_Section):
     min_side: int = Field(8, ge=1, description="smallest image side in pixels")
     max_side: int = Field(512, ge=8, description="largest image side in pixels")
     max_pixels: int = Field(512 * 512, ge=64, description="largest width x height")
-    patch: int = Field(48, ge=8, description="training and evaluation crop (centre) in pixels")
+    patch: int = Field(
+        48, ge=16, description="training and evaluation crop (centre) in pixels; smaller images: their side"
+    )
     net: dict[str, Any] = Field(
         default_factory=dict,
         description="overrides of the restoration network's config (flywheel.tasks.image_model)",

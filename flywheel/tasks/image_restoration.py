@@ -3,8 +3,10 @@
 * **Samples** are an input (degraded) image and its target (clean) image. Their bytes live
   in the image store, content-addressed by sha256 (``flywheel.images``); Feast rows and the
   datasets hold URIs, hashes and sizes, and a ``Dataset`` reads the PNGs one at a time.
-* **Training** crops every image to the centre ``patch`` (so a batch stacks); an image
-  smaller than the patch is quarantined by the data gate. The model is built from
+* **Training** crops every image of a dataset to the same centre square (so a batch stacks):
+  ``patch`` pixels, or the smallest side in the dataset when that is smaller; an image with
+  a side under ``MIN_SIDE`` (SSIM's window needs room) is quarantined by the data gate.
+  The model is built from
   ``RestorationNetConfig`` (saved beside each version as ``adapter_net.json``); LoRA adapts
   the attention projections, the first and last convolutions train in full. Task loss:
   Charbonnier to the target; distillation: L2 to the frozen champion's output, computed at
@@ -29,6 +31,7 @@ from flywheel.tasks.base import TaskSpec
 
 NET_FILE = "adapter_net.json"  # "adapter_*": copied with the adapter into MLflow
 PATCH = 48
+MIN_SIDE = 16  # smallest side a sample may have: SSIM's 11x11 window must fit
 GRID_SAMPLES = 4
 
 
@@ -39,12 +42,18 @@ def _net_config(overrides: dict | None = None):
 
 
 class ImageDataset:
-    """Input/target pairs read from the image store one at a time, centre-cropped to ``patch``."""
+    """Input/target pairs read from the image store one at a time, centre-cropped to one square:
+    ``patch`` pixels, or the frame's smallest side when that is smaller."""
 
     def __init__(self, frame, store, limits, patch: int):
         self.inputs = list(frame["input_uri"])
         self.targets = list(frame["target_uri"]) if "target_uri" in frame else None
-        self.store, self.limits, self.patch = store, limits, patch
+        self.store, self.limits = store, limits
+        sides = [patch]
+        for column in ("width", "height"):
+            if column in frame and len(frame):
+                sides.append(int(frame[column].min()))
+        self.patch = max(1, min(sides))
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -66,8 +75,8 @@ def _center_crop(image, size: int):
     h, w = image.shape[-2:]
     if h < size or w < size:
         raise FlywheelError(
-            f"an image of {w}x{h} is smaller than the training patch ({size} px); the data gate "
-            "quarantines such samples, so this one bypassed it"
+            f"an image of {w}x{h} is smaller than its dataset's crop ({size} px): its size in the "
+            "Feast row (width, height) does not match the stored image"
         )
     top, left = (h - size) // 2, (w - size) // 2
     return image[..., top : top + size, left : left + size]
@@ -228,8 +237,8 @@ class ImageRestoration(TaskSpec):
                 ~pd_map(uri, digest, lambda u, d: isinstance(d, str) and str(u).endswith(f"{d}.png")),
                 f"{side} image URI does not match its sha256",
             )
-        small = (frame["width"].astype(float) < self.patch) | (frame["height"].astype(float) < self.patch)
-        mark(small, f"image smaller than the training patch ({self.patch} px)")
+        small = (frame["width"].astype(float) < MIN_SIDE) | (frame["height"].astype(float) < MIN_SIDE)
+        mark(small, f"image side under {MIN_SIDE} px")
 
     def shown_example(self, row) -> dict[str, Any]:
         from flywheel.tasks.base import shown
@@ -251,8 +260,8 @@ class ImageRestoration(TaskSpec):
                     ex.ExpectColumnValuesToNotBeNull(column="target_uri"),
                     ex.ExpectColumnValuesToMatchRegex(column="input_sha256", regex=sha),
                     ex.ExpectColumnValuesToMatchRegex(column="target_sha256", regex=sha),
-                    ex.ExpectColumnValuesToBeBetween(column="width", min_value=self.patch),
-                    ex.ExpectColumnValuesToBeBetween(column="height", min_value=self.patch),
+                    ex.ExpectColumnValuesToBeBetween(column="width", min_value=MIN_SIDE),
+                    ex.ExpectColumnValuesToBeBetween(column="height", min_value=MIN_SIDE),
                 ],
             )
         ]

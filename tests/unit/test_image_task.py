@@ -67,14 +67,20 @@ def test_the_data_gate_quarantines_missing_tampered_and_too_small_images(spec):
     samples = spec.load_samples(pairs(6)).assign(confidence=1.0)
     samples.loc[0, "target_uri"] = None
     samples.loc[1, "input_sha256"] = "0" * 64  # the URI no longer names its content
-    samples.loc[2, "width"] = 16
+    samples.loc[2, "width"] = 12
     clean, report = check_batch(samples, [], DataGateSettings(), spec)
     assert len(clean) == 3 and report.success, report.text()
     assert report.quarantine.by_reason == {
         "target image missing": 1,
         "input image URI does not match its sha256": 1,
-        "image smaller than the training patch (32 px)": 1,
+        "image side under 16 px": 1,
     }
+
+
+def test_a_dataset_of_small_images_is_cropped_to_its_smallest_side(spec):
+    small = spec.load_samples(restoration_frame(3, "noise:25", 0, photo_names=TRAIN_PHOTOS, size=24))
+    data = spec.dataset(small, [])
+    assert data[0]["pixel_values"].shape == (3, 24, 24) and data[2]["target"].shape == (3, 24, 24)
 
 
 def test_fit_lowers_the_loss_saves_and_reloads_identical_outputs_and_serves_pngs(spec, tmp_path):
