@@ -10,6 +10,7 @@ such instead of as "running".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -126,8 +127,12 @@ class JobMonitor(threading.Thread):
             self.health.last_exception_at = latest.get("timestamp", 0) / 1000 or None
 
     def finish(self, state: str, exception: str | None = None) -> None:
-        """The job ended (FINISHED, or FAILED once restarts are used up): record it."""
+        """The job ended (FINISHED, or FAILED once restarts are used up): record it, after a last
+        poll while the REST endpoint may still answer (the count polled last can be a restart
+        behind: a failure report once said 1 restart of 2)."""
         self.stopped.set()
+        with contextlib.suppress(OSError, ValueError, KeyError, urllib.error.URLError):
+            self.poll()
         self.health.state = state
         if exception:
             self.health.last_exception, self.health.last_exception_at = exception[:500], time.time()
