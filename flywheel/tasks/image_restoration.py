@@ -385,47 +385,12 @@ class ImageRestoration(TaskSpec):
 
     def review_artifacts(self, report, roles: dict, golden, folder: Path) -> list[Path]:
         """``grid_golden.png``: degraded | champion | candidate | target for a few golden samples."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import torch
-
-        from flywheel.tasks.image_model import psnr, to_uint8
+        from flywheel.tasks.image_review import grid_png
 
         sample = golden.head(GRID_SAMPLES)
         if not len(sample):
             return []
-        data = self.dataset(sample, [])
-        items = [data[i] for i in range(len(data))]
-        inputs = torch.stack([it["pixel_values"] for it in items])
-        targets = torch.stack([it["target"] for it in items])
-        columns = [("degraded", inputs)]
-        with torch.inference_mode():
-            for role in ("champion", "candidate"):
-                if roles.get(role) is not None:
-                    model = roles[role].eval().to("cpu")
-                    columns.append((role, model(inputs).float().clamp(0, 1)))
-        columns.append(("target", targets))
-        fig, axes = plt.subplots(len(items), len(columns), figsize=(2.2 * len(columns), 2.3 * len(items)))
-        axes = axes.reshape(len(items), len(columns))
-        for i in range(len(items)):
-            for j, (name, images) in enumerate(columns):
-                ax = axes[i, j]
-                ax.imshow(to_uint8(images[i]))
-                ax.set_xticks([])
-                ax.set_yticks([])
-                title = (
-                    name
-                    if name == "target"
-                    else f"{name} {float(psnr(images[i : i + 1], targets[i : i + 1])[0]):.1f} dB"
-                )
-                ax.set_title(title, fontsize=8)
-        fig.tight_layout()
-        path = folder / "grid_golden.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return [path]
+        return [grid_png(self.dataset(sample, []), roles, folder / "grid_golden.png")]
 
 
 def pd_map(a, b, fn):
