@@ -25,7 +25,7 @@ import time
 
 from rich.console import Console
 
-from demo.report import report
+from demo.report import report, version_row
 from demo.traffic import MODEL, STATE, corpus_split, demo_settings, traffic_events
 
 
@@ -64,7 +64,7 @@ def main() -> None:
         console.rule("2. bootstrap champion v1")
         first = bootstrap_model(settings, MODEL, "text-classification", seed, golden=golden)
         console.print(f"  v{first.version}: {first.status} ({'; '.join(first.reasons) or 'floors met'})")
-        rows.append(_row(first, "bootstrap"))
+        rows.append(version_row(first, "bootstrap"))
         store = open_store(settings)
         rng = random.Random(7)
         truth: dict[str, str] = {}  # what a reviewer would answer, for every event sent so far
@@ -108,28 +108,12 @@ def main() -> None:
             )
             outcome = retrain(settings, MODEL, if_ready=True, feast_store=store)
             console.print(f"  v{outcome.version}: [bold]{outcome.status}[/bold] {'; '.join(outcome.reasons)}")
-            rows.append(_row(outcome, "corrupted" if corrupt else "traffic"))
+            rows.append(version_row(outcome, "corrupted" if corrupt else "traffic"))
         acc = accounting(settings)
     finally:
         supervisor.stop()
     elapsed = time.monotonic() - started
     report(console, settings, rows, acc, elapsed)
-
-
-def _row(outcome, kind: str) -> dict:
-    report = outcome.report
-    return {
-        "version": outcome.version,
-        "kind": kind,
-        "new": outcome.lineage.new_samples if outcome.lineage else 0,
-        "quarantined": outcome.quarantine.rows if outcome.quarantine else 0,
-        "golden": report.value("golden", "candidate"),
-        "probe": report.value("golden", "baseline"),
-        "old": report.value("old", "candidate"),
-        "champion_golden": report.value("golden", "champion"),
-        "verdict": outcome.status,
-        "reasons": outcome.reasons,
-    }
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ def main() -> None:
         shutil.rmtree(STATE)
     settings = demo_settings()
 
-    from demo.report import report
+    from demo.report import report, version_row
     from feature_repo.store import open_store
     from orchestration.flow import bootstrap_model, readiness, retrain
     from orchestration.supervisor import Supervisor
@@ -141,7 +141,7 @@ def main() -> None:
         seed = restoration_frame(BOOT_N, DRIFT[0], seed=0, photo_names=TRAIN_PHOTOS, size=SIZE)
         first = bootstrap_model(settings, MODEL, "image-restoration", seed, golden=golden_frame())
         console.print(f"  v{first.version}: {first.status} ({'; '.join(first.reasons)})")
-        rows.append(_row(first, f"bootstrap {DRIFT[0]}"))
+        rows.append(version_row(first, f"bootstrap {DRIFT[0]}"))
         store = open_store(settings)
         rng = random.Random(7)
         plan = [(DRIFT[1], None), (DRIFT[2], None), (DRIFT[2], "blur")]
@@ -169,7 +169,7 @@ def main() -> None:
                 time.sleep(1.0)
             outcome = retrain(settings, MODEL, if_ready=True, feast_store=store)
             console.print(f"  v{outcome.version}: [bold]{outcome.status}[/bold] {'; '.join(outcome.reasons)}")
-            rows.append(_row(outcome, f"{degradation}" + (f" {corrupt} targets" if corrupt else "")))
+            rows.append(version_row(outcome, f"{degradation}" + (f" {corrupt} targets" if corrupt else "")))
         acc = accounting(settings)
     finally:
         supervisor.stop()
@@ -200,22 +200,6 @@ def _grid(settings, rows: list[dict]) -> Path | None:
         if path.is_file():
             return path
     return None
-
-
-def _row(outcome, kind: str) -> dict:
-    report = outcome.report
-    return {
-        "version": outcome.version,
-        "kind": kind,
-        "new": outcome.lineage.new_samples if outcome.lineage else 0,
-        "quarantined": outcome.quarantine.rows if outcome.quarantine else 0,
-        "golden": report.value("golden", "candidate"),
-        "probe": report.value("golden", "baseline"),
-        "old": report.value("old", "candidate"),
-        "champion_golden": report.value("golden", "champion"),
-        "verdict": outcome.status,
-        "reasons": outcome.reasons,
-    }
 
 
 if __name__ == "__main__":

@@ -141,3 +141,20 @@ def report(
     console.print(f"{promoted} promotions, {rejected} rejection, demo took {elapsed / 60:.1f} min")
     if promoted < 2 or rejected < 1 or not acc.balanced:
         raise SystemExit("demo: expected at least two promotions, one rejection and a balanced accounting")
+
+
+def version_row(outcome, kind: str) -> dict:
+    """A line of the version table from a retrain or bootstrap outcome."""
+    report = outcome.report
+    return {
+        "version": outcome.version,
+        "kind": kind,
+        "new": outcome.lineage.new_samples if outcome.lineage else 0,
+        "quarantined": outcome.quarantine.rows if outcome.quarantine else 0,
+        "golden": report.value("golden", "candidate"),
+        "probe": report.value("golden", "baseline"),
+        "old": report.value("old", "candidate"),
+        "champion_golden": report.value("golden", "champion"),
+        "verdict": outcome.status,
+        "reasons": outcome.reasons,
+    }
