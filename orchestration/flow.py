@@ -50,6 +50,11 @@ class Readiness:
         return self.new_samples >= self.threshold and per_class_ok
 
 
+def retrain_threshold(settings, spec) -> int:
+    """New samples that trigger a retrain: the setting, or the task's default when unset."""
+    return settings.training.min_new_samples or spec.default_min_new_samples
+
+
 def readiness(settings, model: str) -> Readiness:
     """New labelled samples of ``model`` ingested since its watermark, counted in Feast's
     offline files (the same samples the dataset builder retrieves, without the join)."""
@@ -70,7 +75,7 @@ def readiness(settings, model: str) -> Readiness:
         model,
         len(new),
         spec.class_counts(new, info.labels),
-        settings.training.min_new_samples,
+        retrain_threshold(settings, spec),
         settings.training.min_new_per_class,
         watermark,
     )

@@ -149,3 +149,14 @@ def test_a_window_whose_new_samples_are_all_quarantined_is_refused_not_trained_o
     assert r.outcome.status == "data-rejected"
     assert "new samples left to train on after quarantine" in r.outcome.reasons[0]
     assert store.state("m").data_rejected[0].end == run.lineage.window_end
+
+
+def test_the_retrain_threshold_is_the_setting_or_the_tasks_default():
+    from flywheel.settings import load_settings
+    from flywheel.tasks import spec_class
+    from orchestration.flow import retrain_threshold
+
+    image, text = spec_class("image-restoration"), spec_class("text-classification")
+    assert retrain_threshold(load_settings(), image) == 200
+    assert retrain_threshold(load_settings(), text) == 1000
+    assert retrain_threshold(load_settings(training={"min_new_samples": 50}), image) == 50
