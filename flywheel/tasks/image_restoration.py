@@ -144,12 +144,15 @@ class ImageRestoration(TaskSpec):
     @classmethod
     def feast_columns(cls, record, images) -> dict[str, Any]:
         """Writes the input, target and predicted images to the store; the row keeps their
-        URIs, hashes and the input's size (the stream job checked the PNGs and sizes)."""
-        from flywheel.images import ImageLimits, decode_png, sha256_hex
+        URIs, hashes and the input's size. The stream job checked the PNGs; they are checked
+        again against the contract's bounds (a record written to the clean topic by anything
+        else must not make the ingestor decode a bomb), and one that fails raises
+        FlywheelError naming the image, before anything is written."""
+        from flywheel.images import ImageError, decode_png, sha256_hex
 
         if images is None:
             raise FlywheelError("image events need an image store (settings.images.store_uri)")
-        row: dict[str, Any] = {}
+        found = {}
         for key, text in (
             ("input", record.image_png_b64),
             ("target", record.target_png_b64),
@@ -157,14 +160,17 @@ class ImageRestoration(TaskSpec):
         ):
             if text is None:
                 continue
-            data = base64.b64decode(text, validate=True)
+            try:
+                data = base64.b64decode(text, validate=True)
+                found[key] = (data, decode_png(data).shape[:2])
+            except (ImageError, ValueError) as exc:
+                raise FlywheelError(f"its {key} image is unusable: {exc}") from exc
+        row: dict[str, Any] = {}
+        for key, (data, (h, w)) in found.items():
             row[f"{key}_uri"] = images.put(data)
             if key != "prediction":
                 row[f"{key}_sha256"] = sha256_hex(data)
             if key == "input":
-                h, w = decode_png(data, ImageLimits(min_side=1, max_side=1 << 15, max_pixels=1 << 30)).shape[
-                    :2
-                ]
                 row["width"], row["height"] = w, h
         return row
 

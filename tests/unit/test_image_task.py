@@ -138,3 +138,25 @@ def test_broken_images_go_to_the_dead_letter_topic_with_the_reason():
         record = DlqRecord.from_json(out.record)
         text = " ".join([record.message, *(m for _, m in record.problems)])
         assert why in text, (why, text)
+
+
+def test_the_ingestor_refuses_a_clean_record_with_an_unusable_image_before_storing_anything(tmp_path):
+    """A record put on the clean topic by anything but the stream job: its image is checked
+    again, so a bomb or broken bytes stop the ingestor with the reason, nothing half-written."""
+    from flywheel.images import LocalImageStore
+    from pipelines.ingest import IngestError, sample_row
+    from pipelines.records import Origin, RoutedRecord
+    from training.image_corpus import feedback_events
+
+    event = feedback_events(pairs(1), "den")[0]
+    good = RoutedRecord(event, None, False, 0, Origin("t.raw", 0, 1))
+    store = LocalImageStore(tmp_path / "images")
+    row = sample_row(good.to_json().encode(), pd.Timestamp.now(tz="UTC"), store)
+    assert row["width"] == 32 and store.exists(row["target_uri"])
+    bad = json.loads(json.dumps(event))
+    bad["feedback"]["target_png_b64"] = png_b64(np.zeros((8, 600, 3), np.uint8))
+    broken = RoutedRecord(bad, None, False, 0, Origin("t.raw", 0, 2))
+    fresh = LocalImageStore(tmp_path / "fresh")
+    with pytest.raises(IngestError, match=r"its target image is unusable: .*600"):
+        sample_row(broken.to_json().encode(), pd.Timestamp.now(tz="UTC"), fresh)
+    assert not any((tmp_path / "fresh").rglob("*.png"))
