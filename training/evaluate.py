@@ -141,7 +141,7 @@ def _sets(adapter: TaskSpec, labels: list[str], models: dict, holdouts: dict, ba
             data = adapter.dataset(frame, labels)
             for role, model in models.items():
                 if model is not None:
-                    found = evidence_of(adapter, model, data, batch_size)
+                    found, _ = evidence_of(adapter, model, data, batch_size)
                     entry.roles[role] = adapter.metrics(found, labels)
                     entry.per_sample[role] = adapter.per_sample(found)
         sets[set_name] = entry

@@ -19,7 +19,7 @@ from typing import Any
 
 from flywheel.errors import FlywheelError
 from flywheel.settings import TrainingSettings
-from flywheel.tasks.base import TaskSpec, batches, cpu_threads, pick_device, predict
+from flywheel.tasks.base import TaskSpec, batches, cpu_threads, evidence_of, pick_device, predict
 from training.version import VersionFolder
 
 
@@ -174,20 +174,11 @@ def _trainable_state(s: _Session) -> dict:
 
 def _validate(s: _Session, record: dict) -> float:
     """Adds the validation figures to ``record``; returns the score to maximise."""
-    import torch
-
     adapter, cfg = s.inputs.adapter, s.inputs.cfg
     if s.val_ds is not None:
-        s.student.eval()
-        total, found = 0.0, {}
-        with torch.inference_mode():
-            for sel, b in batches(s.val_ds, cfg.eval_batch_size):
-                b = {k: v.to(s.device) for k, v in b.items()}
-                out = adapter.forward(s.student, b).float()
-                total += float(adapter.task_loss(out, b)) * len(sel)
-                for key, values in adapter.evidence(out.cpu(), {k: v.cpu() for k, v in b.items()}).items():
-                    found.setdefault(key, []).extend(values)
-        record["val_loss"] = total / len(s.val_ds)
+        found, record["val_loss"] = evidence_of(
+            adapter, s.student, s.val_ds, cfg.eval_batch_size, s.device, loss=True
+        )
         metric = adapter.primary_metric
         record["val_" + metric] = adapter.metrics(found, s.inputs.labels)[metric]
         return -record["val_loss"]
@@ -280,62 +271,54 @@ def fit(
     champion is the gate's call. ``should_stop()`` is polled between steps; when it returns
     true, :class:`Stopped` is raised before anything is saved.
     """
-    with cpu_threads(adapter):
-        return _fit(
-            adapter, labels, train, val, cfg, out_dir, champion_dir, progress, precompute_teacher, should_stop
-        )
-
-
-def _fit(
-    adapter: TaskSpec,
-    labels: list[str],
-    train,
-    val,
-    cfg: TrainingSettings,
-    out_dir: Path | VersionFolder,
-    champion_dir: Path | None = None,
-    progress: bool = True,
-    precompute_teacher: bool = True,
-    should_stop=None,
-) -> FitResult:
-    """``fit`` without the thread setting."""
     from tqdm.auto import tqdm
 
-    folder = (
-        out_dir if isinstance(out_dir, VersionFolder) else VersionFolder(Path(out_dir), Path(out_dir).name)
-    )
-    s = _build(FitInputs(adapter, labels, train, val, cfg, champion_dir), precompute_teacher)
-    history: list[dict[str, Any]] = []
-    best, best_epoch, best_state, bad_epochs = -math.inf, 0, None, 0
-    if s.val_ds is not None and champion_dir is None:  # a new version may stay at the probe it starts from
-        start = {"epoch": 0}
-        best = _validate(s, start)
-        best_state = _trainable_state(s)
-        history.append(start)
-    started = time.perf_counter()
-    bar = tqdm(total=s.total, desc="training", unit="step", disable=not progress, leave=False)
-    try:
-        for epoch in range(1, s.epochs + 1):
-            record = _epoch(s, epoch, bar, started, should_stop)
-            score = _validate(s, record)
-            history.append(record)
-            if score > best:
-                best, best_epoch, bad_epochs = score, epoch, 0
-                best_state = _trainable_state(s)
-            else:
-                bad_epochs += 1
-                if bad_epochs > cfg.patience and s.step >= cfg.min_steps:
-                    break
-    finally:
-        bar.close()
-    if best_state is not None and best_epoch != history[-1]["epoch"]:
-        s.student.load_state_dict(best_state, strict=False)
-    seconds = time.perf_counter() - started
-    _save(s, folder, history, best_epoch)
-    trained = [h for h in history if h["epoch"] > 0]
-    return FitResult(
-        folder.path, len(trained), best_epoch, s.step, seconds, s.seen / seconds if seconds else 0.0, history
-    )
+    with cpu_threads(adapter):  # the task's CPU threads for the whole fit
+        folder = (
+            out_dir
+            if isinstance(out_dir, VersionFolder)
+            else VersionFolder(Path(out_dir), Path(out_dir).name)
+        )
+        s = _build(FitInputs(adapter, labels, train, val, cfg, champion_dir), precompute_teacher)
+        history: list[dict[str, Any]] = []
+        best, best_epoch, best_state, bad_epochs = -math.inf, 0, None, 0
+        if (
+            s.val_ds is not None and champion_dir is None
+        ):  # a new version may stay at the probe it starts from
+            start = {"epoch": 0}
+            best = _validate(s, start)
+            best_state = _trainable_state(s)
+            history.append(start)
+        started = time.perf_counter()
+        bar = tqdm(total=s.total, desc="training", unit="step", disable=not progress, leave=False)
+        try:
+            for epoch in range(1, s.epochs + 1):
+                record = _epoch(s, epoch, bar, started, should_stop)
+                score = _validate(s, record)
+                history.append(record)
+                if score > best:
+                    best, best_epoch, bad_epochs = score, epoch, 0
+                    best_state = _trainable_state(s)
+                else:
+                    bad_epochs += 1
+                    if bad_epochs > cfg.patience and s.step >= cfg.min_steps:
+                        break
+        finally:
+            bar.close()
+        if best_state is not None and best_epoch != history[-1]["epoch"]:
+            s.student.load_state_dict(best_state, strict=False)
+        seconds = time.perf_counter() - started
+        _save(s, folder, history, best_epoch)
+        trained = [h for h in history if h["epoch"] > 0]
+        return FitResult(
+            folder.path,
+            len(trained),
+            best_epoch,
+            s.step,
+            seconds,
+            s.seen / seconds if seconds else 0.0,
+            history,
+        )
 
 
 def result_dict(result: FitResult) -> dict:

@@ -283,18 +283,24 @@ def predict(spec: TaskSpec, model, dataset, size: int = 128, device=None):
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def evidence_of(spec: TaskSpec, model, dataset, size: int = 128, device=None) -> dict[str, list]:
-    """``spec.evidence`` of ``model`` over a whole dataset, batch by batch (outputs not kept)."""
+def evidence_of(
+    spec: TaskSpec, model, dataset, size: int = 128, device=None, loss: bool = False
+) -> tuple[dict[str, list], float | None]:
+    """(``spec.evidence`` of ``model`` over a whole dataset, and with ``loss`` the mean task
+    loss), batch by batch: outputs are not kept."""
     import torch
 
     device = device or pick_device()[0]
     model.eval()
     model.to(device)
     found: dict[str, list] = {}
+    total = 0.0
     with torch.inference_mode():
-        for _, b in batches(dataset, size):
+        for sel, b in batches(dataset, size):
             b = {k: v.to(device) for k, v in b.items()}
             out = spec.forward(model, b).float()
+            if loss:
+                total += float(spec.task_loss(out, b)) * len(sel)
             for key, values in spec.evidence(out.cpu(), {k: v.cpu() for k, v in b.items()}).items():
                 found.setdefault(key, []).extend(values)
-    return found
+    return found, (total / len(dataset) if loss and len(dataset) else None)
