@@ -107,20 +107,19 @@ class _Part(BaseModel):
                 raise ValueError("is not valid base64") from exc
             if not head.startswith(PNG_MAGIC):
                 raise ValueError("is not a PNG image (bad magic bytes); send PNG bytes")
-            image_size(value)  # decodes, within the contract's size bounds
+            check_png(value)
         return value
 
 
-def image_size(png_b64: str) -> tuple[int, int]:
-    """(width, height) of a base64 PNG that decodes whole within the contract's bounds
-    (``flywheel.images.ImageLimits``' defaults); ValueError saying what is wrong otherwise."""
+def check_png(png_b64: str) -> None:
+    """ValueError saying what is wrong unless a base64 PNG decodes whole within the contract's
+    bounds (``flywheel.images.ImageLimits``' defaults)."""
     from flywheel.images import ImageError, decode_png
 
     try:
-        height, width = decode_png(base64.b64decode(png_b64, validate=True)).shape[:2]
+        decode_png(base64.b64decode(png_b64, validate=True))
     except ImageError as exc:
         raise ValueError(str(exc)) from exc
-    return width, height
 
 
 def _one_of(*names: str) -> dict[str, Any]:
@@ -274,15 +273,21 @@ class FeedbackEvent(BaseModel):
         return self
 
     def _same_size(self) -> None:
-        """A restoration's prediction and target are the input's size."""
-        size = image_size(self.input.image_png_b64)
+        """A restoration's prediction and target are the input's size (each PNG was decoded
+        whole by its field's validator: the sizes are read from the headers)."""
+        from flywheel.images import png_size
+
+        def size_of(png_b64: str) -> tuple[int, int]:
+            return png_size(base64.b64decode(png_b64))
+
+        size = size_of(self.input.image_png_b64)
         others = {
             "prediction.image_png_b64": self.prediction and self.prediction.image_png_b64,
             "feedback.target_png_b64": self.feedback and self.feedback.target_png_b64,
         }
         for name, value in others.items():
-            if value is not None and image_size(value) != size:
-                w, h = image_size(value)
+            w, h = size_of(value) if value is not None else size
+            if (w, h) != size:
                 raise ValueError(
                     f"{name} is {w}x{h} but input.image_png_b64 is {size[0]}x{size[1]}; "
                     "an image task's prediction and target must be the input's size"

@@ -77,8 +77,8 @@ class ImageLimits:
             )
 
 
-def _header_size(data: bytes) -> tuple[int, int]:
-    """Width and height from the IHDR chunk, read without decoding anything."""
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of a PNG from its IHDR chunk, read without decoding anything."""
     if len(data) < 33 or data[12:16] != b"IHDR":
         raise ImageError(
             f"PNG is {len(data)} bytes and has no IHDR header chunk; the file is truncated or corrupted"
@@ -119,7 +119,7 @@ def decode_png(data: bytes, limits: ImageLimits = ImageLimits()) -> np.ndarray:
             f"not a PNG image (the first bytes are {data[:8]!r}, not the PNG signature); "
             "send PNG bytes (convert JPEG and other formats to PNG first)"
         )
-    width, height = _header_size(data)
+    width, height = png_size(data)
     limits.check(width, height)  # before Pillow allocates or inflates anything
     try:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as im:

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from flywheel.errors import DataError, FlywheelError
 from flywheel.tasks import register
 from flywheel.tasks.base import TaskSpec
+from flywheel.tasks.image_model import LORA_TARGETS, MODULES_TO_SAVE  # a cheap import: no torch
 
 NET_FILE = "adapter_net.json"  # "adapter_*": copied with the adapter into MLflow
 PATCH = 48
@@ -92,7 +93,8 @@ def degraded_input():
 @register
 class ImageRestoration(TaskSpec):
     name = "image-restoration"
-    lora_targets: ClassVar[list[str]] = []  # flywheel.tasks.image_model's, set in __init__
+    lora_targets = list(LORA_TARGETS)
+    modules_to_save = list(MODULES_TO_SAVE)
     primary_metric = "psnr"
     shown_metrics = ("psnr", "ssim")
     sample_columns = ["input_uri", "input_sha256", "target_uri", "target_sha256", "width", "height"]
@@ -115,14 +117,11 @@ class ImageRestoration(TaskSpec):
 
     def __init__(self, store=None, limits=None, net: dict | None = None, patch: int = PATCH):
         from flywheel.images import ImageLimits
-        from flywheel.tasks import image_model
 
         self.store = store
         self.limits = limits or ImageLimits()
         self.net = _net_config(net)
         self.patch = patch
-        self.lora_targets = list(image_model.LORA_TARGETS)
-        self.modules_to_save = list(image_model.MODULES_TO_SAVE)
 
     @classmethod
     def from_settings(cls, settings) -> ImageRestoration:
