@@ -20,30 +20,19 @@
 from __future__ import annotations
 
 import random
-import shutil
 import time
 
 from rich.console import Console
 
 from demo.report import report, version_row
+from demo.stack import fresh_start, wait_for
 from demo.traffic import MODEL, STATE, corpus_split, demo_settings, traffic_events
-
-
-def wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(1.0)
-    raise TimeoutError(f"demo: {what} did not happen within {timeout_s:.0f}s (see {STATE}/run/logs)")
 
 
 def main() -> None:
     console = Console()
     started = time.monotonic()
-    if STATE.exists():
-        console.print(f"[dim]removing the previous demo state {STATE}[/dim]")
-        shutil.rmtree(STATE)
+    fresh_start(console, STATE)
     settings = demo_settings()
 
     from feature_repo.store import open_store
@@ -101,6 +90,7 @@ def main() -> None:
                 lambda: readiness(settings, MODEL).ready,
                 300,
                 "Feast ingestion reaching the threshold",
+                STATE,
             )
             r = readiness(settings, MODEL)
             console.print(

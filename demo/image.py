@@ -21,11 +21,12 @@ from __future__ import annotations
 import base64
 import json
 import random
-import shutil
 import time
 from pathlib import Path
 
 from rich.console import Console
+
+from demo.stack import embedded_settings, fresh_start, wait_for
 
 MODEL = "denoiser"
 STATE = Path(".flywheel/demo-image")
@@ -34,25 +35,17 @@ BOOT_N, GOLDEN_N, ROUND_N = 360, 90, 240
 
 
 def demo_settings():
-    from flywheel.broker import free_port
-    from flywheel.settings import load_settings
-
-    return load_settings(
-        state_dir=STATE,
-        broker={"port": free_port()},
-        stream={"checkpoint_interval_ms": 1000},
-        feast={"ingest_batch_ms": 500},
-        training={
-            "min_new_samples": ROUND_N // 2,
-            "epochs": 4,
-            "min_steps": 60,
-            "batch_size": 16,
-            "learning_rate": 2e-3,
-            "head_learning_rate": 2e-3,
-            "distill_alpha": 0.3,
-            "max_old_holdout": 120,
-        },
-    )
+    training = {
+        "min_new_samples": ROUND_N // 2,
+        "epochs": 4,
+        "min_steps": 60,
+        "batch_size": 16,
+        "learning_rate": 2e-3,
+        "head_learning_rate": 2e-3,
+        "distill_alpha": 0.3,
+        "max_old_holdout": 120,
+    }
+    return embedded_settings(STATE, training)
 
 
 def golden_frame():
@@ -119,9 +112,7 @@ def _other_size_png() -> str:
 def main() -> None:
     console = Console()
     started = time.monotonic()
-    if STATE.exists():
-        console.print(f"[dim]removing the previous demo state {STATE}[/dim]")
-        shutil.rmtree(STATE)
+    fresh_start(console, STATE)
     settings = demo_settings()
 
     from demo.report import report, version_row
@@ -162,11 +153,9 @@ def main() -> None:
                 f"{len(bad)} broken images, {len(dups)} duplicates"
             )
             wait_until_balanced(settings, 300)
-            deadline = time.monotonic() + 300
-            while not readiness(settings, MODEL).ready:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"Feast ingestion did not reach the threshold (see {STATE}/run/logs)")
-                time.sleep(1.0)
+            wait_for(
+                lambda: readiness(settings, MODEL).ready, 300, "Feast ingestion reaching the threshold", STATE
+            )
             outcome = retrain(settings, MODEL, if_ready=True, feast_store=store)
             console.print(f"  v{outcome.version}: [bold]{outcome.status}[/bold] {'; '.join(outcome.reasons)}")
             rows.append(version_row(outcome, f"{degradation}" + (f" {corrupt} targets" if corrupt else "")))

@@ -16,16 +16,9 @@ STATE = Path(".flywheel/demo")
 
 
 def demo_settings():
-    from flywheel.broker import free_port
-    from flywheel.settings import load_settings
+    from demo.stack import embedded_settings
 
-    return load_settings(
-        state_dir=STATE,
-        broker={"port": free_port()},
-        stream={"checkpoint_interval_ms": 1000},
-        feast={"ingest_batch_ms": 500},
-        training={"min_new_samples": 500, "max_old_holdout": 400},
-    )
+    return embedded_settings(STATE, {"min_new_samples": 500, "max_old_holdout": 400})
 
 
 def corpus_split(seed_n: int, golden_n: int, rounds: int, round_n: int):

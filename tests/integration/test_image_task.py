@@ -14,6 +14,7 @@ from flywheel.kafka import Topics
 from pipelines.ingest import Ingestor
 from pipelines.records import DlqRecord
 from pipelines.stats import read_topic
+from tests.helpers import small_training
 from tests.integration.kafka_utils import produce_raw
 from tests.integration.test_stream_job import run_bounded, settled_accounting
 
@@ -25,18 +26,16 @@ def small(settings):
     from flywheel.tasks.image_model import RestorationNetConfig
 
     images = settings.images.model_copy(update={"net": RestorationNetConfig.tiny().to_dict(), "patch": 32})
-    training = settings.training.model_copy(
-        update={
-            "epochs": 2,
-            "min_steps": 40,
-            "batch_size": 8,
-            "learning_rate": 3e-3,
-            "head_learning_rate": 3e-3,
-            "min_new_samples": 20,
-            "max_old_holdout": 16,
-        }
+    s = small_training(
+        settings,
+        min_steps=40,
+        batch_size=8,
+        learning_rate=3e-3,
+        head_learning_rate=3e-3,
+        min_new_samples=20,
+        max_old_holdout=16,
     )
-    return settings.model_copy(update={"images": images, "training": training})
+    return s.model_copy(update={"images": images})
 
 
 def events(frame, prefix: str) -> list[dict]:

@@ -1,0 +1,38 @@
+"""What both demos share: settings on embedded defaults in a state dir of their own, a fresh
+start, and a bounded wait."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+
+def embedded_settings(state: Path, training: dict):
+    """The embedded stack (free broker port, 1 s checkpoints, 0.5 s ingest batches) in ``state``."""
+    from flywheel.broker import free_port
+    from flywheel.settings import load_settings
+
+    return load_settings(
+        state_dir=state,
+        broker={"port": free_port()},
+        stream={"checkpoint_interval_ms": 1000},
+        feast={"ingest_batch_ms": 500},
+        training=training,
+    )
+
+
+def fresh_start(console, state: Path) -> None:
+    """Remove a previous run's state, saying so."""
+    if state.exists():
+        console.print(f"[dim]removing the previous demo state {state}[/dim]")
+        shutil.rmtree(state)
+
+
+def wait_for(predicate, timeout_s: float, what: str, state: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(1.0)
+    raise TimeoutError(f"demo: {what} did not happen within {timeout_s:.0f}s (see {state}/run/logs)")
