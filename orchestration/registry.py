@@ -355,9 +355,10 @@ class Registry:
             spec = spec_for(self.settings, self.models.info(model).task)
             example = spec.serving_example(self.models.golden(model).head(8))
             out = loaded.predict(example)
-            if len(out) != len(example):
+            if len(out) != len(example) or spec.serving_output not in out:
                 raise RegistryError(
-                    f"{model} v{version} predicted {len(out)} rows for {len(example)} samples"
+                    f"{model} v{version} predicted {len(out)} rows for {len(example)} samples "
+                    f"(columns {list(out.columns)}; {spec.serving_output!r} expected)"
                 )
         except RegistryError:
             raise

@@ -36,6 +36,7 @@ class TaskSpec:
     cache_teacher: ClassVar[bool] = True  # teacher outputs small enough to compute once per fit
     baseline_caption: ClassVar[str] = "baseline"
     serving_input: ClassVar[str]  # the column ``models:/NAME@champion`` predicts from
+    serving_output: ClassVar[str]  # the column its predictions always have
     default_min_new_samples: ClassVar[int] = 1000  # new samples that trigger a retrain (unset setting)
     cpu_threads: ClassVar[int | None] = None  # torch threads on a CPU (None: torch's default)
     review_files: ClassVar[tuple[str, ...]] = ()  # what review_artifacts writes

@@ -111,6 +111,7 @@ class ImageRestoration(TaskSpec):
     cache_teacher = False
     baseline_caption = "baseline: the degraded input itself (no restoration)"
     serving_input = "image_png_b64"
+    serving_output = "image_png_b64"
     default_min_new_samples = 200  # a clean target costs a user more than a label
     cpu_threads = 1  # see flywheel.tasks.base.cpu_threads: one thread is faster for this network
     review_files = ("grid_golden.png",)

@@ -74,6 +74,7 @@ class TextClassification(TaskSpec):
     strata = "label"
     baseline_caption = "baseline: linear probe on the frozen encoder, fitted on the same training data"
     serving_input = "text"
+    serving_output = "label"
     review_files = ("confusion_golden.png", "misclassified.md")
 
     @classmethod
