@@ -266,8 +266,16 @@ class FeedbackEvent(BaseModel):
         if fb is not None and fb.accepted is None and text_task != (fb.label is not None):
             need = "label" if text_task else "target_png_b64"
             raise ValueError(f"task {self.task!r} needs feedback with {need} (or accepted)")
-        if fb is not None and fb.accepted is not None and self.prediction is None:
-            raise ValueError("feedback 'accepted' needs the prediction it accepts or rejects")
+        if (
+            fb is not None
+            and fb.accepted is not None
+            and self.prediction is None
+            and self.prediction_id is None
+        ):
+            raise ValueError(
+                "feedback 'accepted' needs the prediction it accepts or rejects, or the prediction_id "
+                "POST /v1/predict answered"
+            )
         if not text_task:
             self._same_size()
         return self

@@ -33,17 +33,20 @@ class Topics:
     review: str
     dlq: str
     duplicates: str
+    predictions: str  # the prediction log: every answer of POST /v1/predict (not part of the accounting)
 
     @classmethod
     def from_prefix(cls, prefix: str) -> Topics:
-        return cls(*(f"{prefix}.{name}" for name in ("raw", "clean", "review", "dlq", "duplicates")))
+        return cls(
+            *(f"{prefix}.{name}" for name in ("raw", "clean", "review", "dlq", "duplicates", "predictions"))
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
         return cls.from_prefix(settings.kafka.topic_prefix)
 
     def all(self) -> list[str]:
-        return [self.raw, self.clean, self.review, self.dlq, self.duplicates]
+        return [self.raw, self.clean, self.review, self.dlq, self.duplicates, self.predictions]
 
 
 def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:

@@ -126,6 +126,11 @@ class StateLayout:
         return self.root / "review" / "labelled.jsonl"
 
     @property
+    def live_ledger(self) -> Path:
+        """Served predictions and their verified outcomes (``pipelines.live``; the ingestor writes it)."""
+        return self.root.resolve() / "live" / "live.sqlite"
+
+    @property
     def feast(self) -> Path:
         return (self.root / "feast").resolve()  # Feast resolves relative paths against its repo
 

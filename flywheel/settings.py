@@ -290,6 +290,54 @@ class HttpSettings(_Section):
     max_batch: int = Field(1000, ge=1)
 
 
+class ServingSettings(_Section):
+    """``POST /v1/predict``: which version answers, and what is logged."""
+
+    refresh_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="how often the champion alias is re-read; a move is served within this",
+    )
+    shadow_share: float = Field(
+        0.0, ge=0, le=1, description="share of requests the candidate also answers (logged, never returned)"
+    )
+    max_batch: int = Field(64, ge=1, le=10_000, description="most inputs in one POST /v1/predict")
+
+
+class MonitorSettings(_Section):
+    """The live monitor: a promoted champion against the one it replaced, on verified feedback."""
+
+    enabled: bool = Field(True, description="run the monitor inside `flywheel run`")
+    interval_s: float = Field(60.0, gt=0, description="how often `flywheel run` runs the monitor")
+    confidence: float = Field(0.95, ge=0.5, lt=1, description="one-sided confidence of the live test")
+    tolerance: dict[str, float] = Field(
+        default_factory=dict,
+        description="allowed live drop per task (accuracy points, PSNR dB); unset = the task's default",
+    )
+    min_labelled: int = Field(
+        200, ge=10, description="labelled predictions each version needs before the monitor judges"
+    )
+    window_labelled: int = Field(
+        1000, ge=10, description="the latest labelled predictions of each version that are compared"
+    )
+    window_s: float = Field(7 * 24 * 3600.0, gt=0, description="predictions older than this are not compared")
+    cooldown_s: float = Field(3600.0, ge=0, description="no automatic rollback this soon after a rollback")
+    webhook_url: str | None = Field(
+        None, description="POSTed a JSON alert on every automatic rollback (http or https)"
+    )
+    retention_days: float = Field(30.0, gt=0, description="how long served predictions are kept for the join")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(
+                f"{value[:60]!r} is not an http(s) URL; give e.g. https://hooks.example.com/flywheel"
+            )
+        return value
+
+
 class RunSettings(_Section):
     """``flywheel run``: the long-running loop."""
 
@@ -338,6 +386,8 @@ class Settings(BaseSettings):
     run: RunSettings = Field(default_factory=RunSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
 
     # Filled in by load_settings; not a setting itself.
     _source_file: Path | None = None

@@ -113,6 +113,66 @@ def rollback_cmd(
     console.print(f"{model}: champion v{current} -> v{target} (v{current} is now 'previous')")
 
 
+def promote_cmd(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="model name")],
+    version: Annotated[int, typer.Argument(help="the version to make champion")],
+    force: Annotated[bool, typer.Option("--force", help="past the promotion gate (required)")] = False,
+    reason: Annotated[str, typer.Option(help="why, kept in the history with who did it")] = "",
+) -> None:
+    """Make a version the champion by hand, past the gate (checks it loads and predicts first).
+    The live monitor watches it like any promotion and rolls it back if it does worse."""
+    from orchestration.registry import Registry
+
+    if not force:
+        err_console.print(
+            "the promotion gate promotes candidates (`flywheel retrain`); to override it, pass "
+            "--force --reason TEXT (recorded in the history)"
+        )
+        raise typer.Exit(2)
+    before, after = Registry(settings_of(ctx)).force_promote(model, version, reason)
+    was = f"v{before}" if before is not None else "none"
+    console.print(f"{model}: champion {was} -> v{after} (forced: {reason}); the live monitor watches it")
+
+
+def monitor_cmd(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="look once and exit (cron, Airflow)")] = False,
+    model: Annotated[str | None, typer.Option(help="only this model (default: every model)")] = None,
+) -> None:
+    """Compare each promoted champion's live metric with the previous champion's; roll back
+    automatically when it is worse with confidence. Exit code 3 when a rollback was needed
+    but refused or the monitor failed."""
+    import time
+
+    from orchestration.monitor import monitor_once
+
+    settings = settings_of(ctx)
+    while True:
+        results = monitor_once(
+            settings, [model] if model else None, log=lambda m: console.print(m, markup=False)
+        )
+        if once:
+            raise typer.Exit(3 if any(r.state == "failed" for r in results) else 0)
+        time.sleep(settings.monitor.interval_s)
+
+
+def serve_cmd(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="default: http.host")] = None,
+    port: Annotated[int | None, typer.Option(help="default: http.port")] = None,
+) -> None:
+    """The HTTP app: POST /v1/feedback, POST /v1/predict (each model's champion, following the
+    alias), GET /healthz, /docs. (`flywheel serve-feedback` is the same command.)"""
+    from orchestration.serving import ChampionPredictor
+    from pipelines.http_api import serve
+
+    settings = settings_of(ctx)
+    http = settings.http.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
+    settings = settings.model_copy(update={"http": http})
+    serve(settings, ChampionPredictor(settings))
+
+
 def status_cmd(
     ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False
 ) -> None:
@@ -162,18 +222,61 @@ def status_cmd(
                 f"run `flywheel repair {st['model']}`"
             )
     console.print(table)
+    for st in data["models"]:
+        print_live(st["model"], st["live"])
+
+
+def print_live(model: str, live: dict) -> None:
+    from rich.table import Table
+
+    if not live["versions"]:
+        return
+    unit = live["unit"]
+    table = Table(
+        "version", "labelled", f"live {live['metric']}", "interval", "from", "to", title=f"{model}: live"
+    )
+    for v in live["versions"]:
+        lo_hi = v.get("interval")
+        table.add_row(
+            f"v{v['version']}",
+            str(v["n"]),
+            f"{v['mean']:.3f}{unit}",
+            f"{lo_hi[0]:.3f}-{lo_hi[1]:.3f}" if lo_hi else "-",
+            f"{_clock(v['since'])}",
+            f"{_clock(v['until'])}",
+        )
+    console.print(table)
+    if live["monitor"]:
+        console.print(f"  monitor: {live['monitor']}", markup=False, soft_wrap=True)
+    alert = live["last_auto_rollback"]
+    if alert:
+        err_console.print(
+            f"[bold red]ALERT[/] {model}: automatic rollback v{alert['from']} -> v{alert['to']} at "
+            f"{alert['time']}: {alert['reason']}",
+            soft_wrap=True,
+        )
+
+
+def _clock(stamp: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(stamp, UTC).strftime("%m-%d %H:%M:%S")
 
 
 def run_cmd(ctx: typer.Context) -> None:
-    """The long-running loop on embedded defaults: broker, stream job, ingestor, HTTP endpoint and
-    the periodic readiness check; restarts crashed parts; Ctrl-C / SIGTERM stop it cleanly
+    """The long-running loop on embedded defaults: broker, stream job, ingestor, HTTP app (feedback
+    and serving), the periodic readiness check and the live monitor; restarts crashed parts;
+    Ctrl-C / SIGTERM stop it cleanly
     (a retrain under way stops at its next step boundary)."""
-    from orchestration.supervisor import Supervisor, readiness_check
+    from orchestration.supervisor import Supervisor, live_monitor, readiness_check
 
     settings = settings_of(ctx)
     parts = ("stream", "ingest", "http") if settings.run.http else ("stream", "ingest")
     supervisor = Supervisor(settings, parts, log=err_console.print)
-    supervisor.run_forever(readiness_check(settings, log=err_console.print))
+    checks = [readiness_check(settings, log=err_console.print)]
+    if settings.monitor.enabled:
+        checks.append(live_monitor(settings, log=err_console.print))
+    supervisor.run_forever(checks)
     console.print("flywheel run: stopped")
 
 
@@ -212,6 +315,10 @@ def history_cmd(
 
 COMMANDS = {
     "bootstrap": bootstrap_cmd,
+    "promote": promote_cmd,
+    "monitor": monitor_cmd,
+    "serve": serve_cmd,
+    "serve-feedback": serve_cmd,
     "retrain": retrain_cmd,
     "repair": repair_cmd,
     "rollback": rollback_cmd,

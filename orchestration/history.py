@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,3 +61,45 @@ def read(state_dir: Path, model: str) -> list[dict]:
 
 def has_decision(state_dir: Path, model: str, decision_id: str) -> bool:
     return any(e.get("decision") == decision_id for e in read(state_dir, model)[-50:])
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One decision of the history, typed (``read`` gives the JSON data as written)."""
+
+    time: datetime
+    action: str
+    version: int | None
+    previous: int | None
+    champion: int | None
+    actor: str
+    reason: str
+    evidence: dict | None = None
+
+    @classmethod
+    def of(cls, data: dict) -> Entry | None:
+        """None for a line that is not a decision this module wrote."""
+
+        def number(key: str) -> int | None:
+            value = data.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        try:
+            when = datetime.fromisoformat(data["time"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        evidence = data.get("evidence")
+        return cls(
+            when if when.tzinfo else when.replace(tzinfo=UTC),
+            str(data.get("action", "")),
+            number("version"),
+            number("previous"),
+            number("champion"),
+            str(data.get("actor", "")),
+            str(data.get("reason", "")),
+            evidence if isinstance(evidence, dict) else None,
+        )
+
+
+def entries(state_dir: Path, model: str) -> list[Entry]:
+    return [e for e in (Entry.of(d) for d in read(state_dir, model)) if e is not None]

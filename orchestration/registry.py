@@ -44,7 +44,17 @@ from training.model_store import Decision, ModelStore, Window
 
 CHAMPION, PREVIOUS, CANDIDATE = "champion", "previous", "candidate"
 VERDICT, RUN_ID, AGAINST = "flywheel.verdict", "flywheel.run_id", "flywheel.evaluated_against"
-FINAL_TAG = {"promote": "promoted", "reject": "rejected", "stale": "stale", "rollback": "rolled-back-to"}
+FINAL_TAG = {
+    "promote": "promoted",
+    "force-promote": "force-promoted",
+    "reject": "rejected",
+    "stale": "stale",
+    "rollback": "rolled-back-to",
+    "auto-rollback": "rolled-back-to",
+}
+AUTO_ROLLED_BACK = (
+    "flywheel.auto_rolled_back"  # on a version the monitor took out: never re-promoted automatically
+)
 
 
 class RegistryError(FlywheelError):
@@ -288,16 +298,20 @@ class Registry:
 
     def _apply(self, model: str, d: Decision) -> None:
         """Every step of a journalled move, each idempotent; the local state is completed last."""
-        if d.action in ("promote", "rollback"):
+        if d.moves_champion:
             if d.champion_before is not None:
                 self.client.set_registered_model_alias(model, PREVIOUS, str(d.champion_before))
             crash_point("move.previous")
             self.client.set_registered_model_alias(model, CHAMPION, str(d.version))
             crash_point("move.champion")
         self.client.set_model_version_tag(model, str(d.version), VERDICT, FINAL_TAG[d.action])
+        if d.action == "auto-rollback" and d.champion_before is not None:
+            summary = json.dumps(d.evidence or {}, default=str)[:5000]
+            self.client.set_model_version_tag(model, str(d.champion_before), AUTO_ROLLED_BACK, summary)
         crash_point("move.tagged")
         if not history.has_decision(self.settings.state_dir, model, d.id):
-            after = d.version if d.action in ("promote", "rollback") else d.champion_before
+            after = d.version if d.moves_champion else d.champion_before
+            extra = {"evidence": d.evidence} if d.evidence is not None else {}
             history.record(
                 self.settings.state_dir,
                 model,
@@ -307,6 +321,7 @@ class Registry:
                 champion=after,
                 reason="; ".join(d.reasons),
                 decision=d.id,
+                **extra,
             )
         crash_point("move.history")
         self.models.complete_decision(model, d)
@@ -367,8 +382,22 @@ class Registry:
                 f"{model} v{version} does not load or predict: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def rollback(self, model: str, to: int | None = None, reason: str = "manual rollback") -> tuple[int, int]:
-        """Move ``champion`` to ``to`` (default: the ``previous`` alias) after checking it serves."""
+    def rollback(
+        self,
+        model: str,
+        to: int | None = None,
+        reason: str = "manual rollback",
+        *,
+        evidence: dict | None = None,
+        expect_champion: int | None = None,
+    ) -> tuple[int, int]:
+        """Move ``champion`` to ``to`` (default: the ``previous`` alias) after checking it serves.
+
+        With ``evidence`` it is the live monitor's automatic rollback (``auto-rollback`` in
+        the history, the evidence kept with it, the version taken out tagged): it happens
+        only if the champion is still ``expect_champion`` (what the evidence is about), and
+        never onto a version an earlier automatic rollback took out."""
+        auto = evidence is not None
         with alias_lock(self.settings.state_dir, model):
             self._finish_open_decision(model)
             current = self.alias_version(model, CHAMPION)
@@ -382,12 +411,47 @@ class Registry:
                 )
             if target == current:
                 raise RegistryError(f"v{target} is already the champion of {model}")
+            if auto and expect_champion != current:
+                raise RegistryError(
+                    f"the champion of {model} moved to v{current} while the monitor judged "
+                    f"v{expect_champion}; nothing rolled back"
+                )
+            if auto and AUTO_ROLLED_BACK in self.version_tags(model, target):
+                raise RegistryError(
+                    f"{model} v{target} was itself rolled back automatically; the monitor never brings "
+                    "it back. Choose a version by hand: `flywheel rollback --to VERSION`"
+                )
             self.check_loads(model, target)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-            decision = Decision(f"rollback-v{target}-{stamp}", "rollback", target, current, (reason,))
+            action = "auto-rollback" if auto else "rollback"
+            decision = Decision(
+                f"{action}-v{target}-{stamp}", action, target, current, (reason,), evidence=evidence
+            )
             self.models.begin_decision(model, decision)
             self._apply(model, decision)
         return current, target
+
+    def force_promote(self, model: str, version: int, reason: str) -> tuple[int | None, int]:
+        """Make ``version`` the champion past the gate (an engineer's override): checked to
+        load and predict first, recorded as ``force-promote`` with the actor and the reason.
+        The live monitor watches it like any promotion."""
+        if not reason.strip():
+            raise RegistryError(
+                "a forced promotion needs a reason: pass --reason TEXT (it is kept in the history)"
+            )
+        with alias_lock(self.settings.state_dir, model):
+            self._finish_open_decision(model)
+            if not self._exists(model, version):
+                raise RegistryError(f"{model} has no version {version}; see `flywheel status`")
+            current = self.alias_version(model, CHAMPION)
+            if current == version:
+                raise RegistryError(f"v{version} is already the champion of {model}")
+            self.check_loads(model, version)
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+            decision = Decision(f"force-v{version}-{stamp}", "force-promote", version, current, (reason,))
+            self.models.begin_decision(model, decision)
+            self._apply(model, decision)
+        return current, version
 
     def repair(self, model: str) -> list[tuple[int, str]]:
         """Finish what a crash left: a journalled move, then every version still pending

@@ -103,6 +103,48 @@ def model_status(settings, model: str) -> dict:
         "rejected_windows": len(state.rejected_windows),
         "data_rejected_windows": [w.to_dict() for w in state.data_rejected],
         "last_runs": entries[-5:],
+        "live": live_status(settings, model, spec_class(task)),
+    }
+
+
+def live_status(settings, model: str, spec) -> dict:
+    """Live metrics per version (verified feedback on served predictions), the monitor's
+    current verdict and the last automatic rollback (the alert)."""
+    from datetime import UTC, datetime
+
+    from orchestration import history
+    from orchestration.live_stats import wilson
+    from orchestration.monitor import judge, watched
+    from pipelines.live import LiveLedger
+
+    ledger = LiveLedger.of(settings, readonly=True)
+    try:
+        versions = []
+        for v in ledger.per_version(model):
+            row = {"version": v.version, "n": v.n, "mean": v.mean, "since": v.first, "until": v.last}
+            if spec.live_metric == "accuracy":
+                row["interval"] = wilson(round(v.mean * v.n), v.n, settings.monitor.confidence)
+            versions.append(row)
+        entries = history.entries(settings.state_dir, model)
+        watch = watched(entries, model)
+        verdict = judge(settings, ledger, spec, watch, datetime.now(UTC)).message if watch else None
+    finally:
+        ledger.close()
+    alerts = [e for e in entries if e.action == "auto-rollback"]
+    last = alerts[-1] if alerts else None
+    return {
+        "metric": spec.live_metric,
+        "unit": spec.live_unit,
+        "versions": versions,
+        "monitor": verdict,
+        "last_auto_rollback": None
+        if last is None
+        else {
+            "time": last.time.isoformat(),
+            "from": last.previous,
+            "to": last.version,
+            "reason": last.reason,
+        },
     }
 
 

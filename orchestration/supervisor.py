@@ -27,7 +27,7 @@ from flywheel.procs import die_with_parent, hold_instance_lock
 PARTS = {
     "stream": ["stream", "run"],
     "ingest": ["ingest"],
-    "http": ["serve-feedback"],
+    "http": ["serve"],
 }
 
 
@@ -169,42 +169,55 @@ class Supervisor:
 
     # ---- the loop ------------------------------------------------------------------
 
-    def run_forever(self, check: Callable[[threading.Event], None] | None = None) -> None:
-        """Supervise until SIGINT/SIGTERM; start ``check(stop_event)`` every run.check_interval_s.
+    def run_forever(self, checks: list[Periodic] = ()) -> None:
+        """Supervise until SIGINT/SIGTERM; start each check every its own interval.
 
-        The check (a retrain can take minutes) runs in a worker thread, one at a time, so
-        crashed parts are still restarted while a model trains. On shutdown the check sees
-        the stop event and ends at its next step boundary (a registered version is still
-        decided); the supervisor waits for it before stopping the parts, so no alias move
-        is cut in half.
+        A check (a retrain can take minutes) runs in a worker thread of its own, one run at
+        a time, so crashed parts are still restarted while a model trains and the live
+        monitor keeps watching. On shutdown the checks see the stop event and end at their
+        next step boundary (a registered version is still decided); the supervisor waits for
+        them before stopping the parts, so no alias move is cut in half.
         """
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stop_event.set())
         self.start()
-        next_check = time.monotonic() + self.settings.run.check_interval_s
-        worker: threading.Thread | None = None
+        next_run = {c.name: time.monotonic() + c.interval_s for c in checks}
+        workers: dict[str, threading.Thread] = {}
 
-        def guarded() -> None:
+        def guarded(check: Periodic) -> None:
             try:
-                check(self.stop_event)
+                check.run(self.stop_event)
             except Exception as exc:  # noqa: BLE001 - reported, and retried next interval
-                self.log(f"readiness check failed: {type(exc).__name__}: {exc}")
+                self.log(f"{check.name} failed: {type(exc).__name__}: {exc}")
 
         try:
             while not self.stop_event.is_set():
                 self.poll()
                 self.write_health()
-                idle = worker is None or not worker.is_alive()
-                if check is not None and idle and time.monotonic() >= next_check:
-                    worker = threading.Thread(target=guarded, name="readiness-check", daemon=True)
-                    worker.start()
-                    next_check = time.monotonic() + self.settings.run.check_interval_s
+                for check in checks:
+                    busy = check.name in workers and workers[check.name].is_alive()
+                    if not busy and time.monotonic() >= next_run[check.name]:
+                        workers[check.name] = threading.Thread(
+                            target=guarded, args=(check,), name=check.name, daemon=True
+                        )
+                        workers[check.name].start()
+                        next_run[check.name] = time.monotonic() + check.interval_s
                 self.stop_event.wait(0.5)
         finally:
-            if worker is not None and worker.is_alive():
-                self.log("waiting for the readiness check to stop at a step boundary")
-                worker.join()
+            for name, worker in workers.items():
+                if worker.is_alive():
+                    self.log(f"waiting for the {name} to stop at a step boundary")
+                    worker.join()
             self.stop()
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """A check ``flywheel run`` starts every ``interval_s`` (the readiness check, the monitor)."""
+
+    name: str
+    interval_s: float
+    run: Callable[[threading.Event], None]
 
 
 @dataclass
@@ -237,7 +250,7 @@ def read_health(settings) -> RunHealth | None:
         return None
 
 
-def readiness_check(settings, log: Callable = print) -> Callable[[threading.Event], None]:
+def readiness_check(settings, log: Callable = print) -> Periodic:
     """Retrain every model that is ready (the same function as `flywheel retrain --if-ready`)."""
 
     def check(stop: threading.Event) -> None:
@@ -250,4 +263,16 @@ def readiness_check(settings, log: Callable = print) -> Callable[[threading.Even
             outcome = retrain(settings, model, if_ready=True, progress=False, stop=stop)  # never raises
             log(f"readiness check {model}: {outcome.status} {'; '.join(outcome.reasons)}")
 
-    return check
+    return Periodic("readiness check", settings.run.check_interval_s, check)
+
+
+def live_monitor(settings, log: Callable = print) -> Periodic:
+    """The live monitor (the same function as `flywheel monitor --once`)."""
+
+    def check(stop: threading.Event) -> None:
+        from orchestration.monitor import monitor_once
+
+        if not stop.is_set():
+            monitor_once(settings, log=log)
+
+    return Periodic("live monitor", settings.monitor.interval_s, check)

@@ -79,19 +79,6 @@ def submit(
         raise typer.Exit(SUBMIT_REJECTED)
 
 
-def serve_feedback(
-    ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="default: http.host")] = None,
-    port: Annotated[int | None, typer.Option(help="default: http.port")] = None,
-) -> None:
-    """Run the HTTP feedback endpoint (POST /v1/feedback, GET /healthz)."""
-    from pipelines.http_api import serve
-
-    settings = settings_of(ctx)
-    http = settings.http.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
-    serve(settings.model_copy(update={"http": http}))
-
-
 def ingest(
     ctx: typer.Context,
     until_caught_up: Annotated[
@@ -225,7 +212,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(review_app, name="review")
     app.add_typer(stream_app, name="stream")
     app.command("submit")(submit)
-    app.command("serve-feedback")(serve_feedback)
     app.command("ingest")(ingest)
     features_app.command("apply")(features_apply)
     review_app.command("list")(review_list)

@@ -1,39 +1,167 @@
-"""HTTP feedback endpoint (FastAPI).
+"""The HTTP app (FastAPI): feedback in, predictions out.
 
-``POST /v1/feedback`` takes one event (a JSON object) or a batch (a JSON array).
-A batch is validated as a whole before anything is sent: if any item is invalid the
-answer is 422 listing every problem by item index and field, and nothing is
-produced, so a client can fix and resend the batch safely. Valid requests are
-produced and confirmed by Kafka before the 202 answer lists the accepted ids.
+``POST /v1/feedback`` takes one event (a JSON object) or a batch (a JSON array). A batch
+is validated as a whole before anything is sent: if any item is invalid the answer is 422
+listing every problem by item index and field, and nothing is produced, so a client can
+fix and resend the batch safely. Valid requests are produced and confirmed by Kafka before
+the 202 answer lists the accepted ids.
 
-Run it with ``flywheel serve-feedback``.
+``POST /v1/predict`` answers with a model's champion (``{"model_name", "inputs": [...]}``,
+see :class:`PredictRequest`): one ``prediction_id`` per input, and the version that
+answered. Every answer is written to the prediction log (``<prefix>.predictions``) and
+confirmed by Kafka before it is returned, so feedback naming only the ``prediction_id`` is
+joined to it. Which version answers is the ``predictor``'s business (``orchestration.
+serving.ChampionPredictor`` follows the ``champion`` alias); this module only knows the
+:class:`Predictor` protocol, so the stage does not import orchestration.
+
+Both share the bearer token, the body-size limit and the error shape
+(``{"error": code, "message": what to do, ...}``); ``/openapi.json`` documents every
+request body and every status with its body. Run it with ``flywheel serve``.
 """
 
 import hmac
+import random
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
 
-from flywheel.errors import BrokerError, InvalidEventError
-from flywheel.events import NOT_UTF8, FeedbackEvent, validate_event
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+
+from flywheel.errors import BrokerError, FlywheelError, InvalidEventError
+from flywheel.events import NOT_UTF8, FeedbackEvent, Input, validate_event
 from flywheel.jsonstrict import JsonProblem, loads_json
+from flywheel.names import MODEL_NAME_PATTERN
 from flywheel.settings import Settings
 
+# ---- the predict contract ------------------------------------------------------------------
 
-def create_app(settings: Settings, client: Any = None):
-    """Build the app. ``client`` is a FeedbackClient; one is made on first use if omitted."""
-    from fastapi import FastAPI, Request
+
+class PredictRequest(BaseModel):
+    """What ``POST /v1/predict`` takes: a model and one or more inputs of its task."""
+
+    model_config = ConfigDict(extra="forbid", title="PredictRequest")
+
+    model_name: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=MODEL_NAME_PATTERN)]
+    inputs: list[Input] = Field(min_length=1, description="one input per prediction, in order")
+
+
+class PredictionOut(BaseModel):
+    model_config = ConfigDict(title="Prediction")
+
+    prediction_id: str = Field(description="send it back with the feedback on this prediction")
+    label: str | None = Field(None, description="text-classification: the predicted label")
+    confidence: float | None = Field(None, description="text-classification: its probability")
+    image_png_b64: str | None = Field(None, description="image-restoration: the restored image (PNG)")
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(title="PredictResponse")
+
+    model_name: str
+    model_version: str = Field(description="the registry version that answered")
+    predictions: list[PredictionOut]
+
+
+class ProblemOut(BaseModel):
+    index: int
+    field: str
+    message: str
+
+
+class FailedOut(BaseModel):
+    event_id: str
+    error: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a machine-readable ``error`` code and a ``message`` saying what to do."""
+
+    model_config = ConfigDict(title="Error")
+
+    error: str
+    message: str
+    errors: list[ProblemOut] | None = Field(
+        None, description="422 invalid_event/invalid_request: each problem"
+    )
+    accepted: list[str] | None = Field(None, description="503 not_delivered: ids Kafka confirmed")
+    failed: list[FailedOut] | None = Field(None, description="503 not_delivered: ids to resend")
+
+
+class Accepted(BaseModel):
+    accepted: list[str] = Field(description="event ids Kafka confirmed")
+
+
+class Health(BaseModel):
+    status: str
+    kafka: str
+
+
+@dataclass(frozen=True)
+class Served:
+    """A predictor's answer: the version that answered and one contract ``prediction``
+    object (``{"label", "confidence"}`` or ``{"image_png_b64"}``) per input."""
+
+    model_name: str
+    version: int
+    task: str
+    answers: list[dict[str, Any]]
+
+
+class NotServed(FlywheelError):
+    """The predictor cannot answer: ``status`` 404 (no such model or champion), 422 (inputs
+    not of the model's task), 503 (the version cannot be loaded right now)."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+class Predictor(Protocol):
+    def predict(self, model_name: str, inputs: list[Input]) -> Served: ...
+
+    def shadow(self, model_name: str, inputs: list[Input]) -> Served | None: ...
+
+
+# ---- the app -------------------------------------------------------------------------------
+
+
+def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        400: "the request is not JSON at all",
+        401: "missing or wrong bearer token",
+        404: "no such model, or it has no champion",
+        413: "body or batch too large",
+        422: "invalid JSON or invalid content: every problem listed",
+        503: "Kafka or the model is unavailable; retry",
+    }
+    return {s: {"model": ErrorBody, "description": text[s]} for s in statuses}
+
+
+def create_app(
+    settings: Settings, client: Any = None, predictor: Predictor | None = None, prediction_log: Any = None
+):
+    """Build the app. ``client`` is a FeedbackClient and ``prediction_log`` a
+    ``pipelines.predictions.PredictionLog`` (made on first use if omitted); without a
+    ``predictor`` ``/v1/predict`` answers 503."""
+    from fastapi import BackgroundTasks, FastAPI, Request
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
 
-    state: dict[str, Any] = {"client": client}
+    state: dict[str, Any] = {"client": client, "log": prediction_log}
 
     @asynccontextmanager
     async def lifespan(_app):
         yield
-        if state["client"] is not None:
-            state["client"].close()
+        for name in ("client", "log"):
+            if state[name] is not None:
+                state[name].close()
 
-    app = FastAPI(title="Flywheel feedback", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="Flywheel",
+        version="1",
+        description="Feedback in (`/v1/feedback`), predictions out (`/v1/predict`).",
+        lifespan=lifespan,
+    )
     token = settings.http.auth_token.get_secret_value() if settings.http.auth_token else None
     limit = settings.http.max_body_bytes
 
@@ -44,45 +172,82 @@ def create_app(settings: Settings, client: Any = None):
             state["client"] = FeedbackClient(settings)
         return state["client"]
 
+    def get_log():
+        if state["log"] is None:
+            from pipelines.predictions import PredictionLog
+
+            state["log"] = PredictionLog(settings)
+        return state["log"]
+
     def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
         return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
-        return {"status": "ok", "kafka": settings.bootstrap_servers}
-
-    @app.post("/v1/feedback", status_code=202)
-    async def post_feedback(request: Request):
+    async def read_json(request: Request) -> tuple[Any, JSONResponse | None]:
+        """The body as JSON data, after the token and size checks; or the error answer."""
         if token is not None:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return error(
-                    401,
-                    "unauthorized",
-                    "send 'Authorization: Bearer <token>' with the configured token",
+                return None, error(
+                    401, "unauthorized", "send 'Authorization: Bearer <token>' with the configured token"
                 )
         declared = request.headers.get("content-length")
         if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-            return error(413, "too_large", f"body is {declared} bytes; the limit is {limit}; split the batch")
+            return None, error(
+                413, "too_large", f"body is {declared} bytes; the limit is {limit}; split the batch"
+            )
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
-                return error(413, "too_large", f"body exceeds {limit} bytes; split the batch")
+                return None, error(413, "too_large", f"body exceeds {limit} bytes; split the batch")
         try:  # in a worker thread: a big body must not stall the event loop
-            data = await run_in_threadpool(loads_json, bytes(body))
+            return await run_in_threadpool(loads_json, bytes(body)), None
         except UnicodeDecodeError as exc:
-            return error(422, NOT_UTF8, f"body is not UTF-8 (at byte {exc.start}); send UTF-8 JSON")
+            return None, error(422, NOT_UTF8, f"body is not UTF-8 (at byte {exc.start}); send UTF-8 JSON")
         except JsonProblem as exc:
-            return error(422, exc.code, f"body cannot be parsed: {exc}")
+            return None, error(422, exc.code, f"body cannot be parsed: {exc}")
+
+    @app.get("/healthz", response_model=Health, summary="liveness")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "kafka": settings.bootstrap_servers}
+
+    @app.post(
+        "/v1/feedback",
+        status_code=202,
+        response_model=Accepted,
+        responses=_responses(401, 413, 422, 503),
+        summary="submit one feedback event or a batch",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                {"$ref": "#/components/schemas/FeedbackEvent"},
+                                {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "maxItems": settings.http.max_batch,
+                                    "items": {"$ref": "#/components/schemas/FeedbackEvent"},
+                                },
+                            ]
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def post_feedback(request: Request):
+        data, problem = await read_json(request)
+        if problem is not None:
+            return problem
         items = data if isinstance(data, list) else [data]
         if not items:
             return error(422, "empty", "the batch is empty; send at least one event")
         if len(items) > settings.http.max_batch:
             return error(
-                413,
-                "too_many",
-                f"{len(items)} events; at most {settings.http.max_batch} per request",
+                413, "too_many", f"{len(items)} events; at most {settings.http.max_batch} per request"
             )
         events: list[FeedbackEvent] = []
         problems: list[dict[str, Any]] = []
@@ -111,12 +276,134 @@ def create_app(settings: Settings, client: Any = None):
                 accepted=result.accepted,
                 failed=[{"event_id": f.event_id, "error": f.error} for f in result.failed],
             )
-        return {"accepted": result.accepted}
+        return JSONResponse({"accepted": result.accepted}, status_code=202)
 
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        responses=_responses(401, 404, 413, 422, 503),
+        summary="predict with a model's champion",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
+            }
+        },
+    )
+    async def post_predict(request: Request, background: BackgroundTasks):
+        data, problem = await read_json(request)
+        if problem is not None:
+            return problem
+        try:
+            req = PredictRequest.model_validate(data)
+        except ValidationError as exc:
+            problems = [
+                {
+                    "index": _index(e["loc"]),
+                    "field": ".".join(str(p) for p in e["loc"]) or "<body>",
+                    "message": e["msg"],
+                }
+                for e in exc.errors(include_url=False)
+            ]
+            return error(
+                422, "invalid_request", f"{len(problems)} problem(s); nothing was predicted", errors=problems
+            )
+        if len(req.inputs) > settings.serving.max_batch:
+            return error(
+                413, "too_many", f"{len(req.inputs)} inputs; at most {settings.serving.max_batch} per request"
+            )
+        if predictor is None:
+            return error(503, "not_serving", "this app was started without a predictor; run `flywheel serve`")
+        try:
+            served = await run_in_threadpool(predictor.predict, req.model_name, req.inputs)
+        except NotServed as exc:
+            return error(exc.status, exc.code, str(exc))
+        from pipelines.predictions import PredictionRecord, new_prediction_id, now_utc
+
+        when = now_utc()
+        records = [
+            PredictionRecord(
+                new_prediction_id(), served.model_name, served.version, served.task, when, answer
+            )
+            for answer in served.answers
+        ]
+        try:
+            await run_in_threadpool(get_log().log, records)
+        except BrokerError as exc:
+            return error(
+                503,
+                "prediction_log_unavailable",
+                f"the prediction could not be logged, so it is not returned ({exc}); retry",
+            )
+        share = settings.serving.shadow_share
+        if share > 0 and random.random() < share:
+            background.add_task(_shadow, predictor, get_log, req, records)
+        return {
+            "model_name": served.model_name,
+            "model_version": str(served.version),
+            "predictions": [{"prediction_id": r.prediction_id, **r.prediction} for r in records],
+        }
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, with the contract models the raw-body endpoints read."""
+        if app.openapi_schema:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+
+        doc = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        for model in (FeedbackEvent, PredictRequest):
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[model.__name__] = schema
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi
     return app
 
 
-def serve(settings: Settings) -> None:
+def _index(loc: tuple) -> int:
+    """The input a validation error is about (0 for the request itself)."""
+    return loc[1] if len(loc) > 1 and loc[0] == "inputs" and isinstance(loc[1], int) else 0
+
+
+def _shadow(predictor: Predictor, get_log, req: PredictRequest, served_records: list) -> None:
+    """The candidate answers the same inputs; logged beside the champion's, never returned.
+    Runs after the answer was sent; a failure is logged and costs the client nothing."""
+    import logging
+
+    from pipelines.predictions import PredictionRecord, new_prediction_id, now_utc
+
+    try:
+        shadow = predictor.shadow(req.model_name, req.inputs)
+        if shadow is None:
+            return
+        when = now_utc()
+        get_log().log(
+            [
+                PredictionRecord(
+                    new_prediction_id(),
+                    shadow.model_name,
+                    shadow.version,
+                    shadow.task,
+                    when,
+                    a,
+                    r.prediction_id,
+                )
+                for a, r in zip(shadow.answers, served_records, strict=True)
+            ]
+        )
+    except Exception as exc:  # noqa: BLE001 - the shadow must never hurt serving; it is reported
+        logging.getLogger("flywheel.serving").warning(
+            "shadow prediction failed: %s: %s", type(exc).__name__, exc
+        )
+
+
+def serve(settings: Settings, predictor: Predictor | None = None) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(settings), host=settings.http.host, port=settings.http.port, log_level="info")
+    app = create_app(settings, predictor=predictor)
+    uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_level="info")

@@ -1,13 +1,17 @@
-"""The Feast ingestor: ``<prefix>.clean`` → Feast online store + append-only offline files.
+"""The Feast ingestor: ``<prefix>.clean`` → Feast online store + append-only offline files,
+and ``<prefix>.predictions`` → the live ledger (``pipelines.live``).
 
     consume (read_committed) ─► micro-batch (≤ batch_size records or ≤ batch_ms) ─►
+    live ledger (keep predictions, join feedback to them, record outcomes) ─►
     push online ─► write one offline parquet file ─► commit the batch's offsets
 
-Offsets are committed only after both writes succeeded, so a crash re-delivers the batch
-instead of losing it. A failed write is retried with exponential backoff, for as long as
-it takes (each retry is logged); the batch is never skipped. Re-delivery after a crash
-between write and commit is harmless: the online store upserts by ``sample_id`` and the
-offline reader keeps one row per ``sample_id`` (see ``feature_repo.store``).
+Feedback that carries only a ``prediction_id`` is joined to the served prediction (version,
+prediction, confidence) before it becomes a Feast row. Offsets are committed only after
+every write succeeded, so a crash re-delivers the batch instead of losing it. A failed
+write is retried with exponential backoff, for as long as it takes (each retry is logged);
+the batch is never skipped. Re-delivery after a crash between write and commit is
+harmless: the online store upserts by ``sample_id``, the offline reader keeps one row per
+``sample_id`` (see ``feature_repo.store``) and the ledger's rows are keyed.
 """
 
 from __future__ import annotations
@@ -32,18 +36,25 @@ class IngestError(FlywheelError):
     """A record on the clean topic cannot become a Feast row (the stream job wrote it)."""
 
 
-def sample_row(value: bytes, ingested_at: datetime, images=None) -> dict:
-    """One Feast row from a clean-topic record (a ``pipelines.records.RoutedRecord``): the
-    fields every event has, then its task's (the spec's ``feast_columns``; an image task
-    writes the images to ``images``, the image store, and keeps their URIs and hashes)."""
+def parse_clean(value: bytes) -> RoutedRecord:
+    """A clean-topic record, or IngestError (the stream job wrote something else)."""
     try:
-        record = RoutedRecord.from_json(value)
+        return RoutedRecord.from_json(value)
     except RecordError as exc:
         raise IngestError(
             f"clean record is {exc}; the ingestor stops here without committing, so nothing is "
             "skipped. Inspect the record, fix the producer of the clean topic, then restart "
             "`flywheel ingest`."
         ) from exc
+
+
+def sample_row(record: RoutedRecord | bytes, ingested_at: datetime, images=None) -> dict:
+    """One Feast row from a clean-topic record (a ``pipelines.records.RoutedRecord``, or its
+    bytes): the fields every event has, then its task's (the spec's ``feast_columns``; an
+    image task writes the images to ``images``, the image store, and keeps their URIs and
+    hashes)."""
+    if not isinstance(record, RoutedRecord):
+        record = parse_clean(record)
     row = dict.fromkeys(FEATURES)
     row.update(
         {
@@ -70,6 +81,10 @@ def sample_row(value: bytes, ingested_at: datetime, images=None) -> dict:
     return row
 
 
+def live_value(record: RoutedRecord) -> float | None:
+    return spec_class(record.task).live_value(record)
+
+
 def batch_name(offsets: dict[int, tuple[int, int]]) -> str:
     """A stable file name for the batch covering ``{partition: (first, last)}`` offsets."""
     key = ",".join(f"{p}:{a}-{b}" for p, (a, b) in sorted(offsets.items()))
@@ -79,10 +94,12 @@ def batch_name(offsets: dict[int, tuple[int, int]]) -> str:
 @dataclass
 class IngestStats:
     batches: int = 0
-    rows: int = 0
+    rows: int = 0  # Feast rows (clean records)
+    predictions: int = 0  # prediction-log records kept in the live ledger
+    bad_predictions: int = 0  # prediction-log records not written by the serving app (logged, skipped)
     retries: int = 0
     seconds: float = 0.0
-    last_offsets: dict[int, int] = field(default_factory=dict)
+    last_offsets: dict[int, int] = field(default_factory=dict)  # of the clean topic
 
     @property
     def rate(self) -> float:
@@ -105,7 +122,8 @@ class Ingestor:
         after_write: Callable[[dict], None] | None = None,
     ):
         self.settings = settings
-        self.topic = Topics.from_settings(settings).clean
+        topics = Topics.from_settings(settings)
+        self.topic, self.predictions_topic = topics.clean, topics.predictions
         self.log = log
         self.after_write = after_write
         self.stop_event = threading.Event()
@@ -117,6 +135,10 @@ class Ingestor:
         from flywheel.images import open_image_store
 
         self.images = open_image_store(settings.image_store_uri)
+        from pipelines.live import LiveLedger
+
+        self.ledger = LiveLedger.of(settings)
+        self._pruned_at = 0.0
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -137,7 +159,7 @@ class Ingestor:
             },
         )
         consumer = Consumer(conf)
-        consumer.subscribe([self.topic])
+        consumer.subscribe([self.topic, self.predictions_topic])
         return consumer
 
     def run(
@@ -151,8 +173,9 @@ class Ingestor:
         started = time.monotonic()
         consumer = self._consumer()
         batch: list = []
-        at_end: set[int] = set()
+        at_end: set[tuple[str, int]] = set()
         batch_started = 0.0
+        missing_log = False
         try:
             while not self.stop_event.is_set():
                 wait = feast.ingest_batch_ms / 1000
@@ -164,14 +187,24 @@ class Ingestor:
                         if not batch:
                             batch_started = time.monotonic()
                         batch.append(msg)
-                        at_end.discard(msg.partition())
+                        at_end.discard((msg.topic(), msg.partition()))
                     elif err.code() == KafkaError._PARTITION_EOF:
-                        at_end.add(msg.partition())
+                        at_end.add((msg.topic(), msg.partition()))
+                    elif (
+                        err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+                        and msg.topic() == self.predictions_topic
+                    ):
+                        if not missing_log:  # a stack from before the prediction log: feedback still flows
+                            self.log(
+                                f"{self.predictions_topic} does not exist: create it like the other "
+                                "topics (`flywheel broker start` does, embedded)"
+                            )
+                        missing_log = True
                     else:
-                        raise BrokerError(f"consuming {self.topic}: {err.str()}")
+                        raise BrokerError(f"consuming {msg.topic() or self.topic}: {err.str()}")
                 full = len(batch) >= feast.ingest_batch_size
                 due = batch and time.monotonic() - batch_started >= feast.ingest_batch_ms / 1000
-                assigned = {tp.partition for tp in consumer.assignment()}
+                assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
                 caught_up = bool(assigned) and assigned <= at_end
                 if batch and (full or due or caught_up):
                     self._write_and_commit(consumer, batch, stats)
@@ -183,6 +216,7 @@ class Ingestor:
                     break
         finally:
             consumer.close()  # without committing: an unwritten batch is consumed again
+            self.ledger.close()
         stats.seconds = time.monotonic() - started
         return stats
 
@@ -191,24 +225,61 @@ class Ingestor:
         from confluent_kafka import TopicPartition
 
         now = datetime.now(UTC)
-        frame = pd.DataFrame(
-            [sample_row(m.value(), now, self.images) for m in batch],
-            columns=[JOIN_KEY, TIMESTAMP, CREATED, *FEATURES],
-        )
-        offsets: dict[int, tuple[int, int]] = {}
+        clean = [m for m in batch if m.topic() == self.topic]
+        served = self._prediction_records([m for m in batch if m.topic() != self.topic], stats)
+        records = [parse_clean(m.value()) for m in clean]
+        offsets: dict[tuple[str, int], tuple[int, int]] = {}
         for m in batch:
-            first, last = offsets.get(m.partition(), (m.offset(), m.offset()))
-            offsets[m.partition()] = (min(first, m.offset()), max(last, m.offset()))
-        self._with_retry(lambda: self._write(frame, offsets), stats)
+            key = (m.topic(), m.partition())
+            first, last = offsets.get(key, (m.offset(), m.offset()))
+            offsets[key] = (min(first, m.offset()), max(last, m.offset()))
+        clean_offsets = {p: span for (t, p), span in offsets.items() if t == self.topic}
+
+        def write() -> None:
+            joined = self.ledger.ingest(served, records, live_value, now)
+            if joined:
+                frame = pd.DataFrame(
+                    [sample_row(r, now, self.images) for r in joined],
+                    columns=[JOIN_KEY, TIMESTAMP, CREATED, *FEATURES],
+                )
+                self._write(frame, clean_offsets)
+
+        self._with_retry(write, stats)
         if self.after_write:
-            self.after_write(offsets)
+            self.after_write(clean_offsets)
         consumer.commit(
-            offsets=[TopicPartition(self.topic, p, last + 1) for p, (_, last) in offsets.items()],
+            offsets=[TopicPartition(t, p, last + 1) for (t, p), (_, last) in offsets.items()],
             asynchronous=False,
         )
+        self._prune(now)
         stats.batches += 1
-        stats.rows += len(frame)
-        stats.last_offsets.update({p: last for p, (_, last) in offsets.items()})
+        stats.rows += len(records)
+        stats.predictions += len(served)
+        stats.last_offsets.update({p: last for p, (_, last) in clean_offsets.items()})
+
+    def _prediction_records(self, messages: list, stats: IngestStats) -> list:
+        from pipelines.predictions import PredictionRecord, PredictionRecordError
+
+        records = []
+        for m in messages:
+            try:
+                records.append(PredictionRecord.from_json(m.value()))
+            except PredictionRecordError as exc:
+                stats.bad_predictions += 1
+                self.log(
+                    f"skipped {m.topic()}[{m.partition()}]@{m.offset()}: {exc} (only the serving app "
+                    "writes this topic; feedback naming it keeps its own fields)"
+                )
+        return records
+
+    def _prune(self, now: datetime) -> None:
+        """Once an hour: forget served predictions past ``monitor.retention_days``."""
+        from datetime import timedelta
+
+        if time.monotonic() - self._pruned_at < 3600:
+            return
+        self._pruned_at = time.monotonic()
+        self.ledger.prune(now - timedelta(days=self.settings.monitor.retention_days))
 
     def _write(self, frame, offsets) -> None:
         from feast.data_source import PushMode

@@ -377,6 +377,28 @@ class RoutedRecord:
         value = (self.prediction or {}).get("confidence")
         return None if value is None else float(value)
 
+    @property
+    def prediction_id(self) -> str | None:
+        value = self.event.get("prediction_id")
+        return value if isinstance(value, str) else None
+
+    def with_prediction(self, model_version: str, prediction: dict[str, Any]) -> RoutedRecord:
+        """This record joined to the served prediction its ``prediction_id`` names (the live
+        ledger's join): the version that answered and its answer fill what the event left
+        out; what the event says itself is kept. An ``accepted`` feedback now vouches for
+        the joined label."""
+        event = dict(self.event)
+        event.setdefault("model_version", model_version)
+        if event.get("prediction") is None:
+            event["prediction"] = dict(prediction)
+        label = self.label
+        feedback = event.get("feedback") or {}
+        if label is None and feedback.get("accepted") is True:
+            label = event["prediction"].get("label")
+        return RoutedRecord(
+            event, label, self.low_confidence, self.pii_masks, self.origin, self.text_truncated
+        )
+
 
 _JSON_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|([\"\\/bfnrt]))")
 _SIMPLE_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": " ", "f": " ", "n": "\n", "r": "\r", "t": "\t"}

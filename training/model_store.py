@@ -53,8 +53,11 @@ class Window:
 class Decision:
     """An alias move under way: written before the first MLflow call, cleared by the last step.
 
-    ``action`` promote | reject (a registered candidate) or rollback; ``window`` is the
-    candidate's training window for a retrain (None for a bootstrap or a rollback).
+    ``action`` promote | reject | stale (a registered candidate's verdict), force-promote (an
+    engineer past the gate), rollback (by hand) or auto-rollback (the live monitor);
+    ``window`` is the candidate's training window for a retrain (None for a bootstrap or
+    an alias move by hand or by the monitor); ``evidence`` what an automatic move was
+    decided on (JSON data, kept in the history).
     """
 
     id: str
@@ -63,6 +66,11 @@ class Decision:
     champion_before: int | None
     reasons: tuple[str, ...] = ()
     window: Window | None = None
+    evidence: dict | None = None
+
+    @property
+    def moves_champion(self) -> bool:
+        return self.action in CHAMPION_MOVES
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -73,7 +81,18 @@ class Decision:
     @classmethod
     def from_dict(cls, d: dict) -> Decision:
         window = Window.from_dict(d["window"]) if d.get("window") else None
-        return cls(d["id"], d["action"], d["version"], d.get("champion_before"), tuple(d["reasons"]), window)
+        return cls(
+            d["id"],
+            d["action"],
+            d["version"],
+            d.get("champion_before"),
+            tuple(d["reasons"]),
+            window,
+            d.get("evidence"),
+        )
+
+
+CHAMPION_MOVES = ("promote", "force-promote", "rollback", "auto-rollback")  # actions that move `champion`
 
 
 @dataclass
@@ -235,7 +254,7 @@ class ModelStore:
         with self._changing(name) as state:
             if state.decision is None or state.decision.id != decision.id:
                 return  # already completed
-            if decision.action in ("promote", "rollback"):
+            if decision.moves_champion:
                 state.champion = decision.version
             if decision.window is not None:
                 state.watermark = _later(state.watermark, decision.window.end)

@@ -40,6 +40,9 @@ class TaskSpec:
     default_min_new_samples: ClassVar[int] = 1000  # new samples that trigger a retrain (unset setting)
     cpu_threads: ClassVar[int | None] = None  # torch threads on a CPU (None: torch's default)
     review_files: ClassVar[tuple[str, ...]] = ()  # what review_artifacts writes
+    live_metric: ClassVar[str]  # what the live monitor compares, per labelled prediction
+    live_tolerance: ClassVar[float]  # the live drop allowed by default (monitor.tolerance unset)
+    live_unit: ClassVar[str] = ""  # how a live value is shown (" dB")
 
     @classmethod
     def from_settings(cls, settings) -> TaskSpec:
@@ -168,6 +171,24 @@ class TaskSpec:
 
     def serving_example(self, golden):
         """A small DataFrame the registry's smoke test predicts (from the golden set)."""
+        raise NotImplementedError
+
+    @classmethod
+    def serving_frame(cls, inputs: list) -> Any:
+        """The DataFrame ``serve`` predicts from, for validated ``flywheel.events.Input`` objects."""
+        import pandas as pd
+
+        return pd.DataFrame({cls.serving_input: [getattr(i, cls.serving_input) for i in inputs]})
+
+    @classmethod
+    def answer(cls, row: dict[str, Any]) -> dict[str, Any]:
+        """One row of ``serve``'s output as the feedback contract's ``prediction`` object."""
+        raise NotImplementedError
+
+    @classmethod
+    def live_value(cls, record) -> float | None:
+        """The live metric of one labelled prediction (a ``pipelines.records.RoutedRecord``
+        joined to its prediction): None when the record has no prediction or no verified answer."""
         raise NotImplementedError
 
     def review_artifacts(self, report, roles: dict, golden, folder: Path) -> list[Path]:

@@ -96,6 +96,9 @@ class ImageRestoration(TaskSpec):
     lora_targets = list(LORA_TARGETS)
     modules_to_save = list(MODULES_TO_SAVE)
     primary_metric = "psnr"
+    live_metric = "psnr"
+    live_tolerance = 0.5  # dB: a promoted denoiser may not do worse than this on live traffic
+    live_unit = " dB"
     shown_metrics = ("psnr", "ssim")
     sample_columns = ["input_uri", "input_sha256", "target_uri", "target_sha256", "width", "height"]
     feast_fields = {
@@ -389,6 +392,32 @@ class ImageRestoration(TaskSpec):
         store = self._store()
         texts = [base64.b64encode(store.get(u)).decode() for u in golden["input_uri"].head(2)]
         return pd.DataFrame({"image_png_b64": texts})
+
+    @classmethod
+    def answer(cls, row: dict[str, Any]) -> dict[str, Any]:
+        return {"image_png_b64": str(row["image_png_b64"])}
+
+    @classmethod
+    def live_value(cls, record) -> float | None:
+        """PSNR (dB) of the predicted image against the verified target (an accepted
+        prediction is its own target: 100 dB, the cap). The PNGs were checked by the event
+        contract (or written by the serving app): decoded within the largest allowed size."""
+        import numpy as np
+
+        from flywheel.images import ImageError, ImageLimits, decode_png_b64
+
+        predicted, target = record.prediction_png_b64, record.target_png_b64
+        if predicted is None or target is None:
+            return None
+        try:
+            a = decode_png_b64(predicted, ImageLimits(1, 4096, 4096 * 4096)).astype(np.float64)
+            b = decode_png_b64(target, ImageLimits(1, 4096, 4096 * 4096)).astype(np.float64)
+        except ImageError:
+            return None
+        if a.shape != b.shape:
+            return None
+        mse = float(np.mean((a - b) ** 2)) / 255.0**2
+        return 100.0 if mse <= 1e-10 else min(100.0, -10.0 * float(np.log10(mse)))
 
     def review_artifacts(self, report, roles: dict, golden, folder: Path) -> list[Path]:
         """``grid_golden.png``: degraded | champion | candidate | target for a few golden samples."""

@@ -68,6 +68,8 @@ class TextClassification(TaskSpec):
     lora_targets = ["query", "value"]
     modules_to_save = ["classifier"]
     primary_metric = "accuracy"
+    live_metric = "accuracy"
+    live_tolerance = 0.02  # two accuracy points on live traffic
     shown_metrics = ("accuracy", "macro_f1")
     sample_columns = ["text", "label"]
     feast_fields = {"text": "String", "label": "String", "pred_label": "String"}
@@ -433,6 +435,17 @@ class TextClassification(TaskSpec):
 
     def serving_example(self, golden):
         return golden[["text"]]
+
+    @classmethod
+    def answer(cls, row: dict[str, Any]) -> dict[str, Any]:
+        return {"label": str(row["label"]), "confidence": float(row["confidence"])}
+
+    @classmethod
+    def live_value(cls, record) -> float | None:
+        """1 when the verified label is the predicted one, else 0."""
+        if record.label is None or record.prediction_label is None:
+            return None
+        return float(record.label == record.prediction_label)
 
     def review_artifacts(self, report, roles: dict, golden, folder: Path) -> list[Path]:
         """The confusion matrices on the golden set and the candidate's misclassified examples."""

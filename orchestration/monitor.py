@@ -1,0 +1,248 @@
+"""The live monitor: after a promotion, is the new champion worse on live traffic than the
+version it replaced? If the data show it, roll back to ``previous``, automatically.
+
+What it judges: the history's last move of the champion. Only a promotion (``promote``, or
+an engineer's ``force-promote``) is watched; after a rollback of any kind there is nothing
+to judge until the next promotion, so a rollback happens once. For a watched switch at time
+T from version A to version B, from the live ledger (``pipelines.live``; verified feedback
+joined to the prediction it is about):
+
+- B's labelled predictions made after T, and A's made before T (the latest
+  ``monitor.window_labelled`` of each, none older than ``monitor.window_s``): each version
+  is judged on predictions *it* made, whenever their labels arrive;
+- nothing is decided until both have ``monitor.min_labelled``;
+- ``orchestration.live_stats.compare`` at ``monitor.confidence`` with the task's tolerance
+  (``monitor.tolerance[task]``, else the spec's ``live_tolerance``).
+
+When B is worse: roll back to A (``Registry.rollback`` with the evidence: it checks A loads
+and predicts, records ``auto-rollback`` with the evidence in the history, tags B
+``flywheel.auto_rolled_back``), log an alert, POST it to ``monitor.webhook_url`` if set, and
+log a plot of the live metric with the promotion and rollback marked to B's MLflow run.
+
+No flapping: nothing is rolled back within ``monitor.cooldown_s`` of an earlier rollback,
+and the registry never rolls back *onto* a version an automatic rollback took out.
+``flywheel monitor --once`` (cron, Airflow) and ``flywheel run`` call :func:`monitor_once`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from orchestration import history
+from orchestration.live_stats import LiveComparison, compare
+
+LOG = logging.getLogger("flywheel.monitor")
+WATCHED = ("promote", "force-promote")
+ROLLBACKS = ("rollback", "auto-rollback")
+
+
+@dataclass(frozen=True)
+class Watch:
+    """A promotion the monitor judges: ``old`` → ``new`` at ``switched_at``."""
+
+    model: str
+    new: int
+    old: int
+    switched_at: datetime
+    action: str
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    """What one look at one model found: ``state`` idle | cooldown | waiting | held |
+    rolled-back | failed."""
+
+    model: str
+    state: str
+    message: str
+    comparison: LiveComparison | None = None
+
+    @property
+    def alert(self) -> bool:
+        return self.state in ("rolled-back", "failed")
+
+
+def watched(entries: list[history.Entry], model: str) -> Watch | None:
+    """The promotion to judge: the last champion move, if it was a promotion from a version."""
+    moves = [e for e in entries if e.action in (*WATCHED, *ROLLBACKS)]
+    if not moves or moves[-1].action not in WATCHED:
+        return None
+    last = moves[-1]
+    if last.version is None or last.previous is None:
+        return None  # a model's first champion: nothing to compare it with
+    return Watch(model, last.version, last.previous, last.time, last.action)
+
+
+def in_cooldown(entries: list[history.Entry], now: datetime, cooldown_s: float) -> datetime | None:
+    """The end of the cool-down after the last rollback, while it lasts."""
+    rollbacks = [e for e in entries if e.action in ROLLBACKS]
+    if not rollbacks:
+        return None
+    ends = rollbacks[-1].time.timestamp() + cooldown_s
+    return datetime.fromtimestamp(ends, UTC) if now.timestamp() < ends else None
+
+
+def tolerance_for(settings, spec) -> float:
+    return settings.monitor.tolerance.get(spec.name, spec.live_tolerance)
+
+
+def judge(settings, ledger, spec, watch: Watch, now: datetime) -> MonitorResult:
+    """The verdict on one watched promotion, from the ledger (no side effects)."""
+    m = settings.monitor
+    t = watch.switched_at.timestamp()
+    new = ledger.outcomes(
+        watch.model, watch.new, predicted_after=max(t, now.timestamp() - m.window_s), limit=m.window_labelled
+    )
+    old = ledger.outcomes(
+        watch.model, watch.old, predicted_before=t, predicted_after=t - m.window_s, limit=m.window_labelled
+    )
+    metric = spec.live_metric
+    if len(new) < m.min_labelled or len(old) < m.min_labelled:
+        return MonitorResult(
+            watch.model,
+            "waiting",
+            f"v{watch.new} has {len(new)} and v{watch.old} {len(old)} labelled predictions around "
+            "the switch; "
+            f"{m.min_labelled} each are needed before judging live {metric}",
+        )
+    comparison = compare(
+        metric, [o.value for o in new], [o.value for o in old], tolerance_for(settings, spec), m.confidence
+    )
+    text = f"v{watch.new} against v{watch.old}: {comparison.describe(spec.live_unit)}"
+    return MonitorResult(watch.model, "held" if not comparison.worse else "worse", text, comparison)
+
+
+def check_model(settings, registry, ledger, model: str, now: datetime | None = None) -> MonitorResult:
+    """Look at one model; roll it back if its promoted champion is worse (module docstring)."""
+    from flywheel.tasks import spec_for
+    from orchestration.registry import CHAMPION, RegistryError
+
+    now = now or datetime.now(UTC)
+    entries = history.entries(settings.state_dir, model)
+    watch = watched(entries, model)
+    if watch is None:
+        return MonitorResult(
+            model, "idle", "no promotion to watch (the last champion move was not a promotion)"
+        )
+    if registry.alias_version(model, CHAMPION) != watch.new:
+        return MonitorResult(
+            model, "idle", f"the champion is no longer v{watch.new}; run `flywheel repair {model}`"
+        )
+    spec = spec_for(settings, registry.models.info(model).task)
+    result = judge(settings, ledger, spec, watch, now)
+    if result.state != "worse":
+        return result
+    until = in_cooldown(entries, now, settings.monitor.cooldown_s)
+    if until is not None:
+        return MonitorResult(
+            model,
+            "cooldown",
+            f"{result.message}; no automatic rollback before {until:%H:%M:%S} UTC (cool-down)",
+            result.comparison,
+        )  # fmt: skip
+    evidence = {
+        **result.comparison.to_dict(),
+        "switched_at": watch.switched_at.isoformat(),
+        "promotion": watch.action,
+        "window_labelled": settings.monitor.window_labelled,
+        "min_labelled": settings.monitor.min_labelled,
+    }
+    reason = f"live {spec.live_metric} worse: {result.comparison.describe(spec.live_unit)}"
+    try:
+        registry.rollback(model, watch.old, reason, evidence=evidence, expect_champion=watch.new)
+    except RegistryError as exc:
+        return MonitorResult(model, "failed", f"{result.message}; rollback refused: {exc}", result.comparison)
+    return MonitorResult(
+        model, "rolled-back", f"champion v{watch.new} -> v{watch.old}: {reason}", result.comparison
+    )
+
+
+def monitor_once(
+    settings, models: list[str] | None = None, log: Callable[[str], None] = print
+) -> list[MonitorResult]:
+    """One look at every model (or ``models``); alerts for rollbacks and refused rollbacks."""
+    from orchestration.registry import Registry
+    from pipelines.live import LiveLedger
+
+    registry = Registry(settings)
+    ledger = LiveLedger.of(settings, readonly=True)
+    results = []
+    try:
+        for model in models or registry.models.names():
+            try:
+                result = check_model(settings, registry, ledger, model)
+            except Exception as exc:  # noqa: BLE001 - one model's failure must not stop the others
+                result = MonitorResult(model, "failed", f"monitor failed: {type(exc).__name__}: {exc}")
+            results.append(result)
+            log(f"monitor {model}: {result.state}: {result.message}")
+            if result.alert:
+                alert(settings, result, log)
+            if result.state == "rolled-back":
+                log_plot(settings, registry, ledger, model, log)
+    finally:
+        ledger.close()
+    return results
+
+
+def alert(settings, result: MonitorResult, log: Callable[[str], None]) -> None:
+    """An alert: a log line, and a JSON POST to ``monitor.webhook_url`` when set (a failed
+    webhook is reported, never raised: the rollback already happened)."""
+    LOG.warning("ALERT %s: %s: %s", result.model, result.state, result.message)
+    url = settings.monitor.webhook_url
+    if not url:
+        return
+    import urllib.request
+
+    body = {
+        "model": result.model,
+        "state": result.state,
+        "message": result.message,
+        "evidence": result.comparison.to_dict() if result.comparison else None,
+        "time": datetime.now(UTC).isoformat(),
+    }
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            answer.read(1024)
+    except Exception as exc:  # noqa: BLE001 - reported: an alert channel must not fail the monitor
+        log(f"alert webhook {url} failed: {type(exc).__name__}: {exc}")
+
+
+def log_plot(
+    settings, registry, ledger, model: str, log: Callable[[str], None], version: int | None = None
+) -> Path | None:
+    """The live-metric plot, logged to the MLflow run of ``version`` (default: the version the
+    last rollback took out, else the champion), under ``live/``."""
+    import tempfile
+
+    from flywheel.tasks import spec_for
+    from orchestration.live_plot import plot_live
+
+    entries = history.entries(settings.state_dir, model)
+    if version is None:
+        last = entries[-1] if entries else None
+        version = (
+            last.previous
+            if last is not None and last.action in ROLLBACKS
+            else registry.alias_version(model, "champion")
+        )
+    if version is None:
+        return None
+    spec = spec_for(settings, registry.models.info(model).task)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+            path = plot_live(ledger, entries, model, spec, Path(tmp) / f"live_{spec.live_metric}_{stamp}.png")
+            run_id = registry.client.get_model_version(model, str(version)).run_id
+            registry.client.log_artifact(run_id, str(path), "live")
+        return path
+    except Exception as exc:  # noqa: BLE001 - a plot must not fail the decision it illustrates
+        log(f"live plot for {model} v{version} not logged: {type(exc).__name__}: {exc}")
+        return None

@@ -1,0 +1,276 @@
+"""The live ledger: served predictions and the verified outcomes of each model version.
+
+One SQLite file under the state dir (``StateLayout.live_ledger``), written only by the
+ingestor (:meth:`LiveLedger.ingest`, one transaction per micro-batch, before the batch's
+offsets are committed) and read by the monitor and ``flywheel status``.
+
+- ``predictions``: every record of the prediction log (``pipelines.predictions``), kept
+  ``monitor.retention_days`` for the join.
+- ``outcomes``: one row per labelled prediction: the version that made the prediction,
+  when it was made, when its verified answer came, and the task's live value (1/0 for a
+  correct/wrong label, PSNR dB for a restored image). A version is judged on the
+  predictions *it* made, whenever their labels arrive (label delay).
+- ``pending``: feedback whose ``prediction_id`` names a prediction not seen yet (the two
+  topics are read independently); completed when the prediction arrives.
+
+Re-delivery after a crash between the write and the commit is harmless: rows are keyed by
+``prediction_id`` and ``event_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from flywheel.layout import StateLayout
+from pipelines.predictions import PredictionRecord
+from pipelines.records import RoutedRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    prediction_id TEXT PRIMARY KEY, model TEXT NOT NULL, version INTEGER NOT NULL,
+    task TEXT NOT NULL, predicted_at REAL NOT NULL, prediction TEXT NOT NULL, shadow_of TEXT);
+CREATE INDEX IF NOT EXISTS predictions_shadow ON predictions (shadow_of);
+CREATE INDEX IF NOT EXISTS predictions_time ON predictions (predicted_at);
+CREATE TABLE IF NOT EXISTS outcomes (
+    outcome_id TEXT PRIMARY KEY, model TEXT NOT NULL, version INTEGER NOT NULL,
+    predicted_at REAL NOT NULL, labelled_at REAL NOT NULL, value REAL NOT NULL,
+    prediction_id TEXT, shadow INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS outcomes_version ON outcomes (model, version, shadow, predicted_at);
+CREATE TABLE IF NOT EXISTS pending (
+    event_id TEXT PRIMARY KEY, prediction_id TEXT NOT NULL, record TEXT NOT NULL, received_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS pending_prediction ON pending (prediction_id);
+"""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One labelled prediction of a version."""
+
+    version: int
+    predicted_at: float  # Unix seconds
+    labelled_at: float
+    value: float
+    shadow: bool = False
+
+
+@dataclass(frozen=True)
+class VersionLive:
+    """A version's live figures (``flywheel status``)."""
+
+    version: int
+    n: int
+    mean: float
+    first: float
+    last: float
+
+
+def version_number(text: str | None) -> int | None:
+    """``"4"`` or ``"v4"`` → 4; anything else (a version not of this registry) → None."""
+    if not text:
+        return None
+    digits = text[1:] if text[:1] in ("v", "V") else text
+    return int(digits) if digits.isascii() and digits.isdigit() and len(digits) < 10 else None
+
+
+class LiveLedger:
+    """The ledger at ``path`` (see the module docstring). ``readonly`` for the readers."""
+
+    def __init__(self, path: Path, readonly: bool = False):
+        self.path = path
+        if readonly:
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) if path.exists() else None
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    @classmethod
+    def of(cls, settings, readonly: bool = False) -> LiveLedger:
+        return cls(StateLayout.of(settings).live_ledger, readonly)
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+
+    # ---- the writer: the ingestor ---------------------------------------------------
+
+    def ingest(
+        self,
+        predictions: Iterable[PredictionRecord],
+        records: list[RoutedRecord],
+        value_of: Callable[[RoutedRecord], float | None],
+        now: datetime | None = None,
+    ) -> list[RoutedRecord]:
+        """Keep ``predictions``, join ``records`` (clean feedback) to them, record the
+        outcomes, in one transaction; returns the records joined (for the Feast rows).
+        ``value_of``: the task's live value of a joined record (``TaskSpec.live_value``)."""
+        received = (now or datetime.now(UTC)).timestamp()
+        joined: list[RoutedRecord] = []
+        with self.db:  # one transaction
+            for p in predictions:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO predictions VALUES (?,?,?,?,?,?,?)",
+                    (
+                        p.prediction_id,
+                        p.model_name,
+                        p.model_version,
+                        p.task,
+                        p.predicted_at.timestamp(),
+                        json.dumps(p.prediction),
+                        p.shadow_of,
+                    ),
+                )
+                self._complete_pending(p.shadow_of or p.prediction_id, value_of)
+            for record in records:
+                joined.append(self._join(record, value_of, received))
+        return joined
+
+    def _prediction(self, prediction_id: str) -> tuple[int, str, float, dict] | None:
+        row = self.db.execute(
+            "SELECT version, model, predicted_at, prediction FROM predictions "
+            "WHERE prediction_id=? AND shadow_of IS NULL",
+            (prediction_id,),
+        ).fetchone()
+        return None if row is None else (row[0], row[1], row[2], json.loads(row[3]))
+
+    def _join(self, record: RoutedRecord, value_of, received: float) -> RoutedRecord:
+        pid = record.prediction_id
+        served = self._prediction(pid) if pid else None
+        if served is not None and served[1] == record.model_name:
+            version, _, predicted_at, prediction = served
+            record = record.with_prediction(str(version), prediction)
+            self._outcome(record.event_id, record, version, predicted_at, value_of, pid)
+            self._shadow_outcomes(record, pid, value_of)
+            return record
+        if pid and served is None and version_number(record.model_version) is None:
+            self.db.execute(
+                "INSERT OR REPLACE INTO pending VALUES (?,?,?,?)",
+                (record.event_id, pid, record.to_json(), received),
+            )
+            return record
+        version = version_number(record.model_version)
+        if version is not None:  # the event names the version (and its prediction) itself
+            self._outcome(record.event_id, record, version, record.event_time.timestamp(), value_of, pid)
+        return record
+
+    def _outcome(
+        self,
+        outcome_id: str,
+        record: RoutedRecord,
+        version: int,
+        predicted_at: float,
+        value_of,
+        pid,
+        shadow=False,
+    ):
+        value = value_of(record)
+        if value is None:
+            return
+        self.db.execute(
+            "INSERT OR REPLACE INTO outcomes VALUES (?,?,?,?,?,?,?,?)",
+            (
+                outcome_id,
+                record.model_name,
+                version,
+                predicted_at,
+                record.event_time.timestamp(),
+                float(value),
+                pid,
+                int(shadow),
+            ),
+        )
+
+    def _shadow_outcomes(self, record: RoutedRecord, pid: str, value_of) -> None:
+        """The candidate's shadow predictions beside ``pid``, judged on the same answer."""
+        rows = self.db.execute(
+            "SELECT prediction_id, version, predicted_at, prediction FROM predictions WHERE shadow_of=?",
+            (pid,),
+        ).fetchall()
+        for shadow_id, version, predicted_at, prediction in rows:
+            answer = RoutedRecord(
+                {**record.event, "model_version": str(version), "prediction": json.loads(prediction)},
+                record.label,
+                record.low_confidence,
+                record.pii_masks,
+                record.origin,
+            )
+            self._outcome(
+                f"{record.event_id}~{shadow_id}", answer, version, predicted_at, value_of, shadow_id, True
+            )
+
+    def _complete_pending(self, prediction_id: str, value_of) -> None:
+        rows = self.db.execute(
+            "SELECT event_id, record, received_at FROM pending WHERE prediction_id=?", (prediction_id,)
+        ).fetchall()
+        for event_id, text, received in rows:
+            if self._prediction(prediction_id) is None:
+                return  # a shadow record arrived before its champion's: wait for that one
+            self._join(RoutedRecord.from_json(text), value_of, received)
+            self.db.execute("DELETE FROM pending WHERE event_id=?", (event_id,))
+
+    def prune(self, older_than: datetime) -> int:
+        """Forget predictions (and feedback still waiting for one) older than ``older_than``."""
+        cutoff = older_than.timestamp()
+        with self.db:
+            gone = self.db.execute("DELETE FROM predictions WHERE predicted_at < ?", (cutoff,)).rowcount
+            gone += self.db.execute("DELETE FROM pending WHERE received_at < ?", (cutoff,)).rowcount
+        return gone
+
+    # ---- the readers: the monitor, status ---------------------------------------------
+
+    def outcomes(
+        self,
+        model: str,
+        version: int,
+        *,
+        predicted_after: float | None = None,
+        predicted_before: float | None = None,
+        limit: int | None = None,
+        shadow: bool = False,
+    ) -> list[Outcome]:
+        """The version's labelled predictions, the latest ``limit`` (by prediction time) in
+        the given prediction-time range, oldest first."""
+        if self.db is None:
+            return []
+        sql = (
+            "SELECT version, predicted_at, labelled_at, value, shadow FROM outcomes "
+            "WHERE model=? AND version=? AND shadow=?"
+        )
+        args: list = [model, version, int(shadow)]
+        if predicted_after is not None:
+            sql += " AND predicted_at >= ?"
+            args.append(predicted_after)
+        if predicted_before is not None:
+            sql += " AND predicted_at < ?"
+            args.append(predicted_before)
+        sql += " ORDER BY predicted_at DESC, outcome_id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        rows = self.db.execute(sql, args).fetchall()
+        return [Outcome(v, p, lab, val, bool(s)) for v, p, lab, val, s in reversed(rows)]
+
+    def per_version(self, model: str) -> list[VersionLive]:
+        if self.db is None:
+            return []
+        rows = self.db.execute(
+            "SELECT version, COUNT(*), AVG(value), MIN(predicted_at), MAX(predicted_at) FROM outcomes "
+            "WHERE model=? AND shadow=0 GROUP BY version ORDER BY version",
+            (model,),
+        ).fetchall()
+        return [VersionLive(*row) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        if self.db is None:
+            return {"predictions": 0, "outcomes": 0, "pending": 0}
+        return {
+            table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            for table in ("predictions", "outcomes", "pending")
+        }

@@ -1,0 +1,149 @@
+"""The prediction log: every answer ``POST /v1/predict`` gives, on ``<prefix>.predictions``.
+
+A :class:`PredictionRecord` is written by the HTTP app (through :class:`PredictionLog`, which
+waits for Kafka's confirmation before the answer is returned) and read by the ingestor,
+which keeps it in the live ledger (``pipelines.live``) so that feedback carrying only a
+``prediction_id`` is joined to the version that answered, its prediction and confidence.
+This module owns the record's JSON shape; nobody else reads or writes it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from flywheel.errors import BrokerError, FlywheelError
+from flywheel.jsonstrict import JsonProblem, loads_json
+from flywheel.kafka import Topics, producer_config
+
+
+class PredictionRecordError(FlywheelError):
+    """A record on the predictions topic is not one this module wrote."""
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_prediction_id() -> str:
+    return f"p-{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """One served prediction. ``prediction`` is the task's answer as in the feedback contract
+    (``label`` and ``confidence``, or ``image_png_b64``); ``shadow_of`` names the champion's
+    prediction a shadow (candidate) prediction was made beside, and is never returned."""
+
+    prediction_id: str
+    model_name: str
+    model_version: int
+    task: str
+    predicted_at: datetime
+    prediction: dict[str, Any]
+    shadow_of: str | None = None
+
+    def to_json(self) -> bytes:
+        import json
+
+        data = {
+            "prediction_id": self.prediction_id,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "task": self.task,
+            "predicted_at": self.predicted_at.astimezone(UTC).isoformat(),
+            "prediction": self.prediction,
+        }
+        if self.shadow_of is not None:
+            data["shadow_of"] = self.shadow_of
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, value: bytes) -> PredictionRecord:
+        try:
+            data = loads_json(value)
+        except (JsonProblem, UnicodeDecodeError) as exc:
+            raise PredictionRecordError(f"prediction record is not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise PredictionRecordError("prediction record is not a JSON object")
+
+        def get(name: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:
+            value = data.get(name)
+            if value is None and optional:
+                return None
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise PredictionRecordError(f"prediction record field {name!r} is missing or not {kind}")
+            return value
+
+        try:
+            when = datetime.fromisoformat(get("predicted_at", str))
+        except ValueError as exc:
+            raise PredictionRecordError(f"prediction record's predicted_at: {exc}") from exc
+        if when.tzinfo is None:
+            raise PredictionRecordError("prediction record's predicted_at has no UTC offset")
+        return cls(
+            get("prediction_id", str),
+            get("model_name", str),
+            get("model_version", int),
+            get("task", str),
+            when.astimezone(UTC),
+            get("prediction", dict),
+            get("shadow_of", str, optional=True),
+        )
+
+
+class PredictionLog:
+    """Produces prediction records, keyed by ``prediction_id``; ``log`` returns once Kafka
+    confirmed every one (or raises BrokerError). Thread-safe (one librdkafka producer)."""
+
+    def __init__(self, settings, **producer_overrides: Any):
+        from confluent_kafka import Producer
+
+        self.topic = Topics.from_settings(settings).predictions
+        self.timeout_s = settings.kafka.delivery_timeout_s + 5
+        self._producer = Producer(producer_config(settings, **producer_overrides))
+
+    def log(self, records: list[PredictionRecord]) -> None:
+        import threading
+
+        errors: list[str] = []
+        left = [len(records)]
+        done = threading.Event()
+        lock = threading.Lock()
+
+        def delivered(err: Any, _msg: Any) -> None:
+            with lock:
+                if err is not None:
+                    errors.append(str(err))
+                left[0] -= 1
+                if left[0] == 0:
+                    done.set()
+
+        if not records:
+            return
+        for record in records:
+            while True:
+                try:
+                    self._producer.produce(
+                        self.topic,
+                        key=record.prediction_id.encode(),
+                        value=record.to_json(),
+                        on_delivery=delivered,
+                    )
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)
+        deadline = datetime.now(UTC).timestamp() + self.timeout_s
+        while not done.is_set():
+            self._producer.poll(0.01)  # serves the delivery callbacks of every thread's records
+            if datetime.now(UTC).timestamp() > deadline:
+                raise BrokerError(
+                    f"Kafka did not confirm {left[0]} prediction record(s) within {self.timeout_s:.0f}s"
+                )
+        if errors:
+            raise BrokerError(f"{len(errors)} prediction record(s) not logged, first: {errors[0]}")
+
+    def close(self) -> None:
+        self._producer.flush(self.timeout_s)
