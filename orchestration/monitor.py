@@ -31,9 +31,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from orchestration import history
+from orchestration.live_plot import log_live_plot
 from orchestration.live_stats import LiveComparison, compare
 
 LOG = logging.getLogger("flywheel.monitor")
@@ -61,6 +61,7 @@ class MonitorResult:
     state: str
     message: str
     comparison: LiveComparison | None = None
+    version: int | None = None  # the promoted champion judged
 
     @property
     def alert(self) -> bool:
@@ -114,7 +115,9 @@ def judge(settings, ledger, spec, watch: Watch, now: datetime) -> MonitorResult:
         metric, [o.value for o in new], [o.value for o in old], tolerance_for(settings, spec), m.confidence
     )
     text = f"v{watch.new} against v{watch.old}: {comparison.describe(spec.live_unit)}"
-    return MonitorResult(watch.model, "held" if not comparison.worse else "worse", text, comparison)
+    return MonitorResult(
+        watch.model, "held" if not comparison.worse else "worse", text, comparison, watch.new
+    )
 
 
 def check_model(settings, registry, ledger, model: str, now: datetime | None = None) -> MonitorResult:
@@ -144,6 +147,7 @@ def check_model(settings, registry, ledger, model: str, now: datetime | None = N
             "cooldown",
             f"{result.message}; no automatic rollback before {until:%H:%M:%S} UTC (cool-down)",
             result.comparison,
+            watch.new,
         )  # fmt: skip
     evidence = {
         **result.comparison.to_dict(),
@@ -156,9 +160,11 @@ def check_model(settings, registry, ledger, model: str, now: datetime | None = N
     try:
         registry.rollback(model, watch.old, reason, evidence=evidence, expect_champion=watch.new)
     except RegistryError as exc:
-        return MonitorResult(model, "failed", f"{result.message}; rollback refused: {exc}", result.comparison)
+        return MonitorResult(
+            model, "failed", f"{result.message}; rollback refused: {exc}", result.comparison, watch.new
+        )
     return MonitorResult(
-        model, "rolled-back", f"champion v{watch.new} -> v{watch.old}: {reason}", result.comparison
+        model, "rolled-back", f"champion v{watch.new} -> v{watch.old}: {reason}", result.comparison, watch.new
     )
 
 
@@ -183,7 +189,7 @@ def monitor_once(
             if result.alert:
                 alert(settings, result, log)
             if result.state == "rolled-back":
-                log_plot(settings, registry, ledger, model, log)
+                log_live_plot(settings, registry, model, result.version, log)
     finally:
         ledger.close()
     return results
@@ -213,36 +219,3 @@ def alert(settings, result: MonitorResult, log: Callable[[str], None]) -> None:
             answer.read(1024)
     except Exception as exc:  # noqa: BLE001 - reported: an alert channel must not fail the monitor
         log(f"alert webhook {url} failed: {type(exc).__name__}: {exc}")
-
-
-def log_plot(
-    settings, registry, ledger, model: str, log: Callable[[str], None], version: int | None = None
-) -> Path | None:
-    """The live-metric plot, logged to the MLflow run of ``version`` (default: the version the
-    last rollback took out, else the champion), under ``live/``."""
-    import tempfile
-
-    from flywheel.tasks import spec_for
-    from orchestration.live_plot import plot_live
-
-    entries = history.entries(settings.state_dir, model)
-    if version is None:
-        last = entries[-1] if entries else None
-        version = (
-            last.previous
-            if last is not None and last.action in ROLLBACKS
-            else registry.alias_version(model, "champion")
-        )
-    if version is None:
-        return None
-    spec = spec_for(settings, registry.models.info(model).task)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-            path = plot_live(ledger, entries, model, spec, Path(tmp) / f"live_{spec.live_metric}_{stamp}.png")
-            run_id = registry.client.get_model_version(model, str(version)).run_id
-            registry.client.log_artifact(run_id, str(path), "live")
-        return path
-    except Exception as exc:  # noqa: BLE001 - a plot must not fail the decision it illustrates
-        log(f"live plot for {model} v{version} not logged: {type(exc).__name__}: {exc}")
-        return None

@@ -246,7 +246,18 @@ class Registry:
         """Gate the registered ``version`` and move the aliases (compare-and-set, under the lock)."""
         with alias_lock(self.settings.state_dir, model):
             self._finish_open_decision(model)
-            return self._decide(model, version, review_files)
+            verdict = self._decide(model, version, review_files)
+        if verdict.passed:
+            self._live_plot(model, version)
+        return verdict
+
+    def _live_plot(self, model: str, version: int) -> None:
+        """The live metric so far, with the champion's moves, logged to the version just made champion."""
+        from orchestration.live_plot import log_live_plot
+
+        import logging
+
+        log_live_plot(self.settings, self, model, version, log=logging.getLogger("flywheel.registry").warning)
 
     def _decide(self, model: str, version: int, review_files: list[Path] | None) -> Verdict:
         from orchestration.review_note import description
@@ -451,6 +462,7 @@ class Registry:
             decision = Decision(f"force-v{version}-{stamp}", "force-promote", version, current, (reason,))
             self.models.begin_decision(model, decision)
             self._apply(model, decision)
+        self._live_plot(model, version)
         return current, version
 
     def repair(self, model: str) -> list[tuple[int, str]]:

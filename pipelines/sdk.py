@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flywheel.errors import DeliveryError, InvalidEventError
+from flywheel.errors import DeliveryError, FlywheelError, InvalidEventError
 from flywheel.events import FeedbackEvent, validate_event
 from flywheel.kafka import Topics, check_reachable, producer_config, unreachable_hint
 from flywheel.settings import Settings, load_settings
@@ -203,3 +203,91 @@ def _event_id_of(value: bytes) -> str | None:
     except (ValueError, AttributeError):
         return None
     return event_id if isinstance(event_id, str) and event_id else None
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What ``POST /v1/predict`` answered: the version and one prediction per input (each with
+    its ``prediction_id``; ``label`` and ``confidence``, or ``image_png_b64``)."""
+
+    model_name: str
+    model_version: str
+    predictions: list[dict[str, Any]]
+
+
+class ServingError(FlywheelError):
+    """``POST /v1/predict`` did not answer with predictions; ``status`` and ``code`` say why."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code = status, code
+
+
+class ServingClient:
+    """The HTTP client of ``POST /v1/predict`` (the app ``flywheel serve`` runs), beside
+    :class:`FeedbackClient`: ``predict`` returns the predictions with their ``prediction_id``,
+    to send back with the feedback on them. Use as a context manager."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 60.0):
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
+
+    @classmethod
+    def for_settings(cls, settings: Settings, **kwargs: Any) -> ServingClient:
+        token = settings.http.auth_token.get_secret_value() if settings.http.auth_token else None
+        return cls(f"http://{settings.http.host}:{settings.http.port}", token, **kwargs)
+
+    def predict(self, model_name: str, inputs: Iterable[str | dict[str, Any]]) -> Predictions:
+        """Predict with ``model_name``'s champion; an input is a text or an input object
+        (``{"text": ...}`` or ``{"image_png_b64": ...}``). ServingError when not answered."""
+        items = [{"text": x} if isinstance(x, str) else x for x in inputs]
+        import httpx
+
+        try:
+            answer = self._http.post("/v1/predict", json={"model_name": model_name, "inputs": items})
+        except httpx.HTTPError as exc:
+            raise ServingError(0, "unreachable", f"{exc}; is `flywheel serve` running?") from exc
+        body = _json_or_none(answer)
+        if answer.status_code != 200 or not isinstance(body, dict):
+            body = body if isinstance(body, dict) else {}
+            raise ServingError(
+                answer.status_code,
+                str(body.get("error", "http_error")),
+                str(body.get("message", answer.text[:500])),
+            )
+        return Predictions(body["model_name"], body["model_version"], body["predictions"])
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Until ``/healthz`` answers (the app is starting), or ServingError."""
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                status = self._http.get("/healthz").status_code
+                if status == 200:
+                    return
+                last = f"/healthz answered {status}"
+            except httpx.HTTPError as exc:
+                last = str(exc)
+            time.sleep(0.3)
+        raise ServingError(0, "unreachable", f"not ready within {timeout_s:.0f}s: {last}")
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ServingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _json_or_none(answer) -> Any:
+    try:
+        return answer.json()
+    except ValueError:
+        return None

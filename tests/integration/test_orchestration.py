@@ -124,6 +124,20 @@ def test_cron_exit_codes_and_the_airflow_dag(settings, tmp_path):
     actions = [(e["action"], e["version"]) for e in history.read(s.state_dir, "sentiment")]
     assert actions == [("promote", 1), ("promote", 2)], actions
 
+    # The monitor's DAG runs the same function as `flywheel monitor --once`: v2 was promoted from
+    # v1, and with no live traffic yet it waits for labelled predictions.
+    monitor = subprocess.run(
+        [sys.executable, "orchestration/dags/flywheel_monitor.py"],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    out = monitor.stdout + monitor.stderr
+    assert monitor.returncode == 0 and "state=success" in out, out[-4000:]
+    assert "monitor sentiment: waiting: v2 has 0 and v1 0 labelled predictions" in out, out[-4000:]
+
     # status --json and history --json agree with MLflow's aliases.
     status = flywheel(config, "status", "--json")
     assert status.returncode == 0, status.stderr
