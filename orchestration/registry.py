@@ -253,9 +253,9 @@ class Registry:
 
     def _live_plot(self, model: str, version: int) -> None:
         """The live metric so far, with the champion's moves, logged to the version just made champion."""
-        from orchestration.live_plot import log_live_plot
-
         import logging
+
+        from orchestration.live_plot import log_live_plot
 
         log_live_plot(self.settings, self, model, version, log=logging.getLogger("flywheel.registry").warning)
 
