@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from flywheel.events import validate_event
 from pipelines.ingest import live_value
 from pipelines.live import LiveLedger, version_number
@@ -102,3 +104,36 @@ def test_version_numbers():
     assert [version_number(v) for v in ("4", "v12", "V3", "latest", "", None, "4a", "٣")] == [
         4, 12, 3, None, None, None, None, None
     ]  # fmt: skip
+
+
+def test_the_image_live_value_is_the_psnr_of_the_prediction_against_the_target():
+    import numpy as np
+
+    from flywheel.images import png_b64
+    from flywheel.tasks.image_restoration import ImageRestoration
+
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    noisy = np.clip(target.astype(int) + rng.integers(-8, 9, target.shape), 0, 255).astype(np.uint8)
+    event = validate_event(
+        make_event(
+            1,
+            task="image-restoration",
+            input={"image_png_b64": png_b64(noisy)},
+            prediction={"image_png_b64": png_b64(noisy)},
+            feedback={"target_png_b64": png_b64(target)},
+        )
+    )
+    value = ImageRestoration.live_value(RoutedRecord.of(event, False, 0, Origin("t.raw", 0, 1)))
+    mse = np.mean((noisy.astype(float) - target) ** 2) / 255**2
+    assert value == pytest.approx(-10 * np.log10(mse))
+    same = validate_event(
+        make_event(
+            2,
+            task="image-restoration",
+            input={"image_png_b64": png_b64(target)},
+            prediction={"image_png_b64": png_b64(target)},
+            feedback={"accepted": True},
+        )
+    )
+    assert ImageRestoration.live_value(RoutedRecord.of(same, False, 0, Origin("t.raw", 0, 2))) == 100.0

@@ -154,3 +154,47 @@ def test_a_first_champion_or_a_moved_alias_is_not_judged(settings):
     promote(settings, 2, 1)
     moved = check_model(settings, FakeRegistry(settings, champion=1), ledger, "sentiment")
     assert moved.state == "idle" and "repair" in moved.message
+
+
+def test_an_alert_is_posted_to_the_webhook_and_a_dead_webhook_is_only_reported(settings):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from orchestration.monitor import MonitorResult, alert
+
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/hook"
+        hooked = settings.model_copy(
+            update={"monitor": settings.monitor.model_copy(update={"webhook_url": url})}
+        )
+        result = MonitorResult("sentiment", "rolled-back", "champion v4 -> v3: live accuracy worse", None, 4)
+        said: list[str] = []
+        alert(hooked, result, said.append)
+        assert received and received[0]["model"] == "sentiment" and received[0]["state"] == "rolled-back"
+        assert not said
+    finally:
+        server.shutdown()
+    dead = settings.model_copy(update={"monitor": settings.monitor.model_copy(update={"webhook_url": url})})
+    alert(dead, result, said.append)  # the server is gone: reported, not raised
+    assert said and "alert webhook" in said[0]
+
+
+def test_a_webhook_must_be_http():
+    from flywheel.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not an http"):
+        load_settings(monitor={"webhook_url": "file:///etc/passwd"})
