@@ -127,7 +127,6 @@ class Predictor(Protocol):
 
 def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {
-        400: "the request is not JSON at all",
         401: "missing or wrong bearer token",
         404: "no such model, or it has no champion",
         413: "body or batch too large",
@@ -164,6 +163,9 @@ def create_app(
     )
     token = settings.http.auth_token.get_secret_value() if settings.http.auth_token else None
     limit = settings.http.max_body_bytes
+    # with a token, both POST endpoints document the bearer scheme and their 401 answer
+    guarded: dict[str, Any] = {"security": [{"bearer": []}]} if token is not None else {}
+    auth = (401,) if token is not None else ()
 
     def get_client():
         if state["client"] is None:
@@ -215,9 +217,10 @@ def create_app(
         "/v1/feedback",
         status_code=202,
         response_model=Accepted,
-        responses=_responses(401, 413, 422, 503),
+        responses=_responses(*auth, 413, 422, 503),
         summary="submit one feedback event or a batch",
         openapi_extra={
+            **guarded,
             "requestBody": {
                 "required": True,
                 "content": {
@@ -235,7 +238,7 @@ def create_app(
                         }
                     }
                 },
-            }
+            },
         },
     )
     async def post_feedback(request: Request):
@@ -281,13 +284,14 @@ def create_app(
     @app.post(
         "/v1/predict",
         response_model=PredictResponse,
-        responses=_responses(401, 404, 413, 422, 503),
+        responses=_responses(*auth, 404, 413, 422, 503),
         summary="predict with a model's champion",
         openapi_extra={
+            **guarded,
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
-            }
+            },
         },
     )
     async def post_predict(request: Request, background: BackgroundTasks):
@@ -345,7 +349,8 @@ def create_app(
         }
 
     def openapi() -> dict[str, Any]:
-        """FastAPI's document, with the contract models the raw-body endpoints read."""
+        """FastAPI's document, with the contract models the raw-body endpoints read, this
+        server's limits and, with a token, its bearer scheme."""
         if app.openapi_schema:
             return app.openapi_schema
         from fastapi.openapi.utils import get_openapi
@@ -353,11 +358,19 @@ def create_app(
         doc = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
-        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        components = doc.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
         for model in (FeedbackEvent, PredictRequest):
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            schemas.update(schema.pop("$defs", {}))
-            schemas[model.__name__] = schema
+            for name, part in {**schema.pop("$defs", {}), model.__name__: schema}.items():
+                if schemas.setdefault(name, part) != part:
+                    raise RuntimeError(
+                        f"two different schemas are named {name!r} in the OpenAPI document; "
+                        "rename one of the models"
+                    )
+        schemas["PredictRequest"]["properties"]["inputs"]["maxItems"] = settings.serving.max_batch
+        if token is not None:
+            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         app.openapi_schema = doc
         return doc
 
