@@ -51,8 +51,10 @@ def plot_live(ledger, entries, model: str, spec, path: Path, window: int = 50) -
         )
     ax.set_ylabel(f"live {spec.live_metric}{spec.live_unit} (rolling {window})")
     ax.set_title(f"{model}: live {spec.live_metric} by version")
-    if ax.lines:
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower left", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no labelled predictions yet", transform=ax.transAxes, ha="center", color="grey")
     fig.autofmt_xdate()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

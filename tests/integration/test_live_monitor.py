@@ -73,7 +73,7 @@ def wait_version(api, texts, version: str, timeout_s: float = 60) -> None:
 
 
 def test_a_worse_version_forced_in_is_rolled_back_automatically_once(settings, corpus):  # noqa: F811
-    s = tuned(settings, tolerance=0.0, distill_alpha=0.0, min_steps=60)
+    s = tuned(settings, tolerance=0.0, distill_alpha=0.0)
     s = s.model_copy(
         update={
             "serving": s.serving.model_copy(update={"refresh_s": 0.5}),
@@ -85,7 +85,9 @@ def test_a_worse_version_forced_in_is_rolled_back_automatically_once(settings, c
     store = open_store(s)
     bad = corpus.sample(200, random_state=5)
     feed_labelled(s, store, bad.assign(label=bad.label.map(ROTATE)), prefix="bad")
-    second = retrain(s, "sentiment", feast_store=store, progress=False)
+    # a bad update that really learnt its rotated labels (no distillation, a fast head)
+    fast = s.training.model_copy(update={"min_steps": 120, "head_learning_rate": 1e-2})
+    second = retrain(s.model_copy(update={"training": fast}), "sentiment", feast_store=store, progress=False)
     assert second.version == 2 and second.status == "rejected", second.reasons
 
     traffic = corpus[~corpus.sample_id.isin(seed.sample_id) & ~corpus.sample_id.isin(bad.sample_id)]
