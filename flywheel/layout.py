@@ -87,6 +87,10 @@ class StateLayout:
     def history(self, name: str) -> Path:
         return self.registry / f"{check_model_name(name)}.history.jsonl"
 
+    def alerts(self, name: str) -> Path:
+        """The live monitor's alert outbox (which alerts were sent)."""
+        return self.registry / f"{check_model_name(name)}.alerts.jsonl"
+
     # ---- the running parts -------------------------------------------------------------
 
     @property

@@ -316,12 +316,17 @@ class MonitorSettings(_Section):
         description="allowed live drop per task (accuracy points, PSNR dB); unset = the task's default",
     )
     min_labelled: int = Field(
-        200, ge=10, description="labelled predictions each version needs before the monitor judges"
+        200, ge=10, description="labelled predictions each side needs for the first look"
     )
     window_labelled: int = Field(
-        1000, ge=10, description="the latest labelled predictions of each version that are compared"
+        1000, ge=10, description="the last look's size (looks double from min_labelled) and the old side's"
     )
     window_s: float = Field(7 * 24 * 3600.0, gt=0, description="predictions older than this are not compared")
+    label_delay_s: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="only labels received this soon after their prediction count (both sides)",
+    )
     cooldown_s: float = Field(3600.0, ge=0, description="no automatic rollback this soon after a rollback")
     webhook_url: str | None = Field(
         None, description="POSTed a JSON alert on every automatic rollback (http or https)"

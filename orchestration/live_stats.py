@@ -40,6 +40,30 @@ def wilson(successes: int, n: int, confidence: float) -> tuple[float, float]:
     return lower, upper
 
 
+def newcombe(k1: int, n1: int, k2: int, n2: int, confidence: float) -> tuple[float, float]:
+    """One-sided bounds of p1 - p2 at ``confidence`` (Newcombe's hybrid score interval)."""
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson(k1, n1, confidence)
+    l2, u2 = wilson(k2, n2, confidence)
+    d = p1 - p2
+    return d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
+def _smallest_level(rejects, above_half: float) -> float:
+    """A p-value: 1 - the largest one-sided confidence at which ``rejects(confidence)`` holds
+    (monotone: a wider interval rejects less), by bisection on [0.5, 1). When even the point
+    estimate does not reject (p >= 0.5), ``above_half`` is returned (a normal approximation)."""
+    lo, hi = 0.5, 1 - 1e-12
+    if not rejects(lo):
+        return max(0.5, above_half)
+    if rejects(hi):
+        return 1e-12
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if rejects(mid) else (lo, mid)
+    return 1 - lo
+
+
 @dataclass(frozen=True)
 class LiveComparison:
     """The evidence of one monitor verdict (kept in the history with an automatic rollback)."""
@@ -91,12 +115,14 @@ def compare(
     m1, m2 = sum(new) / n1, sum(old) / n2
     diff = m1 - m2
     if binary:
-        l1, u1 = wilson(round(m1 * n1), n1, confidence)
-        l2, u2 = wilson(round(m2 * n2), n2, confidence)
-        lower = diff - math.sqrt((m1 - l1) ** 2 + (u2 - m2) ** 2)
-        upper = diff + math.sqrt((u1 - m1) ** 2 + (m2 - l2) ** 2)
+        k1, k2 = round(m1 * n1), round(m2 * n2)
+        lower, upper = newcombe(k1, n1, k2, n2, confidence)
+        l1, u1 = wilson(k1, n1, confidence)
+        l2, u2 = wilson(k2, n2, confidence)
+        # the p-value of the same interval: the smallest one-sided level at which it excludes -tolerance
         se = math.sqrt(m1 * (1 - m1) / n1 + m2 * (1 - m2) / n2)
-        p = NormalDist().cdf((diff + tolerance) / se) if se > 0 else float(diff + tolerance < 0)
+        wald = NormalDist().cdf((diff + tolerance) / se) if se > 0 else 1.0
+        p = _smallest_level(lambda c: newcombe(k1, n1, k2, n2, c)[1] < -tolerance, wald)
         return LiveComparison(
             metric, "Newcombe hybrid score interval", n1, n2, m1, m2, diff, lower, upper,
             (l1, u1), (l2, u2), tolerance, confidence, p, upper < -tolerance,
@@ -118,7 +144,8 @@ def compare(
         half = float(stats.t.ppf(confidence, max(n - 1, 1))) * math.sqrt(v / n)
         return m - half, m + half
 
-    p = float(stats.t.cdf((diff + tolerance) / se, df)) if se > 0 else float(diff + tolerance < 0)
+    # H0: new - old >= -tolerance. With no variance at all the data decide it exactly.
+    p = float(stats.t.cdf((diff + tolerance) / se, df)) if se > 0 else float(diff + tolerance >= 0)
     return LiveComparison(
         metric, "Welch t interval", n1, n2, m1, m2, diff, lower, upper,
         own(m1, v1, n1), own(m2, v2, n2), tolerance, confidence, p, upper < -tolerance,

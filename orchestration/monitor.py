@@ -92,32 +92,62 @@ def tolerance_for(settings, spec) -> float:
     return settings.monitor.tolerance.get(spec.name, spec.live_tolerance)
 
 
+def planned_looks(min_labelled: int, window_labelled: int) -> list[int]:
+    """The new version's sample sizes at which it is judged: min_labelled, doubling, up to
+    window_labelled (at least one look)."""
+    looks = [min_labelled]
+    while looks[-1] * 2 <= window_labelled:
+        looks.append(looks[-1] * 2)
+    return looks
+
+
 def judge(settings, ledger, spec, watch: Watch, now: datetime) -> MonitorResult:
-    """The verdict on one watched promotion, from the ledger (no side effects)."""
+    """The verdict on one watched promotion, from the ledger (no side effects).
+
+    Planned looks (group-sequential, Bonferroni alpha spending): B is judged when its
+    labelled predictions reach each of ``planned_looks`` (n_1 = min_labelled, doubling up
+    to window_labelled), always on its *first* n_k after the switch, at one-sided level
+    (1 - confidence) / K for K looks, so however often the monitor runs, the chance of rolling
+    back a version that is not worse stays below 1 - confidence. After the last look held,
+    the promotion is cleared and no longer judged. Both sides count only labels received
+    within ``monitor.label_delay_s`` of their prediction (a matched label delay: labels that
+    come late for the old version do not count where the new one has had no time to get
+    them)."""
     m = settings.monitor
     t = watch.switched_at.timestamp()
+    since = now.timestamp() - m.window_s
+    looks = planned_looks(m.min_labelled, m.window_labelled)
     new = ledger.outcomes(
-        watch.model, watch.new, predicted_after=max(t, now.timestamp() - m.window_s), limit=m.window_labelled
-    )
+        watch.model, watch.new, predicted_after=max(t, since), max_delay=m.label_delay_s,
+        limit=looks[-1], latest=False,
+    )  # fmt: skip
     old = ledger.outcomes(
-        watch.model, watch.old, predicted_before=t, predicted_after=t - m.window_s, limit=m.window_labelled
-    )
+        watch.model, watch.old, predicted_before=t, predicted_after=t - m.window_s, max_delay=m.label_delay_s,
+        limit=m.window_labelled,
+    )  # fmt: skip
     metric = spec.live_metric
-    if len(new) < m.min_labelled or len(old) < m.min_labelled:
+    reached = [n for n in looks if n <= len(new)]
+    if not reached or len(old) < m.min_labelled:
         return MonitorResult(
             watch.model,
             "waiting",
-            f"v{watch.new} has {len(new)} and v{watch.old} {len(old)} labelled predictions around "
-            "the switch; "
-            f"{m.min_labelled} each are needed before judging live {metric}",
+            f"v{watch.new} has {len(new)} and v{watch.old} {len(old)} labelled predictions around the "
+            f"switch; {m.min_labelled} each are needed before judging live {metric}",
+            version=watch.new,
         )
-    comparison = compare(
-        metric, [o.value for o in new], [o.value for o in old], tolerance_for(settings, spec), m.confidence
-    )
-    text = f"v{watch.new} against v{watch.old}: {comparison.describe(spec.live_unit)}"
-    return MonitorResult(
-        watch.model, "held" if not comparison.worse else "worse", text, comparison, watch.new
-    )
+    n = reached[-1]
+    level = 1 - (1 - m.confidence) / len(looks)
+    tolerance = tolerance_for(settings, spec)
+    comparison = compare(metric, [o.value for o in new[:n]], [o.value for o in old], tolerance, level)
+    look = f"look {len(reached)} of {len(looks)}"
+    text = f"v{watch.new} against v{watch.old} ({look}): {comparison.describe(spec.live_unit)}"
+    if comparison.worse:
+        state = "worse"
+    elif len(reached) == len(looks):
+        state, text = "cleared", f"{text}; cleared after the last planned look"
+    else:
+        state, text = "held", f"{text}; next look at {looks[len(reached)]} labelled predictions"
+    return MonitorResult(watch.model, state, text, comparison, watch.new)
 
 
 def check_model(settings, registry, ledger, model: str, now: datetime | None = None) -> MonitorResult:
@@ -148,21 +178,23 @@ def check_model(settings, registry, ledger, model: str, now: datetime | None = N
             f"{result.message}; no automatic rollback before {until:%H:%M:%S} UTC (cool-down)",
             result.comparison,
             watch.new,
-        )  # fmt: skip
+        )
     evidence = {
         **result.comparison.to_dict(),
         "switched_at": watch.switched_at.isoformat(),
         "promotion": watch.action,
-        "window_labelled": settings.monitor.window_labelled,
-        "min_labelled": settings.monitor.min_labelled,
+        "looks": planned_looks(settings.monitor.min_labelled, settings.monitor.window_labelled),
+        "label_delay_s": settings.monitor.label_delay_s,
     }
     reason = f"live {spec.live_metric} worse: {result.comparison.describe(spec.live_unit)}"
     try:
         registry.rollback(model, watch.old, reason, evidence=evidence, expect_champion=watch.new)
     except RegistryError as exc:
-        return MonitorResult(
-            model, "failed", f"{result.message}; rollback refused: {exc}", result.comparison, watch.new
-        )
+        last = history.entries(settings.state_dir, model)[-1:]
+        if last and last[0].action == "auto-rollback" and last[0].previous == watch.new:
+            return MonitorResult(model, "idle", f"v{watch.new} was rolled back by another monitor run")
+        message = f"{result.message}; rollback refused: {exc}"
+        return MonitorResult(model, "failed", message, result.comparison, watch.new)
     return MonitorResult(
         model, "rolled-back", f"champion v{watch.new} -> v{watch.old}: {reason}", result.comparison, watch.new
     )
@@ -171,7 +203,8 @@ def check_model(settings, registry, ledger, model: str, now: datetime | None = N
 def monitor_once(
     settings, models: list[str] | None = None, log: Callable[[str], None] = print
 ) -> list[MonitorResult]:
-    """One look at every model (or ``models``); alerts for rollbacks and refused rollbacks."""
+    """One look at every model (or ``models``); alerts for rollbacks and refused rollbacks,
+    each sent once (``AlertOutbox``), also for a rollback whose alert a crash cut off."""
     from orchestration.registry import Registry
     from pipelines.live import LiveLedger
 
@@ -186,33 +219,86 @@ def monitor_once(
                 result = MonitorResult(model, "failed", f"monitor failed: {type(exc).__name__}: {exc}")
             results.append(result)
             log(f"monitor {model}: {result.state}: {result.message}")
-            if result.alert:
-                alert(settings, result, log)
-            if result.state == "rolled-back":
-                log_live_plot(settings, registry, model, result.version, log)
+            send_alerts(settings, registry, model, result, log)
     finally:
         ledger.close()
     return results
 
 
-def alert(settings, result: MonitorResult, log: Callable[[str], None]) -> None:
+class AlertOutbox:
+    """Which alerts were sent (``registry/<model>.alerts.jsonl``, written only here): an
+    automatic rollback is alerted once, even when a crash came between the rollback and its
+    alert; a refused rollback is alerted once per promotion and message."""
+
+    def __init__(self, settings, model: str):
+        from flywheel.layout import StateLayout
+
+        self.path = StateLayout.of(settings).alerts(model)
+
+    def sent(self) -> set[str]:
+        if not self.path.is_file():
+            return set()
+        keys = set()
+        for line in self.path.read_text().splitlines():
+            try:
+                keys.add(json.loads(line)["key"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by a crash: that alert is sent again
+        return keys
+
+    def mark(self, key: str) -> None:
+        import os
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write("\n" + json.dumps({"key": key, "time": datetime.now(UTC).isoformat()}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def send_alerts(settings, registry, model: str, result: MonitorResult, log: Callable[[str], None]) -> None:
+    """Alert every automatic rollback of the history not alerted yet (and log the live plot
+    to the version it took out), and a failed look once."""
+    outbox = AlertOutbox(settings, model)
+    sent = outbox.sent()
+    for entry in history.entries(settings.state_dir, model):
+        key = f"auto-rollback:{entry.time.isoformat()}:v{entry.previous}"
+        if entry.action != "auto-rollback" or key in sent:
+            continue
+        text = f"automatic rollback v{entry.previous} -> v{entry.version}: {entry.reason}"
+        alert(settings, MonitorResult(model, "rolled-back", text, None, entry.previous), log, entry.evidence)
+        if entry.previous is not None:
+            log_live_plot(settings, registry, model, entry.previous, log)
+        outbox.mark(key)
+    if result.state == "failed":
+        key = f"failed:v{result.version}:{result.message[:300]}"
+        if key not in sent:
+            alert(settings, result, log)
+            outbox.mark(key)
+
+
+def alert(settings, result: MonitorResult, log: Callable[[str], None], evidence: dict | None = None) -> None:
     """An alert: a log line, and a JSON POST to ``monitor.webhook_url`` when set (a failed
     webhook is reported, never raised: the rollback already happened)."""
     LOG.warning("ALERT %s: %s: %s", result.model, result.state, result.message)
+    log(f"ALERT {result.model}: {result.state}: {result.message}")
     url = settings.monitor.webhook_url
     if not url:
         return
     import urllib.request
 
+    if evidence is None and result.comparison is not None:
+        evidence = result.comparison.to_dict()
     body = {
         "model": result.model,
         "state": result.state,
         "message": result.message,
-        "evidence": result.comparison.to_dict() if result.comparison else None,
+        "version": result.version,
+        "evidence": evidence,
         "time": datetime.now(UTC).isoformat(),
     }
     request = urllib.request.Request(
-        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+        url, json.dumps(body, default=str).encode(), {"Content-Type": "application/json"}, method="POST"
     )
     try:
         with urllib.request.urlopen(request, timeout=5) as answer:

@@ -410,7 +410,14 @@ class Registry:
         never onto a version an earlier automatic rollback took out."""
         auto = evidence is not None
         with alias_lock(self.settings.state_dir, model):
-            self._finish_open_decision(model)
+            finished = self._finish_open_decision(model)
+            this = ("auto-rollback", expect_champion, to)
+            if (
+                auto
+                and finished is not None
+                and (finished.action, finished.champion_before, finished.version) == this
+            ):
+                return expect_champion, to  # this very rollback, cut off by a crash: now complete
             current = self.alias_version(model, CHAMPION)
             target = to if to is not None else self.alias_version(model, PREVIOUS)
             if current is None:
@@ -427,10 +434,10 @@ class Registry:
                     f"the champion of {model} moved to v{current} while the monitor judged "
                     f"v{expect_champion}; nothing rolled back"
                 )
-            if auto and AUTO_ROLLED_BACK in self.version_tags(model, target):
+            if (auto or to is None) and AUTO_ROLLED_BACK in self.version_tags(model, target):
                 raise RegistryError(
-                    f"{model} v{target} was itself rolled back automatically; the monitor never brings "
-                    "it back. Choose a version by hand: `flywheel rollback --to VERSION`"
+                    f"{model} v{target} was itself rolled back automatically (live metric worse); it is "
+                    "not brought back without a person choosing it: `flywheel rollback --to VERSION`"
                 )
             self.check_loads(model, target)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")

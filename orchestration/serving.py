@@ -62,16 +62,26 @@ class _Loaded:
         self.pyfunc = pyfunc
         self.spec = pyfunc.unwrap_python_model().spec
 
+    def smoke_test(self) -> None:
+        """Predict one example of the task; raises what the version raises."""
+        out = self.pyfunc.predict(self.spec.serving_smoke())
+        if len(out) != 1 or self.spec.serving_output not in out:
+            raise ValueError(
+                f"predicted {list(out.columns)} for one input; {self.spec.serving_output!r} expected"
+            )
+
 
 class ChampionPredictor:
     """Answers with ``models:/NAME@champion`` and follows the alias (``http_api.Predictor``).
 
     The first request for a model loads its champion; afterwards a background thread re-reads
-    the alias every ``serving.refresh_s`` and, when it moved (a promotion or a rollback),
+    the aliases every ``serving.refresh_s`` and, when one moved (a promotion or a rollback),
     loads the new version and checks it predicts *before* swapping it in. Requests keep
     being answered by the old version during the load, so a switch fails none; a version
-    that does not load is reported and the old one keeps serving. ``shadow`` answers with
-    the ``candidate`` alias when it differs from the champion.
+    that does not load or predict is reported, the old one keeps serving, and it is tried
+    again only after ``serving.refresh_s``. Loads are serialised per model and alias, so a
+    slow load of one model never holds up another. ``shadow`` answers with the ``candidate``
+    alias when it differs from the champion (it is followed the same way).
     """
 
     def __init__(self, settings, log=None):
@@ -86,26 +96,37 @@ class ChampionPredictor:
         self.settings = settings
         self.client = MlflowClient(settings.mlflow_tracking_uri)
         self.log = log or logging.getLogger("flywheel.serving").warning
-        self._served: dict[tuple[str, str], _Loaded] = {}  # (model, alias) → loaded version
-        self._lock = threading.Lock()  # serialises loads
+        self._served: dict[
+            tuple[str, str], _Loaded | None
+        ] = {}  # (model, alias) → loaded (None: no such alias)
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        self._failed: dict[tuple[str, int], float] = {}  # (model, version) → when its load failed
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
     # ---- the Predictor protocol ---------------------------------------------------------
 
     def predict(self, model_name: str, inputs: list):
-        return self._answer(self._current(model_name, "champion"), model_name, inputs)
+        from pipelines.http_api import NotServed
+
+        loaded = self._current(model_name, "champion")
+        if loaded is None:
+            raise NotServed(
+                404,
+                "no_champion",
+                f"model {model_name!r} has no champion version; bootstrap or promote one first",
+            )
+        return self._answer(loaded, model_name, inputs)
 
     def shadow(self, model_name: str, inputs: list):
         from orchestration.registry import CANDIDATE
 
-        champion = self._current(model_name, "champion")
-        version = self._alias(model_name, CANDIDATE)
-        if version is None or version == champion.version:
+        champion = self._served.get((model_name, "champion"))
+        candidate = self._current(model_name, CANDIDATE)
+        if candidate is None or champion is None or candidate.version == champion.version:
             return None
-        return self._answer(self._load(model_name, CANDIDATE, version), model_name, inputs)
-
-    # ---- loading and following the alias -------------------------------------------------
+        return self._answer(candidate, model_name, inputs)
 
     def _answer(self, loaded: _Loaded, model_name: str, inputs: list):
         from pipelines.http_api import NotServed, Served
@@ -123,6 +144,8 @@ class ChampionPredictor:
         answers = [spec.answer(row) for row in out.to_dict("records")]
         return Served(model_name, loaded.version, spec.name, answers)
 
+    # ---- loading and following the aliases -----------------------------------------------
+
     def _alias(self, model: str, alias: str) -> int | None:
         from mlflow.exceptions import MlflowException
 
@@ -133,42 +156,62 @@ class ChampionPredictor:
                 return None
             raise
 
-    def _current(self, model: str, alias: str) -> _Loaded:
+    def _lock(self, key: tuple[str, str]):
+        import threading
+
+        with self._locks_lock:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _current(self, model: str, alias: str) -> _Loaded | None:
+        """What answers for ``model@alias`` now; loaded on first use (None: no such alias)."""
         from pipelines.http_api import NotServed
 
-        loaded = self._served.get((model, alias))
-        if loaded is not None:
-            return loaded
+        key = (model, alias)
+        if key in self._served:
+            return self._served[key]
         try:
             version = self._alias(model, alias)
         except Exception as exc:
             raise NotServed(503, "registry_unavailable", f"the model registry did not answer: {exc}") from exc
         if version is None:
-            raise NotServed(
-                404, "no_champion", f"model {model!r} has no {alias} version; bootstrap or promote one first"
-            )
-        return self._load(model, alias, version)
+            if alias != "champion":  # a candidate of a served model: followed, loaded when it appears
+                self._served.setdefault(key, None)
+                self._watch()
+            return None  # (an unknown model is not remembered: clients choose the names)
+        return self._load(model, alias, version, first=True)
 
-    def _load(self, model: str, alias: str, version: int) -> _Loaded:
+    def _load(self, model: str, alias: str, version: int, first: bool = False) -> _Loaded | None:
+        """``version`` in place for ``model@alias``, loaded and smoke-tested first; on failure
+        the version in place stays (or, for a first load, NotServed 503)."""
+        import time
+
         from pipelines.http_api import NotServed
 
-        with self._lock:
-            loaded = self._served.get((model, alias))
+        key = (model, alias)
+        with self._lock(key):
+            loaded = self._served.get(key)
             if loaded is not None and loaded.version == version:
+                return loaded
+            failed_at = self._failed.get((model, version))
+            if failed_at is not None and time.monotonic() - failed_at < self.settings.serving.refresh_s:
+                if first and loaded is None:
+                    raise NotServed(503, "not_loadable", f"{model} v{version} does not load; retry later")
                 return loaded
             try:
                 fresh = _Loaded(version, load_version(self.settings, model, version))
+                fresh.smoke_test()
             except Exception as exc:
+                self._failed[(model, version)] = time.monotonic()
+                what = f"{model} v{version} does not load or predict ({type(exc).__name__}: {exc})"
                 if loaded is not None:
-                    self.log(
-                        f"{model} v{version} does not load ({type(exc).__name__}: {exc}); "
-                        f"v{loaded.version} keeps serving"
-                    )
+                    self.log(f"{what}; v{loaded.version} keeps serving {alias}")
                     return loaded
-                raise NotServed(
-                    503, "not_loadable", f"{model} v{version} does not load: {type(exc).__name__}: {exc}"
-                ) from exc
-            self._served[(model, alias)] = fresh
+                if first:
+                    raise NotServed(503, "not_loadable", what) from exc
+                self.log(what)
+                return None
+            self._served[key] = fresh
+            self._failed.pop((model, version), None)
             if loaded is not None:
                 self.log(f"{model}: {alias} v{loaded.version} -> v{version}")
             self._watch()
@@ -177,20 +220,23 @@ class ChampionPredictor:
     def _watch(self) -> None:
         import threading
 
-        if self._watcher is None:
-            self._watcher = threading.Thread(target=self._follow, name="champion-watch", daemon=True)
-            self._watcher.start()
+        with self._locks_lock:
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._follow, name="alias-watch", daemon=True)
+                self._watcher.start()
 
     def _follow(self) -> None:
         while not self._stop.wait(self.settings.serving.refresh_s):
             self.refresh()
 
     def refresh(self) -> None:
-        """Load every served alias's current version (what the watcher does each period)."""
+        """Load every followed alias's current version (what the watcher does each period)."""
         for model, alias in list(self._served):
             try:
                 version = self._alias(model, alias)
-                if version is not None:
+                if version is None:
+                    self._served[(model, alias)] = None
+                else:
                     self._load(model, alias, version)
             except Exception as exc:  # noqa: BLE001 - reported; the loaded version keeps serving
                 self.log(f"following {model}@{alias} failed: {type(exc).__name__}: {exc}")

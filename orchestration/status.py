@@ -115,9 +115,13 @@ def live_status(settings, model: str, spec) -> dict:
     from orchestration import history
     from orchestration.live_stats import wilson
     from orchestration.monitor import judge, watched
-    from pipelines.live import LiveLedger
+    from pipelines.live import LedgerError, LiveLedger
 
-    ledger = LiveLedger.of(settings, readonly=True)
+    try:
+        ledger = LiveLedger.of(settings, readonly=True)
+    except LedgerError as exc:
+        return {"metric": spec.live_metric, "unit": spec.live_unit, "versions": [], "monitor": str(exc),
+                "last_auto_rollback": None}  # fmt: skip
     try:
         versions = []
         for v in ledger.per_version(model):

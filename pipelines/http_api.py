@@ -20,6 +20,7 @@ request body and every status with its body. Run it with ``flywheel serve``.
 """
 
 import hmac
+import logging
 import random
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -298,8 +299,13 @@ def create_app(
         data, problem = await read_json(request)
         if problem is not None:
             return problem
-        try:
-            req = PredictRequest.model_validate(data)
+        inputs = data.get("inputs") if isinstance(data, dict) else None
+        if isinstance(inputs, list) and len(inputs) > settings.serving.max_batch:  # before decoding any image
+            return error(
+                413, "too_many", f"{len(inputs)} inputs; at most {settings.serving.max_batch} per request"
+            )
+        try:  # in a worker thread: each image is decoded whole to be checked
+            req = await run_in_threadpool(PredictRequest.model_validate, data)
         except ValidationError as exc:
             problems = [
                 {
@@ -312,16 +318,17 @@ def create_app(
             return error(
                 422, "invalid_request", f"{len(problems)} problem(s); nothing was predicted", errors=problems
             )
-        if len(req.inputs) > settings.serving.max_batch:
-            return error(
-                413, "too_many", f"{len(req.inputs)} inputs; at most {settings.serving.max_batch} per request"
-            )
         if predictor is None:
             return error(503, "not_serving", "this app was started without a predictor; run `flywheel serve`")
         try:
             served = await run_in_threadpool(predictor.predict, req.model_name, req.inputs)
         except NotServed as exc:
             return error(exc.status, exc.code, str(exc))
+        except Exception as exc:
+            logging.getLogger("flywheel.serving").exception("prediction failed")
+            return error(
+                503, "prediction_failed", f"the model failed on these inputs: {type(exc).__name__}: {exc}"
+            )
         from pipelines.predictions import PredictionRecord, new_prediction_id, now_utc
 
         when = now_utc()

@@ -295,6 +295,8 @@ class Ingestor:
             try:
                 action()
                 return
+            except IngestError:
+                raise  # a record that can never become a row: stop here, uncommitted (see sample_row)
             except Exception as exc:  # any store failure: retry, never skip the batch
                 if self.stop_event.is_set():
                     raise

@@ -6,15 +6,20 @@ offsets are committed) and read by the monitor and ``flywheel status``.
 
 - ``predictions``: every record of the prediction log (``pipelines.predictions``), kept
   ``monitor.retention_days`` for the join.
-- ``outcomes``: one row per labelled prediction: the version that made the prediction,
-  when it was made, when its verified answer came, and the task's live value (1/0 for a
-  correct/wrong label, PSNR dB for a restored image). A version is judged on the
-  predictions *it* made, whenever their labels arrive (label delay).
+- ``outcomes``: one row per labelled *served* prediction (key: its ``prediction_id``; a
+  later label of the same prediction replaces the earlier one, so a flood of feedback on
+  one prediction counts once): the version that made it, when it was made (the server's
+  clock), when its label was received (the ingestor's clock, not the client's), and the
+  task's live value (1/0 for a right/wrong label, PSNR dB for a restored image). A version
+  is judged on the predictions *it* made, whenever their labels arrive (label delay).
+  Feedback that names a version and a prediction itself, with no served prediction behind
+  it, is kept too (``served`` = 0, keyed by ``event_id``) but never judged by the monitor:
+  a client could claim anything there.
 - ``pending``: feedback whose ``prediction_id`` names a prediction not seen yet (the two
-  topics are read independently); completed when the prediction arrives.
+  topics are read independently); its outcome is recorded when the prediction arrives
+  (its Feast row keeps what the event said: the offline store keeps a sample's first row).
 
-Re-delivery after a crash between the write and the commit is harmless: rows are keyed by
-``prediction_id`` and ``event_id``.
+Re-delivery after a crash between the write and the commit is harmless: every row is keyed.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from flywheel.errors import FlywheelError
 from flywheel.layout import StateLayout
 from pipelines.predictions import PredictionRecord
 from pipelines.records import RoutedRecord
@@ -39,12 +45,17 @@ CREATE INDEX IF NOT EXISTS predictions_time ON predictions (predicted_at);
 CREATE TABLE IF NOT EXISTS outcomes (
     outcome_id TEXT PRIMARY KEY, model TEXT NOT NULL, version INTEGER NOT NULL,
     predicted_at REAL NOT NULL, labelled_at REAL NOT NULL, value REAL NOT NULL,
-    prediction_id TEXT, shadow INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS outcomes_version ON outcomes (model, version, shadow, predicted_at);
+    event_id TEXT NOT NULL, served INTEGER NOT NULL, shadow INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS outcomes_version ON outcomes (model, version, served, shadow, predicted_at);
 CREATE TABLE IF NOT EXISTS pending (
     event_id TEXT PRIMARY KEY, prediction_id TEXT NOT NULL, record TEXT NOT NULL, received_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS pending_prediction ON pending (prediction_id);
 """
+SCHEMA_VERSION = 2
+
+
+class LedgerError(FlywheelError):
+    """The live ledger cannot be opened or has another layout."""
 
 
 @dataclass(frozen=True)
@@ -82,14 +93,31 @@ class LiveLedger:
 
     def __init__(self, path: Path, readonly: bool = False):
         self.path = path
-        if readonly:
-            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) if path.exists() else None
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        self.db = None
+        try:
+            if readonly:
+                if path.exists():
+                    self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+                    self._check_version()
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            if self.db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                self.db.executescript(SCHEMA)
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._check_version()
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(
+                f"the live ledger {path} cannot be used ({exc}); move it aside and restart the "
+                "ingestor: a new one is started (live figures so far are in the moved file)"
+            ) from exc
+
+    def _check_version(self) -> None:
+        found = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if found != SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"layout version {found}, this Flywheel reads {SCHEMA_VERSION}")
 
     @classmethod
     def of(cls, settings, readonly: bool = False) -> LiveLedger:
@@ -146,8 +174,8 @@ class LiveLedger:
         if served is not None and served[1] == record.model_name:
             version, _, predicted_at, prediction = served
             record = record.with_prediction(str(version), prediction)
-            self._outcome(record.event_id, record, version, predicted_at, value_of, pid)
-            self._shadow_outcomes(record, pid, value_of)
+            self._outcome(pid, record, version, predicted_at, received, value_of, served=True)
+            self._shadow_outcomes(record, pid, received, value_of)
             return record
         if pid and served is None and version_number(record.model_version) is None:
             self.db.execute(
@@ -156,8 +184,9 @@ class LiveLedger:
             )
             return record
         version = version_number(record.model_version)
-        if version is not None:  # the event names the version (and its prediction) itself
-            self._outcome(record.event_id, record, version, record.event_time.timestamp(), value_of, pid)
+        if version is not None:  # the event names the version and its prediction itself
+            when = record.event_time.timestamp()
+            self._outcome(f"event:{record.event_id}", record, version, when, received, value_of, served=False)
         return record
 
     def _outcome(
@@ -166,52 +195,48 @@ class LiveLedger:
         record: RoutedRecord,
         version: int,
         predicted_at: float,
+        received: float,
         value_of,
-        pid,
-        shadow=False,
-    ):
+        served: bool,
+        shadow: bool = False,
+    ) -> None:
         value = value_of(record)
         if value is None:
             return
         self.db.execute(
-            "INSERT OR REPLACE INTO outcomes VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO outcomes VALUES (?,?,?,?,?,?,?,?,?)",
             (
                 outcome_id,
                 record.model_name,
                 version,
                 predicted_at,
-                record.event_time.timestamp(),
+                received,
                 float(value),
-                pid,
+                record.event_id,
+                int(served),
                 int(shadow),
             ),
         )
 
-    def _shadow_outcomes(self, record: RoutedRecord, pid: str, value_of) -> None:
+    def _shadow_outcomes(self, record: RoutedRecord, pid: str, received: float, value_of) -> None:
         """The candidate's shadow predictions beside ``pid``, judged on the same answer."""
         rows = self.db.execute(
             "SELECT prediction_id, version, predicted_at, prediction FROM predictions WHERE shadow_of=?",
             (pid,),
         ).fetchall()
         for shadow_id, version, predicted_at, prediction in rows:
-            answer = RoutedRecord(
-                {**record.event, "model_version": str(version), "prediction": json.loads(prediction)},
-                record.label,
-                record.low_confidence,
-                record.pii_masks,
-                record.origin,
-            )
+            answer = record.with_prediction(str(version), json.loads(prediction), replace=True)
             self._outcome(
-                f"{record.event_id}~{shadow_id}", answer, version, predicted_at, value_of, shadow_id, True
+                shadow_id, answer, version, predicted_at, received, value_of, served=True, shadow=True
             )
 
     def _complete_pending(self, prediction_id: str, value_of) -> None:
+        if self._prediction(prediction_id) is None:
+            return  # a shadow record arrived before its champion's: wait for that one
         rows = self.db.execute(
             "SELECT event_id, record, received_at FROM pending WHERE prediction_id=?", (prediction_id,)
         ).fetchall()
         for event_id, text, received in rows:
-            if self._prediction(prediction_id) is None:
-                return  # a shadow record arrived before its champion's: wait for that one
             self._join(RoutedRecord.from_json(text), value_of, received)
             self.db.execute("DELETE FROM pending WHERE event_id=?", (event_id,))
 
@@ -232,37 +257,47 @@ class LiveLedger:
         *,
         predicted_after: float | None = None,
         predicted_before: float | None = None,
+        max_delay: float | None = None,
         limit: int | None = None,
+        latest: bool = True,
         shadow: bool = False,
+        served: bool = True,
     ) -> list[Outcome]:
-        """The version's labelled predictions, the latest ``limit`` (by prediction time) in
-        the given prediction-time range, oldest first."""
+        """The version's labelled predictions in the prediction-time range, oldest first:
+        the latest ``limit`` of them (or the earliest, ``latest=False``); with ``max_delay``
+        only labels received within that many seconds of their prediction."""
         if self.db is None:
             return []
         sql = (
             "SELECT version, predicted_at, labelled_at, value, shadow FROM outcomes "
-            "WHERE model=? AND version=? AND shadow=?"
+            "WHERE model=? AND version=? AND shadow=? AND served=?"
         )
-        args: list = [model, version, int(shadow)]
-        if predicted_after is not None:
-            sql += " AND predicted_at >= ?"
-            args.append(predicted_after)
-        if predicted_before is not None:
-            sql += " AND predicted_at < ?"
-            args.append(predicted_before)
-        sql += " ORDER BY predicted_at DESC, outcome_id DESC"
+        args: list = [model, version, int(shadow), int(served)]
+        for clause, value in (
+            (" AND predicted_at >= ?", predicted_after),
+            (" AND predicted_at < ?", predicted_before),
+            (" AND labelled_at - predicted_at <= ?", max_delay),
+        ):
+            if value is not None:
+                sql += clause
+                args.append(value)
+        sql += (
+            " ORDER BY predicted_at DESC, outcome_id DESC" if latest else " ORDER BY predicted_at, outcome_id"
+        )
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
         rows = self.db.execute(sql, args).fetchall()
-        return [Outcome(v, p, lab, val, bool(s)) for v, p, lab, val, s in reversed(rows)]
+        found = [Outcome(v, p, lab, val, bool(s)) for v, p, lab, val, s in rows]
+        return found[::-1] if latest else found
 
     def per_version(self, model: str) -> list[VersionLive]:
+        """Each version's served, labelled predictions (what the monitor judges)."""
         if self.db is None:
             return []
         rows = self.db.execute(
             "SELECT version, COUNT(*), AVG(value), MIN(predicted_at), MAX(predicted_at) FROM outcomes "
-            "WHERE model=? AND shadow=0 GROUP BY version ORDER BY version",
+            "WHERE model=? AND shadow=0 AND served=1 GROUP BY version ORDER BY version",
             (model,),
         ).fetchall()
         return [VersionLive(*row) for row in rows]

@@ -9,14 +9,20 @@ This module owns the record's JSON shape; nobody else reads or writes it.
 
 from __future__ import annotations
 
+import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from flywheel.errors import BrokerError, FlywheelError
 from flywheel.jsonstrict import JsonProblem, loads_json
 from flywheel.kafka import Topics, producer_config
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class PredictionRecordError(FlywheelError):
@@ -62,6 +68,11 @@ class PredictionRecord:
 
     @classmethod
     def from_json(cls, value: bytes) -> PredictionRecord:
+        """Parse a record of the predictions topic; PredictionRecordError for anything this
+        module would not have written (ids, names, a version number, a plausible time)."""
+        from flywheel.events import MAX_FUTURE_SKEW, Id
+        from flywheel.names import MODEL_NAME_PATTERN
+
         try:
             data = loads_json(value)
         except (JsonProblem, UnicodeDecodeError) as exc:
@@ -69,29 +80,44 @@ class PredictionRecord:
         if not isinstance(data, dict):
             raise PredictionRecordError("prediction record is not a JSON object")
 
-        def get(name: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:
+        def get(name: str, kind: type, optional: bool = False) -> Any:
             value = data.get(name)
             if value is None and optional:
                 return None
             if not isinstance(value, kind) or isinstance(value, bool):
-                raise PredictionRecordError(f"prediction record field {name!r} is missing or not {kind}")
+                raise PredictionRecordError(
+                    f"prediction record field {name!r} is missing or not {kind.__name__}"
+                )
             return value
 
+        ids = TypeAdapter(Id)
         try:
-            when = datetime.fromisoformat(get("predicted_at", str))
-        except ValueError as exc:
+            pid = ids.validate_python(get("prediction_id", str))
+            shadow_of = get("shadow_of", str, optional=True)
+            if shadow_of is not None:
+                ids.validate_python(shadow_of)
+        except ValidationError as exc:
+            raise PredictionRecordError(
+                f"prediction record has a malformed id: {exc.errors()[0]['msg']}"
+            ) from exc
+        name = get("model_name", str)
+        if not re.fullmatch(MODEL_NAME_PATTERN, name):
+            raise PredictionRecordError(f"prediction record's model_name {name[:60]!r} is not a model name")
+        version = get("model_version", int)
+        if not 0 < version < 2**31:
+            raise PredictionRecordError(
+                f"prediction record's model_version {version} is not a registry version"
+            )
+        try:
+            when = datetime.fromisoformat(get("predicted_at", str)).astimezone(UTC)
+        except (ValueError, OverflowError) as exc:
             raise PredictionRecordError(f"prediction record's predicted_at: {exc}") from exc
-        if when.tzinfo is None:
-            raise PredictionRecordError("prediction record's predicted_at has no UTC offset")
-        return cls(
-            get("prediction_id", str),
-            get("model_name", str),
-            get("model_version", int),
-            get("task", str),
-            when.astimezone(UTC),
-            get("prediction", dict),
-            get("shadow_of", str, optional=True),
-        )
+        if not EARLIEST <= when <= datetime.now(UTC) + MAX_FUTURE_SKEW:
+            raise PredictionRecordError(f"prediction record's predicted_at {when.isoformat()} is implausible")
+        prediction = get("prediction", dict)
+        if not all(isinstance(k, str) and isinstance(v, str | int | float) for k, v in prediction.items()):
+            raise PredictionRecordError("prediction record's prediction is not a flat object")
+        return cls(pid, name, version, get("task", str), when, prediction, shadow_of)
 
 
 class PredictionLog:
@@ -135,10 +161,10 @@ class PredictionLog:
                     break
                 except BufferError:
                     self._producer.poll(0.05)
-        deadline = datetime.now(UTC).timestamp() + self.timeout_s
+        deadline = time.monotonic() + self.timeout_s
         while not done.is_set():
             self._producer.poll(0.01)  # serves the delivery callbacks of every thread's records
-            if datetime.now(UTC).timestamp() > deadline:
+            if time.monotonic() > deadline:
                 raise BrokerError(
                     f"Kafka did not confirm {left[0]} prediction record(s) within {self.timeout_s:.0f}s"
                 )

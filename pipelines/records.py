@@ -382,22 +382,37 @@ class RoutedRecord:
         value = self.event.get("prediction_id")
         return value if isinstance(value, str) else None
 
-    def with_prediction(self, model_version: str, prediction: dict[str, Any]) -> RoutedRecord:
+    def with_prediction(
+        self, model_version: str, prediction: dict[str, Any], replace: bool = True
+    ) -> RoutedRecord:
         """This record joined to the served prediction its ``prediction_id`` names (the live
-        ledger's join): the version that answered and its answer fill what the event left
-        out; what the event says itself is kept. An ``accepted`` feedback now vouches for
-        the joined label."""
+        ledger's join): the version that answered and its answer, as the prediction log has
+        them, replace what the event claims (``replace=False`` only fills what it left out).
+        An ``accepted`` feedback now vouches for the joined label."""
         event = dict(self.event)
-        event.setdefault("model_version", model_version)
-        if event.get("prediction") is None:
+        if replace or event.get("model_version") is None:
+            event["model_version"] = model_version
+        if replace or event.get("prediction") is None:
             event["prediction"] = dict(prediction)
         label = self.label
         feedback = event.get("feedback") or {}
-        if label is None and feedback.get("accepted") is True:
+        if feedback.get("accepted") is True:
             label = event["prediction"].get("label")
         return RoutedRecord(
             event, label, self.low_confidence, self.pii_masks, self.origin, self.text_truncated
         )
+
+    @property
+    def given_target_png_b64(self) -> str | None:
+        """The target image the feedback itself gives (not an accepted prediction)."""
+        value = (self.event.get("feedback") or {}).get("target_png_b64")
+        return value if isinstance(value, str) else None
+
+    @property
+    def accepted(self) -> bool | None:
+        """The feedback's verdict on the prediction (``accepted``), if it gave one."""
+        value = (self.event.get("feedback") or {}).get("accepted")
+        return value if isinstance(value, bool) else None
 
 
 _JSON_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|([\"\\/bfnrt]))")

@@ -2,7 +2,8 @@
 
 ``pending`` lists review-topic items (routed records) not yet labelled; ``label`` sends the reviewer's
 answer back into ``feedback.raw`` as a new event (``review_event_id``: ``<event_id>.review``,
-``label_source=review``, ``prediction_id`` = the reviewed event) and records the decision
+``label_source=review``, the reviewed prediction's ``prediction_id`` when it was served by
+``/v1/predict``) and records the decision
 in a ledger (``<state_dir>/review/labelled.jsonl``), so an item is labelled once.
 """
 
@@ -88,7 +89,7 @@ def review_event(item: RoutedRecord, answer: str, reviewer: str) -> dict:
         label_source="review",
         source=f"review:{reviewer}"[:64],
         model_version=item.model_version,
-        prediction_id=item.event_id,
+        prediction_id=item.prediction_id,  # the served prediction reviewed, if it was one
     )
 
 

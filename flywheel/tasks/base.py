@@ -181,6 +181,11 @@ class TaskSpec:
         return pd.DataFrame({cls.serving_input: [getattr(i, cls.serving_input) for i in inputs]})
 
     @classmethod
+    def serving_smoke(cls) -> Any:
+        """One input ``serve`` must answer (a version is smoke-tested on it before it serves)."""
+        raise NotImplementedError
+
+    @classmethod
     def answer(cls, row: dict[str, Any]) -> dict[str, Any]:
         """One row of ``serve``'s output as the feedback contract's ``prediction`` object."""
         raise NotImplementedError

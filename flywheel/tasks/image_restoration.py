@@ -394,19 +394,29 @@ class ImageRestoration(TaskSpec):
         return pd.DataFrame({"image_png_b64": texts})
 
     @classmethod
+    def serving_smoke(cls):
+        import numpy as np
+        import pandas as pd
+
+        from flywheel.images import png_b64
+
+        ramp = np.tile(np.arange(0, 256, 16, dtype=np.uint8)[:, None, None], (1, 16, 3))
+        return pd.DataFrame({"image_png_b64": [png_b64(ramp)]})
+
+    @classmethod
     def answer(cls, row: dict[str, Any]) -> dict[str, Any]:
         return {"image_png_b64": str(row["image_png_b64"])}
 
     @classmethod
     def live_value(cls, record) -> float | None:
-        """PSNR (dB) of the predicted image against the verified target (an accepted
-        prediction is its own target: 100 dB, the cap). The PNGs were checked by the event
-        contract (or written by the serving app): decoded within the largest allowed size."""
+        """PSNR (dB) of the predicted image against the target the user gave. Only explicit
+        targets count: an accept (or a reject) says nothing about the pixels. The PNGs were
+        checked by the event contract (or written by the serving app)."""
         import numpy as np
 
         from flywheel.images import ImageError, ImageLimits, decode_png_b64
 
-        predicted, target = record.prediction_png_b64, record.target_png_b64
+        predicted, target = record.prediction_png_b64, record.given_target_png_b64
         if predicted is None or target is None:
             return None
         try:

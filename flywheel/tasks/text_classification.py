@@ -437,13 +437,24 @@ class TextClassification(TaskSpec):
         return golden[["text"]]
 
     @classmethod
+    def serving_smoke(cls):
+        import pandas as pd
+
+        return pd.DataFrame({"text": ["a smoke test of the served version"]})
+
+    @classmethod
     def answer(cls, row: dict[str, Any]) -> dict[str, Any]:
         return {"label": str(row["label"]), "confidence": float(row["confidence"])}
 
     @classmethod
     def live_value(cls, record) -> float | None:
-        """1 when the verified label is the predicted one, else 0."""
-        if record.label is None or record.prediction_label is None:
+        """1 when the verified label is the predicted one (or the user accepted it), 0 when it
+        is another (or the user rejected the prediction)."""
+        if record.prediction_label is None:
+            return None
+        if record.accepted is False and record.label is None:
+            return 0.0
+        if record.label is None:
             return None
         return float(record.label == record.prediction_label)
 

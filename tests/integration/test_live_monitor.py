@@ -106,8 +106,8 @@ def test_a_worse_version_forced_in_is_rolled_back_automatically_once(settings, c
         run_bounded(s, stops)
         Ingestor(s, store).run(until_caught_up=True)
         live = {v["version"]: v for v in model_status(s, "sentiment")["live"]["versions"]}
-        # v1: its 200 served predictions, and the 200 "bad" events that named v1 themselves
-        assert live[1]["n"] == 400 and live[2]["n"] == 200, live
+        # served predictions only (the 200 "bad" events that named v1 themselves are not judged)
+        assert live[1]["n"] == 200 and live[2]["n"] == 200, live
 
         config = s.write_resolved(s.state_dir / "flywheel.yaml")
         cron = subprocess.run(
@@ -127,7 +127,9 @@ def test_a_worse_version_forced_in_is_rolled_back_automatically_once(settings, c
     assert [e.action for e in entries][-2:] == ["force-promote", "auto-rollback"]
     assert "an engineer overrides the gate" in entries[-2].reason and entries[-2].actor
     evidence = entries[-1].evidence
-    assert evidence["worse"] and evidence["n_new"] == 200 and evidence["n_old"] == 200
+    # planned looks at 80, 160, 320: v2's first 160 against v1's last 200, each look at 5 % / 3
+    assert evidence["worse"] and evidence["n_new"] == 160 and evidence["n_old"] == 200
+    assert evidence["looks"] == [80, 160, 320] and evidence["confidence"] == pytest.approx(1 - 0.05 / 3)
     assert evidence["upper"] < -s.monitor.tolerance.get("text-classification", 0.02)
     assert {"interval_new", "interval_old", "p_value", "test"} <= set(evidence)
     assert json.loads(registry.version_tags("sentiment", 2)[AUTO_ROLLED_BACK])["worse"] is True

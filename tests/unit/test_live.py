@@ -39,8 +39,28 @@ def test_feedback_with_only_a_prediction_id_is_joined_to_the_served_version(tmp_
     assert [r.prediction_label for r in joined] == ["positive", "negative", "positive"]
     assert joined[2].label == "positive"  # 'accepted' vouches for the joined prediction
     outcomes = ledger.outcomes("sentiment", 3)
-    assert sorted(o.value for o in outcomes) == [0.0, 1.0, 1.0]
+    assert sorted(o.value for o in outcomes) == [0.0, 1.0]  # one outcome per served prediction
     assert all(o.predicted_at == T0.timestamp() for o in outcomes)
+
+
+def test_a_flood_of_feedback_on_one_prediction_counts_once_and_the_served_answer_wins(tmp_path):
+    ledger = LiveLedger(tmp_path / "live.sqlite")
+    claims = [feedback(i, "p-1", label="negative") for i in range(50)]
+    lying = feedback(99, "p-1", label="positive", prediction={"label": "negative", "confidence": 0.1})
+    joined = ledger.ingest([served("p-1", 3, "positive")], [*claims, lying], live_value)
+    assert ledger.counts()["outcomes"] == 1
+    assert [o.value for o in ledger.outcomes("sentiment", 3)] == [1.0]  # the last label, the served answer
+    assert joined[-1].prediction_label == "positive" and joined[-1].model_version == "3"
+
+
+def test_a_rejected_prediction_counts_as_wrong(tmp_path):
+    ledger = LiveLedger(tmp_path / "live.sqlite")
+    rejected = feedback(1, "p-1", label=None)
+    rejected = RoutedRecord.of(
+        validate_event({**rejected.event, "feedback": {"accepted": False}}), False, 0, Origin("t.raw", 0, 1)
+    )
+    ledger.ingest([served("p-1", 3, "positive")], [rejected], live_value)
+    assert [o.value for o in ledger.outcomes("sentiment", 3)] == [0.0]
 
 
 def test_feedback_before_its_prediction_waits_and_is_completed(tmp_path):
@@ -60,7 +80,9 @@ def test_redelivery_is_harmless_and_a_named_version_still_counts(tmp_path):
     assert ledger.counts()["outcomes"] == 1
     own = RoutedRecord.of(validate_event(make_event(9, model_version="v4")), False, 0, Origin("t.raw", 0, 9))
     ledger.ingest([], [own], live_value)
-    assert [o.value for o in ledger.outcomes("sentiment", 4)] == [1.0]
+    # kept, but never judged: no served prediction stands behind a version an event names itself
+    assert ledger.outcomes("sentiment", 4) == []
+    assert [o.value for o in ledger.outcomes("sentiment", 4, served=False)] == [1.0]
 
 
 def test_another_models_prediction_id_is_not_joined(tmp_path):
@@ -136,4 +158,41 @@ def test_the_image_live_value_is_the_psnr_of_the_prediction_against_the_target()
             feedback={"accepted": True},
         )
     )
-    assert ImageRestoration.live_value(RoutedRecord.of(same, False, 0, Origin("t.raw", 0, 2))) == 100.0
+    # an accept says nothing about the pixels: no PSNR from it
+    assert ImageRestoration.live_value(RoutedRecord.of(same, False, 0, Origin("t.raw", 0, 2))) is None
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        b"\xff",
+        b"[]",
+        b'{"prediction_id": "p-1"}',
+        b'{"model_name": "m", "model_version": 1, "task": "t",'
+        b' "predicted_at": "2026-11-01T00:00:00+00:00", "prediction": {}}',
+        b'{"prediction_id": "p 1", "model_name": "m", "model_version": 1, "task": "t",'
+        b' "predicted_at": "2026-11-01T00:00:00+00:00", "prediction": {}}',
+        b'{"prediction_id": "p-1", "model_name": "m", "model_version": 99999999999999999999, "task": "t",'
+        b' "predicted_at": "2026-11-01T00:00:00+00:00", "prediction": {}}',
+        b'{"prediction_id": "p-1", "model_name": "m", "model_version": 1, "task": "t",'
+        b' "predicted_at": "0001-01-01T00:00:00+01:00", "prediction": {}}',
+        b'{"prediction_id": "p-1", "model_name": "m", "model_version": 1, "task": "t",'
+        b' "predicted_at": "2999-01-01T00:00:00+00:00", "prediction": {}}',
+        b'{"prediction_id": "p-1", "model_name": "../m", "model_version": 1, "task": "t",'
+        b' "predicted_at": "2026-11-01T00:00:00+00:00", "prediction": {}}',
+        b'{"prediction_id": "p-1", "model_name": "m", "model_version": true, "task": "t",'
+        b' "predicted_at": "2026-11-01T00:00:00+00:00", "prediction": {}}',
+        b'{"prediction_id": "p-1", "model_name": "m", "model_version": 1, "task": "t",'
+        b' "predicted_at": "2026-11-01T00:00:00+00:00", "prediction": {"label": {"deep": 1}}}',
+    ],
+)
+def test_a_forged_prediction_record_is_refused_with_a_reason(forged):
+    from pipelines.predictions import PredictionRecordError
+
+    with pytest.raises(PredictionRecordError, match="prediction record"):
+        PredictionRecord.from_json(forged)
+
+
+def test_a_prediction_record_round_trips():
+    record = served("p-1", 3, "positive", shadow_of="p-0")
+    assert PredictionRecord.from_json(record.to_json()) == record

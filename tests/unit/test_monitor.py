@@ -63,7 +63,7 @@ def traffic(ledger, version: int, start: datetime, n: int, accuracy: float, tag:
     """``n`` labelled predictions of ``version`` from ``start``, one a second, ``accuracy`` of them right."""
     preds, records = [], []
     for i in range(n):
-        right = i < round(n * accuracy)
+        right = int((i + 1) * accuracy) > int(i * accuracy)  # spread evenly over time
         label = "positive" if right else "negative"
         pid = f"{tag}-{i}"
         at = start + timedelta(seconds=i)
@@ -104,7 +104,9 @@ def test_a_worse_champion_is_rolled_back_once_with_evidence(settings):
     result = check_model(settings, registry, ledger, "sentiment", now)
     assert result.state == "rolled-back" and registry.rollbacks[0]["to"] == 3
     evidence = registry.rollbacks[0]["evidence"]
-    assert evidence["n_old"] == 400 and evidence["n_new"] == 440 and evidence["worse"] is True
+    # the 4th planned look (50, 100, 200, 400, 800): B's first 400 against A's last 400
+    assert evidence["n_old"] == 400 and evidence["n_new"] == 400 and evidence["worse"] is True
+    assert evidence["looks"] == [50, 100, 200, 400, 800] and evidence["confidence"] == pytest.approx(0.99)
     assert evidence["promotion"] == "force-promote" and evidence["upper"] < -0.02
     # the rollback is not a promotion: nothing is watched until the next one, so no flapping
     again = check_model(settings, registry, ledger, "sentiment", now + timedelta(hours=2))
@@ -119,7 +121,8 @@ def test_label_delay_old_predictions_labelled_late_still_count_for_the_old_versi
     traffic(ledger, 4, switch + timedelta(seconds=1), 300, 0.7, "new")
     traffic(ledger, 3, switch - timedelta(minutes=10), 300, 0.7, "old")  # labels arrive after the switch
     result = check_model(settings, FakeRegistry(settings, champion=4), ledger, "sentiment", now)
-    assert result.state == "held" and result.comparison.n_old == 300 and result.comparison.n_new == 300
+    assert result.state == "held" and result.comparison.n_old == 300 and result.comparison.n_new == 200
+    assert "next look at 400" in result.message
 
 
 def test_no_automatic_rollback_within_the_cooldown(settings):
@@ -185,12 +188,12 @@ def test_an_alert_is_posted_to_the_webhook_and_a_dead_webhook_is_only_reported(s
         said: list[str] = []
         alert(hooked, result, said.append)
         assert received and received[0]["model"] == "sentiment" and received[0]["state"] == "rolled-back"
-        assert not said
+        assert said == ["ALERT sentiment: rolled-back: champion v4 -> v3: live accuracy worse"]
     finally:
         server.shutdown()
     dead = settings.model_copy(update={"monitor": settings.monitor.model_copy(update={"webhook_url": url})})
     alert(dead, result, said.append)  # the server is gone: reported, not raised
-    assert said and "alert webhook" in said[0]
+    assert "alert webhook" in said[-1]
 
 
 def test_a_webhook_must_be_http():
@@ -198,3 +201,42 @@ def test_a_webhook_must_be_http():
 
     with pytest.raises(ConfigError, match="not an http"):
         load_settings(monitor={"webhook_url": "file:///etc/passwd"})
+
+
+def test_looking_after_every_batch_of_labels_keeps_false_rollbacks_rare(settings):
+    """Two equally good versions, the monitor run after every 25 new labels up to 1,600: with
+    the planned looks (each at alpha / K) a rollback is rare; judging every run at alpha is not."""
+    import random
+
+    from flywheel.tasks.text_classification import TextClassification
+    from orchestration.monitor import Watch, judge
+    from pipelines.live import Outcome
+
+    class Ledger:
+        def __init__(self, new, old):
+            self.new, self.old = new, old
+
+        def outcomes(self, model, version, *, limit=None, latest=True, **_):
+            found = self.new if version == 2 else self.old
+            return found[:limit] if not latest else found[-limit:]
+
+    rng = random.Random(3)
+    s = settings.model_copy(update={"monitor": settings.monitor.model_copy(update={"min_labelled": 100})})
+    now = datetime.now(UTC)
+    watch = Watch("sentiment", 2, 1, now - timedelta(hours=1), "promote")
+    alarms = naive = 0
+    for _ in range(200):
+        old = [Outcome(1, 0.0, 0.0, float(rng.random() < 0.75)) for _ in range(1000)]
+        new = [Outcome(2, 0.0, 0.0, float(rng.random() < 0.75)) for _ in range(1600)]
+        states = {
+            judge(s, Ledger(new[:n], old), TextClassification, watch, now).state for n in range(25, 1601, 25)
+        }
+        alarms += "worse" in states
+        from orchestration.live_stats import compare
+
+        naive += any(
+            compare("accuracy", [o.value for o in new[:n]], [o.value for o in old], 0.02).worse
+            for n in range(100, 1601, 25)
+        )
+    assert alarms / 200 <= 0.05, alarms
+    assert naive > alarms  # what the planned looks protect against

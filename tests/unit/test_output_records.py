@@ -163,11 +163,9 @@ def test_a_review_label_is_a_valid_event_answering_the_routed_one():
 
     item = RoutedRecord.from_json(routed(feedback=None).to_json())
     event = validate_event(review_event(item, "negative", "ann"))
-    assert (event.event_id, event.prediction_id, event.label_source) == (
-        "evt-000007.review",
-        "evt-000007",
-        "review",
-    )
+    assert (event.event_id, event.prediction_id, event.label_source) == ("evt-000007.review", None, "review")
+    served = RoutedRecord.from_json(routed(feedback=None, prediction_id="p-42").to_json())
+    assert validate_event(review_event(served, "negative", "ann")).prediction_id == "p-42"
     assert (event.source, event.verified_label, event.input.text) == ("review:ann", "negative", item.text)
     assert event.prediction is not None and event.prediction.confidence == 0.9
 

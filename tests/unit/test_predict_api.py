@@ -124,3 +124,13 @@ def test_shadow_predictions_are_logged_beside_the_answer_and_never_returned():
     served, shadow = log.records
     assert shadow.shadow_of == served.prediction_id and shadow.model_version == 4
     assert shadow.prediction["label"] == "neutral"
+
+
+def test_a_model_that_fails_answers_503_with_the_reason():
+    class Broken(FakePredictor):
+        def predict(self, model_name, inputs):
+            raise RuntimeError("CUDA out of memory")
+
+    r = api(Broken()).post("/v1/predict", json=body("good"))
+    assert r.status_code == 503 and r.json()["error"] == "prediction_failed"
+    assert "CUDA out of memory" in r.json()["message"]
