@@ -67,7 +67,7 @@ def traffic_events(
                 label_source="user" if feedback else "system",
                 source="demo-app",
                 event_time=now,
-                model_version=served.model_version,
+                model_version=answer["model_version"],
                 prediction_id=answer["prediction_id"],
             )
         )

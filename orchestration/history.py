@@ -24,7 +24,7 @@ def actor() -> str:
 
 def record(state_dir: Path, model: str, action: str, **fields) -> dict:
     entry = {
-        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "time": datetime.now(UTC).isoformat(timespec="microseconds"),  # the monitor splits traffic at it
         "model": model,
         "action": action,
         "actor": actor(),

@@ -207,8 +207,9 @@ def _event_id_of(value: bytes) -> str | None:
 
 @dataclass(frozen=True)
 class Predictions:
-    """What ``POST /v1/predict`` answered: the version and one prediction per input (each with
-    its ``prediction_id``; ``label`` and ``confidence``, or ``image_png_b64``)."""
+    """What ``POST /v1/predict`` answered: one prediction per input, each with its
+    ``prediction_id``, ``model_version`` and ``label`` and ``confidence`` (or ``image_png_b64``);
+    ``model_version`` here is the last request's."""
 
     model_name: str
     model_version: str
@@ -239,25 +240,36 @@ class ServingClient:
         token = settings.http.auth_token.get_secret_value() if settings.http.auth_token else None
         return cls(f"http://{settings.http.host}:{settings.http.port}", token, **kwargs)
 
-    def predict(self, model_name: str, inputs: Iterable[str | dict[str, Any]]) -> Predictions:
+    def predict(
+        self, model_name: str, inputs: Iterable[str | dict[str, Any]], batch_size: int = 64
+    ) -> Predictions:
         """Predict with ``model_name``'s champion; an input is a text or an input object
-        (``{"text": ...}`` or ``{"image_png_b64": ...}``). ServingError when not answered."""
-        items = [{"text": x} if isinstance(x, str) else x for x in inputs]
+        (``{"text": ...}`` or ``{"image_png_b64": ...}``). Many inputs are sent in requests of
+        ``batch_size`` (the server's ``serving.max_batch``); each prediction carries the
+        ``model_version`` that made it (a promotion may land between two requests).
+        ServingError when not answered."""
         import httpx
 
-        try:
-            answer = self._http.post("/v1/predict", json={"model_name": model_name, "inputs": items})
-        except httpx.HTTPError as exc:
-            raise ServingError(0, "unreachable", f"{exc}; is `flywheel serve` running?") from exc
-        body = _json_or_none(answer)
-        if answer.status_code != 200 or not isinstance(body, dict):
-            body = body if isinstance(body, dict) else {}
-            raise ServingError(
-                answer.status_code,
-                str(body.get("error", "http_error")),
-                str(body.get("message", answer.text[:500])),
-            )
-        return Predictions(body["model_name"], body["model_version"], body["predictions"])
+        items = [{"text": x} if isinstance(x, str) else x for x in inputs]
+        predictions: list[dict[str, Any]] = []
+        version = ""
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            try:
+                answer = self._http.post("/v1/predict", json={"model_name": model_name, "inputs": chunk})
+            except httpx.HTTPError as exc:
+                raise ServingError(0, "unreachable", f"{exc}; is `flywheel serve` running?") from exc
+            body = _json_or_none(answer)
+            if answer.status_code != 200 or not isinstance(body, dict):
+                body = body if isinstance(body, dict) else {}
+                raise ServingError(
+                    answer.status_code,
+                    str(body.get("error", "http_error")),
+                    str(body.get("message", answer.text[:500])),
+                )
+            version = body["model_version"]
+            predictions += [{**p, "model_version": version} for p in body["predictions"]]
+        return Predictions(model_name, version, predictions)
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Until ``/healthz`` answers (the app is starting), or ServingError."""

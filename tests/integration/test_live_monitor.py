@@ -77,7 +77,7 @@ def test_a_worse_version_forced_in_is_rolled_back_automatically_once(settings, c
     s = s.model_copy(
         update={
             "serving": s.serving.model_copy(update={"refresh_s": 0.5}),
-            "monitor": s.monitor.model_copy(update={"min_labelled": 80, "window_labelled": 400}),
+            "monitor": s.monitor.model_copy(update={"min_labelled": 100, "window_labelled": 200}),
         }
     )
     seed = corpus[corpus.domain == "general"].sample(240, random_state=3)
@@ -90,8 +90,8 @@ def test_a_worse_version_forced_in_is_rolled_back_automatically_once(settings, c
     second = retrain(s.model_copy(update={"training": fast}), "sentiment", feast_store=store, progress=False)
     assert second.version == 2 and second.status == "rejected", second.reasons
 
-    traffic = corpus[~corpus.sample_id.isin(seed.sample_id) & ~corpus.sample_id.isin(bad.sample_id)]
-    before, after = traffic.sample(200, random_state=6), traffic.sample(200, random_state=7)
+    # Users send the texts v2 learnt wrong, with their true labels: the same 200 before and after.
+    before = after = bad
     registry = Registry(s)
     with TestClient(create_app(s, predictor=ChampionPredictor(s))) as api:
         version, answers = predict(api, list(before.text))
@@ -127,9 +127,9 @@ def test_a_worse_version_forced_in_is_rolled_back_automatically_once(settings, c
     assert [e.action for e in entries][-2:] == ["force-promote", "auto-rollback"]
     assert "an engineer overrides the gate" in entries[-2].reason and entries[-2].actor
     evidence = entries[-1].evidence
-    # planned looks at 80, 160, 320: v2's first 160 against v1's last 200, each look at 5 % / 3
-    assert evidence["worse"] and evidence["n_new"] == 160 and evidence["n_old"] == 200
-    assert evidence["looks"] == [80, 160, 320] and evidence["confidence"] == pytest.approx(1 - 0.05 / 3)
+    # planned looks at 100 and 200: v2's first 200 against v1's last 200, each look at 5 % / 2
+    assert evidence["worse"] and evidence["n_new"] == 200 and evidence["n_old"] == 200
+    assert evidence["looks"] == [100, 200] and evidence["confidence"] == pytest.approx(0.975)
     assert evidence["upper"] < -s.monitor.tolerance.get("text-classification", 0.02)
     assert {"interval_new", "interval_old", "p_value", "test"} <= set(evidence)
     assert json.loads(registry.version_tags("sentiment", 2)[AUTO_ROLLED_BACK])["worse"] is True
