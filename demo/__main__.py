@@ -160,7 +160,7 @@ def final_act(settings, serving, rows, final, rng, truth, console) -> dict:
     back = registry.alias_version(MODEL, CHAMPION)
     wait_for(lambda: serving.predict(MODEL, ["hello"]).model_version == str(back), 60, "serving again", STATE)
     console.print(f"  champion: v{back}; /v1/predict answers with v{back} again")
-    rows[-1]["verdict"] += ", forced, auto-rolled-back" if results[0].state == "rolled-back" else ", forced"
+    rows[-1]["then"] = "forced in; auto-rolled back" if results[0].state == "rolled-back" else "forced in"
     return {
         "state": results[0].state,
         "status": live_status(settings, MODEL, spec_class("text-classification")),

@@ -76,6 +76,7 @@ def report(
         "baseline (golden)" if baseline != "probe" else "probe (golden)",
         f"old-set {short}",
         "verdict",
+        *(["then"] if any(r.get("then") for r in rows) else []),
         title="versions",
         caption=caption,
     )
@@ -88,6 +89,7 @@ def report(
             "-" if r["probe"] is None else f"{r['probe']:.3f}",
             f"{r['old']:.3f}",
             r["verdict"],
+            *([r.get("then", "")] if any(x.get("then") for x in rows) else []),
         )
     console.print(table)
     live_lines = live_section(console, settings, model, live, folder) if live else []
@@ -114,12 +116,13 @@ def report(
         f"# Flywheel demo: {model}",
         "",
         f"| version | data | new samples | golden {short} | {baseline} (golden) "
-        f"| old-set {short} | verdict |",
-        "|---|---|---|---|---|---|---|",
+        f"| old-set {short} | verdict | then |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| v{r['version']} | {r['kind']} | {r['new']} | {r['golden']:.3f} "
-        f"| {'-' if r['probe'] is None else format(r['probe'], '.3f')} | {r['old']:.3f} | {r['verdict']} |"
+        f"| {'-' if r['probe'] is None else format(r['probe'], '.3f')} | {r['old']:.3f} | {r['verdict']} "
+        f"| {r.get('then', '')} |"
         for r in rows
     ]
     lines += [

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+GAP_S = 30.0  # predictions further apart than this (per hour plotted) are not joined by a line
+PLOTTED = 20_000  # the latest labelled predictions plotted per version
 MARKS = {"promote": "green", "force-promote": "orange", "rollback": "grey", "auto-rollback": "red"}
 
 
@@ -29,11 +31,17 @@ def plot_live(ledger, entries, model: str, spec, path: Path, window: int = 50) -
 
     fig, ax = plt.subplots(figsize=(8, 4))
     for live in ledger.per_version(model):
-        outcomes = ledger.outcomes(model, live.version)
+        outcomes = ledger.outcomes(model, live.version, limit=PLOTTED)
         if not outcomes:
             continue
-        xs = [datetime.fromtimestamp(o.predicted_at, UTC) for o in outcomes]
-        ax.plot(xs, rolling([o.value for o in outcomes], window), label=f"v{live.version} (n={live.n})")
+        xs: list = [datetime.fromtimestamp(o.predicted_at, UTC) for o in outcomes]
+        ys: list = rolling([o.value for o in outcomes], window)
+        gap = GAP_S * (1 + (outcomes[-1].predicted_at - outcomes[0].predicted_at) // 3600)
+        for i in range(len(outcomes) - 1, 0, -1):  # no line across a stretch with no predictions
+            if outcomes[i].predicted_at - outcomes[i - 1].predicted_at > gap:
+                xs.insert(i, xs[i])
+                ys.insert(i, float("nan"))
+        ax.plot(xs, ys, ".-", markersize=2, linewidth=1, label=f"v{live.version} (n={live.n})")
     for e in entries:
         colour = MARKS.get(e.action)
         if colour is None:

@@ -124,7 +124,7 @@ def quiet_mlflow() -> None:
     # MLflow's own SQLAlchemy use (its ``noload`` loader strategy), and its request that a
     # pyfunc's predict carry type hints: nothing a Flywheel user can act on.
     warnings.filterwarnings("ignore", message=r".*``noload`` loader strategy is deprecated.*")
-    warnings.filterwarnings("ignore", message=r"Add type hints to the `predict` method.*")
+    warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")  # ANSI-coloured
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial ... tables"
 

@@ -24,6 +24,10 @@ def serving_meta(spec, labels: list[str], record) -> dict:
 
 
 class AdapterModel(mlflow.pyfunc.PythonModel):
+    # The task's spec checks the input; MLflow's type-hint validation (and its request, in
+    # colour, for type hints on ``predict``) has nothing to add.
+    _skip_type_hint_validation = True
+
     def load_context(self, context):
         from flywheel.tasks import spec_class
         from training.trainer import load_adapter_model
