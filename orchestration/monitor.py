@@ -27,7 +27,6 @@ and the registry never rolls back *onto* a version an automatic rollback took ou
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +35,6 @@ from orchestration import history
 from orchestration.live_plot import log_live_plot
 from orchestration.live_stats import LiveComparison, compare
 
-LOG = logging.getLogger("flywheel.monitor")
 WATCHED = ("promote", "force-promote")
 ROLLBACKS = ("rollback", "auto-rollback")
 
@@ -280,7 +278,6 @@ def send_alerts(settings, registry, model: str, result: MonitorResult, log: Call
 def alert(settings, result: MonitorResult, log: Callable[[str], None], evidence: dict | None = None) -> None:
     """An alert: a log line, and a JSON POST to ``monitor.webhook_url`` when set (a failed
     webhook is reported, never raised: the rollback already happened)."""
-    LOG.warning("ALERT %s: %s: %s", result.model, result.state, result.message)
     log(f"ALERT {result.model}: {result.state}: {result.message}")
     url = settings.monitor.webhook_url
     if not url:

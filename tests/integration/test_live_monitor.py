@@ -61,6 +61,16 @@ def feedback_values(rows, answers, prefix: str) -> list[bytes]:
     return values
 
 
+def flywheel(config, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flywheel.cli", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+
+
 def merge(a: dict[int, int], b: dict[int, int]) -> dict[int, int]:
     return {p: max(a.get(p, 0), b.get(p, 0)) for p in {*a, *b}}
 
@@ -98,7 +108,11 @@ def test_a_worse_version_forced_in_is_rolled_back_automatically_once(settings, c
         assert version == "1" and all(a["prediction_id"].startswith("p-") for a in answers)
         stops = produce_raw(s, feedback_values(before, answers, "live-a"))
 
-        assert registry.force_promote("sentiment", 2, "an engineer overrides the gate") == (1, 2)
+        config = s.write_resolved(s.state_dir / "flywheel.yaml")
+        forced = flywheel(
+            config, "promote", "sentiment", "2", "--force", "--reason", "an engineer overrides the gate"
+        )
+        assert forced.returncode == 0 and "champion v1 -> v2" in forced.stdout, forced.stdout + forced.stderr
         wait_version(api, list(before.text[:2]), "2")
         version, answers = predict(api, list(after.text))
         stops = merge(stops, produce_raw(s, feedback_values(after, answers, "live-b")))
@@ -109,14 +123,7 @@ def test_a_worse_version_forced_in_is_rolled_back_automatically_once(settings, c
         # served predictions only (the 200 "bad" events that named v1 themselves are not judged)
         assert live[1]["n"] == 200 and live[2]["n"] == 200, live
 
-        config = s.write_resolved(s.state_dir / "flywheel.yaml")
-        cron = subprocess.run(
-            [sys.executable, "-m", "flywheel.cli", "--config", str(config), "monitor", "--once"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            cwd=ROOT,
-        )
+        cron = flywheel(config, "monitor", "--once")
         assert cron.returncode == 0 and "monitor sentiment: rolled-back" in cron.stdout, (
             cron.stdout + cron.stderr
         )

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from flywheel.broker import free_port, port_open
@@ -287,6 +288,12 @@ def test_flywheel_run_starts_restarts_a_crashed_part_and_stops_cleanly(tmp_path)
         parts = health()
         assert set(parts) == {"stream", "ingest", "http"} and all(p["running"] for p in parts.values()), parts
         assert port_open("127.0.0.1", port)
+        # the HTTP part serves predictions too (`flywheel serve`): no model yet, a clear 404
+        answer = httpx.post(
+            f"http://127.0.0.1:{s.http.port}/v1/predict",
+            json={"model_name": "none", "inputs": [{"text": "x"}]},
+        )
+        assert answer.status_code == 404 and answer.json()["error"] == "no_champion", answer.text
 
         os.kill(parts["ingest"]["pid"], signal.SIGKILL)  # a crashed part comes back
         deadline = time.monotonic() + 60
