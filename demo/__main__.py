@@ -29,7 +29,7 @@ import time
 from rich.console import Console
 
 from demo.report import report, version_row
-from demo.stack import fresh_start, wait_for
+from demo.stack import fresh_start, send, wait_for
 from demo.traffic import MODEL, STATE, corpus_split, demo_settings, traffic_events
 from pipelines.stats import accounting
 
@@ -91,21 +91,15 @@ def main() -> None:
 def traffic_round(settings, serving, chunk, i, corrupt, rng, truth, console, feedback_rate=0.7):
     """One round: the champion answers through POST /v1/predict, users send feedback naming
     each prediction_id (plus malformed and resent events), the stream job catches up."""
-    from pipelines.sdk import FeedbackClient
     from pipelines.stats import wait_until_balanced
 
     served = serving.predict(MODEL, list(chunk["text"]))
     events, bad, dups, round_truth = traffic_events(chunk, served, i, corrupt, rng, feedback_rate)
     truth.update(round_truth)
-    with FeedbackClient(settings) as client:
-        result = client.submit_many(events)
-        # A buggy producer's bytes, unvalidated: the stream job sends them to the DLQ.
-        raw = client.send_raw(bad + dups)
-    if raw.failed or result.failed:
-        raise RuntimeError("the broker did not confirm some of the demo's events")
+    accepted = send(settings, events, bad + dups)
     console.print(
         f"  v{served.model_version} predicted {len(chunk)} texts (POST /v1/predict); sent "
-        f"{len(result.accepted)} events, {len(bad)} malformed, {len(dups)} duplicates"
+        f"{accepted} events, {len(bad)} malformed, {len(dups)} duplicates"
     )
     wait_until_balanced(settings, 300)  # the stream job caught up
     return served

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from demo.stack import embedded_settings, fresh_start, wait_for
+from demo.stack import embedded_settings, fresh_start, send, wait_for
 
 MODEL = "denoiser"
 STATE = Path(".flywheel/demo-image")
@@ -119,7 +119,6 @@ def main() -> None:
     from feature_repo.store import open_store
     from orchestration.flow import bootstrap_model, readiness, retrain
     from orchestration.supervisor import Supervisor
-    from pipelines.sdk import FeedbackClient
     from pipelines.stats import accounting, wait_until_balanced
     from training.image_corpus import DRIFT, TRAIN_PHOTOS, restoration_frame
 
@@ -143,13 +142,9 @@ def main() -> None:
                 ROUND_N, degradation, seed=i, photo_names=TRAIN_PHOTOS, size=SIZE, corrupt=corrupt
             )
             events, bad, dups = round_events(settings, frame, i, rng)
-            with FeedbackClient(settings) as client:
-                result = client.submit_many(events)
-                raw = client.send_raw(bad + dups)
-            if raw.failed or result.failed:
-                raise RuntimeError("the broker did not confirm all of the demo's events")
+            accepted = send(settings, events, bad + dups)
             console.print(
-                f"  champion restored {len(frame)} patches; sent {len(result.accepted)} events, "
+                f"  champion restored {len(frame)} patches; sent {accepted} events, "
                 f"{len(bad)} broken images, {len(dups)} duplicates"
             )
             wait_until_balanced(settings, 300)

@@ -40,3 +40,17 @@ def wait_for(predicate, timeout_s: float, what: str, state: Path) -> None:
             return
         time.sleep(1.0)
     raise TimeoutError(f"demo: {what} did not happen within {timeout_s:.0f}s (see {state}/run/logs)")
+
+
+def send(settings, events: list, raw: list[bytes]) -> int:
+    """A round's validated events and raw bytes (a buggy producer's malformed or resent
+    events, unvalidated: the stream job sends them to the DLQ or the duplicates) to the raw
+    topic, every one confirmed by the broker; returns the events accepted."""
+    from pipelines.sdk import FeedbackClient
+
+    with FeedbackClient(settings) as client:
+        result = client.submit_many(events)
+        sent = client.send_raw(raw)
+    if sent.failed or result.failed:
+        raise RuntimeError("the broker did not confirm all of the demo's events")
+    return len(result.accepted)
