@@ -7,11 +7,15 @@ import base64
 import json
 
 import pytest
+from fastapi.testclient import TestClient
 
 from feature_repo.store import historical_samples, open_store
-from flywheel.images import open_image_store, png_b64
+from flywheel.images import open_image_store, png_b64, png_size
 from flywheel.kafka import Topics
+from orchestration.serving import ChampionPredictor
+from pipelines.http_api import create_app
 from pipelines.ingest import Ingestor
+from pipelines.live import LiveLedger
 from pipelines.records import DlqRecord
 from pipelines.stats import read_topic
 from tests.helpers import small_training
@@ -88,7 +92,8 @@ def test_images_flow_through_the_stream_into_feast_and_train_a_promoted_then_a_r
     good = events(restoration_frame(40, "noise:30", seed=1, photo_names=TRAIN_PHOTOS, size=32), "r1")
     bad = broken(good[0])
     values = [json.dumps(e).encode() for e in good] + [v for v, _ in bad]
-    run_bounded(s, produce_raw(s, values))
+    stops = produce_raw(s, values)
+    run_bounded(s, stops)
     acc = settled_accounting(s)
     assert acc.balanced and acc.clean == len(good) and acc.dlq == len(bad), acc
     dlq = [DlqRecord.from_json(m.value()) for m in read_topic(s, Topics.from_settings(s).dlq)]
@@ -110,6 +115,26 @@ def test_images_flow_through_the_stream_into_feast_and_train_a_promoted_then_a_r
     second = retrain(s, MODEL, if_ready=True, feast_store=store)
     assert second.status == "promoted", second.reasons
     assert second.report.value("golden", "candidate") > second.report.value("golden", "champion")
+
+    # Served: /v1/predict restores with v2; the users' targets, naming only the prediction_id,
+    # come back through the stream; the ingestor joins them: live PSNR of v2's predictions.
+    served = events(restoration_frame(6, "noise:30", seed=3, photo_names=TRAIN_PHOTOS, size=32), "live")
+    with TestClient(create_app(s, predictor=ChampionPredictor(s))) as api:
+        inputs = [{"image_png_b64": e["input"]["image_png_b64"]} for e in served]
+        answer = api.post("/v1/predict", json={"model_name": MODEL, "inputs": inputs})
+    assert answer.status_code == 200 and answer.json()["model_version"] == str(second.version), answer.text
+    for e, p in zip(served, answer.json()["predictions"], strict=True):
+        assert png_size(base64.b64decode(p["image_png_b64"])) == png_size(
+            base64.b64decode(e["input"]["image_png_b64"])
+        )
+        e["prediction_id"] = p["prediction_id"]
+    more = produce_raw(s, [json.dumps(e).encode() for e in served])  # six events: maybe not every partition
+    run_bounded(s, {p: max(stops.get(p, 0), more.get(p, 0)) for p in {*stops, *more}})
+    Ingestor(s, store).run(until_caught_up=True)
+    ledger = LiveLedger.of(s, readonly=True)
+    live = ledger.outcomes(MODEL, second.version)
+    ledger.close()
+    assert len(live) == len(served) and all(20 < o.value < 100 for o in live), live
 
     # A round whose targets belong to other patches: the candidate learns mush, the PSNR guard refuses it.
     swapped = restoration_frame(40, "noise:30", seed=2, photo_names=TRAIN_PHOTOS, size=32, corrupt="swap")

@@ -44,6 +44,8 @@ VALID = [
     make_event(feedback={"accepted": True}),
     make_event(prediction=None, label_source="review", model_version=None),
     make_event(event_time="2026-11-01T14:00:00+02:00", prediction_id="p:1"),
+    # an accept of a served prediction, named by the prediction_id /v1/predict answered
+    make_event(prediction=None, model_version=None, prediction_id="p-1", feedback={"accepted": True}),
     image_event(),
     image_event(feedback={"accepted": False}),
 ]
@@ -127,7 +129,11 @@ def test_verified_label_comes_from_label_or_accepted_prediction():
         ({"input": {"text": "hi", "lang": "en"}}, "input.lang", "not a field"),
         ({"input": {"image_png_b64": png_b64()}}, "", "needs input.text"),
         ({"feedback": {"target_png_b64": png_b64()}}, "", "needs feedback with label"),
-        ({"prediction": None, "feedback": {"accepted": True}}, "", "needs the prediction"),
+        (
+            {"prediction": None, "feedback": {"accepted": True}},
+            "",
+            "needs the prediction it accepts or rejects, or the prediction_id",
+        ),
     ],
 )
 def test_hostile_input_names_the_field(overrides, field, fragment):
