@@ -22,6 +22,7 @@ from orchestration.serving import ChampionPredictor
 from orchestration.status import model_status
 from pipelines.http_api import create_app
 from pipelines.ingest import Ingestor
+from pipelines.live import LiveLedger
 from tests.helpers import make_event
 from tests.integration.feast_utils import feed_labelled
 from tests.integration.kafka_utils import produce_raw
@@ -86,7 +87,7 @@ def test_a_worse_version_forced_in_is_rolled_back_automatically_once(settings, c
     s = tuned(settings, tolerance=0.0, distill_alpha=0.0)
     s = s.model_copy(
         update={
-            "serving": s.serving.model_copy(update={"refresh_s": 0.5}),
+            "serving": s.serving.model_copy(update={"refresh_s": 0.5, "shadow_share": 1.0}),
             "monitor": s.monitor.model_copy(update={"min_labelled": 100, "window_labelled": 200}),
         }
     )
@@ -119,6 +120,11 @@ def test_a_worse_version_forced_in_is_rolled_back_automatically_once(settings, c
 
         run_bounded(s, stops)
         Ingestor(s, store).run(until_caught_up=True)
+        # before the switch the candidate (v2) answered every request in the shadow: judged on the
+        # same feedback, never returned, never counted as served
+        ledger = LiveLedger.of(s, readonly=True)
+        assert len(ledger.outcomes("sentiment", 2, shadow=True)) == 200
+        ledger.close()
         live = {v["version"]: v for v in model_status(s, "sentiment")["live"]["versions"]}
         # served predictions only (the 200 "bad" events that named v1 themselves are not judged)
         assert live[1]["n"] == 200 and live[2]["n"] == 200, live
