@@ -45,13 +45,13 @@ CREATE INDEX IF NOT EXISTS predictions_time ON predictions (predicted_at);
 CREATE TABLE IF NOT EXISTS outcomes (
     outcome_id TEXT PRIMARY KEY, model TEXT NOT NULL, version INTEGER NOT NULL,
     predicted_at REAL NOT NULL, labelled_at REAL NOT NULL, value REAL NOT NULL,
-    event_id TEXT NOT NULL, served INTEGER NOT NULL, shadow INTEGER NOT NULL);
+    event_id TEXT NOT NULL, served INTEGER NOT NULL, shadow INTEGER NOT NULL, answer TEXT);
 CREATE INDEX IF NOT EXISTS outcomes_version ON outcomes (model, version, served, shadow, predicted_at);
 CREATE TABLE IF NOT EXISTS pending (
     event_id TEXT PRIMARY KEY, prediction_id TEXT NOT NULL, record TEXT NOT NULL, received_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS pending_prediction ON pending (prediction_id);
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class LedgerError(FlywheelError):
@@ -156,6 +156,8 @@ class LiveLedger:
                     ),
                 )
                 self._complete_pending(p.shadow_of or p.prediction_id, value_of)
+                if p.shadow_of is not None:
+                    self._late_shadow(p, value_of)
             for record in records:
                 joined.append(self._join(record, value_of, received))
         return joined
@@ -203,8 +205,11 @@ class LiveLedger:
         value = value_of(record)
         if value is None:
             return
+        # a served outcome keeps its answer (the feedback, not the input), so that a shadow
+        # prediction logged after the feedback was joined can still be judged on it
+        answer = record.answer_only().to_json() if served and not shadow else None
         self.db.execute(
-            "INSERT OR REPLACE INTO outcomes VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO outcomes VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 outcome_id,
                 record.model_name,
@@ -215,7 +220,22 @@ class LiveLedger:
                 record.event_id,
                 int(served),
                 int(shadow),
+                answer,
             ),
+        )
+
+    def _late_shadow(self, p: PredictionRecord, value_of) -> None:
+        """A shadow prediction whose champion's prediction was already labelled: judged now."""
+        row = self.db.execute(
+            "SELECT answer, labelled_at FROM outcomes WHERE outcome_id=? AND served=1 AND shadow=0",
+            (p.shadow_of,),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return
+        answer = RoutedRecord.from_json(row[0]).with_prediction(str(p.model_version), p.prediction)
+        when = p.predicted_at.timestamp()
+        self._outcome(
+            p.prediction_id, answer, p.model_version, when, row[1], value_of, served=True, shadow=True
         )
 
     def _shadow_outcomes(self, record: RoutedRecord, pid: str, received: float, value_of) -> None:

@@ -402,6 +402,13 @@ class RoutedRecord:
             event, label, self.low_confidence, self.pii_masks, self.origin, self.text_truncated
         )
 
+    def answer_only(self) -> RoutedRecord:
+        """This record without its input (what judging another prediction of it needs)."""
+        event = {**self.event, "input": {}}
+        return RoutedRecord(
+            event, self.label, self.low_confidence, self.pii_masks, self.origin, self.text_truncated
+        )
+
     @property
     def given_target_png_b64(self) -> str | None:
         """The target image the feedback itself gives (not an accepted prediction)."""

@@ -196,3 +196,11 @@ def test_a_forged_prediction_record_is_refused_with_a_reason(forged):
 def test_a_prediction_record_round_trips():
     record = served("p-1", 3, "positive", shadow_of="p-0")
     assert PredictionRecord.from_json(record.to_json()) == record
+
+
+def test_a_shadow_prediction_logged_after_its_feedback_was_joined_is_still_judged(tmp_path):
+    ledger = LiveLedger(tmp_path / "live.sqlite")
+    ledger.ingest([served("p-1", 3, "positive")], [feedback(1, "p-1")], live_value)
+    ledger.ingest([served("s-1", 4, "negative", shadow_of="p-1")], [], live_value)
+    assert [o.value for o in ledger.outcomes("sentiment", 4, shadow=True)] == [0.0]
+    assert [o.value for o in ledger.outcomes("sentiment", 3)] == [1.0]
