@@ -102,16 +102,42 @@ class Pipeline:
         with_pii = [p for p in planned if p.kind == CLEAN and p.pii]
         self.pii.update({p.event_id: p.pii for p in with_pii[:: max(1, len(with_pii) // 50)]})
 
-    def wait_drained(self, timeout_s: float) -> float | None:
-        """Seconds until every event sent so far completed (None: not within ``timeout_s``)."""
-        start = time.monotonic()
-        while time.monotonic() - start < timeout_s:
+    def wait_drained(self, timeout_s: float, stall_s: float = 15.0) -> float | None:
+        """Seconds until every event sent so far completed; None when that did not happen
+        within ``timeout_s``, or nothing moved for ``stall_s`` (see ``stuck``)."""
+        start = moved = time.monotonic()
+        last = None
+        while time.monotonic() - start < timeout_s and time.monotonic() - moved < stall_s:
             s, e = self.sample(), self.expected
             if s.raw >= e["raw"] and s.out >= e["raw"] and s.ingested >= e[CLEAN]:
                 return time.monotonic() - start
+            if (s.raw, s.out, s.ingested) != last:
+                last, moved = (s.raw, s.out, s.ingested), time.monotonic()
             self.alive()
             time.sleep(0.1)
         return None
+
+    def stuck(self) -> list[str]:
+        """Why the pipeline did not drain: records a read_committed reader cannot see (kept in
+        transactions never committed) per topic and partition, and what the ingestor has left."""
+        from pipelines.stats import read_topic
+
+        found = []
+        for name in ("raw", CLEAN, REVIEW, DLQ, DUPLICATE):
+            topic = getattr(self.topics, name)
+            seen = {(m.partition(), m.offset()) for m in read_topic(self.settings, topic)}
+            hidden = Counter(
+                p
+                for m in read_topic(self.settings, topic, isolation="read_uncommitted")
+                if (p := m.partition(), m.offset()) not in seen
+            )
+            found += [f"{topic}[{p}]: {n:,} records only read_uncommitted shows" for p, n in hidden.items()]
+        s, e = self.sample(), self.expected
+        found.append(
+            f"readable (read_committed): raw {s.raw:,} of {e['raw']:,} sent, outputs {s.out:,}; "
+            f"ingested {s.ingested:,} of {e[CLEAN]:,} clean"
+        )
+        return found
 
     def check(self) -> list[str]:
         """What is wrong with the topics and Feast once drained (nothing: an empty list)."""

@@ -382,16 +382,20 @@ class OnlineProbe:
 
 
 def follow(count, total: int, timeout_s: float, alive=lambda: None, every_s: float = 0.05) -> list:
-    """(time, count()) every ``every_s`` until count() reaches ``total``."""
-    series = []
+    """(time, count()) every ``every_s`` until count() reaches ``total``; BenchError when it has
+    not moved for a minute, or not got there within ``timeout_s``."""
+    series: list[tuple[float, int]] = []
     deadline = time.monotonic() + timeout_s
+    moved = time.monotonic()
     while True:
-        n = count()
-        series.append((time.monotonic(), n))
+        n, now = count(), time.monotonic()
+        if not series or n != series[-1][1]:
+            moved = now
+        series.append((now, n))
         if n >= total:
             return series
-        if time.monotonic() > deadline:
-            raise BenchError(f"only {n:,} of {total:,} records arrived within {timeout_s:.0f}s")
+        if now > deadline or now - moved > 60:
+            raise BenchError(f"only {n:,} of {total:,} records arrived ({now - moved:.0f} s without any)")
         alive()
         time.sleep(every_s)
 
