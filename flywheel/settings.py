@@ -63,6 +63,12 @@ class KafkaSettings(_Section):
     partitions: int = Field(3, ge=1, le=64, description="partitions for topics Flywheel creates")
     replication_factor: int = Field(1, ge=1)
     delivery_timeout_s: float = Field(30.0, gt=0, description="give up on an unconfirmed event")
+    fetch_wait_ms: int = Field(
+        50,
+        ge=0,
+        le=10_000,
+        description="longest a consumer's fetch waits for data (tansu waits this long even with data ready)",
+    )
 
 
 class BrokerSettings(_Section):

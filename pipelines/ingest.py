@@ -156,6 +156,7 @@ class Ingestor:
                 "enable.partition.eof": True,
                 "session.timeout.ms": 6000,
                 "heartbeat.interval.ms": 1000,
+                "fetch.wait.max.ms": self.settings.kafka.fetch_wait_ms,
             },
         )
         consumer = Consumer(conf)

@@ -82,6 +82,8 @@ def source_ddl(settings: Settings, topics: Topics, stop_offsets: dict[int, int] 
         "value.format": "raw",
         "value.fields-include": "EXCEPT_KEY",
     }
+    # tansu answers a fetch only after fetch.max.wait.ms, even when data is ready (DESIGN.md)
+    options["properties.fetch.max.wait.ms"] = str(settings.kafka.fetch_wait_ms)
     options.update({f"properties.{k}": v for k, v in java_kafka_properties(settings).items()})
     if stop_offsets is not None:
         options["scan.bounded.mode"] = "specific-offsets"

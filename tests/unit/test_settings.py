@@ -154,6 +154,7 @@ def test_java_properties_escape_jaas_and_inline_the_client_certificate(tmp_path)
     assert props["ssl.key.password"] == "kp'w" and props["client.id"] == "flywheel"
     ddl = source_ddl(s, Topics.from_prefix("t"), None)
     assert "'properties.ssl.key.password' = 'kp''w'" in ddl
+    assert "'properties.fetch.max.wait.ms' = '50'" in ddl  # tansu waits this long before answering
 
 
 def test_settings_renamed_with_the_two_gates_say_their_new_names():
