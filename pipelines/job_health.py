@@ -115,10 +115,13 @@ class JobMonitor(threading.Thread):
         job = self.health.job_id
         self.health.state = self._get(f"/jobs/{job}")["state"]
         metrics = self._get(f"/jobs/{job}/metrics?get=numRestarts")
-        if metrics:
-            self.health.restarts = int(float(metrics[0]["value"]))
-        entries = self._get(f"/jobs/{job}/exceptions?maxExceptions=1").get("exceptionHistory", {})
+        if metrics:  # refreshed by Flink's metric fetcher only once a second: it may lag a restart
+            self.health.restarts = max(self.health.restarts, int(float(metrics[0]["value"])))
+        entries = self._get(f"/jobs/{job}/exceptions?maxExceptions=50").get("exceptionHistory", {})
         entries = entries.get("entries") or []
+        # every failure in the history was followed by a restart, except a failed job's last one
+        failures = len(entries) - (1 if self.health.state == "FAILED" else 0)
+        self.health.restarts = max(self.health.restarts, failures)
         if entries:
             latest = entries[0]
             self.health.last_exception = summarise_exception(
