@@ -245,7 +245,7 @@ class LiveLedger:
             (pid,),
         ).fetchall()
         for shadow_id, version, predicted_at, prediction in rows:
-            answer = record.with_prediction(str(version), json.loads(prediction), replace=True)
+            answer = record.with_prediction(str(version), json.loads(prediction))
             self._outcome(
                 shadow_id, answer, version, predicted_at, received, value_of, served=True, shadow=True
             )

@@ -382,18 +382,12 @@ class RoutedRecord:
         value = self.event.get("prediction_id")
         return value if isinstance(value, str) else None
 
-    def with_prediction(
-        self, model_version: str, prediction: dict[str, Any], replace: bool = True
-    ) -> RoutedRecord:
+    def with_prediction(self, model_version: str, prediction: dict[str, Any]) -> RoutedRecord:
         """This record joined to the served prediction its ``prediction_id`` names (the live
         ledger's join): the version that answered and its answer, as the prediction log has
-        them, replace what the event claims (``replace=False`` only fills what it left out).
-        An ``accepted`` feedback now vouches for the joined label."""
-        event = dict(self.event)
-        if replace or event.get("model_version") is None:
-            event["model_version"] = model_version
-        if replace or event.get("prediction") is None:
-            event["prediction"] = dict(prediction)
+        them, replace what the event claims. An ``accepted`` feedback now vouches for the
+        joined label."""
+        event = {**self.event, "model_version": model_version, "prediction": dict(prediction)}
         label = self.label
         feedback = event.get("feedback") or {}
         if feedback.get("accepted") is True:
