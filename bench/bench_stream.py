@@ -289,7 +289,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--drain-s", type=float, default=60, help="how long a step may take to drain")
     parser.add_argument("--probe-rate", type=float, default=50, help="events/s looked up in Feast")
     parser.add_argument("--max-p99-s", type=float, default=2.0)
-    parser.add_argument("--checkpoint-ms", type=int, default=1000, help="stream.checkpoint_interval_ms")
+    parser.add_argument("--checkpoint-ms", type=int, default=500, help="stream.checkpoint_interval_ms")
     parser.add_argument("--ingest-batch-ms", type=int, default=500, help="feast.ingest_batch_ms")
     parser.add_argument(
         "--fetch-wait-ms",

@@ -7,8 +7,9 @@
   stream job's own source (the Kafka table connector) and exactly-once sinks, with the
   same checkpointing, parallelism and jars (``pipelines.stream_job.make_env``):
   ``sql``: no Python at all (``INSERT INTO ... SELECT k, v``), the JVM's ceiling;
-  ``python``: the source converted to a DataStream and one trivial Python map (bytes → str),
-  the ceiling of the JVM ↔ Python hop the real job pays before its own per-record logic.
+  ``python``: one trivial Python scalar UDF (bytes → str) in the job's execution mode
+  (``stream.execution_mode``, thread by default), the ceiling of the JVM ↔ Python hop the
+  real job pays before its own per-record logic.
   Rate: how fast the backlog shows up in the output topic (10 % → 90 %), so the job's start
   is left out; read_uncommitted, so that it is the copying that is timed, not the steps in
   which checkpoints make it visible.
@@ -74,77 +75,26 @@ def flink_identity(bench, mode: str, count: int) -> dict:
 # ---- the identity job (a child process) ----------------------------------------------
 
 
-def sink_ddl(settings, topic: str) -> str:
-    from flywheel.events import MAX_RECORD_BYTES
-    from flywheel.kafka import java_kafka_properties
-    from pipelines.stream_job import sql_string
-
-    options = {
-        "connector": "kafka",
-        "topic": topic,
-        "properties.bootstrap.servers": settings.bootstrap_servers,
-        "key.format": "raw",
-        "key.fields": "k",
-        "value.format": "raw",
-        "value.fields-include": "EXCEPT_KEY",
-        "sink.delivery-guarantee": "exactly-once",
-        "sink.transactional-id-prefix": f"bench-identity-{settings.kafka.topic_prefix}",
-        "properties.transaction.timeout.ms": "600000",
-        "properties.max.request.size": str(MAX_RECORD_BYTES),
-    }
-    options.update({f"properties.{k}": v for k, v in java_kafka_properties(settings).items()})
-    with_clause = ",\n  ".join(f"{sql_string(k)} = {sql_string(v)}" for k, v in options.items())
-    return f"CREATE TEMPORARY TABLE identity_sink (`k` BYTES, `v` BYTES) WITH (\n  {with_clause}\n)"
-
-
-def kafka_sink(settings, topic: str):
-    """An exactly-once KafkaSink as the stream job builds its own."""
-    from pyflink.common.serialization import SimpleStringSchema
-    from pyflink.datastream.connectors.base import DeliveryGuarantee
-    from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
-
-    from flywheel.kafka import java_kafka_properties
-
-    serializer = (
-        KafkaRecordSerializationSchema.builder()
-        .set_topic(topic)
-        .set_value_serialization_schema(SimpleStringSchema())
-        .build()
-    )
-    builder = (
-        KafkaSink.builder()
-        .set_bootstrap_servers(settings.bootstrap_servers)
-        .set_record_serializer(serializer)
-        .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
-        .set_transactional_id_prefix(f"bench-identity-{settings.kafka.topic_prefix}")
-        .set_property("transaction.timeout.ms", "600000")
-    )
-    for key, value in java_kafka_properties(settings).items():
-        builder = builder.set_property(key, value)
-    return builder.build()
-
-
 def identity_job(config: str, mode: str) -> None:
-    from pyflink.common import Types
-    from pyflink.table import StreamTableEnvironment
+    from pyflink.table import DataTypes
+    from pyflink.table.udf import udf
 
     from flywheel.kafka import Topics
     from flywheel.settings import load_settings
-    from pipelines.stream_job import make_env, source_ddl
+    from pipelines.stream_job import make_env, sink_ddl, source_ddl, table_env
 
     settings = load_settings(config)
     topics = Topics.from_settings(settings)
     env, _ = make_env(settings, restore=False)
-    t_env = StreamTableEnvironment.create(env)
+    t_env = table_env(env, settings)
     t_env.execute_sql(source_ddl(settings, topics, None))
+    t_env.execute_sql(sink_ddl(settings, "identity_sink", topics.clean, f"identity-{mode}"))
     if mode == "sql":
-        t_env.execute_sql(sink_ddl(settings, topics.clean))
-        t_env.execute_sql("INSERT INTO identity_sink SELECT k, v FROM raw_feedback").wait()
+        t_env.execute_sql("INSERT INTO identity_sink SELECT CAST(`v` AS STRING) FROM raw_feedback").wait()
         return
-    rows = t_env.to_data_stream(t_env.from_path("raw_feedback"))
-    text = rows.map(lambda row: row[1].decode("utf-8", "replace"), Types.STRING()).name("identity")
-    text.sink_to(kafka_sink(settings, topics.clean)).name("to-clean")
-    env.execute(f"bench-identity-{settings.kafka.topic_prefix}")
+    identity = udf(lambda v: v.decode("utf-8", "replace"), result_type=DataTypes.STRING())
+    t_env.create_temporary_function("identity", identity)
+    t_env.execute_sql("INSERT INTO identity_sink SELECT identity(`v`) FROM raw_feedback").wait()
 
 
 if __name__ == "__main__":

@@ -87,8 +87,15 @@ class StreamSettings(_Section):
     )
     review_threshold_per_model: dict[str, float] = Field(default_factory=dict)
     dedupe_ttl_hours: float = Field(168.0, gt=0, description="how long an event_id is remembered")
-    checkpoint_interval_ms: int = Field(5000, ge=100)
+    checkpoint_interval_ms: int = Field(
+        500, ge=100, description="outputs become visible (transactions commit) on checkpoints"
+    )
     parallelism: int = Field(1, ge=1)
+    execution_mode: Literal["thread", "process"] = Field(
+        "thread", description="PyFlink runs the Python step in the JVM (thread) or a worker process"
+    )
+    sink_linger_ms: int = Field(5, ge=0, le=1000, description="Kafka sinks batch records this long")
+    sink_batch_bytes: int = Field(256 * 1024, ge=1024, description="Kafka sinks' batch.size")
     group_id: str = "flywheel-stream"
     dlq_max_raw_bytes: int = Field(
         64 * 1024,

@@ -98,6 +98,17 @@ def summarise_exception(name: str, stacktrace: str) -> str:
     return (lines[0] if lines else name)[:500]
 
 
+_SUPPRESSED = re.compile(r"Recovery is suppressed by \w+\([^)]*currentRestartAttempt=(\d+)")
+
+
+def restarts_in_failure(text: str) -> int:
+    """The restarts a failed job went through, as its final exception says them (Flink's
+    exponential-delay strategy names the attempt it refused): exact even when the job failed
+    again faster than the REST API was polled."""
+    found = _SUPPRESSED.findall(text or "")
+    return max(int(found[-1]) - 1, 0) if found else 0
+
+
 class JobMonitor(threading.Thread):
     """Polls ``/jobs/<id>`` every ``interval_s`` and writes the health file."""
 
@@ -129,7 +140,7 @@ class JobMonitor(threading.Thread):
             )
             self.health.last_exception_at = latest.get("timestamp", 0) / 1000 or None
 
-    def finish(self, state: str, exception: str | None = None) -> None:
+    def finish(self, state: str, exception: str | None = None, failure: str = "") -> None:
         """The job ended (FINISHED, or FAILED once restarts are used up): record it, after a last
         poll while the REST endpoint may still answer (the count polled last can be a restart
         behind: a failure report once said 1 restart of 2)."""
@@ -137,6 +148,7 @@ class JobMonitor(threading.Thread):
         with contextlib.suppress(OSError, ValueError, KeyError, urllib.error.URLError):
             self.poll()
         self.health.state = state
+        self.health.restarts = max(self.health.restarts, restarts_in_failure(failure))
         if exception:
             self.health.last_exception, self.health.last_exception_at = exception[:500], time.time()
         write(self.state_dir, self.health)

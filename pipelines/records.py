@@ -65,6 +65,7 @@ __all__ = [
     "origin_of",
     "process_raw",
     "route",
+    "route_raw",
 ]
 
 REVIEW, CLEAN, DLQ = "review", "clean", "dlq"
@@ -640,3 +641,23 @@ def process_raw(
         return Outcome(
             DLQ, DlqRecord(INTERNAL_ERROR, message[:_MAX_MESSAGE_CHARS], origin, raw=raw).to_json()
         )
+
+
+def route_raw(
+    value: bytes | None,
+    key: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    thresholds: dict[str, float] | None = None,
+    default_threshold: float = 0.5,
+    max_dlq_raw_bytes: int = DEFAULT_DLQ_RAW_BYTES,
+) -> tuple[str, str | None, str, str | None]:
+    """The stream job's one Python step: ``process_raw`` as flat values,
+    (destination, event_id, record, the duplicate record to write if ``event_id`` was seen
+    before); never raises."""
+    origin = Origin(topic, partition, offset)
+    out = process_raw(value, key, origin, thresholds, default_threshold, max_dlq_raw_bytes)
+    if out.destination == DLQ or out.event_id is None:
+        return out.destination, None, out.record, None
+    return out.destination, out.event_id, out.record, DuplicateRecord(out.event_id, origin).to_json()

@@ -28,7 +28,7 @@ from flywheel.events import MAX_RECORD_BYTES
 from flywheel.kafka import Topics, java_kafka_properties
 from flywheel.layout import StateLayout
 from flywheel.settings import Settings, load_settings
-from pipelines.records import DLQ, REVIEW, DuplicateRecord, Origin, process_raw
+from pipelines.records import CLEAN, DLQ, REVIEW
 
 JAR_NAMES = ("flink-connector-kafka.jar", "kafka-clients.jar")
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,97 +94,108 @@ def source_ddl(settings: Settings, topics: Topics, stop_offsets: dict[int, int] 
     return (
         "CREATE TEMPORARY TABLE raw_feedback (\n"
         "  `k` BYTES, `v` BYTES,\n"
-        "  `partition` INT METADATA VIRTUAL, `offset` BIGINT METADATA VIRTUAL\n"
+        "  `partition` INT METADATA VIRTUAL, `offset` BIGINT METADATA VIRTUAL,\n"
+        "  `proc` AS PROCTIME()\n"
         f") WITH (\n  {with_clause}\n)"
     )
 
 
-def build(env, settings: Settings, stop_offsets: dict[int, int] | None = None) -> None:
-    """Add the clean/route graph to a StreamExecutionEnvironment."""
-    from pyflink.common import Types
-    from pyflink.common.serialization import SimpleStringSchema
-    from pyflink.common.time import Time
-    from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction
-    from pyflink.datastream.connectors.base import DeliveryGuarantee
-    from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
-    from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
-    from pyflink.table import StreamTableEnvironment
+def sink_ddl(settings: Settings, table: str, topic: str, name: str) -> str:
+    """An exactly-once Kafka table sink of one STRING column ``v`` (transactions committed on
+    checkpoints), batching its produce requests (``stream.sink_linger_ms``)."""
+    options = {
+        "connector": "kafka",
+        "topic": topic,
+        "properties.bootstrap.servers": settings.bootstrap_servers,
+        "value.format": "raw",
+        "sink.delivery-guarantee": "exactly-once",
+        "sink.transactional-id-prefix": f"{settings.stream.group_id}-{settings.kafka.topic_prefix}-{name}",
+        "properties.transaction.timeout.ms": "600000",
+        "properties.max.request.size": str(MAX_RECORD_BYTES),
+        "properties.linger.ms": str(settings.stream.sink_linger_ms),
+        "properties.batch.size": str(settings.stream.sink_batch_bytes),
+    }
+    options.update({f"properties.{k}": v for k, v in java_kafka_properties(settings).items()})
+    with_clause = ",\n  ".join(f"{sql_string(k)} = {sql_string(v)}" for k, v in options.items())
+    return f"CREATE TEMPORARY TABLE {table} (`v` STRING) WITH (\n  {with_clause}\n)"
 
-    topics = Topics.from_settings(settings)
-    dlq_tag = OutputTag("dlq", Types.STRING())
-    review_tag = OutputTag("review", Types.STRING())
-    dup_tag = OutputTag("duplicates", Types.STRING())
+
+def route_function(settings: Settings, raw_topic: str):
+    """The job's one Python step: a scalar UDF around ``records.route_raw`` (parse, validate
+    once, normalise, mask, route, serialise), returning (destination, event_id, record,
+    duplicate record)."""
+    from pyflink.common import Row
+    from pyflink.table import DataTypes
+    from pyflink.table.udf import udf
+
+    from pipelines.records import route_raw
+
     thresholds = dict(settings.stream.review_threshold_per_model)
     default_threshold = settings.stream.review_threshold
-    ttl_ms = int(settings.stream.dedupe_ttl_hours * 3600 * 1000)
-    raw_topic = topics.raw
-
     max_dlq_raw = settings.stream.dlq_max_raw_bytes
 
-    class Validate(ProcessFunction):
-        """Parse, validate, clean and route each raw record once (never raises)."""
-
-        def process_element(self, row, ctx):
-            origin = Origin(raw_topic, row[2], row[3])
-            out = process_raw(row[1], row[0], origin, thresholds, default_threshold, max_dlq_raw)
-            if out.destination == DLQ:
-                yield dlq_tag, out.record
-            else:
-                yield out.event_id, out.destination, out.record, origin.partition, origin.offset
-
-    class Dedupe(KeyedProcessFunction):
-        """First sighting of an event_id goes on to review/clean; later ones to duplicates."""
-
-        def open(self, runtime_context):
-            descriptor = ValueStateDescriptor("seen", Types.BOOLEAN())
-            descriptor.enable_time_to_live(StateTtlConfig.new_builder(Time.milliseconds(ttl_ms)).build())
-            self.seen = runtime_context.get_state(descriptor)
-
-        def process_element(self, value, ctx):
-            event_id, destination, record, partition, offset = value
-            if self.seen.value():
-                yield dup_tag, DuplicateRecord(event_id, Origin(raw_topic, partition, offset)).to_json()
-                return
-            self.seen.update(True)
-            if destination == REVIEW:
-                yield review_tag, record
-            else:
-                yield record
-
-    t_env = StreamTableEnvironment.create(env)
-    t_env.execute_sql(source_ddl(settings, topics, stop_offsets))
-    raw = t_env.to_data_stream(t_env.from_path("raw_feedback"))
-    routed_type = Types.TUPLE([Types.STRING(), Types.STRING(), Types.STRING(), Types.INT(), Types.LONG()])
-    valid = raw.process(Validate(), routed_type).name("validate-route")
-    clean = (
-        valid.key_by(lambda v: v[0], key_type=Types.STRING()).process(Dedupe(), Types.STRING()).name("dedupe")
-    )
-
-    def sink(topic: str, name: str):
-        builder = (
-            KafkaSink.builder()
-            .set_bootstrap_servers(settings.bootstrap_servers)
-            .set_record_serializer(
-                KafkaRecordSerializationSchema.builder()
-                .set_topic(topic)
-                .set_value_serialization_schema(SimpleStringSchema())
-                .build()
-            )
-            .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
-            .set_transactional_id_prefix(f"{settings.stream.group_id}-{settings.kafka.topic_prefix}-{name}")
-            .set_property("transaction.timeout.ms", "600000")
-            .set_property("max.request.size", str(MAX_RECORD_BYTES))
+    def route(key, value, partition, offset):
+        return Row(
+            *route_raw(value, key, raw_topic, partition, offset, thresholds, default_threshold, max_dlq_raw)
         )
-        for key, value in java_kafka_properties(settings).items():
-            builder = builder.set_property(key, value)
-        return builder.build()
 
-    clean.sink_to(sink(topics.clean, "clean")).name("to-clean")
-    clean.get_side_output(review_tag).sink_to(sink(topics.review, "review")).name("to-review")
-    clean.get_side_output(dup_tag).sink_to(sink(topics.duplicates, "duplicates")).name("to-duplicates")
-    # Not chained into the source's task like the other sinks are not: chained there, the DLQ's
-    # last transaction was left open (uncommitted) on one partition in 2 of 3 bounded runs.
-    valid.get_side_output(dlq_tag).sink_to(sink(topics.dlq, "dlq")).name("to-dlq").disable_chaining()
+    fields = [
+        DataTypes.FIELD(n, DataTypes.STRING()) for n in ("destination", "event_id", "record", "duplicate")
+    ]
+    return udf(route, result_type=DataTypes.ROW(fields), deterministic=True)
+
+
+def build(t_env, settings: Settings, stop_offsets: dict[int, int] | None = None):
+    """Add the clean/route graph to a StreamTableEnvironment; returns the StatementSet.
+
+    raw ─ route (Python, one call per record) ─┬─ dlq ─────────────────────────────► <prefix>.dlq
+                                               └─ COUNT(*) OVER (PARTITION BY event_id)
+                                                   1: review | clean ► <prefix>.review | .clean
+                                                  >1: duplicate record ► <prefix>.duplicates
+
+    Deduplication is a Flink SQL over-window count per ``event_id`` (Java keyed state with
+    ``table.exec.state.ttl`` = ``stream.dedupe_ttl_hours``), not Python state.
+    """
+    topics = Topics.from_settings(settings)
+    t_env.execute_sql(source_ddl(settings, topics, stop_offsets))
+    t_env.create_temporary_function("route_raw", route_function(settings, topics.raw))
+    for table, topic, name in (
+        ("clean_sink", topics.clean, "clean"),
+        ("review_sink", topics.review, "review"),
+        ("dlq_sink", topics.dlq, "dlq"),
+        ("duplicates_sink", topics.duplicates, "duplicates"),
+    ):
+        t_env.execute_sql(sink_ddl(settings, table, topic, name))
+    t_env.execute_sql(
+        "CREATE TEMPORARY VIEW routed AS SELECT r.destination AS destination, r.event_id AS event_id, "
+        "r.record AS record, r.duplicate AS duplicate, proc FROM "
+        "(SELECT route_raw(`k`, `v`, `partition`, `offset`) AS r, proc FROM raw_feedback)"
+    )
+    t_env.execute_sql(
+        "CREATE TEMPORARY VIEW counted AS SELECT destination, record, duplicate, COUNT(*) OVER ("
+        "PARTITION BY event_id ORDER BY proc ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS seen "
+        f"FROM routed WHERE destination <> '{DLQ}'"
+    )
+    statements = t_env.create_statement_set()
+    statements.add_insert_sql(f"INSERT INTO dlq_sink SELECT record FROM routed WHERE destination = '{DLQ}'")
+    statements.add_insert_sql(
+        f"INSERT INTO clean_sink SELECT record FROM counted WHERE seen = 1 AND destination = '{CLEAN}'"
+    )
+    statements.add_insert_sql(
+        f"INSERT INTO review_sink SELECT record FROM counted WHERE seen = 1 AND destination = '{REVIEW}'"
+    )
+    statements.add_insert_sql("INSERT INTO duplicates_sink SELECT duplicate FROM counted WHERE seen > 1")
+    return statements
+
+
+def embedded_python_path() -> None:
+    """Let PyFlink's embedded interpreter (thread mode) import what this one can: it does not
+    see a venv's packages (``No module named 'pemja'``) unless ``PYTHONPATH`` names them."""
+    import site
+
+    paths = [str(Path(__file__).with_name("embedded_site")), *site.getsitepackages(), str(ROOT)]
+    current = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*current, *paths]))
 
 
 def make_env(settings: Settings, restore: bool = True, rest_port: int | None = None):
@@ -193,10 +204,12 @@ def make_env(settings: Settings, restore: bool = True, rest_port: int | None = N
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
 
+    stream = settings.stream
     os.environ.setdefault("FLINK_LOG_DIR", str(StateLayout.of(settings).flink_logs))
+    if stream.execution_mode == "thread":
+        embedded_python_path()  # before the JVM starts: it inherits the environment
     folder = checkpoint_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
-    stream = settings.stream
     conf = Configuration()
     options = {
         "execution.checkpointing.interval": f"{stream.checkpoint_interval_ms} ms",
@@ -204,6 +217,10 @@ def make_env(settings: Settings, restore: bool = True, rest_port: int | None = N
         "execution.checkpointing.dir": folder.as_uri(),
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "2",
+        "execution.checkpointing.min-pause": f"{stream.checkpoint_interval_ms // 2} ms",
+        "state.backend.type": "rocksdb",
+        "execution.checkpointing.incremental": "true",
+        "python.execution-mode": stream.execution_mode,
         "pipeline.jars": ";".join(jar_urls()),
         "parallelism.default": str(stream.parallelism),
         "python.executable": os.environ.get("PYFLINK_PYTHON", sys.executable),
@@ -236,6 +253,16 @@ def make_env(settings: Settings, restore: bool = True, rest_port: int | None = N
     return env, resume
 
 
+def table_env(env, settings: Settings):
+    """The StreamTableEnvironment the job is built in (dedupe state TTL set)."""
+    from pyflink.table import StreamTableEnvironment
+
+    t_env = StreamTableEnvironment.create(env)
+    ttl_ms = int(settings.stream.dedupe_ttl_hours * 3600 * 1000)
+    t_env.get_config().set("table.exec.state.ttl", f"{ttl_ms} ms")
+    return t_env
+
+
 class JobFailed(FlywheelError):
     """The stream job failed for good (its restarts were used up)."""
 
@@ -258,8 +285,9 @@ def run(
         f"{'resuming from ' + str(resume) if resume else 'starting from committed offsets'}"
         f"{'; bounded to ' + str(stop_offsets) if stop_offsets is not None else ''}"
     )
-    build(env, settings, stop_offsets)
-    client = env.execute_async(f"flywheel-stream-{settings.kafka.topic_prefix}")
+    t_env = table_env(env, settings)
+    t_env.get_config().set("pipeline.name", f"flywheel-stream-{settings.kafka.topic_prefix}")
+    client = build(t_env, settings, stop_offsets).execute().get_job_client()
     result = client.get_job_execution_result()  # take it before the MiniCluster can go away
     monitor = job_health.JobMonitor(
         settings.state_dir, f"http://127.0.0.1:{rest_port}", str(client.get_job_id())
@@ -269,7 +297,7 @@ def run(
         result.result()
     except Exception as exc:
         summary = job_health.summarise_exception(type(exc).__name__, str(exc))
-        monitor.finish("FAILED", summary)
+        monitor.finish("FAILED", summary, failure=str(exc))
         raise JobFailed(
             f"the stream job failed after {monitor.health.restarts} restarts: {summary}. "
             f"Flink's log is under {os.environ.get('FLINK_LOG_DIR')}; fix the cause and start it again "
