@@ -117,14 +117,19 @@ def _atomic_write(table, path: Path) -> None:
 
 
 def write_offline_batch(settings, rows, name: str) -> Path:
-    """Append one micro-batch (a DataFrame with the offline schema's columns) as a new file.
+    """Append one micro-batch as a new file: ``rows`` are dicts (straight to Arrow columns)
+    or a DataFrame, with the offline schema's columns.
 
     ``name`` should identify the batch (the ingestor uses its Kafka offsets), so a batch
     that is written twice with the same offsets replaces its own file.
     """
     import pyarrow as pa
 
-    table = pa.Table.from_pandas(rows, schema=offline_schema(), preserve_index=False)
+    schema = offline_schema()
+    if isinstance(rows, list):
+        table = pa.Table.from_pylist(rows, schema=schema)
+    else:
+        table = pa.Table.from_pandas(rows, schema=schema, preserve_index=False)
     path = offline_dir(settings) / f"part-{name}.parquet"
     _atomic_write(table, path)
     return path

@@ -3,7 +3,7 @@ and ``<prefix>.predictions`` → the live ledger (``pipelines.live``).
 
     consume (read_committed) ─► micro-batch (≤ batch_size records or ≤ batch_ms) ─►
     live ledger (keep predictions, join feedback to them, record outcomes) ─►
-    push online ─► write one offline parquet file ─► commit the batch's offsets
+    write online (one batch) ─► write one offline parquet file ─► commit the batch's offsets
 
 Feedback that carries only a ``prediction_id`` is joined to the served prediction (version,
 prediction, confidence) before it becomes a Feast row. Offsets are committed only after
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from feature_repo.definitions import CREATED, FEATURES, JOIN_KEY, PUSH_SOURCE, TIMESTAMP
+from feature_repo.definitions import CREATED, FEATURES, JOIN_KEY, TIMESTAMP
 from flywheel.errors import BrokerError, FlywheelError
 from flywheel.kafka import Topics, client_config
 from flywheel.tasks import spec_class
@@ -139,6 +139,7 @@ class Ingestor:
 
         self.ledger = LiveLedger.of(settings)
         self._pruned_at = 0.0
+        self._online = None  # an OnlineWriter, made on the first write (it reads the registry)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -222,7 +223,6 @@ class Ingestor:
         return stats
 
     def _write_and_commit(self, consumer, batch: list, stats: IngestStats) -> None:
-        import pandas as pd
         from confluent_kafka import TopicPartition
 
         now = datetime.now(UTC)
@@ -239,11 +239,7 @@ class Ingestor:
         def write() -> None:
             joined = self.ledger.ingest(served, records, live_value, now)
             if joined:
-                frame = pd.DataFrame(
-                    [sample_row(r, now, self.images) for r in joined],
-                    columns=[JOIN_KEY, TIMESTAMP, CREATED, *FEATURES],
-                )
-                self._write(frame, clean_offsets)
+                self._write([sample_row(r, now, self.images) for r in joined], clean_offsets)
 
         self._with_retry(write, stats)
         if self.after_write:
@@ -282,13 +278,16 @@ class Ingestor:
         self._pruned_at = time.monotonic()
         self.ledger.prune(now - timedelta(days=self.settings.monitor.retention_days))
 
-    def _write(self, frame, offsets) -> None:
-        from feast.data_source import PushMode
-
+    def _write(self, rows: list[dict], offsets) -> None:
+        """One online write (``feature_repo.online_write``), then one offline parquet file."""
         from feature_repo.store import write_offline_batch
 
-        self.store.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
-        write_offline_batch(self.settings, frame, batch_name(offsets))
+        if self._online is None:
+            from feature_repo.online_write import OnlineWriter
+
+            self._online = OnlineWriter(self.store)
+        self._online.write(rows)
+        write_offline_batch(self.settings, rows, batch_name(offsets))
 
     def _with_retry(self, action: Callable[[], None], stats: IngestStats) -> None:
         delay = BACKOFF_START_S
