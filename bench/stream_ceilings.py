@@ -93,8 +93,8 @@ def identity_job(config: str, mode: str) -> None:
         t_env.execute_sql("INSERT INTO identity_sink SELECT CAST(`v` AS STRING) FROM raw_feedback").wait()
         return
     identity = udf(lambda v: v.decode("utf-8", "replace"), result_type=DataTypes.STRING())
-    t_env.create_temporary_function("identity", identity)
-    t_env.execute_sql("INSERT INTO identity_sink SELECT identity(`v`) FROM raw_feedback").wait()
+    t_env.create_temporary_function("identity_udf", identity)
+    t_env.execute_sql("INSERT INTO identity_sink SELECT identity_udf(`v`) FROM raw_feedback").wait()
 
 
 if __name__ == "__main__":

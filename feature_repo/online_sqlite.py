@@ -1,55 +1,71 @@
-"""Feast's SQLite online store, writing a micro-batch as one statement in one transaction.
+"""A SQLite online store for Feast that keeps one row per entity, written in one statement
+per micro-batch.
 
-Feast's own ``SqliteOnlineStore.online_write_batch`` runs one ``INSERT ... ON CONFLICT``
-per feature per entity (18 per feedback event here), about 165 µs per event through
-``push``. This subclass writes the very same rows (same table, same columns, same bytes:
-``tests/unit/test_online_sqlite.py`` compares the two stores' tables) with one
-``executemany`` in one transaction, converts each entity's timestamps once instead of once
-per feature, and opens the database in WAL mode, so readers (``get_online_features``) never
-wait for the ingestor's write. Reads, table creation and teardown are Feast's, unchanged.
+Feast's own ``SqliteOnlineStore`` keeps one row per feature per entity (18 per feedback
+event here) and writes them one ``INSERT ... ON CONFLICT`` at a time: about 165 µs per
+event through ``push``, most of the ingestor's time. This store keeps each entity's
+features as one row (the serialized ``ValueProto`` of every feature, by name, in one
+blob), upserts a micro-batch with one ``executemany`` in one transaction, and opens the
+database in WAL mode, so readers (``get_online_features``) never wait for the writer.
+
+Reads go through Feast as before (``FeatureStore.get_online_features``):
+``tests/unit/test_online_sqlite.py`` writes the same rows through Feast's store and this one
+and checks every read answers the same, nulls and timestamps included. Timestamps are kept
+in whole seconds, as Feast's store keeps them. A write replaces the entity's whole row
+(Flywheel's ingestor always writes every feature).
 
 Selected in ``feature_store.yaml`` through Feast's extension point::
 
     online_store:
-      type: feature_repo.online_sqlite.BatchSqliteOnlineStore
-
-Vector and OpenAI-compatible tables (not used by Flywheel) fall back to Feast's writer.
+      type: feature_repo.online_sqlite.CompactSqliteOnlineStore
+      path: data/online.db
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.helpers import extract_text_and_num
-from feast.infra.online_stores.sqlite import (
-    SqliteOnlineStore,
-    SqliteOnlineStoreConfig,
-    _quote_id,
-    _table_id,
-    adapt_datetime_epoch,
-)
-from feast.utils import to_naive_utc
+from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig, _quote_id, _table_id
+from feast.protos.feast.types.Value_pb2 import BytesList
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.utils import make_tzaware
 
-COLUMNS = ("entity_key", "feature_name", "value", "value_text", "event_ts", "created_ts")
+TYPE_NAME = "feature_repo.online_sqlite.CompactSqliteOnlineStore"
 
 
-class BatchSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
+class CompactSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
     """Feast's SQLite settings (``path``), under this store's type name."""
 
-    type: Literal["feature_repo.online_sqlite.BatchSqliteOnlineStore"] = (  # type: ignore[assignment]
-        "feature_repo.online_sqlite.BatchSqliteOnlineStore"
-    )
+    type: Literal["feature_repo.online_sqlite.CompactSqliteOnlineStore"] = TYPE_NAME  # type: ignore[assignment]
+
+
+def encode_features(values: dict[str, ValueProto]) -> bytes:
+    """Every feature of one entity as one blob: name, value, name, value... in a BytesList."""
+    items: list[bytes] = []
+    for name, value in values.items():
+        items += [name.encode("utf-8"), value.SerializeToString()]
+    return ValueProto(bytes_list_val=BytesList(val=items)).SerializeToString()
+
+
+def decode_features(blob: bytes) -> dict[str, ValueProto]:
+    items = ValueProto.FromString(blob).bytes_list_val.val
+    return {items[i].decode("utf-8"): ValueProto.FromString(items[i + 1]) for i in range(0, len(items), 2)}
 
 
 def _epoch(value: datetime | None) -> int | None:
-    """What Feast's sqlite3 adapter stores for a timestamp (whole seconds, naive UTC)."""
-    return None if value is None else adapt_datetime_epoch(to_naive_utc(value))
+    """Whole seconds since the epoch (naive = UTC), as Feast's SQLite store keeps them."""
+    return None if value is None else int(make_tzaware(value).timestamp())
 
 
-class BatchSqliteOnlineStore(SqliteOnlineStore):
+class CompactSqliteOnlineStore(SqliteOnlineStore):
+    @staticmethod
+    def _table(config, table) -> str:
+        name = _table_id(config.project, table, config.registry.enable_online_feature_view_versioning)
+        return _quote_id(f"{name}_rows")
+
     def _get_conn(self, config):
         fresh = not self._conn
         conn = super()._get_conn(config)
@@ -57,35 +73,80 @@ class BatchSqliteOnlineStore(SqliteOnlineStore):
             conn.execute("PRAGMA journal_mode=WAL")  # readers never block on the writer
         return conn
 
+    def update(
+        self,
+        config,
+        tables_to_delete: Sequence[Any],
+        tables_to_keep: Sequence[Any],
+        entities_to_delete: Sequence[Any],
+        entities_to_keep: Sequence[Any],
+        partial: bool,
+    ) -> None:
+        conn = self._get_conn(config)
+        with conn:
+            for table in tables_to_keep:
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self._table(config, table)} (entity_key BLOB PRIMARY KEY, "
+                    "features BLOB NOT NULL, event_ts INTEGER, created_ts INTEGER) WITHOUT ROWID"
+                )
+            for table in tables_to_delete:
+                conn.execute(f"DROP TABLE IF EXISTS {self._table(config, table)}")
+
+    def plan(self, config, desired_registry_proto) -> list:
+        return []  # its tables are made by ``update`` (``feast apply``), not as infra objects
+
     def online_write_batch(
         self,
         config,
         table,
-        data: list[tuple[Any, dict[str, Any], datetime, datetime | None]],
+        data: list[tuple[Any, dict[str, ValueProto], datetime, datetime | None]],
         progress: Callable[[int], Any] | None,
     ) -> None:
-        online = config.online_store
-        if getattr(online, "vector_enabled", False) or getattr(
-            online, "enable_openai_compatible_store", False
-        ):
-            super().online_write_batch(config, table, data, progress)
-            return
-        conn = self._get_conn(config)
-        name = _table_id(config.project, table, config.registry.enable_online_feature_view_versioning)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[2:])
-        upsert = (
-            f"INSERT INTO {_quote_id(name)} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
-            f"ON CONFLICT(entity_key, feature_name) DO UPDATE SET {updates};"
-        )
         version = config.entity_key_serialization_version
-        rows = []
-        for entity_key, values, timestamp, created_ts in data:
-            key = serialize_entity_key(entity_key, entity_key_serialization_version=version)
-            event_ts, created = _epoch(timestamp), _epoch(created_ts)
-            for feature, value in values.items():
-                text, _ = extract_text_and_num(value, False)
-                rows.append((key, feature, value.SerializeToString(), text, event_ts, created))
+        rows = [
+            (
+                serialize_entity_key(key, entity_key_serialization_version=version),
+                encode_features(values),
+                _epoch(timestamp),
+                _epoch(created),
+            )
+            for key, values, timestamp, created in data
+        ]
+        conn = self._get_conn(config)
         with conn:
-            conn.executemany(upsert, rows)
+            conn.executemany(
+                f"INSERT INTO {self._table(config, table)} (entity_key, features, event_ts, created_ts) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT(entity_key) DO UPDATE SET features = excluded.features, "
+                "event_ts = excluded.event_ts, created_ts = excluded.created_ts",
+                rows,
+            )
         if progress:
             progress(len(data))
+
+    def online_read(
+        self,
+        config,
+        table,
+        entity_keys: list[Any],
+        requested_features: list[str] | None = None,
+    ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]]:
+        version = config.entity_key_serialization_version
+        keys = [serialize_entity_key(k, entity_key_serialization_version=version) for k in entity_keys]
+        found: dict[bytes, tuple[int | None, bytes]] = {}
+        conn = self._get_conn(config)
+        for start in range(0, len(keys), 500):  # SQLite's bound on parameters per statement
+            chunk = keys[start : start + 500]
+            rows = conn.execute(
+                f"SELECT entity_key, event_ts, features FROM {self._table(config, table)} "
+                f"WHERE entity_key IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update({key: (ts, blob) for key, ts, blob in rows})
+        out: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []
+        for key in keys:
+            if key not in found:
+                out.append((None, None))
+                continue
+            ts, blob = found[key]
+            out.append((None if ts is None else datetime.fromtimestamp(ts, UTC), decode_features(blob)))
+        return out

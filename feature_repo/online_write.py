@@ -7,7 +7,7 @@ view from the registry on every call; for the ingestor's rows, whose types are f
 the same ``ValueProto``s straight from the row dicts (``None`` and NaN become an empty
 value, as Feast does) and hands them to the provider's ``online_write_batch`` (Feast's API
 for stores), so the online store holds byte for byte what ``push`` would have written:
-``tests/unit/test_online_write.py`` checks it for every feature type, nulls included.
+``tests/unit/test_online_sqlite.py`` checks it for every feature type, nulls included.
 """
 
 from __future__ import annotations

@@ -94,10 +94,14 @@ class StreamSettings(_Section):
     execution_mode: Literal["thread", "process"] = Field(
         "thread", description="PyFlink runs the Python step in the JVM (thread) or a worker process"
     )
-    sink_linger_ms: int = Field(5, ge=0, le=1000, description="Kafka sinks batch records this long")
-    sink_batch_bytes: int = Field(
-        16 * 1024, ge=1024, description="Kafka sinks' batch.size (tansu lost commit markers with 256 KiB)"
+    sink_linger_ms: int = Field(
+        50,
+        ge=0,
+        le=1000,
+        description="Kafka sinks batch records this long (outputs wait for the checkpoint anyway; "
+        "fewer, larger batches cost the broker less)",
     )
+    sink_batch_bytes: int = Field(64 * 1024, ge=1024, description="Kafka sinks' batch.size")
     group_id: str = "flywheel-stream"
     dlq_max_raw_bytes: int = Field(
         64 * 1024,

@@ -110,6 +110,7 @@ def sink_ddl(settings: Settings, table: str, topic: str, name: str) -> str:
         "value.format": "raw",
         "sink.delivery-guarantee": "exactly-once",
         "sink.transactional-id-prefix": f"{settings.stream.group_id}-{settings.kafka.topic_prefix}-{name}",
+        "sink.transaction-naming-strategy": "INCREMENTING",
         "properties.transaction.timeout.ms": "600000",
         "properties.max.request.size": str(MAX_RECORD_BYTES),
         "properties.linger.ms": str(settings.stream.sink_linger_ms),

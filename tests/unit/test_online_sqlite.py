@@ -1,6 +1,10 @@
-"""Differential: the ingestor's fast online write (``OnlineWriter`` + ``BatchSqliteOnlineStore``)
-leaves the online store byte for byte as Feast's own path (``push`` into Feast's
-``SqliteOnlineStore``) does, and reads through Feast give the same answers."""
+"""Differentials for the ingestor's fast online path.
+
+- ``OnlineWriter`` builds the very protos Feast's ``push`` builds: the same rows written both
+  ways into ``CompactSqliteOnlineStore`` leave its table byte for byte the same.
+- ``CompactSqliteOnlineStore`` answers reads as Feast's ``SqliteOnlineStore`` does: the same
+  rows pushed into both, every read through ``get_online_features`` (values, statuses,
+  event timestamps) is the same."""
 
 from __future__ import annotations
 
@@ -42,44 +46,56 @@ def _store(folder, online_type: str):
     return store
 
 
+COMPACT = "feature_repo.online_sqlite.CompactSqliteOnlineStore"
+FEAST_TABLE, COMPACT_TABLE = f"flywheel_{FEATURE_VIEW}", f"flywheel_{FEATURE_VIEW}_rows"
+
+
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
+    """Feast's SQLite store, ours written by push, ours written by OnlineWriter."""
     base = tmp_path_factory.mktemp("online")
-    return _store(base / "feast", "sqlite"), _store(
-        base / "ours", "feature_repo.online_sqlite.BatchSqliteOnlineStore"
-    )
+    return _store(base / "feast", "sqlite"), _store(base / "push", COMPACT), _store(base / "writer", COMPACT)
 
 
-def _table(store) -> list[tuple]:
-    path = store.config.online_store.path
-    with sqlite3.connect(path) as conn:
-        return conn.execute(
-            f"SELECT entity_key, feature_name, value, value_text, event_ts, created_ts "
-            f"FROM flywheel_{FEATURE_VIEW} ORDER BY entity_key, feature_name"
-        ).fetchall()
-
-
-def _clear(store) -> None:
+def _table(store, name: str) -> list[tuple]:
     with sqlite3.connect(store.config.online_store.path) as conn:
-        conn.execute(f"DELETE FROM flywheel_{FEATURE_VIEW}")
+        return conn.execute(f"SELECT * FROM {name} ORDER BY 1, 2").fetchall()
+
+
+def _clear(store, name: str) -> None:
+    with sqlite3.connect(store.config.online_store.path) as conn:
+        conn.execute(f"DELETE FROM {name}")
+
+
+def _read(store, rows: list[dict]) -> tuple:
+    response = store.get_online_features(
+        features=[f"{FEATURE_VIEW}:{name}" for name in FEATURES],
+        entity_rows=[{JOIN_KEY: r[JOIN_KEY]} for r in rows] + [{JOIN_KEY: "never-written"}],
+    )
+    results = response.proto.results
+    stamps = [[t.seconds for t in r.event_timestamps] for r in results]
+    statuses = [list(r.statuses) for r in results]
+    return response.to_dict(), stamps, statuses
 
 
 def _both(stores, rows: list[dict]) -> None:
     import pandas as pd
+    from feast.data_source import PushMode
 
     from feature_repo.online_write import OnlineWriter
 
-    feast, ours = stores
-    _clear(feast)
-    _clear(ours)
+    feast, pushed, written = stores
+    _clear(feast, FEAST_TABLE)
+    _clear(pushed, COMPACT_TABLE)
+    _clear(written, COMPACT_TABLE)
     frame = pd.DataFrame(rows, columns=[JOIN_KEY, TIMESTAMP, CREATED, *FEATURES])
-    from feast.data_source import PushMode
-
     feast.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
-    assert OnlineWriter(ours).write(rows) == len(rows)
-    expected, got = _table(feast), _table(ours)
-    assert len(got) == len(rows) * len(FEATURES)
-    assert got == expected
+    pushed.push(PUSH_SOURCE, frame, to=PushMode.ONLINE)
+    assert OnlineWriter(written).write(rows) == len(rows)
+    by_writer = _table(written, COMPACT_TABLE)
+    assert len(by_writer) == len(rows)
+    assert by_writer == _table(pushed, COMPACT_TABLE)  # the writer's protos are push's
+    assert _read(written, rows) == _read(feast, rows)  # the store reads as Feast's does
 
 
 def _row(i: int, **values) -> dict:
@@ -189,19 +205,16 @@ def test_random_text_rows_are_written_identically(stores, drawn):
     _both(stores, rows)
 
 
-def test_reads_through_feast_see_the_written_rows(stores):
-    _, ours = stores
-    rows = [
-        _row(i, **TEXT, text=f"t{i}", label="positive", confidence=0.25, low_confidence=True, pii_masks=1)
-        for i in range(3)
-    ]
+def test_a_rewritten_sample_reads_its_latest_values(stores):
     from feature_repo.online_write import OnlineWriter
 
-    OnlineWriter(ours).write(rows)
-    got = ours.get_online_features(
-        features=[f"{FEATURE_VIEW}:text", f"{FEATURE_VIEW}:confidence", f"{FEATURE_VIEW}:pii_masks"],
-        entity_rows=[{JOIN_KEY: r[JOIN_KEY]} for r in rows],
-    ).to_dict()
-    assert (
-        got["text"] == ["t0", "t1", "t2"] and got["confidence"] == [0.25] * 3 and got["pii_masks"] == [1] * 3
+    _, _, written = stores
+    first = _row(
+        7, **TEXT, text="before", label="negative", confidence=0.25, low_confidence=True, pii_masks=1
     )
+    second = {**first, "text": "after", "label": None, TIMESTAMP: T0 + timedelta(days=1)}
+    OnlineWriter(written).write([first])
+    OnlineWriter(written).write([second])
+    values, stamps, _ = _read(written, [second])
+    assert values["text"][0] == "after" and values["label"][0] is None
+    assert stamps[-1][0] == int((T0 + timedelta(days=1)).timestamp())  # [0] is the join key
