@@ -188,20 +188,7 @@ class Pipeline:
 
 
 def online_ids(settings) -> set[str]:
-    """The sample ids of every row in the Feast online store (SQLite: one row per feature),
-    decoded with Feast's own entity-key serialisation."""
-    import sqlite3
+    """The sample ids of every row in the Feast online store."""
+    from feature_repo.store import online_sample_ids
 
-    from feast.infra.key_encoding_utils import deserialize_entity_key
-
-    from feature_repo.definitions import FEATURE_VIEW
-    from feature_repo.store import feast_dir, repo_config
-
-    conf = repo_config(settings)
-    db = sqlite3.connect(f"file:{feast_dir(settings) / 'online.db'}?mode=ro", uri=True)
-    try:
-        keys = db.execute(f"SELECT DISTINCT entity_key FROM {conf.project}_{FEATURE_VIEW}").fetchall()
-    finally:
-        db.close()
-    version = conf.entity_key_serialization_version
-    return {deserialize_entity_key(k, version).entity_values[0].string_val for (k,) in keys}
+    return online_sample_ids(settings)

@@ -123,6 +123,14 @@ class CompactSqliteOnlineStore(SqliteOnlineStore):
         if progress:
             progress(len(data))
 
+    def entity_keys(self, config, table) -> list[Any]:
+        """Every entity key stored for ``table`` (audits and benchmarks; not a Feast API)."""
+        from feast.infra.key_encoding_utils import deserialize_entity_key
+
+        version = config.entity_key_serialization_version
+        rows = self._get_conn(config).execute(f"SELECT entity_key FROM {self._table(config, table)}")
+        return [deserialize_entity_key(key, version) for (key,) in rows]
+
     def online_read(
         self,
         config,

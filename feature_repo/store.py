@@ -86,6 +86,21 @@ def open_store(settings, apply: bool = True):
     return store
 
 
+def online_sample_ids(settings, store=None) -> set[str]:
+    """The sample ids of every row of the online store (SQLite: ``CompactSqliteOnlineStore``)."""
+    from feature_repo.online_sqlite import CompactSqliteOnlineStore
+
+    store = store or open_store(settings, apply=False)
+    if not isinstance(store.config.online_store.type, str) or not store.config.online_store.type.endswith(
+        "CompactSqliteOnlineStore"
+    ):
+        raise ConfigError(
+            f"listing online samples needs the SQLite online store, not {store.config.online_store.type!r}"
+        )
+    keys = CompactSqliteOnlineStore().entity_keys(store.config, store.get_feature_view(FEATURE_VIEW))
+    return {key.entity_values[0].string_val for key in keys}
+
+
 def apply_definitions(settings, store=None) -> list[str]:
     """Register the entity, sources, view and service (idempotent); return their names."""
     from feature_repo.definitions import build

@@ -74,6 +74,48 @@ def per_partition(settings, topic: str) -> str:
     return f"{topic}: committed {dict(seen['read_committed'])}, uncommitted {dict(seen['read_uncommitted'])}"
 
 
+def assert_same_as_reference(settings) -> None:
+    """Differential: every output record of the job is byte for byte what the per-record
+    reference functions give for its raw record (``records.process_raw``), and deduplication
+    kept one copy per event_id (whichever the job saw first) and wrote a ``DuplicateRecord``
+    for each other copy."""
+    from collections import defaultdict
+
+    from pipelines.records import DLQ, DuplicateRecord, Origin, process_raw
+
+    prefix = settings.kafka.topic_prefix
+    stream = settings.stream
+    raw_topic = f"{prefix}.raw"
+    out = {
+        t: [m.value().decode() for m in read_topic(settings, f"{prefix}.{t}")]
+        for t in ("clean", "review", "dlq", "duplicates")
+    }
+    dlq, copies = [], defaultdict(list)
+    for m in read_topic(settings, raw_topic):
+        origin = Origin(raw_topic, m.partition(), m.offset())
+        ref = process_raw(
+            m.value(),
+            m.key(),
+            origin,
+            dict(stream.review_threshold_per_model),
+            stream.review_threshold,
+            stream.dlq_max_raw_bytes,
+        )
+        if ref.destination == DLQ:
+            dlq.append(ref.record)
+        else:
+            copies[ref.event_id].append((ref, origin))
+    assert sorted(out["dlq"]) == sorted(dlq)
+    routed = {"clean": set(out["clean"]), "review": set(out["review"])}
+    assert len(routed["clean"]) + len(routed["review"]) == len(copies)
+    expected_duplicates = []
+    for event_id, seen in copies.items():
+        kept = [(ref, origin) for ref, origin in seen if ref.record in routed[ref.destination]]
+        assert len(kept) == 1, f"{event_id}: {len(kept)} of its {len(seen)} copies were routed"
+        expected_duplicates += [DuplicateRecord(event_id, o).to_json() for r, o in seen if o != kept[0][1]]
+    assert sorted(out["duplicates"]) == sorted(expected_duplicates)
+
+
 def test_10k_mixed_events_are_all_accounted_for(settings):
     values, expected = mixed_traffic(10_000)
     log = run_bounded(settings, produce_raw(settings, values))
@@ -90,6 +132,7 @@ def test_10k_mixed_events_are_all_accounted_for(settings):
             + "\n".join(noted)
         )
     assert a.balanced
+    assert_same_as_reference(settings)
 
     prefix = settings.kafka.topic_prefix
     review = [RoutedRecord.from_json(m.value()) for m in read_topic(settings, f"{prefix}.review")]
@@ -221,6 +264,7 @@ def test_hostile_records_never_stop_the_job_and_all_are_accounted_for(settings, 
     assert a.raw == len(HOSTILE) and a.balanced, a
     assert (a.clean, a.review, a.dlq, a.duplicates) == tuple(expected.values()), a
     assert health is not None and health.state == "RUNNING" and health.restarts == 0, health
+    assert_same_as_reference(settings)
 
     topic = f"{settings.kafka.topic_prefix}.dlq"
     dlq = {d.origin: d for d in (DlqRecord.from_json(m.value()) for m in read_topic(settings, topic))}

@@ -218,3 +218,14 @@ def test_a_rewritten_sample_reads_its_latest_values(stores):
     values, stamps, _ = _read(written, [second])
     assert values["text"][0] == "after" and values["label"][0] is None
     assert stamps[-1][0] == int((T0 + timedelta(days=1)).timestamp())  # [0] is the join key
+
+
+def test_the_store_lists_the_samples_it_holds(stores):
+    from feature_repo.online_sqlite import CompactSqliteOnlineStore
+    from feature_repo.online_write import OnlineWriter
+
+    _, _, written = stores
+    _clear(written, COMPACT_TABLE)
+    OnlineWriter(written).write([_row(i, **TEXT, low_confidence=False, pii_masks=0) for i in range(4)])
+    keys = CompactSqliteOnlineStore().entity_keys(written.config, written.get_feature_view(FEATURE_VIEW))
+    assert sorted(k.entity_values[0].string_val for k in keys) == [f"evt-{i:06d}" for i in range(4)]
