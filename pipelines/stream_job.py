@@ -110,7 +110,11 @@ def sink_ddl(settings: Settings, table: str, topic: str, name: str) -> str:
         "value.format": "raw",
         "sink.delivery-guarantee": "exactly-once",
         "sink.transactional-id-prefix": f"{settings.stream.group_id}-{settings.kafka.topic_prefix}-{name}",
-        "sink.transaction-naming-strategy": "INCREMENTING",
+        # Each subtask writes one partition (subtask i → partition i mod n). tansu commits a
+        # transaction whose commit marker lands after the next transaction's first record only
+        # when a later commit on the same partition sweeps it: with the sticky partitioner a
+        # quiet topic's last transaction could stay pending for good (DESIGN.md).
+        "sink.partitioner": "fixed",
         "properties.transaction.timeout.ms": "600000",
         "properties.max.request.size": str(MAX_RECORD_BYTES),
         "properties.linger.ms": str(settings.stream.sink_linger_ms),

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -203,11 +204,21 @@ def test_killed_job_restarts_from_checkpoint_with_the_same_counts(settings):
             assert job.poll() is None, "stream job died"
             time.sleep(0.5)
         assert list(checkpoints.glob("*/chk-*/_metadata")), "no checkpoint completed"
-        produce_raw(settings, values[3_000:])
-        time.sleep(1.0)  # let it get part-way into the second half
+
+        # the second half arrives over ~3 s and the job is killed while it still arrives, so
+        # it really dies mid-stream however fast it is
+        def send_second_half() -> None:
+            for i in range(3_000, 6_000, 100):
+                produce_raw(settings, values[i : i + 100])
+                time.sleep(0.1)
+
+        sender = threading.Thread(target=send_second_half)
+        sender.start()
+        time.sleep(1.5)
     finally:
         os.killpg(job.pid, signal.SIGKILL)
         job.wait()
+    sender.join()
     before = accounting(settings)
     assert before.raw == 6_000 and not before.balanced, before  # really killed mid-stream
 
