@@ -284,6 +284,20 @@ def run_steps(bench: Bench, pipe: Pipeline, steps: list[dict]) -> None:
             break
 
 
+def run_soak_phase(bench: Bench, pipe: Pipeline, steps: list[dict]) -> dict | None:
+    """``--soak-s`` at ``--soak-rate`` (default: the highest step that held, else kept up)."""
+    from stream_report import highest
+    from stream_soak import run_soak
+
+    a = bench.args
+    best = highest(steps, "held") or highest(steps, "kept_up")
+    rate = a.soak_rate or (best and best["offered_events_per_s"])
+    if not a.soak_s or not rate:
+        return None
+    say(f"soak: {rate:,} events/s for {a.soak_s:.0f} s, in {a.soak_window_s:.0f} s windows")
+    return run_soak(bench, pipe, rate, a.soak_s, a.soak_window_s, say, quantiles, settle)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -308,6 +322,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ceiling-events", type=int, default=200_000, help="broker and identity jobs")
     parser.add_argument("--skip-ceilings", action="store_true", help="no broker or identity-job ceilings")
     parser.add_argument("--keep-going", action="store_true", help="run every step, even after one fails")
+    parser.add_argument("--soak-s", type=float, default=0, help="then hold one rate this long (0: no soak)")
+    parser.add_argument("--soak-window-s", type=float, default=60, help="the soak's reporting window")
+    parser.add_argument("--soak-rate", type=int, help="the soak's rate (default: the sustainable one)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 
@@ -327,6 +344,7 @@ def main() -> None:
     say(f"embedded broker on {broker.address}; child logs in {folder}")
     broker.start(die_with_parent=True)
     ceilings, backlog, steps = {}, {}, []
+    soak = None
     interrupted = False
     try:
         bench = Bench(folder, broker, children, args)
@@ -336,6 +354,7 @@ def main() -> None:
         try:
             backlog.update(backlog_phase(bench, pipe, args.backlog_events))
             run_steps(bench, pipe, steps)
+            soak = run_soak_phase(bench, pipe, steps)
         finally:
             pipe.close()
     except BenchError as exc:
@@ -346,7 +365,7 @@ def main() -> None:
     finally:
         children.close()
         broker.stop()
-    report(args, ceilings, backlog, steps, load)
+    report(args, ceilings, backlog, steps, load, soak)
     if interrupted:
         raise SystemExit(130)
 

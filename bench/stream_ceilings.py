@@ -88,7 +88,7 @@ def identity_job(config: str, mode: str) -> None:
     env, _ = make_env(settings, restore=False)
     t_env = table_env(env, settings)
     t_env.execute_sql(source_ddl(settings, topics, None))
-    t_env.execute_sql(sink_ddl(settings, "identity_sink", topics.clean, f"identity-{mode}"))
+    t_env.execute_sql(sink_ddl(settings, "identity_sink", f"identity-{mode}", [topics.clean]))
     if mode == "sql":
         t_env.execute_sql("INSERT INTO identity_sink SELECT CAST(`v` AS STRING) FROM raw_feedback").wait()
         return

@@ -70,9 +70,27 @@ def table(steps: list[dict]) -> None:
         )
 
 
-def results(args, ceilings: dict, backlog: dict, steps: list[dict], load: tuple) -> dict:
+def goals(data: dict) -> dict:
+    """The issue's goals as ratios measured in this run: end to end ≥ 50 % of the PyFlink
+    identity-UDF ceiling and ≥ 60 % of the broker alone; the job alone ≥ 80 % of the UDF ceiling."""
+
+    def ratio(a, b):
+        return None if not a or not b else round(a / b, 3)
+
+    e2e, udf = data["sustainable_events_per_s"], data["flink_identity_events_per_s"]
+    wanted = {
+        "end_to_end_over_identity_udf": (ratio(e2e, udf), 0.5),
+        "end_to_end_over_broker": (ratio(e2e, data["broker_ceiling_events_per_s"]), 0.6),
+        "job_alone_over_identity_udf": (ratio(data["job_only_events_per_s"], udf), 0.8),
+    }
+    return {k: {"ratio": r, "goal": g, "met": r is not None and r >= g} for k, (r, g) in wanted.items()}
+
+
+def results(
+    args, ceilings: dict, backlog: dict, steps: list[dict], load: tuple, soak: dict | None = None
+) -> dict:
     best, kept = highest(steps, "held"), highest(steps, "kept_up")
-    return {
+    data = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_average_at_start": load},
         "config": {
@@ -98,13 +116,18 @@ def results(args, ceilings: dict, backlog: dict, steps: list[dict], load: tuple)
         "job_only_events_per_s": backlog.get("job_only_events_per_s"),
         "ingestor_only_rows_per_s": backlog.get("ingestor_only_rows_per_s"),
         "broker_ceiling_events_per_s": ceilings.get("broker", {}).get("events_per_s"),
-        "flink_identity_events_per_s": ceilings.get("flink_sql", {}).get("events_per_s"),
-        "flink_python_identity_events_per_s": ceilings.get("flink_python", {}).get("events_per_s"),
-        "run_correct": bool(backlog.get("correct")) and all(r["correct"] for r in steps),
+        "flink_identity_events_per_s": ceilings.get("flink_python", {}).get("events_per_s"),
+        "flink_sql_identity_events_per_s": ceilings.get("flink_sql", {}).get("events_per_s"),
+        "run_correct": bool(backlog.get("correct"))
+        and all(r["correct"] for r in steps)
+        and (soak is None or soak["correct"]),
         "ceilings": ceilings,
         "backlog": backlog,
         "steps": steps,
+        "soak": soak,
     }
+    data["goals"] = goals(data)
+    return data
 
 
 HEADLINES = {
@@ -115,13 +138,15 @@ HEADLINES = {
     "job_only_events_per_s": "stream job alone on a backlog, events/s",
     "ingestor_only_rows_per_s": "ingestor alone on a backlog, rows/s",
     "broker_ceiling_events_per_s": "broker alone, produce → consume, events/s",
-    "flink_identity_events_per_s": "PyFlink identity job, SQL (no Python), events/s",
-    "flink_python_identity_events_per_s": "PyFlink identity job, one trivial Python map, events/s",
+    "flink_identity_events_per_s": "PyFlink identity job, one trivial Python UDF (the job's mode), events/s",
+    "flink_sql_identity_events_per_s": "PyFlink identity job, SQL (no Python), events/s",
     "run_correct": "every check passed",
 }
 
 
-def report(args, ceilings: dict, backlog: dict, steps: list[dict], load: tuple) -> None:
+def report(
+    args, ceilings: dict, backlog: dict, steps: list[dict], load: tuple, soak: dict | None = None
+) -> None:
     print(
         f"\nstream, raw → Feast online; {os.cpu_count()} cores (load average {load[0]:.1f} at the start: "
         f"shared machines make figures rough); checkpoints every {args.checkpoint_ms} ms, ingest "
@@ -129,11 +154,22 @@ def report(args, ceilings: dict, backlog: dict, steps: list[dict], load: tuple) 
         "measured per step; latency from the intended send time\n"
     )
     table(steps)
-    data = results(args, ceilings, backlog, steps, load)
+    data = results(args, ceilings, backlog, steps, load, soak)
     print()
     for key, label in HEADLINES.items():
         value = data[key]
         print(f"{label}: {value:,.2f}" if isinstance(value, float) else f"{label}: {value}")
+    for name, g in data["goals"].items():
+        print(
+            f"goal {name.replace('_', ' ')}: {g['ratio']} (≥ {g['goal']}: {'met' if g['met'] else 'missed'})"
+        )
+    if soak:
+        trend = soak["trend_first_to_last"]
+        print(
+            f"soak {soak['offered_events_per_s']:,}/s for {soak['seconds']:.0f} s: p99 {trend['p99_s'][0]} → "
+            f"{trend['p99_s'][1]} s, broker CPU {trend['broker_cpu_percent'][0]} → "
+            f"{trend['broker_cpu_percent'][1]} %, RSS MiB {trend['rss_mib']}; correct: {soak['correct']}"
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}")

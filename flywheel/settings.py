@@ -94,12 +94,12 @@ class StreamSettings(_Section):
     execution_mode: Literal["thread", "process"] = Field(
         "thread", description="PyFlink runs the Python step in the JVM (thread) or a worker process"
     )
-    sink_linger_ms: int = Field(
-        50,
+    sink_linger_ms: int | None = Field(
+        None,
         ge=0,
-        le=1000,
-        description="Kafka sinks batch records this long (outputs wait for the checkpoint anyway; "
-        "fewer, larger batches cost the broker less)",
+        le=60_000,
+        description="the Kafka sink batches records this long; unset = the checkpoint interval "
+        "(outputs wait for the checkpoint's commit anyway)",
     )
     sink_batch_bytes: int = Field(64 * 1024, ge=1024, description="Kafka sinks' batch.size")
     group_id: str = "flywheel-stream"

@@ -28,7 +28,7 @@ from flywheel.events import MAX_RECORD_BYTES
 from flywheel.kafka import Topics, java_kafka_properties
 from flywheel.layout import StateLayout
 from flywheel.settings import Settings, load_settings
-from pipelines.records import CLEAN, DLQ, REVIEW
+from pipelines.records import DLQ, REVIEW
 
 JAR_NAMES = ("flink-connector-kafka.jar", "kafka-clients.jar")
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,29 +100,35 @@ def source_ddl(settings: Settings, topics: Topics, stop_offsets: dict[int, int] 
     )
 
 
-def sink_ddl(settings: Settings, table: str, topic: str, name: str) -> str:
-    """An exactly-once Kafka table sink of one STRING column ``v`` (transactions committed on
-    checkpoints), batching its produce requests (``stream.sink_linger_ms``)."""
+def sink_ddl(settings: Settings, table: str, name: str, topics: list[str]) -> str:
+    """An exactly-once Kafka table sink (transactions committed on checkpoints) of a STRING
+    column ``v``, to the one topic of ``topics`` or, given several, to the one each row names
+    in its ``topic`` column: the job writes its four outputs through one such sink, so a
+    checkpoint commits one transaction, not four (each costs tansu more than its records)."""
+    stream = settings.stream
     options = {
         "connector": "kafka",
-        "topic": topic,
+        "topic": ";".join(topics),
         "properties.bootstrap.servers": settings.bootstrap_servers,
         "value.format": "raw",
         "sink.delivery-guarantee": "exactly-once",
-        "sink.transactional-id-prefix": f"{settings.stream.group_id}-{settings.kafka.topic_prefix}-{name}",
-        # Each subtask writes one partition (subtask i → partition i mod n). tansu commits a
-        # transaction whose commit marker lands after the next transaction's first record only
-        # when a later commit on the same partition sweeps it: with the sticky partitioner a
-        # quiet topic's last transaction could stay pending for good (DESIGN.md).
+        "sink.transactional-id-prefix": f"{stream.group_id}-{settings.kafka.topic_prefix}-{name}",
+        # Each subtask writes one partition of each topic (subtask i → partition i mod n). With
+        # the sticky partitioner, tansu left a quiet topic's last transaction pending for good
+        # (its commit marker landed after the next transaction's first record there, and no
+        # later commit on that partition swept it: DESIGN.md).
         "sink.partitioner": "fixed",
         "properties.transaction.timeout.ms": "600000",
         "properties.max.request.size": str(MAX_RECORD_BYTES),
-        "properties.linger.ms": str(settings.stream.sink_linger_ms),
-        "properties.batch.size": str(settings.stream.sink_batch_bytes),
+        # Records wait for their checkpoint's commit anyway: lingering as long sends most of
+        # them at the checkpoint's flush, in few large batches, after the previous commit.
+        "properties.linger.ms": str(stream.sink_linger_ms or stream.checkpoint_interval_ms),
+        "properties.batch.size": str(stream.sink_batch_bytes),
     }
     options.update({f"properties.{k}": v for k, v in java_kafka_properties(settings).items()})
     with_clause = ",\n  ".join(f"{sql_string(k)} = {sql_string(v)}" for k, v in options.items())
-    return f"CREATE TEMPORARY TABLE {table} (`v` STRING) WITH (\n  {with_clause}\n)"
+    columns = "`v` STRING" if len(topics) == 1 else "`topic` STRING METADATA, `v` STRING"
+    return f"CREATE TEMPORARY TABLE {table} ({columns}) WITH (\n  {with_clause}\n)"
 
 
 def route_function(settings: Settings, raw_topic: str):
@@ -153,10 +159,12 @@ def route_function(settings: Settings, raw_topic: str):
 def build(t_env, settings: Settings, stop_offsets: dict[int, int] | None = None):
     """Add the clean/route graph to a StreamTableEnvironment; returns the StatementSet.
 
-    raw ─ route (Python, one call per record) ─┬─ dlq ─────────────────────────────► <prefix>.dlq
+    raw ─ route (Python, one call per record) ─┬─ dlq ───────────────────────────► <prefix>.dlq
                                                └─ COUNT(*) OVER (PARTITION BY event_id)
                                                    1: review | clean ► <prefix>.review | .clean
                                                   >1: duplicate record ► <prefix>.duplicates
+
+    All four through one exactly-once sink (``sink_ddl``), the topic named per row.
 
     Deduplication is a Flink SQL over-window count per ``event_id`` (Java keyed state with
     ``table.exec.state.ttl`` = ``stream.dedupe_ttl_hours``), not Python state.
@@ -164,13 +172,8 @@ def build(t_env, settings: Settings, stop_offsets: dict[int, int] | None = None)
     topics = Topics.from_settings(settings)
     t_env.execute_sql(source_ddl(settings, topics, stop_offsets))
     t_env.create_temporary_function("route_raw", route_function(settings, topics.raw))
-    for table, topic, name in (
-        ("clean_sink", topics.clean, "clean"),
-        ("review_sink", topics.review, "review"),
-        ("dlq_sink", topics.dlq, "dlq"),
-        ("duplicates_sink", topics.duplicates, "duplicates"),
-    ):
-        t_env.execute_sql(sink_ddl(settings, table, topic, name))
+    outputs = [topics.clean, topics.review, topics.dlq, topics.duplicates]
+    t_env.execute_sql(sink_ddl(settings, "outputs", "out", outputs))
     t_env.execute_sql(
         "CREATE TEMPORARY VIEW routed AS SELECT r.destination AS destination, r.event_id AS event_id, "
         "r.record AS record, r.duplicate AS duplicate, proc FROM "
@@ -182,14 +185,14 @@ def build(t_env, settings: Settings, stop_offsets: dict[int, int] | None = None)
         f"FROM routed WHERE destination <> '{DLQ}'"
     )
     statements = t_env.create_statement_set()
-    statements.add_insert_sql(f"INSERT INTO dlq_sink SELECT record FROM routed WHERE destination = '{DLQ}'")
-    statements.add_insert_sql(
-        f"INSERT INTO clean_sink SELECT record FROM counted WHERE seen = 1 AND destination = '{CLEAN}'"
+    dlq, dup, review, clean = (
+        sql_string(t) for t in (topics.dlq, topics.duplicates, topics.review, topics.clean)
     )
     statements.add_insert_sql(
-        f"INSERT INTO review_sink SELECT record FROM counted WHERE seen = 1 AND destination = '{REVIEW}'"
+        f"INSERT INTO outputs SELECT {dlq}, record FROM routed WHERE destination = '{DLQ}' UNION ALL "
+        f"SELECT CASE WHEN seen > 1 THEN {dup} WHEN destination = '{REVIEW}' THEN {review} ELSE {clean} END, "
+        "CASE WHEN seen > 1 THEN duplicate ELSE record END FROM counted"
     )
-    statements.add_insert_sql("INSERT INTO duplicates_sink SELECT duplicate FROM counted WHERE seen > 1")
     return statements
 
 
