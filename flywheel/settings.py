@@ -430,6 +430,18 @@ class Settings(BaseSettings):
                 raise ValueError("renamed settings: " + "; ".join(hints) + ". Rename them in flywheel.yaml")
         return data
 
+    @model_validator(mode="after")
+    def _one_subtask_per_partition(self) -> Settings:
+        """The stream sink writes partition ``subtask mod n`` of each output topic; the embedded
+        tansu left transactions pending where two subtasks shared a partition (DESIGN.md)."""
+        if self.embedded_broker and self.stream.parallelism > self.kafka.partitions:
+            raise ValueError(
+                f"stream.parallelism is {self.stream.parallelism} but the embedded broker's topics have "
+                f"kafka.partitions = {self.kafka.partitions}: raise kafka.partitions to at least "
+                "stream.parallelism (each subtask of the stream job writes its own partition)"
+            )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,

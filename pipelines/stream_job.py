@@ -1,9 +1,11 @@
 """The PyFlink clean/route job. It only wires the functions of ``pipelines.records``.
 
-Source: the Kafka table connector (raw bytes + partition/offset metadata, which the
-DataStream KafkaSource of PyFlink cannot expose), converted to a DataStream.
-Then: validate → (dlq | keyBy(event_id) → dedupe with TTL'd keyed state → route),
-written by four exactly-once Kafka sinks (transactions committed on checkpoints).
+All Table API / SQL: the Kafka table source (raw bytes + partition/offset metadata), one
+Python scalar UDF per record (``records.route_raw``: parse, validate once, normalise,
+mask, route, serialise; PyFlink thread mode, so Python runs inside the JVM), dedupe as a
+SQL over-window count per ``event_id`` (Java state in RocksDB, TTL'd), and one
+exactly-once Kafka sink for the four outputs (one transaction per checkpoint). See
+``build`` for the graph and README "The stream job" for the knobs.
 
 Runs embedded (a local MiniCluster in this process) through ``flywheel stream run``,
 or on a Flink cluster as a standalone module::
@@ -201,7 +203,7 @@ def embedded_python_path() -> None:
     see a venv's packages (``No module named 'pemja'``) unless ``PYTHONPATH`` names them."""
     import site
 
-    paths = [str(Path(__file__).with_name("embedded_site")), *site.getsitepackages(), str(ROOT)]
+    paths = [*site.getsitepackages(), str(ROOT)]
     current = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*current, *paths]))
 

@@ -166,3 +166,13 @@ def test_settings_renamed_with_the_two_gates_say_their_new_names():
         load_settings(training={"data_gate": {"max_text_chars": 100}}).training.data_gate.max_text_chars
         == 100
     )
+
+
+def test_more_stream_subtasks_than_partitions_is_refused_on_the_embedded_broker():
+    with pytest.raises(ConfigError, match=r"raise kafka\.partitions to at least stream\.parallelism"):
+        load_settings(stream={"parallelism": 4}, kafka={"partitions": 3})
+    assert load_settings(stream={"parallelism": 3}, kafka={"partitions": 3}).stream.parallelism == 3
+    external = load_settings(
+        stream={"parallelism": 4}, kafka={"partitions": 3, "bootstrap_servers": "k:9092"}
+    )
+    assert external.stream.parallelism == 4  # an external cluster's topics are sized by its owner
