@@ -118,6 +118,11 @@ class StateLayout:
         return self.run_dir / "stream-job.json"
 
     @property
+    def stream_python_step(self) -> Path:
+        """Where the stream job's Python step says which process runs it (thread mode: the JVM)."""
+        return self.run_dir / "stream-python-step.json"
+
+    @property
     def resolved_config(self) -> Path:
         return self.run_dir / "flywheel.resolved.yaml"
 

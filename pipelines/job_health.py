@@ -38,6 +38,7 @@ class JobHealth:
     restarts: int = 0
     last_exception: str | None = None
     last_exception_at: float | None = None
+    python_mode: str | None = None  # where the Python step runs, as it reported: thread | process
     updated: float = 0.0
 
     @property
@@ -56,6 +57,8 @@ class JobHealth:
                 f"no job report for {time.time() - self.updated:.0f}s (job process {self.pid} stuck or gone)"
             )
         text = f"job {self.state.lower()}"
+        if self.python_mode:
+            text += f", Python step in {self.python_mode} mode"
         if self.restarts:
             text += f", {self.restarts} job restart{'s' if self.restarts != 1 else ''}"
         if self.last_exception:
@@ -109,6 +112,21 @@ def restarts_in_failure(text: str) -> int:
     return max(int(found[-1]) - 1, 0) if found else 0
 
 
+def report_python_step(path: str) -> None:
+    """Called by the job's Python step as it opens: which executable runs it. In thread mode
+    that is the JVM (``java``); Flink falls back to process mode (a Python worker) silently."""
+    exe = os.path.basename(os.path.realpath("/proc/self/exe")) if os.path.exists("/proc/self/exe") else ""
+    mode = "thread" if exe.startswith("java") else "process"
+    write_json_atomic(Path(path), {"pid": os.getpid(), "executable": exe, "mode": mode}, durable=False)
+
+
+def python_step_mode(state_dir: Path | str) -> str | None:
+    try:
+        return json.loads(StateLayout.of(state_dir).stream_python_step.read_text()).get("mode")
+    except (FileNotFoundError, ValueError, AttributeError):
+        return None
+
+
 class JobMonitor(threading.Thread):
     """Polls ``/jobs/<id>`` every ``interval_s`` and writes the health file."""
 
@@ -123,6 +141,7 @@ class JobMonitor(threading.Thread):
             return json.loads(response.read())
 
     def poll(self) -> None:
+        self.health.python_mode = self.health.python_mode or python_step_mode(self.state_dir)
         job = self.health.job_id
         self.health.state = self._get(f"/jobs/{job}")["state"]
         metrics = self._get(f"/jobs/{job}/metrics?get=numRestarts")

@@ -139,23 +139,31 @@ def route_function(settings: Settings, raw_topic: str):
     duplicate record)."""
     from pyflink.common import Row
     from pyflink.table import DataTypes
-    from pyflink.table.udf import udf
+    from pyflink.table.udf import ScalarFunction, udf
 
+    from pipelines.job_health import report_python_step
     from pipelines.records import route_raw
 
     thresholds = dict(settings.stream.review_threshold_per_model)
     default_threshold = settings.stream.review_threshold
     max_dlq_raw = settings.stream.dlq_max_raw_bytes
+    report_to = str(StateLayout.of(settings).stream_python_step)
 
-    def route(key, value, partition, offset):
-        return Row(
-            *route_raw(value, key, raw_topic, partition, offset, thresholds, default_threshold, max_dlq_raw)
-        )
+    class Route(ScalarFunction):
+        def open(self, function_context) -> None:
+            report_python_step(report_to)  # thread mode is checked, not assumed
+
+        def eval(self, key, value, partition, offset):
+            return Row(
+                *route_raw(
+                    value, key, raw_topic, partition, offset, thresholds, default_threshold, max_dlq_raw
+                )
+            )
 
     fields = [
         DataTypes.FIELD(n, DataTypes.STRING()) for n in ("destination", "event_id", "record", "duplicate")
     ]
-    return udf(route, result_type=DataTypes.ROW(fields), deterministic=True)
+    return udf(Route(), result_type=DataTypes.ROW(fields), deterministic=True)
 
 
 def build(t_env, settings: Settings, stop_offsets: dict[int, int] | None = None):

@@ -275,6 +275,7 @@ def test_hostile_records_never_stop_the_job_and_all_are_accounted_for(settings, 
     assert a.raw == len(HOSTILE) and a.balanced, a
     assert (a.clean, a.review, a.dlq, a.duplicates) == tuple(expected.values()), a
     assert health is not None and health.state == "RUNNING" and health.restarts == 0, health
+    assert health.python_mode == "thread", health  # the Python step runs in the JVM, as configured
     assert_same_as_reference(settings)
 
     topic = f"{settings.kafka.topic_prefix}.dlq"
