@@ -311,7 +311,8 @@ class OnlineProbe:
 
     An id is looked up once its intended send time has passed; it was seen at the end of
     the lookup that returned it, so a latency is an upper bound, late by at most one poll
-    period (``poll_s``, longer while many ids are pending: one lookup per 100 ids).
+    period (``poll_s``, longer while many ids are pending: one lookup per 100 ids, and a
+    rest of 9x the lookups' time, so the poller stays under a tenth of a core).
     """
 
     CHUNK = 100
@@ -356,9 +357,14 @@ class OnlineProbe:
                             if value is not None:
                                 self.latency[i] = seen - self.pending.pop(i)
                 took = time.monotonic() - started
+                # Rest 9x as long as the lookups took: the poller never takes more than a tenth
+                # of a core from the pipeline it measures (in a soak, a growing latency made it
+                # look up ever more ids and starve the pipeline: a feedback loop). Its coarser
+                # resolution under load is reported.
+                rest = max(self.poll_s - took, 9 * took)
                 with self.lock:
-                    self.polls, self.poll_time = self.polls + 1, self.poll_time + max(took, self.poll_s)
-                self.stopping.wait(max(0.0, self.poll_s - took))
+                    self.polls, self.poll_time = self.polls + 1, self.poll_time + took + rest
+                self.stopping.wait(rest)
         except Exception as exc:  # noqa: BLE001 - any failure: reported by results()
             self.error = f"{type(exc).__name__}: {exc}"
 
