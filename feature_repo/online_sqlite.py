@@ -61,6 +61,8 @@ def _epoch(value: datetime | None) -> int | None:
 
 
 class CompactSqliteOnlineStore(SqliteOnlineStore):
+    _ensured: frozenset[str] = frozenset()  # tables known to exist (see ``_ensure``)
+
     @staticmethod
     def _table(config, table) -> str:
         name = _table_id(config.project, table, config.registry.enable_online_feature_view_versioning)
@@ -73,6 +75,48 @@ class CompactSqliteOnlineStore(SqliteOnlineStore):
             conn.execute("PRAGMA journal_mode=WAL")  # readers never block on the writer
         return conn
 
+    def _ensure(self, config, table) -> str:
+        """The table's name, created if missing (a store applied before this store existed),
+        and filled from Feast's own one-row-per-feature table of the same view if it holds
+        rows, so reads see what was written before the switch."""
+        name = self._table(config, table)
+        if name in self._ensured:
+            return name
+        conn = self._get_conn(config)
+        with conn:
+            fresh = not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name.strip('"'),)
+            ).fetchone()
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {name} (entity_key BLOB PRIMARY KEY, "
+                "features BLOB NOT NULL, event_ts INTEGER, created_ts INTEGER) WITHOUT ROWID"
+            )
+            old = _table_id(config.project, table, config.registry.enable_online_feature_view_versioning)
+            if (
+                fresh
+                and conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (old,)
+                ).fetchone()
+            ):
+                self._migrate(conn, _quote_id(old), name)
+        self._ensured = self._ensured | {name}
+        return name
+
+    @staticmethod
+    def _migrate(conn, old: str, new: str) -> None:
+        rows = conn.execute(
+            f"SELECT entity_key, feature_name, value, CAST(event_ts AS INTEGER), CAST(created_ts AS INTEGER) "
+            f"FROM {old} ORDER BY entity_key"
+        )
+        merged: dict[bytes, tuple[dict[str, ValueProto], int | None, int | None]] = {}
+        for key, feature, value, event_ts, created_ts in rows:
+            values, _, _ = merged.setdefault(key, ({}, event_ts, created_ts))
+            values[feature] = ValueProto.FromString(value)
+        conn.executemany(
+            f"INSERT OR IGNORE INTO {new} (entity_key, features, event_ts, created_ts) VALUES (?, ?, ?, ?)",
+            [(key, encode_features(v), ts, created) for key, (v, ts, created) in merged.items()],
+        )
+
     def update(
         self,
         config,
@@ -82,15 +126,13 @@ class CompactSqliteOnlineStore(SqliteOnlineStore):
         entities_to_keep: Sequence[Any],
         partial: bool,
     ) -> None:
+        for table in tables_to_keep:
+            self._ensure(config, table)
         conn = self._get_conn(config)
         with conn:
-            for table in tables_to_keep:
-                conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self._table(config, table)} (entity_key BLOB PRIMARY KEY, "
-                    "features BLOB NOT NULL, event_ts INTEGER, created_ts INTEGER) WITHOUT ROWID"
-                )
             for table in tables_to_delete:
                 conn.execute(f"DROP TABLE IF EXISTS {self._table(config, table)}")
+                self._ensured = self._ensured - {self._table(config, table)}
 
     def plan(self, config, desired_registry_proto) -> list:
         return []  # its tables are made by ``update`` (``feast apply``), not as infra objects
@@ -112,10 +154,11 @@ class CompactSqliteOnlineStore(SqliteOnlineStore):
             )
             for key, values, timestamp, created in data
         ]
+        name = self._ensure(config, table)
         conn = self._get_conn(config)
         with conn:
             conn.executemany(
-                f"INSERT INTO {self._table(config, table)} (entity_key, features, event_ts, created_ts) "
+                f"INSERT INTO {name} (entity_key, features, event_ts, created_ts) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT(entity_key) DO UPDATE SET features = excluded.features, "
                 "event_ts = excluded.event_ts, created_ts = excluded.created_ts",
                 rows,
@@ -128,7 +171,7 @@ class CompactSqliteOnlineStore(SqliteOnlineStore):
         from feast.infra.key_encoding_utils import deserialize_entity_key
 
         version = config.entity_key_serialization_version
-        rows = self._get_conn(config).execute(f"SELECT entity_key FROM {self._table(config, table)}")
+        rows = self._get_conn(config).execute(f"SELECT entity_key FROM {self._ensure(config, table)}")
         return [deserialize_entity_key(key, version) for (key,) in rows]
 
     def online_read(
@@ -141,11 +184,12 @@ class CompactSqliteOnlineStore(SqliteOnlineStore):
         version = config.entity_key_serialization_version
         keys = [serialize_entity_key(k, entity_key_serialization_version=version) for k in entity_keys]
         found: dict[bytes, tuple[int | None, bytes]] = {}
+        name = self._ensure(config, table)
         conn = self._get_conn(config)
         for start in range(0, len(keys), 500):  # SQLite's bound on parameters per statement
             chunk = keys[start : start + 500]
             rows = conn.execute(
-                f"SELECT entity_key, event_ts, features FROM {self._table(config, table)} "
+                f"SELECT entity_key, event_ts, features FROM {name} "
                 f"WHERE entity_key IN ({','.join('?' * len(chunk))})",
                 chunk,
             )

@@ -91,9 +91,7 @@ def online_sample_ids(settings, store=None) -> set[str]:
     from feature_repo.online_sqlite import CompactSqliteOnlineStore
 
     store = store or open_store(settings, apply=False)
-    if not isinstance(store.config.online_store.type, str) or not store.config.online_store.type.endswith(
-        "CompactSqliteOnlineStore"
-    ):
+    if not str(store.config.online_store.type).endswith("CompactSqliteOnlineStore"):
         raise ConfigError(
             f"listing online samples needs the SQLite online store, not {store.config.online_store.type!r}"
         )

@@ -229,3 +229,35 @@ def test_the_store_lists_the_samples_it_holds(stores):
     OnlineWriter(written).write([_row(i, **TEXT, low_confidence=False, pii_masks=0) for i in range(4)])
     keys = CompactSqliteOnlineStore().entity_keys(written.config, written.get_feature_view(FEATURE_VIEW))
     assert sorted(k.entity_values[0].string_val for k in keys) == [f"evt-{i:06d}" for i in range(4)]
+
+
+def test_a_store_written_by_feasts_sqlite_store_reads_the_same_after_the_switch(tmp_path):
+    """An online.db written before this store existed (Feast's one row per feature): the
+    compact store fills its table from it on first use, and every read answers the same."""
+    import pandas as pd
+    from feast import FeatureStore
+    from feast.data_source import PushMode
+
+    before = _store(tmp_path / "feast", "sqlite")
+    rows = [
+        _row(i, **TEXT, text=f"t{i}", label=None if i % 2 else "positive", low_confidence=False, pii_masks=i)
+        for i in range(5)
+    ]
+    before.push(
+        PUSH_SOURCE, pd.DataFrame(rows, columns=[JOIN_KEY, TIMESTAMP, CREATED, *FEATURES]), to=PushMode.ONLINE
+    )
+    expected = _read(before, rows)
+    from feast.repo_config import RepoConfig
+
+    after = FeatureStore(
+        config=RepoConfig(
+            repo_path=before.config.repo_path,
+            project="flywheel",
+            provider="local",
+            registry=str(tmp_path / "feast" / "registry.db"),
+            online_store={"type": COMPACT, "path": before.config.online_store.path},
+            offline_store={"type": "file"},
+            entity_key_serialization_version=3,
+        )
+    )
+    assert _read(after, rows) == expected
