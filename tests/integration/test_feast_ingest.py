@@ -70,16 +70,29 @@ def test_failed_pushes_are_retried_and_nothing_is_skipped(settings):
     store = open_store(settings)
 
     class Flaky:
-        """The real store, whose first two pushes fail."""
+        """The real store, whose first two online writes fail (its provider's write, which
+        the ingestor's ``OnlineWriter`` calls)."""
 
         def __init__(self):
             self.failures = 2
 
-        def push(self, *args, **kwargs):
-            if self.failures:
-                self.failures -= 1
-                raise ConnectionError("online store unavailable")
-            return store.push(*args, **kwargs)
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        def _get_provider(self):
+            provider, flaky = store._get_provider(), self
+
+            class FlakyProvider:
+                def __getattr__(self, name):
+                    return getattr(provider, name)
+
+                def online_write_batch(self, *args, **kwargs):
+                    if flaky.failures:
+                        flaky.failures -= 1
+                        raise ConnectionError("online store unavailable")
+                    return provider.online_write_batch(*args, **kwargs)
+
+            return FlakyProvider()
 
     logs: list[str] = []
     stats = Ingestor(settings, Flaky(), log=logs.append).run(until_caught_up=True)
