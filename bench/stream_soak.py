@@ -14,25 +14,12 @@ import os
 import time
 
 from stream_load import CLEAN, plan
-from stream_watch import CpuMeter, Generator, slope
+from stream_watch import CpuMeter, Generator, slope, tree_sum
 
 
 def rss_mib(pid: int) -> float:
     """Resident memory of a process and its descendants, MiB (psutil)."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
-    return round(total / 2**20, 1)
+    return round(tree_sum(pid, lambda p: p.memory_info().rss) / 2**20, 1)
 
 
 def run_soak(bench, pipe, rate: int, seconds: float, window_s: float, say, quantiles, settle) -> dict:

@@ -126,12 +126,11 @@ class Generator:
         return done
 
 
-def cpu_seconds(pid: int, tree: bool = True) -> float:
-    """User + system CPU seconds of a process and (``tree``) its descendants (psutil, else /proc)."""
-    try:
-        import psutil
-    except ImportError:
-        return _proc_cpu_seconds(pid, tree)
+def tree_sum(pid: int, measure, tree: bool = True) -> float:
+    """``measure(process)`` summed over a process and (``tree``) its descendants (psutil);
+    processes that are gone count 0."""
+    import psutil
+
     try:
         root = psutil.Process(pid)
         procs = [root, *(root.children(recursive=True) if tree else [])]
@@ -140,11 +139,19 @@ def cpu_seconds(pid: int, tree: bool = True) -> float:
     total = 0.0
     for p in procs:
         try:
-            times = p.cpu_times()
-            total += times.user + times.system
+            total += measure(p)
         except psutil.NoSuchProcess:
-            pass
+            continue
     return total
+
+
+def cpu_seconds(pid: int, tree: bool = True) -> float:
+    """User + system CPU seconds of a process and (``tree``) its descendants (psutil, else /proc)."""
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        return _proc_cpu_seconds(pid, tree)
+    return tree_sum(pid, lambda p: sum(p.cpu_times()[:2]), tree)
 
 
 def _proc_cpu_seconds(pid: int, tree: bool) -> float:
