@@ -16,6 +16,7 @@
     run/                      `flywheel run`: health, resolved config, logs, its lock
     broker.json, broker.log   the embedded broker's pid and port, its log
     feast/ mlflow.db mlartifacts/ flink-checkpoints/ flink-logs/
+    flink-tmp/                the stream job JVM's temp folder (one per live job)
 """
 
 from __future__ import annotations
@@ -146,6 +147,11 @@ class StateLayout:
     @property
     def flink_checkpoints(self) -> Path:
         return (self.root / "flink-checkpoints").resolve()
+
+    @property
+    def flink_tmp(self) -> Path:
+        """The stream job JVM's temp folders, one per job (``pipelines.jvm_tmp`` owns it)."""
+        return (self.root / "flink-tmp").resolve()
 
     @property
     def flink_logs(self) -> Path:

@@ -222,8 +222,13 @@ def make_env(settings: Settings, restore: bool = True, rest_port: int | None = N
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
 
+    from pipelines import jvm_tmp
+
     stream = settings.stream
-    os.environ.setdefault("FLINK_LOG_DIR", str(StateLayout.of(settings).flink_logs))
+    layout = StateLayout.of(settings)
+    os.environ.setdefault("FLINK_LOG_DIR", str(layout.flink_logs))
+    tmp = jvm_tmp.claim(layout.flink_tmp)  # not /tmp: what Flink leaves there is never removed
+    os.environ["JVM_ARGS"] = jvm_tmp.java_tmpdir_args(tmp)  # read when the JVM starts, below
     if stream.execution_mode == "thread":
         embedded_python_path()  # before the JVM starts: it inherits the environment
     folder = checkpoint_dir(settings)
@@ -236,6 +241,7 @@ def make_env(settings: Settings, restore: bool = True, rest_port: int | None = N
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "2",
         "execution.checkpointing.min-pause": f"{stream.checkpoint_interval_ms // 2} ms",
+        "io.tmp.dirs": str(tmp),
         "state.backend.type": "rocksdb",
         "execution.checkpointing.incremental": "true",
         "python.execution-mode": stream.execution_mode,

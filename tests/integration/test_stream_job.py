@@ -221,11 +221,16 @@ def test_killed_job_restarts_from_checkpoint_with_the_same_counts(settings):
     sender.join()
     before = accounting(settings)
     assert before.raw == 6_000 and not before.balanced, before  # really killed mid-stream
+    # the JVM's temp files (planner jar, blobs) are in the state dir, not /tmp, and kill -9
+    # left them there ...
+    (killed_tmp,) = [p for p in (Path(settings.state_dir) / "flink-tmp").iterdir() if p.is_dir()]
+    assert list(killed_tmp.glob("flink-table-planner*.jar")), list(killed_tmp.iterdir())
 
     job = start_job(settings)
     try:
         wait_for(lambda: accounting(settings).balanced, 240, "the restarted job to catch up", job)
         a = accounting(settings)
+        assert not killed_tmp.exists()  # ... until the next start removed them
     finally:
         os.killpg(job.pid, signal.SIGKILL)
         job.wait()

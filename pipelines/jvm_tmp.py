@@ -1,0 +1,104 @@
+"""A temp folder for the stream job's JVM, gone at the latest when the next job starts.
+
+Flink writes about 60 MB into ``java.io.tmpdir`` at every start (the table planner jar it
+unpacks, the mini-cluster's blobs, the Python dist cache, RPC and shuffle folders) and
+removes it only on a clean JVM exit. A job stopped by a signal or kill -9 leaves it in
+``/tmp`` for good: 146 starts of the test suite and benchmarks had filled 6 GB there and
+the disk with it. So each job gets ``<state_dir>/flink-tmp/<pid>-<random>/`` next to a
+lock file it holds (flock) while it lives; ``claim`` first removes every folder whose lock
+nobody holds, i.e. whose job is dead, however it died.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import logging
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+_HELD: list[IO[str]] = []  # locks held for the life of this process
+
+
+def _locked(path: Path) -> IO[str] | None:
+    """``path`` opened and flocked (exclusive) if nobody else holds it, else None."""
+    f = open(path, "a")  # noqa: SIM115 - returned open: the lock lives as long as the file
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
+
+
+def _same_file(f: IO[str], path: Path) -> bool:
+    try:
+        return os.fstat(f.fileno()).st_ino == path.stat().st_ino
+    except FileNotFoundError:
+        return False
+
+
+def sweep(root: Path) -> list[Path]:
+    """Remove the folders under ``root`` whose job is dead (nobody holds their lock) and
+    folders left without a lock; return them."""
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for lock_path in sorted(root.glob("*.lock")):
+        f = _locked(lock_path)
+        if f is None:
+            continue  # its job is alive
+        with f:
+            folder = lock_path.with_suffix("")
+            if folder.exists():
+                shutil.rmtree(folder, onerror=_report)
+                removed.append(folder)
+            lock_path.unlink(missing_ok=True)
+    for folder in root.iterdir():
+        # a folder is made only after its lock is held, so one without a lock file is what
+        # a sweep killed between the two removals left behind
+        if folder.is_dir() and not folder.with_suffix(".lock").exists():
+            shutil.rmtree(folder, onerror=_report)
+            removed.append(folder)
+    return removed
+
+
+def _report(function, path, exc_info) -> None:
+    log.warning("could not remove %s (%s): %s; remove it by hand", path, function.__name__, exc_info[1])
+
+
+def claim(root: Path) -> Path:
+    """A fresh folder under ``root`` for this process, locked until it exits (and removed
+    then when it exits normally); dead jobs' folders are swept first."""
+    root.mkdir(parents=True, exist_ok=True)
+    removed = sweep(root)
+    if removed:
+        log.info("removed %d temp folder(s) left by stopped jobs under %s", len(removed), root)
+    while True:
+        lock_path = root / f"{os.getpid()}-{secrets.token_hex(4)}.lock"
+        f = _locked(lock_path)
+        # a sweep in another process may have taken and removed the file between open and lock
+        if f is not None and _same_file(f, lock_path):
+            break
+        if f is not None:
+            f.close()
+    _HELD.append(f)
+    folder = lock_path.with_suffix("")
+    folder.mkdir()
+    atexit.register(_release, folder, lock_path)
+    return folder
+
+
+def _release(folder: Path, lock_path: Path) -> None:
+    shutil.rmtree(folder, onerror=_report)
+    lock_path.unlink(missing_ok=True)
+
+
+def java_tmpdir_args(folder: Path) -> str:
+    """``JVM_ARGS`` (read by PyFlink when it starts the JVM) with ``java.io.tmpdir`` set."""
+    args = [a for a in os.environ.get("JVM_ARGS", "").split() if not a.startswith("-Djava.io.tmpdir=")]
+    return " ".join([*args, f"-Djava.io.tmpdir={folder}"])
