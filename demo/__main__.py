@@ -106,17 +106,25 @@ def traffic_round(settings, serving, chunk, i, corrupt, rng, truth, console, fee
 
 
 def review_round(settings, rng, truth, console) -> None:
-    from pipelines.review import label as review_label
-    from pipelines.review import pending
+    """A simulated reviewer works the durable review queue (what the /review page does)."""
+    from pipelines.review import answer, send_due
+    from pipelines.review_queue import ReviewQueue
     from pipelines.sdk import FeedbackClient
     from pipelines.stats import wait_until_balanced
 
-    queue = pending(settings, model=MODEL)
-    reviewed = [(item, truth[item.event_id]) for item in queue if rng.random() < 0.6]
-    # (items left unlabelled stay in the queue; a later round's reviewer may take them)
-    with FeedbackClient(settings) as client:
-        review_label(settings, client, reviewed, reviewer="demo-reviewer")
-    console.print(f"  review queue: {len(queue)} items, the reviewer labelled {len(reviewed)}")
+    queue = ReviewQueue(settings)
+    try:
+        queue.sync(wait=True)
+        items = queue.pending(MODEL)
+        reviewed = [i for i in items if rng.random() < 0.6]
+        # (items left unlabelled stay in the queue; a later round's reviewer may take them)
+        for item in reviewed:
+            answer(settings, queue, MODEL, item.event_id, "demo-reviewer", truth[item.event_id])
+        with FeedbackClient(settings) as client:
+            send_due(queue, client, wait=True)
+    finally:
+        queue.close()
+    console.print(f"  review queue: {len(items)} items, the reviewer labelled {len(reviewed)}")
     wait_until_balanced(settings, 300)  # the reviewed labels passed the stream
 
 

@@ -12,7 +12,7 @@
     registry/<name>.lock          alias moves of a model
     registry/<name>.retrain.lock  one retrain of a model at a time
     registry/<name>.history.jsonl promotions, rejections, rollbacks
-    review/labelled.jsonl     review items already labelled
+    review/queue.sqlite       the review queue: items, votes, agreed labels
     run/                      `flywheel run`: health, resolved config, logs, its lock
     broker.json, broker.log   the embedded broker's pid and port, its log
     feast/ mlflow.db mlartifacts/ flink-checkpoints/ flink-logs/
@@ -132,7 +132,13 @@ class StateLayout:
         return self.run_dir / "logs"
 
     @property
-    def review_ledger(self) -> Path:
+    def review_queue(self) -> Path:
+        """The review queue: items, reviewers' votes, agreed labels (``pipelines.review_queue``)."""
+        return self.root.resolve() / "review" / "queue.sqlite"
+
+    @property
+    def legacy_review_ledger(self) -> Path:
+        """The ledger of labelled items before the queue had its own store (imported once)."""
         return self.root / "review" / "labelled.jsonl"
 
     @property

@@ -28,3 +28,33 @@ def check_model_name(name: str) -> str:
             "starting with a letter or digit (no path separators, no leading dot)"
         )
     return name
+
+
+# ---- reviewers ------------------------------------------------------------------------
+
+REVIEWER_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,15}$"
+_REVIEWER_ID = re.compile(REVIEWER_ID_PATTERN)
+REVIEW_SOURCE_PREFIX = "review:"
+
+
+def check_reviewer_id(name: str) -> str:
+    """Return ``name`` if it is a valid reviewer id; raise InvalidNameError saying why not."""
+    if not isinstance(name, str) or not _REVIEWER_ID.fullmatch(name):
+        raise InvalidNameError(
+            f"reviewer id {str(name)[:40]!r} is not valid: use 1-16 of a-z, 0-9, '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def review_source(reviewers: list[str]) -> str:
+    """The ``source`` of a review label: who gave it (``review:alice+bob``), in the event and
+    in Feast."""
+    return REVIEW_SOURCE_PREFIX + "+".join(sorted({check_reviewer_id(r) for r in reviewers}))
+
+
+def reviewers_of(source: str) -> list[str]:
+    """The reviewers a ``review_source`` names (none for any other source)."""
+    if not isinstance(source, str) or not source.startswith(REVIEW_SOURCE_PREFIX):
+        return []
+    return [r for r in source[len(REVIEW_SOURCE_PREFIX) :].split("+") if _REVIEWER_ID.fullmatch(r)]

@@ -309,6 +309,62 @@ class HttpSettings(_Section):
     max_batch: int = Field(1000, ge=1)
 
 
+class Reviewer(_Section):
+    """One person who labels the review queue; signs in to ``/review`` with ``token``."""
+
+    token: SecretStr = Field(description="their sign-in token (16+ characters; keep it in secrets)")
+    lead: bool = Field(False, description="may settle an escalated item (reviewers who disagreed)")
+
+    @field_validator("token")
+    @classmethod
+    def _long_token(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError(
+                "a reviewer token must have at least 16 characters; make one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`"
+            )
+        return value
+
+
+class ReviewSettings(_Section):
+    """The human review queue (``/review``, ``flywheel review``): who reviews, how many must agree."""
+
+    reviewers: dict[str, Reviewer] = Field(
+        default_factory=dict,
+        description="reviewer id (a-z, 0-9, _ and -, at most 16) → token and role",
+    )
+    required_reviews: int = Field(
+        1, ge=1, le=3, description="reviewers who must give the same label before it enters the loop"
+    )
+    undo_window_s: float = Field(
+        10.0, ge=0, le=3600, description="a label from the page can be undone this long; then it is sent"
+    )
+    sync_interval_s: float = Field(
+        1.0, gt=0, description="how often the HTTP app moves new review-topic items into the queue"
+    )
+
+    @field_validator("reviewers")
+    @classmethod
+    def _reviewer_ids(cls, value: dict[str, Reviewer]) -> dict[str, Reviewer]:
+        from flywheel.names import check_reviewer_id
+
+        for name in value:
+            check_reviewer_id(name)  # its error says what a reviewer id may hold
+        tokens = [r.token.get_secret_value() for r in value.values()]
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("two reviewers share a token; give each reviewer their own")
+        return value
+
+    @model_validator(mode="after")
+    def _enough_reviewers(self) -> ReviewSettings:
+        if self.reviewers and len(self.reviewers) < self.required_reviews:
+            raise ValueError(
+                f"review.required_reviews is {self.required_reviews} but only {len(self.reviewers)} "
+                "reviewer(s) are configured: no item could ever be agreed; add reviewers or lower it"
+            )
+        return self
+
+
 class ServingSettings(_Section):
     """``POST /v1/predict``: which version answers, and what is logged."""
 
@@ -412,6 +468,7 @@ class Settings(BaseSettings):
     images: ImageSettings = Field(default_factory=ImageSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
 
     # Filled in by load_settings; not a setting itself.
     _source_file: Path | None = None

@@ -73,7 +73,10 @@ def description(model: str, version: int, report, verdict, lineage, gate, spec) 
                 f"| {label} | {_f(champ.get(label))} | {_f(value)} | {_d(value, champ.get(label))} |"
             )
     lines += ["", "### Data lineage", ""]
-    lines += [f"- {k}: {v}" for k, v in lineage.to_dict().items()]
+    lines += [f"- {k}: {v}" for k, v in lineage.to_dict().items() if k != "review_labels"]
+    if lineage.review_labels:
+        who = ", ".join(f"{name} {n}" for name, n in lineage.review_labels.items())
+        lines.append(f"- review labels per reviewer (new window; an agreed label counts for each): {who}")
     lines += [
         "",
         f"Data gate (Great Expectations): {'passed' if gate.success else 'failed'} ({gate.rows} rows); "

@@ -118,25 +118,42 @@ def features_apply(ctx: typer.Context) -> None:
     console.print(f"applied {', '.join(names)} to {feast_dir(settings)}")
 
 
+def _synced_queue(settings, client=None):
+    """The review queue, in step with the review topic and with due answers sent (when the
+    broker answers; else what the queue holds, with a warning)."""
+    from flywheel.errors import BrokerError
+    from pipelines.review import send_due
+    from pipelines.review_queue import ReviewQueue
+
+    queue = ReviewQueue(settings)
+    try:
+        queue.sync(timeout_s=20)
+        if client is not None:
+            send_due(queue, client)
+    except BrokerError as exc:
+        err_console.print(f"[yellow]the broker did not answer ({exc}); showing the stored queue[/yellow]")
+    return queue
+
+
 def review_list(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(help="how many to show")] = 20,
     model: Annotated[str | None, typer.Option(help="only this model")] = None,
 ) -> None:
-    """Items waiting for a label (low-confidence unlabelled predictions), oldest first."""
+    """Items waiting for a label, the most uncertain first (what the /review page shows)."""
     from rich.table import Table
 
-    from pipelines.review import pending
-
-    items = pending(settings_of(ctx), limit, model)
-    table = Table("event_id", "model", "prediction", "confidence", "text", title="review queue")
-    for item in items:
+    queue = _synced_queue(settings_of(ctx))
+    table = Table("event_id", "model", "prediction", "confidence", "answers", "text", title="review queue")
+    for item in queue.pending(model, limit):
+        record = item.record
         table.add_row(
             item.event_id,
             item.model_name,
-            str(item.prediction_label),
-            f"{item.confidence or 0:.2f}",
-            (item.text or "<image>")[:80],
+            str(record.prediction_label or "<image>"),
+            "-" if record.confidence is None else f"{record.confidence:.2f}",
+            f"{item.votes}/{queue.required}",
+            (record.text or "<image>")[:80],
         )
     console.print(table)
 
@@ -144,23 +161,75 @@ def review_list(
 def review_label(
     ctx: typer.Context,
     event_id: Annotated[str, typer.Argument(help="the reviewed event")],
-    label: Annotated[str, typer.Argument(help="the correct label")],
-    reviewer: Annotated[str, typer.Option(help="recorded as the source")] = "reviewer",
+    label: Annotated[
+        str, typer.Argument(help="your answer: one of the model's labels (images: accept, reject)")
+    ],
+    reviewer: Annotated[str, typer.Option(help="who you are: one of review.reviewers when configured")],
 ) -> None:
-    """Label a review item: its answer goes back into the loop as feedback (label_source=review)."""
-    from pipelines.review import label as send_label
-    from pipelines.review import pending
+    """Answer a review item. Once review.required_reviews reviewers agree, the answer goes back
+    into the loop as feedback (label_source=review, source=review:<reviewers>)."""
+    from pipelines.review import answer, send_due
     from pipelines.sdk import FeedbackClient
 
     settings = settings_of(ctx)
-    item = next((i for i in pending(settings) if i.event_id == event_id), None)
-    if item is None:
-        raise typer.BadParameter(
-            f"{event_id} is not waiting in the review queue (see `flywheel review list`)"
-        )
     with FeedbackClient(settings) as client:
-        send_label(settings, client, [(item, label)], reviewer)
-    console.print(f"labelled {event_id} as {label}")
+        queue = _synced_queue(settings, client)
+        item = queue.get(event_id)
+        verdict = answer(settings, queue, item.model_name, event_id, reviewer, label)
+        sent = send_due(queue, client)
+    said = {
+        "pending": f"recorded; {verdict.required - verdict.votes} more reviewer(s) must answer",
+        "agreed": f"agreed: {verdict.answer}" + (" (sent into the loop)" if sent else ""),
+        "escalated": "the reviewers disagree: escalated to a lead (`flywheel review escalated`)",
+    }[verdict.status]
+    console.print(f"{event_id}: {label} by {reviewer}: {said}")
+
+
+def review_stats(
+    ctx: typer.Context, model: Annotated[str, typer.Argument(help="the model whose queue to show")]
+) -> None:
+    """The queue's figures and each reviewer's agreement rate."""
+    from rich.table import Table
+
+    stats = _synced_queue(settings_of(ctx)).stats(model)
+    console.print(
+        f"{model}: {stats.pending} pending, {stats.agreed} agreed ({stats.sent} in the loop), "
+        f"{stats.escalated} escalated, {stats.unsendable} refused by the loop; "
+        f"{stats.required_reviews} reviewer(s) must agree"
+    )
+    table = Table("reviewer", "answers", "decided with others", "agreed", "agreement", title="reviewers")
+    for r in stats.reviewers:
+        rate = "-" if r.agreement is None else f"{r.agreement:.0%}"
+        table.add_row(r.reviewer, str(r.labels), str(r.decided), str(r.agreed), rate)
+    console.print(table)
+
+
+def review_escalated(
+    ctx: typer.Context, model: Annotated[str, typer.Argument(help="the model whose escalated items to show")]
+) -> None:
+    """Items whose reviewers disagreed; a lead settles one with `flywheel review label`."""
+    from rich.table import Table
+
+    table = Table("event_id", "answers", "text", title="escalated")
+    for item, answers in _synced_queue(settings_of(ctx)).escalated(model):
+        shown = ", ".join(f"{who}: {a}" for who, a in answers.items())
+        table.add_row(item.event_id, shown, (item.record.text or "<image>")[:80])
+    console.print(table)
+
+
+def review_sync(ctx: typer.Context) -> None:
+    """Move new review-topic items into the queue and send agreed answers (the HTTP app does
+    this every review.sync_interval_s; run it from cron when no app runs)."""
+    from pipelines.review import send_due
+    from pipelines.review_queue import ReviewQueue
+    from pipelines.sdk import FeedbackClient
+
+    settings = settings_of(ctx)
+    queue = ReviewQueue(settings)
+    added = queue.sync(timeout_s=30)
+    with FeedbackClient(settings) as client:
+        sent = send_due(queue, client)
+    console.print(f"review queue: {added} new item(s), {sent} agreed answer(s) sent")
 
 
 def stream_run(
@@ -216,5 +285,8 @@ def register(app: typer.Typer) -> None:
     features_app.command("apply")(features_apply)
     review_app.command("list")(review_list)
     review_app.command("label")(review_label)
+    review_app.command("stats")(review_stats)
+    review_app.command("escalated")(review_escalated)
+    review_app.command("sync")(review_sync)
     stream_app.command("run")(stream_run)
     stream_app.command("stats")(stream_stats)

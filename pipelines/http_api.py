@@ -1,4 +1,4 @@
-"""The HTTP app (FastAPI): feedback in, predictions out.
+"""The HTTP app (FastAPI): feedback in, predictions out, the review queue (``review_api``).
 
 ``POST /v1/feedback`` takes one event (a JSON object) or a batch (a JSON array). A batch
 is validated as a whole before anything is sent: if any item is invalid the answer is 422
@@ -138,28 +138,43 @@ def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def create_app(
-    settings: Settings, client: Any = None, predictor: Predictor | None = None, prediction_log: Any = None
+    settings: Settings,
+    client: Any = None,
+    predictor: Predictor | None = None,
+    prediction_log: Any = None,
+    review_worker: bool = True,
 ):
     """Build the app. ``client`` is a FeedbackClient and ``prediction_log`` a
     ``pipelines.predictions.PredictionLog`` (made on first use if omitted); without a
-    ``predictor`` ``/v1/predict`` answers 503."""
+    ``predictor`` ``/v1/predict`` answers 503. ``review_worker``: keep the review queue in
+    step with the review topic and send agreed answers while the app runs (``review_api``)."""
     from fastapi import BackgroundTasks, FastAPI, Request
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
 
-    state: dict[str, Any] = {"client": client, "log": prediction_log}
+    from pipelines.review_api import ReviewWorker, add_review_routes
+
+    state: dict[str, Any] = {"client": client, "log": prediction_log, "queue": None}
 
     @asynccontextmanager
     async def lifespan(_app):
+        worker = ReviewWorker(settings, get_queue(), get_client) if review_worker else None
+        if worker is not None:
+            worker.start()
         yield
-        for name in ("client", "log"):
+        if worker is not None:
+            worker.stop()
+        for name in ("client", "log", "queue"):
             if state[name] is not None:
                 state[name].close()
 
     app = FastAPI(
         title="Flywheel",
         version="1",
-        description="Feedback in (`/v1/feedback`), predictions out (`/v1/predict`).",
+        description=(
+            "Feedback in (`/v1/feedback`), predictions out (`/v1/predict`), the review queue "
+            "(`/v1/review`, and the page at `/review`)."
+        ),
         lifespan=lifespan,
     )
     token = settings.http.auth_token.get_secret_value() if settings.http.auth_token else None
@@ -174,6 +189,13 @@ def create_app(
 
             state["client"] = FeedbackClient(settings)
         return state["client"]
+
+    def get_queue():
+        if state["queue"] is None:
+            from pipelines.review_queue import ReviewQueue
+
+            state["queue"] = ReviewQueue(settings)
+        return state["queue"]
 
     def get_log():
         if state["log"] is None:
@@ -354,6 +376,8 @@ def create_app(
             "model_version": str(served.version),
             "predictions": [{"prediction_id": r.prediction_id, **r.prediction} for r in records],
         }
+
+    add_review_routes(app, settings, get_queue, get_client)
 
     def openapi() -> dict[str, Any]:
         """FastAPI's document, with the contract models the raw-body endpoints read, this

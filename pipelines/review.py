@@ -1,25 +1,23 @@
-"""The human review queue: low-confidence unlabelled predictions waiting for a label.
+"""The human review queue: what reviewers may answer, who they are, and how an agreed
+answer goes back into the loop. The page (``review_api``) and ``flywheel review`` both use
+these functions over the durable queue (``review_queue.ReviewQueue``).
 
-``pending`` lists review-topic items (routed records) not yet labelled; ``label`` sends the reviewer's
-answer back into ``feedback.raw`` as a new event (``review_event_id``: ``<event_id>.review``,
-``label_source=review``, the reviewed prediction's ``prediction_id`` when it was served by
-``/v1/predict``) and records the decision
-in a ledger (``<state_dir>/review/labelled.jsonl``), so an item is labelled once.
+An agreed answer is sent into ``feedback.raw`` as a new event: ``review_event_id``
+(``<event_id>.review``), ``label_source=review``, ``source=review:<reviewers>`` (who agreed,
+so it reaches Feast), the task's feedback for the answer (a label; for images, accepted or
+not), and the reviewed prediction's ``prediction_id`` when it was served by ``/v1/predict``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-from pathlib import Path
+import hmac
 
 from flywheel.errors import FlywheelError
 from flywheel.events import MAX_ID_CHARS, feedback_event
-from flywheel.kafka import Topics
-from flywheel.layout import StateLayout
-from flywheel.model_info import read_model_info
+from flywheel.names import check_reviewer_id, review_source
 from pipelines.records import RoutedRecord
+from pipelines.review_queue import NotAllowed, ReviewError, ReviewQueue, Verdict
 
 REVIEW_SUFFIX = ".review"
 
@@ -35,49 +33,96 @@ def review_event_id(event_id: str) -> str:
     return event_id[: MAX_ID_CHARS - len(tail)] + tail
 
 
-def ledger_path(settings) -> Path:
-    return StateLayout.of(settings).review_ledger
+# ---- who reviews --------------------------------------------------------------------
 
 
-def check_labels(settings, items_and_labels: list[tuple[RoutedRecord, str]]) -> None:
-    """Refuse an answer outside its model's label set (it would only be quarantined later)."""
-    known: dict[str, list[str]] = {}
-    for item, answer in items_and_labels:
-        if item.model_name not in known:
-            known[item.model_name] = read_model_info(settings.state_dir, item.model_name).labels
-        labels = known[item.model_name]
-        if answer not in labels:
-            raise FlywheelError(
-                f"label {answer[:80]!r} for {item.event_id} is not one of model {item.model_name!r}'s "
-                f"labels {labels}; answer with one of them"
+def reviewer_for_token(settings, token: str | None) -> str | None:
+    """The configured reviewer whose token this is (compared in constant time), else None."""
+    if not token:
+        return None
+    found = None
+    for name, reviewer in settings.review.reviewers.items():
+        if hmac.compare_digest(token.encode(), reviewer.token.get_secret_value().encode()):
+            found = name
+    return found
+
+
+def check_reviewer(settings, reviewer: str) -> str:
+    """``reviewer`` if it may review here: one of ``review.reviewers`` when any are configured."""
+    check_reviewer_id(reviewer)
+    known = settings.review.reviewers
+    if known and reviewer not in known:
+        raise NotAllowed(
+            f"{reviewer!r} is not one of the configured reviewers ({', '.join(sorted(known))}); "
+            "add them under review.reviewers in flywheel.yaml"
+        )
+    return reviewer
+
+
+# ---- what they answer -----------------------------------------------------------------
+
+
+def choices(settings, model: str, task: str) -> list[str]:
+    """The answers a reviewer picks from for ``model`` (its labels; accept/reject for images)."""
+    from flywheel.model_info import read_model_info
+    from flywheel.tasks import spec_class
+
+    try:
+        labels = read_model_info(settings.state_dir, model).labels
+    except FlywheelError as exc:
+        raise ReviewError(f"model {model!r} is not known in {settings.state_dir}: {exc}") from exc
+    return spec_class(task).review_choices(labels)
+
+
+def answer(
+    settings,
+    queue: ReviewQueue,
+    model: str,
+    event_id: str,
+    reviewer: str,
+    given: str | None,
+    undo_window_s: float = 0.0,
+) -> Verdict:
+    """Record a reviewer's answer (None: skip) after checking who they are and the answer."""
+    check_reviewer(settings, reviewer)
+    item = queue.get(event_id)
+    if given is not None:
+        allowed = choices(settings, model, item.record.task)
+        if given not in allowed:
+            raise ReviewError(
+                f"answer {given[:80]!r} for {event_id} is not one of model {model!r}'s answers "
+                f"{allowed}; answer with one of them"
             )
+        if queue.status(event_id) == "escalated":
+            return settle(settings, queue, model, event_id, reviewer, given, undo_window_s)
+    return queue.vote(model, event_id, reviewer, given, undo_window_s=undo_window_s)
 
 
-def labelled_ids(settings) -> set[str]:
-    path = ledger_path(settings)
-    if not path.is_file():
-        return set()
-    return {json.loads(line)["event_id"] for line in path.read_text().splitlines() if line.strip()}
+def settle(
+    settings,
+    queue: ReviewQueue,
+    model: str,
+    event_id: str,
+    reviewer: str,
+    given: str,
+    undo_window_s: float = 0.0,
+) -> Verdict:
+    known = settings.review.reviewers
+    if reviewer not in known or not known[reviewer].lead:
+        raise NotAllowed(
+            f"{event_id} is escalated (its reviewers disagreed); only a lead reviewer settles it "
+            "(review.reviewers.<id>.lead: true)"
+        )
+    return queue.settle(model, event_id, reviewer, given, undo_window_s=undo_window_s)
 
 
-def pending(settings, limit: int | None = None, model: str | None = None) -> list[RoutedRecord]:
-    """Items of the review topic without a label yet, oldest first (one per event_id)."""
-    from pipelines.stats import read_topic
-
-    done = labelled_ids(settings)
-    items: dict[str, RoutedRecord] = {}
-    for message in read_topic(settings, Topics.from_settings(settings).review):
-        item = RoutedRecord.from_json(message.value())
-        if item.event_id in done or item.event_id in items:
-            continue
-        if model is None or item.model_name == model:
-            items[item.event_id] = item
-    out = list(items.values())
-    return out[:limit] if limit else out
+# ---- back into the loop ---------------------------------------------------------------
 
 
-def review_event(item: RoutedRecord, answer: str, reviewer: str) -> dict:
-    """The reviewer's answer to ``item`` as a feedback event (``label_source=review``)."""
+def review_event(item: RoutedRecord, given: str, reviewers: list[str]) -> dict:
+    """The agreed answer to ``item`` as a feedback event (``label_source=review``)."""
+    from flywheel.tasks import spec_class
+
     return feedback_event(
         review_event_id(item.event_id),
         item.model_name,
@@ -85,43 +130,32 @@ def review_event(item: RoutedRecord, answer: str, reviewer: str) -> dict:
         text=item.text,
         image_png_b64=item.image_png_b64,
         prediction=item.prediction,
-        feedback={"label": answer},
+        feedback=spec_class(item.task).review_feedback(given),
         label_source="review",
-        source=f"review:{reviewer}"[:64],
+        source=review_source(reviewers),
         model_version=item.model_version,
         prediction_id=item.prediction_id,  # the served prediction reviewed, if it was one
     )
 
 
-def label(
-    settings, client, items_and_labels: list[tuple[RoutedRecord, str]], reviewer: str = "reviewer"
-) -> int:
-    """Send reviewers' labels as feedback events; return how many were accepted by Kafka."""
-    check_labels(settings, items_and_labels)
-    events = [review_event(item, answer, reviewer) for item, answer in items_and_labels]
-    result = client.submit_many(events)
+def send_due(queue: ReviewQueue, client, now: float | None = None, wait: bool = False) -> int:
+    """Send every agreed answer past its undo window; return how many Kafka confirmed. One the
+    contract refuses is kept out of the queue's sending with its reason (shown in stats).
+    One process sends at a time: while another does, this returns 0 (or waits, ``wait``)."""
+    with queue.exclusive(wait) as mine:
+        return _send_due(queue, client, now) if mine else 0
+
+
+def _send_due(queue: ReviewQueue, client, now: float | None) -> int:
+    decisions = queue.due(now)
+    if not decisions:
+        return 0
+    ids = [d.record.event_id for d in decisions]
+    result = client.submit_many([review_event(d.record, d.answer, d.reviewers) for d in decisions])
+    by_review_id = {review_event_id(i): i for i in ids}
+    sent = [by_review_id[e] for e in result.accepted]
+    queue.mark_sent(sent)
     if result.rejected:
-        first = result.rejected[0]
-        raise FlywheelError(
-            f"a review label was rejected: {first}; check the label against the model's labels"
-        )
-    accepted = set(result.accepted)
-    path = ledger_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        for (item, answer), event in zip(items_and_labels, events, strict=True):
-            if event["event_id"] in accepted:
-                f.write(
-                    json.dumps(
-                        {
-                            "event_id": item.event_id,
-                            "label": answer,
-                            "reviewer": reviewer,
-                            "time": event["event_time"],
-                        }
-                    )
-                    + "\n"
-                )
-        f.flush()
-        os.fsync(f.fileno())
-    return len(accepted)
+        why = {ids[r.index]: "; ".join(f"{f}: {m}" for f, m in r.problems) for r in result.rejected}
+        queue.mark_unsendable(why)
+    return len(sent)

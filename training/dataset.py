@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from feature_repo.definitions import CREATED, JOIN_KEY
 from flywheel.errors import FlywheelError
@@ -40,7 +41,7 @@ class TrainingData:
     validation: object  # new-window validation split (early stopping)
     holdouts: dict[str, object]  # golden, old, new
     window: tuple[datetime | None, datetime]
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
 
     def lineage(self) -> dict:
         start, end = self.window
@@ -58,7 +59,7 @@ def labelled_samples(settings, feast_store, spec, model_name: str, start, end):
 
     rows = historical_samples(feast_store, settings, model_name, start, end, window_on=CREATED)
     rows = rows[spec.is_sample(rows)]
-    columns = [*train_columns(spec), CREATED]
+    columns = [*train_columns(spec), CREATED, "source"]
     return rows.rename(columns={JOIN_KEY: "sample_id"})[columns].reset_index(drop=True)
 
 
@@ -93,7 +94,20 @@ def build_dataset(settings, models: ModelStore, feast_store, name: str, cut: dat
     old = old[~old["sample_id"].isin(golden["sample_id"])]
     if spec.strata is not None:  # a sample of a class the model does not have is not replayed
         old = old[old[spec.strata].isin(info.labels)]
-    return assemble(cfg, spec, new, old.drop_duplicates("sample_id"), golden, (watermark, cut))
+    data = assemble(cfg, spec, new, old.drop_duplicates("sample_id"), golden, (watermark, cut))
+    data.counts["review_labels"] = review_labels(new["source"])
+    return data
+
+
+def review_labels(sources) -> dict[str, int]:
+    """Review labels per reviewer among samples' ``source`` values (``review:alice+bob`` counts
+    for both)."""
+    from collections import Counter
+
+    from flywheel.names import reviewers_of
+
+    counts = Counter(r for source in sources for r in reviewers_of(source))
+    return dict(sorted(counts.items()))
 
 
 def assemble(cfg, spec, new, old, golden, window) -> TrainingData:

@@ -40,6 +40,7 @@ class Lineage:
     quarantined: int = 0
     bootstrap: bool = False
     champion: int | None = None  # the teacher and the version compared against
+    review_labels: dict[str, int] = field(default_factory=dict)  # reviewer → new samples they labelled
 
     def to_dict(self) -> dict:
         return asdict(self)

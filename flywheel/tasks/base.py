@@ -200,6 +200,31 @@ class TaskSpec:
         """Files for the review note (plots, examples) written into ``folder``."""
         return []
 
+    # ---- human review (the review queue and its page) ------------------------------
+
+    @classmethod
+    def review_choices(cls, labels: list[str]) -> list[str]:
+        """The answers a reviewer picks from, in order (keys 1-9 on the page)."""
+        return list(labels)
+
+    @classmethod
+    def review_feedback(cls, answer: str) -> dict[str, Any]:
+        """A reviewer's answer (one of ``review_choices``) as the event's ``feedback`` object."""
+        return {"label": answer}
+
+    @classmethod
+    def review_uncertainty(cls, record) -> float:
+        """How unsure the model was of a review item (a RoutedRecord); the most unsure is
+        reviewed first. By default 1 - the prediction's confidence."""
+        confidence = record.confidence
+        return 1.0 - confidence if confidence is not None else 0.0
+
+    @classmethod
+    def review_view(cls, record) -> dict[str, Any]:
+        """What the review page shows of an item: ``text``, ``images`` (caption + PNG base64)
+        and the model's answer in words (``prediction``)."""
+        return {"text": record.text, "images": [], "prediction": record.prediction_label}
+
 
 # ---- helpers the specs, the trainer and the evaluator share ----------------------------
 

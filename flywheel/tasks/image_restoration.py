@@ -408,6 +408,36 @@ class ImageRestoration(TaskSpec):
         return {"image_png_b64": str(row["image_png_b64"])}
 
     @classmethod
+    def review_choices(cls, labels: list[str]) -> list[str]:
+        return ["accept", "reject"]  # the restored image is right, or it is not
+
+    @classmethod
+    def review_feedback(cls, answer: str) -> dict[str, Any]:
+        return {"accepted": answer == "accept"}  # an accepted output becomes the target
+
+    @classmethod
+    def review_uncertainty(cls, record) -> float:
+        """Image predictions carry no confidence: how much the model changed the input (mean
+        absolute pixel change, 0-1) stands for it; the most changed is reviewed first."""
+        from flywheel.images import ImageError, decode_png_b64
+
+        if record.image_png_b64 is None or record.prediction_png_b64 is None:
+            return 0.0
+        try:
+            given, restored = decode_png_b64(record.image_png_b64), decode_png_b64(record.prediction_png_b64)
+        except ImageError:
+            return 0.0  # the page shows what it can; the order does not hinge on it
+        if given.shape != restored.shape:
+            return 1.0
+        return float(abs(given.astype("float32") - restored.astype("float32")).mean() / 255.0)
+
+    @classmethod
+    def review_view(cls, record) -> dict[str, Any]:
+        shown = (("input", record.image_png_b64), ("model output", record.prediction_png_b64))
+        images = [{"caption": caption, "png_b64": data} for caption, data in shown if data is not None]
+        return {"text": None, "images": images, "prediction": "restored image"}
+
+    @classmethod
     def live_value(cls, record) -> float | None:
         """PSNR (dB) of the predicted image against the target the user gave. Only explicit
         targets count: an accept (or a reject) says nothing about the pixels. The PNGs were

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from flywheel.errors import FlywheelError
 from flywheel.events import validate_event
 from pipelines.records import (
     DlqRecord,
@@ -162,24 +161,9 @@ def test_a_review_label_is_a_valid_event_answering_the_routed_one():
     from pipelines.review import review_event
 
     item = RoutedRecord.from_json(routed(feedback=None).to_json())
-    event = validate_event(review_event(item, "negative", "ann"))
+    event = validate_event(review_event(item, "negative", ["ann"]))
     assert (event.event_id, event.prediction_id, event.label_source) == ("evt-000007.review", None, "review")
     served = RoutedRecord.from_json(routed(feedback=None, prediction_id="p-42").to_json())
-    assert validate_event(review_event(served, "negative", "ann")).prediction_id == "p-42"
+    assert validate_event(review_event(served, "negative", ["ann"])).prediction_id == "p-42"
     assert (event.source, event.verified_label, event.input.text) == ("review:ann", "negative", item.text)
     assert event.prediction is not None and event.prediction.confidence == 0.9
-
-
-def test_review_label_refuses_a_label_outside_the_models_label_set(tmp_path):
-    from flywheel.model_info import ModelInfo, write_model_info
-    from flywheel.settings import load_settings
-    from pipelines.review import label
-
-    settings = load_settings(state_dir=tmp_path)
-    item = RoutedRecord.from_json(routed(feedback=None).to_json())
-    write_model_info(
-        tmp_path, ModelInfo(item.model_name, "text-classification", ["negative", "positive"], "")
-    )
-    with pytest.raises(FlywheelError, match=r"'furious' .* is not one of model 'sentiment''s labels"):
-        label(settings, None, [(item, "furious")])  # refused before anything is sent
-    assert not (tmp_path / "review").exists()

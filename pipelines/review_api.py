@@ -1,0 +1,269 @@
+"""The review queue over HTTP: a small JSON API and the page that is its client.
+
+Routes (added to the HTTP app by ``add_review_routes``):
+
+- ``GET /review``: the page (``review_page``); ``POST /review/session`` {"token"} signs a
+  reviewer in (an HttpOnly, SameSite=Strict cookie), ``DELETE /review/session`` signs out.
+- ``GET /v1/review/models``: models with items, and who is signed in.
+- ``GET /v1/review/{model}/next``: the most uncertain item this reviewer has not answered,
+  with the answers to pick from, and the queue's figures.
+- ``POST /v1/review/{model}/{item}`` {"label": answer} or {"skip": true}: an answer; a lead's
+  answer to an escalated item settles it.
+- ``DELETE /v1/review/{model}/answers/last``: undo this reviewer's last answer or skip.
+- ``GET /v1/review/{model}/escalated`` and ``GET /v1/review/{model}/stats``.
+
+Every ``/v1/review`` call names its reviewer by ``Authorization: Bearer <token>`` or the
+page's cookie (then writes must be ``application/json``, which a cross-site form cannot
+send). A worker thread moves new review-topic items into the queue and sends agreed answers
+past their undo window, every ``review.sync_interval_s``.
+"""
+
+import logging
+import threading
+from typing import Any
+
+from flywheel.errors import BrokerError, FlywheelError
+from pipelines import review
+from pipelines.review_queue import Item, ReviewError, ReviewQueue
+
+COOKIE = "flywheel_reviewer"
+log = logging.getLogger("flywheel.review")
+
+
+def item_json(settings, item: Item) -> dict[str, Any]:
+    from flywheel.tasks import spec_class
+
+    record = item.record
+    return {
+        "event_id": item.event_id,
+        "model_name": item.model_name,
+        "task": record.task,
+        "uncertainty": round(item.uncertainty, 4),
+        "confidence": record.confidence,
+        "model_version": record.model_version,
+        "event_time": record.event_time.isoformat(),
+        "votes": item.votes,
+        "status": item.status,
+        "choices": review.choices(settings, item.model_name, record.task),
+        **spec_class(record.task).review_view(record),
+    }
+
+
+class ReviewWorker:
+    """Moves review-topic items into the queue and sends due answers, in a thread."""
+
+    def __init__(self, settings, queue: ReviewQueue, get_client):
+        self.settings, self.queue, self.get_client = settings, queue, get_client
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="review-worker", daemon=True)
+        self._last_problem = ""
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=30)
+
+    def once(self) -> tuple[int, int]:
+        added = self.queue.sync(timeout_s=20)
+        sent = review.send_due(self.queue, self.get_client())
+        return added, sent
+
+    def _loop(self) -> None:
+        while not self.stop_event.wait(self.settings.review.sync_interval_s):
+            try:
+                self.once()
+                self._last_problem = ""
+            except (BrokerError, FlywheelError) as exc:
+                if str(exc) != self._last_problem:  # said once, not every second
+                    log.warning(
+                        "review queue: %s (retrying every %ss)", exc, self.settings.review.sync_interval_s
+                    )
+                    self._last_problem = str(exc)
+
+
+def add_review_routes(app, settings, get_queue, get_client) -> None:
+    """Add the review page and API to ``app`` (a FastAPI app)."""
+    from fastapi import Request
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.concurrency import run_in_threadpool
+
+    from pipelines.review_page import render_page
+
+    window = settings.review.undo_window_s
+
+    def error(status: int, code: str, message: str) -> JSONResponse:
+        return JSONResponse({"error": code, "message": message}, status_code=status)
+
+    def who(request: Request, writing: bool) -> tuple[str | None, JSONResponse | None]:
+        if not settings.review.reviewers:
+            return None, error(
+                401,
+                "no_reviewers",
+                "no reviewers are configured: add review.reviewers (id → token) to flywheel.yaml",
+            )
+        header = request.headers.get("authorization", "")
+        token = header[7:] if header.lower().startswith("bearer ") else None
+        by_cookie = token is None
+        if by_cookie:
+            token = request.cookies.get(COOKIE)
+        reviewer = review.reviewer_for_token(settings, token)
+        if reviewer is None:
+            return None, error(
+                401,
+                "unauthorized",
+                "sign in with your reviewer token (or send 'Authorization: Bearer <token>')",
+            )
+        if (
+            writing
+            and by_cookie
+            and not request.headers.get("content-type", "").startswith("application/json")
+        ):
+            return None, error(415, "json_only", "send the request as application/json")
+        return reviewer, None
+
+    async def body(request: Request) -> tuple[dict, JSONResponse | None]:
+        from flywheel.jsonstrict import JsonProblem, loads_json
+
+        raw = await request.body()
+        if len(raw) > 64 * 1024:
+            return {}, error(413, "too_large", "a review request is a small JSON object")
+        try:
+            data = loads_json(raw) if raw else {}
+        except (JsonProblem, UnicodeDecodeError) as exc:
+            return {}, error(422, "invalid_json", f"body cannot be parsed: {exc}")
+        if not isinstance(data, dict):
+            return {}, error(422, "invalid_request", "send a JSON object")
+        return data, None
+
+    def answer_of(exc: ReviewError) -> JSONResponse:
+        return error(exc.status, exc.code, str(exc))
+
+    @app.get("/review", response_class=HTMLResponse, include_in_schema=False)
+    def page(request: Request):
+        reviewer = review.reviewer_for_token(settings, request.cookies.get(COOKIE))
+        html, nonce = render_page(settings, reviewer, get_queue().models() if reviewer else {})
+        return HTMLResponse(
+            html,
+            headers={
+                "Content-Security-Policy": (
+                    f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+                    "img-src data:; connect-src 'self'; form-action 'none'; frame-ancestors 'none'"
+                ),
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
+
+    @app.post("/review/session", include_in_schema=False)
+    async def sign_in(request: Request):
+        data, problem = await body(request)
+        if problem is not None:
+            return problem
+        token = data.get("token")
+        reviewer = review.reviewer_for_token(settings, token if isinstance(token, str) else None)
+        if reviewer is None:
+            return error(
+                401, "unauthorized", "that is not a reviewer token; ask for yours (review.reviewers)"
+            )
+        response = JSONResponse({"reviewer": reviewer})
+        response.set_cookie(
+            COOKIE,
+            token,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            max_age=12 * 3600,
+        )
+        return response
+
+    @app.delete("/review/session", include_in_schema=False)
+    def sign_out():
+        response = JSONResponse({"signed_out": True})
+        response.delete_cookie(COOKIE)
+        return response
+
+    @app.get("/v1/review/models", summary="models with review items")
+    def models(request: Request):
+        reviewer, problem = who(request, writing=False)
+        if problem is not None:
+            return problem
+        return {"reviewer": reviewer, "models": get_queue().models()}
+
+    @app.get("/v1/review/{model}/next", summary="the most uncertain item you have not answered")
+    async def next_item(model: str, request: Request):
+        reviewer, problem = who(request, writing=False)
+        if problem is not None:
+            return problem
+
+        def work():
+            queue = get_queue()
+            item = queue.next_for(model, reviewer)
+            return {
+                "reviewer": reviewer,
+                "item": None if item is None else item_json(settings, item),
+                "stats": queue.stats(model, reviewer).to_dict(),
+                "undo_window_s": window,
+            }
+
+        try:
+            return await run_in_threadpool(work)
+        except ReviewError as exc:
+            return answer_of(exc)
+
+    @app.post("/v1/review/{model}/{item}", summary="answer (or skip) a review item")
+    async def post_answer(model: str, item: str, request: Request):
+        reviewer, problem = who(request, writing=True)
+        if problem is not None:
+            return problem
+        data, problem = await body(request)
+        if problem is not None:
+            return problem
+        skip, label = data.get("skip") is True, data.get("label")
+        if skip == isinstance(label, str) or set(data) - {"skip", "label"}:
+            return error(422, "invalid_request", 'send {"label": "<one of the choices>"} or {"skip": true}')
+
+        def work():
+            queue = get_queue()
+            verdict = review.answer(settings, queue, model, item, reviewer, None if skip else label, window)
+            return {**verdict.__dict__, "stats": queue.stats(model, reviewer).to_dict()}
+
+        try:
+            return await run_in_threadpool(work)
+        except ReviewError as exc:
+            return answer_of(exc)
+
+    @app.delete("/v1/review/{model}/answers/last", summary="undo your last answer or skip")
+    async def undo(model: str, request: Request):
+        reviewer, problem = who(request, writing=True)
+        if problem is not None:
+            return problem
+        try:
+            event_id = await run_in_threadpool(get_queue().undo, model, reviewer)
+        except ReviewError as exc:
+            return answer_of(exc)
+        if event_id is None:
+            return error(404, "nothing_to_undo", f"you have no answer on {model!r} to undo")
+        return {"undone": event_id}
+
+    @app.get("/v1/review/{model}/escalated", summary="items whose reviewers disagreed")
+    def escalated(model: str, request: Request):
+        reviewer, problem = who(request, writing=False)
+        if problem is not None:
+            return problem
+        lead = settings.review.reviewers[reviewer].lead
+        return {
+            "lead": lead,
+            "items": [
+                {**item_json(settings, item), "answers": answers}
+                for item, answers in get_queue().escalated(model)
+            ],
+        }
+
+    @app.get("/v1/review/{model}/stats", summary="the queue's figures and each reviewer's agreement")
+    def stats(model: str, request: Request):
+        reviewer, problem = who(request, writing=False)
+        if problem is not None:
+            return problem
+        return get_queue().stats(model, reviewer).to_dict()

@@ -1,0 +1,116 @@
+"""The review API and page through the real FastAPI app (no broker: the worker is off and a
+fake client records what would be sent)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from pipelines.http_api import create_app
+from pipelines.review import send_due
+from pipelines.review_queue import ReviewQueue
+from tests.unit.test_review_queue import TOKENS, FakeClient, item, settings_for
+
+BEARER = {name: {"Authorization": f"Bearer {t}"} for name, t in TOKENS.items()}
+
+
+@pytest.fixture
+def app(tmp_path):
+    s = settings_for(tmp_path, required=2)
+    queue = ReviewQueue(s)
+    queue.add([item(1, 0.9), item(2, 0.35, input={"text": "<script>alert(1)</script> meh"}), item(3, 0.6)])
+    with TestClient(create_app(s, client=FakeClient(), review_worker=False)) as http:
+        yield http, queue
+
+
+def test_without_a_token_nothing_is_shown_and_a_wrong_token_is_refused(app):
+    http, _ = app
+    assert http.get("/v1/review/sentiment/next").status_code == 401
+    r = http.get("/v1/review/sentiment/next", headers={"Authorization": "Bearer " + "x" * 20})
+    assert r.status_code == 401 and "reviewer token" in r.json()["message"]
+    assert http.post("/review/session", json={"token": "nope"}).status_code == 401
+    page = http.get("/review")
+    assert page.status_code == 200 and 'id="signin"' in page.text and "evt-" not in page.text
+    assert "script-src 'nonce-" in page.headers["content-security-policy"]
+
+
+def test_a_reviewer_works_the_queue_most_uncertain_first_and_undoes(app):
+    http, _ = app
+    r = http.get("/v1/review/sentiment/next", headers=BEARER["alice"])
+    body = r.json()
+    assert body["item"]["event_id"] == "evt-000002" and body["item"]["choices"] == ["negative", "positive"]
+    assert body["item"]["text"].startswith("<script>")  # data, shown as text by the page
+    assert body["stats"]["waiting_for_you"] == 3 and body["stats"]["required_reviews"] == 2
+    r = http.post("/v1/review/sentiment/evt-000002", json={"label": "negative"}, headers=BEARER["alice"])
+    assert r.json()["status"] == "pending" and r.json()["votes"] == 1
+    assert (
+        http.get("/v1/review/sentiment/next", headers=BEARER["alice"]).json()["item"]["event_id"]
+        == "evt-000003"
+    )
+    r = http.delete("/v1/review/sentiment/answers/last", headers=BEARER["alice"])
+    assert r.json() == {"undone": "evt-000002"}
+    assert (
+        http.get("/v1/review/sentiment/next", headers=BEARER["alice"]).json()["item"]["event_id"]
+        == "evt-000002"
+    )
+    r = http.post("/v1/review/sentiment/evt-000002", json={"label": "furious"}, headers=BEARER["alice"])
+    assert r.status_code == 409 and "furious" in r.json()["message"]
+    for bad in ({}, {"label": "negative", "skip": True}, {"label": 3}, {"skip": True, "x": 1}):
+        r = http.post("/v1/review/sentiment/evt-000002", json=bad, headers=BEARER["alice"])
+        assert r.status_code == 422, bad
+    assert (
+        http.post("/v1/review/sentiment/evt-404", json={"skip": True}, headers=BEARER["alice"]).status_code
+        == 404
+    )
+    r = http.post("/v1/review/sentiment/evt-000002", content=b"{not json", headers=BEARER["alice"])
+    assert r.status_code == 422
+
+
+def test_two_reviewers_agree_through_the_api_and_the_agreed_label_is_sent_with_both(app):
+    http, queue = app
+    for who in ("alice", "bob"):
+        r = http.post("/v1/review/sentiment/evt-000001", json={"label": "positive"}, headers=BEARER[who])
+    assert r.json()["status"] == "agreed"
+    http.post("/v1/review/sentiment/evt-000003", json={"label": "positive"}, headers=BEARER["alice"])
+    http.post("/v1/review/sentiment/evt-000003", json={"label": "negative"}, headers=BEARER["bob"])
+    esc = http.get("/v1/review/sentiment/escalated", headers=BEARER["carol"]).json()
+    assert esc["lead"] is True and [i["event_id"] for i in esc["items"]] == ["evt-000003"]
+    assert esc["items"][0]["answers"] == {"alice": "positive", "bob": "negative"}
+    stats = http.get("/v1/review/sentiment/stats", headers=BEARER["alice"]).json()
+    assert {r["reviewer"]: r["agreement"] for r in stats["reviewers"]} == {"alice": 0.5, "bob": 0.5}
+    client = FakeClient()
+    assert send_due(queue, client) == 0  # the page's answers can still be undone
+    assert send_due(queue, client, now=time.time() + 11) == 1  # review.undo_window_s = 10 s
+    assert client.sent[0]["source"] == "review:alice+bob"
+
+
+def test_the_page_signs_in_with_a_cookie_and_writes_must_be_json(app):
+    http, _ = app
+    r = http.post("/review/session", json={"token": TOKENS["bob"]})
+    assert r.status_code == 200 and "httponly" in r.headers["set-cookie"].lower()
+    assert "samesite=strict" in r.headers["set-cookie"].lower()
+    page = http.get("/review")
+    assert 'id="reviewer">bob<' in page.text and "sentiment (3 pending)" in page.text
+    assert http.get("/v1/review/models").json() == {"reviewer": "bob", "models": {"sentiment": 3}}
+    # a cross-site form can post with the cookie but not as application/json: refused
+    r = http.post(
+        "/v1/review/sentiment/evt-000001",
+        content=b"label=positive",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 415
+    assert http.post("/v1/review/sentiment/evt-000001", json={"label": "positive"}).status_code == 200
+    http.delete("/review/session")
+    assert http.get("/v1/review/models").status_code == 401
+
+
+def test_no_reviewers_configured_says_how_to_add_them(tmp_path):
+    from flywheel.settings import load_settings
+
+    s = load_settings(state_dir=tmp_path)
+    with TestClient(create_app(s, client=FakeClient(), review_worker=False)) as http:
+        r = http.get("/v1/review/models")
+        assert r.status_code == 401 and "review.reviewers" in r.json()["message"]
+        assert "No reviewers are configured" in http.get("/review").text
