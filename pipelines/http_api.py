@@ -152,7 +152,7 @@ def create_app(
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
 
-    from pipelines.review_api import ReviewWorker, add_review_routes
+    from pipelines.review_api import ReviewAnswerIn, ReviewWorker, add_review_routes
 
     state: dict[str, Any] = {"client": client, "log": prediction_log, "queue": None}
 
@@ -377,7 +377,7 @@ def create_app(
             "predictions": [{"prediction_id": r.prediction_id, **r.prediction} for r in records],
         }
 
-    add_review_routes(app, settings, get_queue, get_client)
+    add_review_routes(app, settings, get_queue, get_client, ErrorBody)
 
     def openapi() -> dict[str, Any]:
         """FastAPI's document, with the contract models the raw-body endpoints read, this
@@ -400,8 +400,15 @@ def create_app(
                         "rename one of the models"
                     )
         schemas["PredictRequest"]["properties"]["inputs"]["maxItems"] = settings.serving.max_batch
+        schemes = components.setdefault("securitySchemes", {})
         if token is not None:
-            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            schemes["bearer"] = {"type": "http", "scheme": "bearer"}
+        schemes["reviewer"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "a reviewer's token (review.reviewers); the /review page sends it as a cookie",
+        }
+        schemas["ReviewAnswer"] = ReviewAnswerIn.model_json_schema()
         app.openapi_schema = doc
         return doc
 

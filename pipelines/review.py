@@ -17,7 +17,7 @@ from flywheel.errors import FlywheelError
 from flywheel.events import MAX_ID_CHARS, feedback_event
 from flywheel.names import check_reviewer_id, review_source
 from pipelines.records import RoutedRecord
-from pipelines.review_queue import NotAllowed, ReviewError, ReviewQueue, Verdict
+from pipelines.review_queue import NotAllowed, ReviewError, ReviewQueue, UnknownModel, Verdict
 
 REVIEW_SUFFIX = ".review"
 
@@ -70,7 +70,7 @@ def choices(settings, model: str, task: str) -> list[str]:
     try:
         labels = read_model_info(settings.state_dir, model).labels
     except FlywheelError as exc:
-        raise ReviewError(f"model {model!r} is not known in {settings.state_dir}: {exc}") from exc
+        raise UnknownModel(str(exc)) from exc
     return spec_class(task).review_choices(labels)
 
 

@@ -22,6 +22,8 @@ import logging
 import threading
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from flywheel.errors import BrokerError, FlywheelError
 from pipelines import review
 from pipelines.review_queue import Item, ReviewError, ReviewQueue
@@ -83,8 +85,29 @@ class ReviewWorker:
                     self._last_problem = str(exc)
 
 
-def add_review_routes(app, settings, get_queue, get_client) -> None:
-    """Add the review page and API to ``app`` (a FastAPI app)."""
+class ReviewAnswerIn(BaseModel):
+    """What ``POST /v1/review/{model}/{item}`` takes: one of the item's choices, or a skip."""
+
+    model_config = ConfigDict(extra="forbid", title="ReviewAnswer")
+
+    label: str | None = Field(None, description="one of the item's choices (keys 1-9 on the page)")
+    skip: bool | None = Field(None, description="true: not now, show me the next item")
+
+
+_WHY = {
+    401: "no reviewer token, or not a configured reviewer's",
+    403: "this reviewer may not do that (an escalated item is settled by a lead)",
+    404: "no such item in this model's queue, no such model, or nothing to undo",
+    409: "the item takes no more answers, the answer is not one of its choices, or it is final",
+    413: "body too large",
+    415: "with the page's cookie, send application/json",
+    422: "not a JSON object of the documented shape",
+}
+
+
+def add_review_routes(app, settings, get_queue, get_client, error_model) -> None:
+    """Add the review page and API to ``app`` (a FastAPI app); ``error_model`` documents the
+    error answers (the app's one error body)."""
     from fastapi import Request
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.concurrency import run_in_threadpool
@@ -92,6 +115,13 @@ def add_review_routes(app, settings, get_queue, get_client) -> None:
     from pipelines.review_page import render_page
 
     window = settings.review.undo_window_s
+
+    def documented(*statuses: int) -> dict:
+        bearer = {"security": [{"reviewer": []}]}
+        return {
+            "responses": {s: {"model": error_model, "description": _WHY[s]} for s in statuses},
+            "openapi_extra": bearer,
+        }
 
     def error(status: int, code: str, message: str) -> JSONResponse:
         return JSONResponse({"error": code, "message": message}, status_code=status)
@@ -184,14 +214,18 @@ def add_review_routes(app, settings, get_queue, get_client) -> None:
         response.delete_cookie(COOKIE)
         return response
 
-    @app.get("/v1/review/models", summary="models with review items")
+    @app.get("/v1/review/models", summary="models with review items", **documented(401))
     def models(request: Request):
         reviewer, problem = who(request, writing=False)
         if problem is not None:
             return problem
         return {"reviewer": reviewer, "models": get_queue().models()}
 
-    @app.get("/v1/review/{model}/next", summary="the most uncertain item you have not answered")
+    @app.get(
+        "/v1/review/{model}/next",
+        summary="the most uncertain item you have not answered",
+        **documented(401, 404),
+    )
     async def next_item(model: str, request: Request):
         reviewer, problem = who(request, writing=False)
         if problem is not None:
@@ -212,7 +246,13 @@ def add_review_routes(app, settings, get_queue, get_client) -> None:
         except ReviewError as exc:
             return answer_of(exc)
 
-    @app.post("/v1/review/{model}/{item}", summary="answer (or skip) a review item")
+    answer_doc = documented(401, 403, 404, 409, 413, 415, 422)
+    answer_doc["openapi_extra"]["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReviewAnswer"}}},
+    }
+
+    @app.post("/v1/review/{model}/{item}", summary="answer (or skip) a review item", **answer_doc)
     async def post_answer(model: str, item: str, request: Request):
         reviewer, problem = who(request, writing=True)
         if problem is not None:
@@ -234,7 +274,11 @@ def add_review_routes(app, settings, get_queue, get_client) -> None:
         except ReviewError as exc:
             return answer_of(exc)
 
-    @app.delete("/v1/review/{model}/answers/last", summary="undo your last answer or skip")
+    @app.delete(
+        "/v1/review/{model}/answers/last",
+        summary="undo your last answer or skip",
+        **documented(401, 404, 409, 415),
+    )
     async def undo(model: str, request: Request):
         reviewer, problem = who(request, writing=True)
         if problem is not None:
@@ -247,7 +291,9 @@ def add_review_routes(app, settings, get_queue, get_client) -> None:
             return error(404, "nothing_to_undo", f"you have no answer on {model!r} to undo")
         return {"undone": event_id}
 
-    @app.get("/v1/review/{model}/escalated", summary="items whose reviewers disagreed")
+    @app.get(
+        "/v1/review/{model}/escalated", summary="items whose reviewers disagreed", **documented(401, 404)
+    )
     def escalated(model: str, request: Request):
         reviewer, problem = who(request, writing=False)
         if problem is not None:
@@ -261,7 +307,11 @@ def add_review_routes(app, settings, get_queue, get_client) -> None:
             ],
         }
 
-    @app.get("/v1/review/{model}/stats", summary="the queue's figures and each reviewer's agreement")
+    @app.get(
+        "/v1/review/{model}/stats",
+        summary="the queue's figures and each reviewer's agreement",
+        **documented(401),
+    )
     def stats(model: str, request: Request):
         reviewer, problem = who(request, writing=False)
         if problem is not None:

@@ -82,6 +82,10 @@ class NotInQueue(ReviewError):
     status, code = 404, "not_in_queue"
 
 
+class UnknownModel(ReviewError):
+    status, code = 404, "unknown_model"
+
+
 class NotAllowed(ReviewError):
     status, code = 403, "not_allowed"
 
