@@ -268,7 +268,7 @@ def run_cmd(ctx: typer.Context) -> None:
     and serving), the periodic readiness check and the live monitor; restarts crashed parts;
     Ctrl-C / SIGTERM stop it cleanly
     (a retrain under way stops at its next step boundary)."""
-    from orchestration.supervisor import Supervisor, live_monitor, readiness_check
+    from orchestration.supervisor import Supervisor, live_monitor, readiness_check, review_queue
 
     settings = settings_of(ctx)
     parts = ("stream", "ingest", "http") if settings.run.http else ("stream", "ingest")
@@ -276,6 +276,8 @@ def run_cmd(ctx: typer.Context) -> None:
     checks = [readiness_check(settings, log=err_console.print)]
     if settings.monitor.enabled:
         checks.append(live_monitor(settings, log=err_console.print))
+    if not settings.run.http:  # the HTTP app keeps the review queue in step when it runs
+        checks.append(review_queue(settings, log=err_console.print))
     supervisor.run_forever(checks)
     console.print("flywheel run: stopped")
 

@@ -276,3 +276,26 @@ def live_monitor(settings, log: Callable = print) -> Periodic:
             monitor_once(settings, log=log)
 
     return Periodic("live monitor", settings.monitor.interval_s, check)
+
+
+def review_queue(settings, log: Callable = print) -> Periodic:
+    """The review queue's worker when no HTTP app runs it (the same step as `flywheel review sync`)."""
+    clients: list = []
+
+    def check(stop: threading.Event) -> None:
+        from pipelines.review_api import ReviewWorker
+        from pipelines.review_queue import ReviewQueue
+        from pipelines.sdk import FeedbackClient
+
+        if not clients:
+            clients.append(FeedbackClient(settings))
+        queue = ReviewQueue(settings)  # each run is a new thread: its own connection, closed here
+        try:
+            if not stop.is_set():
+                added, sent = ReviewWorker(settings, queue, lambda: clients[0]).once()
+                if added or sent:
+                    log(f"review queue: {added} new item(s), {sent} agreed answer(s) sent")
+        finally:
+            queue.close()
+
+    return Periodic("review queue", settings.review.sync_interval_s, check)
