@@ -176,3 +176,26 @@ def test_more_stream_subtasks_than_partitions_is_refused_on_the_embedded_broker(
         stream={"parallelism": 4}, kafka={"partitions": 3, "bootstrap_servers": "k:9092"}
     )
     assert external.stream.parallelism == 4  # an external cluster's topics are sized by its owner
+
+
+@pytest.mark.parametrize(
+    ("review", "said"),
+    [
+        ({"reviewers": {"alice": {"token": "short"}}}, "at least 16 characters"),
+        ({"reviewers": {"Alice!": {"token": "x" * 20}}}, "reviewer id 'Alice!' is not valid"),
+        ({"reviewers": {"a": {"token": "x" * 20}, "b": {"token": "x" * 20}}}, "share a token"),
+        ({"reviewers": {"a": {"token": "x" * 20}}, "required_reviews": 2}, "only 1 reviewer"),
+        ({"required_reviews": 4}, "less than or equal to 3"),
+    ],
+)
+def test_review_settings_say_what_is_wrong(review, said):
+    with pytest.raises(ConfigError, match=said):
+        load_settings(review=review)
+
+
+def test_reviewer_tokens_are_secrets_from_the_environment(monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_REVIEW__REVIEWERS", '{"alice": {"token": "alice-token-0123456789"}}')
+    s = load_settings()
+    assert s.review.reviewers["alice"].token.get_secret_value() == "alice-token-0123456789"
+    assert "alice-token-0123456789" not in s.model_dump_json() and "alice-token" not in repr(s)
+    assert "alice-token" not in str(s.redacted())  # `flywheel config show`
