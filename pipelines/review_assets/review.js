@@ -3,7 +3,9 @@ const state = { model: null, item: null, labelled: 0 };
 function say(text, kind) { const m = $("message"); m.textContent = text; m.className = kind || ""; }
 async function api(method, path, body) {
   const options = { method, headers: {}, credentials: "same-origin" };
-  if (body !== undefined) { options.headers["Content-Type"] = "application/json"; options.body = JSON.stringify(body); }
+  if (method !== "GET") {  // writes are JSON (the API refuses other cookie-signed writes: CSRF)
+    options.headers["Content-Type"] = "application/json"; options.body = JSON.stringify(body === undefined ? {} : body);
+  }
   const response = await fetch(path, options);
   let data = null;
   try { data = await response.json(); } catch (e) { data = { message: "the server answered " + response.status }; }

@@ -142,7 +142,7 @@ def test_the_page_in_a_real_browser_labels_two_items_by_keyboard(settings, tmp_p
     from pipelines.http_api import create_app
     from tests.browser import Browser
 
-    s = with_reviewers(settings, required=1, undo_window_s=1, sync_interval_s=0.3)
+    s = with_reviewers(settings, required=1, undo_window_s=3, sync_interval_s=0.3)
     topic = Topics.from_settings(s).review
     texts = {
         0.55: "The update is fine, I guess.",
@@ -189,9 +189,17 @@ def test_the_page_in_a_real_browser_labels_two_items_by_keyboard(settings, tmp_p
         assert browser.js("document.getElementById('f-mine').textContent") == "2"
         shots = Path(os.environ.get("SCREENSHOT_DIR", tmp_path))
         assert browser.screenshot(shots / "review-page.png").stat().st_size > 10_000
+        browser.press("s")  # skip the last one: nothing waits for alice any more
+        browser.wait_for("!document.getElementById('empty').hidden", what="the empty queue")
+        browser.press("u")  # undo the skip: it is back
+        browser.wait_for(
+            "document.getElementById('i-id').textContent === 'page-000' && "
+            "!document.getElementById('item').hidden",
+            what="the undone skip",
+        )
         deadline = time.monotonic() + 30
         answers = {}
-        while len(answers) < 2 and time.monotonic() < deadline:  # after the 1 s undo window
+        while len(answers) < 2 and time.monotonic() < deadline:  # after the 3 s undo window
             answers = {
                 e["event_id"]: e
                 for e in (json.loads(m.value()) for m in read_topic(s, Topics.from_settings(s).raw))
