@@ -152,6 +152,7 @@ def create_app(
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
 
+    from pipelines.review import review_claims
     from pipelines.review_api import ReviewAnswerIn, ReviewWorker, add_review_routes
 
     state: dict[str, Any] = {"client": client, "log": prediction_log, "queue": None}
@@ -283,6 +284,9 @@ def create_app(
             except InvalidEventError as exc:
                 for field, message in exc.problems:
                     problems.append({"index": index, "field": field, "message": message})
+                continue
+            for field, message in review_claims(events[-1]):
+                problems.append({"index": index, "field": field, "message": message})
         if problems:
             return error(
                 422,

@@ -15,7 +15,7 @@ import hmac
 
 from flywheel.errors import FlywheelError
 from flywheel.events import MAX_ID_CHARS, feedback_event
-from flywheel.names import check_reviewer_id, review_source
+from flywheel.names import REVIEW_SOURCE_PREFIX, check_reviewer_id, review_source
 from pipelines.records import RoutedRecord
 from pipelines.review_queue import NotAllowed, ReviewError, ReviewQueue, UnknownModel, Verdict
 
@@ -33,18 +33,75 @@ def review_event_id(event_id: str) -> str:
     return event_id[: MAX_ID_CHARS - len(tail)] + tail
 
 
+def review_claims(event) -> list[tuple[str, str]]:
+    """Why an event from outside may not pass for a reviewers' label (empty: it may not claim
+    to be one). Only the review queue sends them: a forged one would credit reviewers who never
+    answered, and its event id would make the real answer a dropped duplicate."""
+    problems = []
+    if event.label_source == "review":
+        problems.append(("label_source", "'review' is for answers from the review queue; use 'user'"))
+    if event.source.startswith(REVIEW_SOURCE_PREFIX):
+        problems.append(
+            ("source", f"'{REVIEW_SOURCE_PREFIX}…' names reviewers; only the review queue uses it")
+        )
+    if event.event_id.endswith(REVIEW_SUFFIX) or f"{REVIEW_SUFFIX}." in event.event_id:
+        problems.append(("event_id", f"ids with '{REVIEW_SUFFIX}' are the review queue's answers; rename it"))
+    return problems
+
+
 # ---- who reviews --------------------------------------------------------------------
 
 
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
 def reviewer_for_token(settings, token: str | None) -> str | None:
-    """The configured reviewer whose token this is (compared in constant time), else None."""
-    if not token:
+    """The configured reviewer whose token this is, else None. Compares SHA-256 digests in
+    constant time (no timing hint of a token's length or its first differing character)."""
+    if not token or not isinstance(token, str):
         return None
+    given = _digest(token)
     found = None
     for name, reviewer in settings.review.reviewers.items():
-        if hmac.compare_digest(token.encode(), reviewer.token.get_secret_value().encode()):
+        if hmac.compare_digest(given, _digest(reviewer.token.get_secret_value())):
             found = name
     return found
+
+
+SESSION_HOURS = 12
+
+
+def session_cookie(settings, reviewer: str, now: float | None = None) -> str:
+    """The page's session: ``reviewer.expiry.signature``, signed with the reviewer's token
+    (which the cookie does not hold); a new token ends every session of the old one."""
+    import time
+
+    expiry = int((time.time() if now is None else now) + SESSION_HOURS * 3600)
+    return f"{reviewer}.{expiry}.{_session_signature(settings, reviewer, expiry)}"
+
+
+def _session_signature(settings, reviewer: str, expiry: int) -> str:
+    key = _digest(settings.review.reviewers[reviewer].token.get_secret_value())
+    return hmac.new(key, f"flywheel-review|{reviewer}|{expiry}".encode(), hashlib.sha256).hexdigest()
+
+
+def reviewer_for_session(settings, cookie: str | None, now: float | None = None) -> str | None:
+    """The reviewer a session cookie names, if its signature holds and it has not expired."""
+    import time
+
+    parts = (cookie or "").split(".")
+    if len(parts) != 3 or parts[0] not in settings.review.reviewers or not parts[1].isdigit():
+        return None
+    reviewer, expiry = parts[0], int(parts[1])
+    if expiry < (time.time() if now is None else now):
+        return None
+    expected = _session_signature(settings, reviewer, expiry)
+    return (
+        reviewer
+        if hmac.compare_digest(expected.encode(), parts[2].encode("utf-8", "surrogatepass"))
+        else None
+    )
 
 
 def check_reviewer(settings, reviewer: str) -> str:
@@ -60,6 +117,16 @@ def check_reviewer(settings, reviewer: str) -> str:
 
 
 # ---- what they answer -----------------------------------------------------------------
+
+
+def check_model(settings, model: str) -> None:
+    """UnknownModel (404) unless ``model`` exists in this state dir."""
+    from flywheel.model_info import read_model_info
+
+    try:
+        read_model_info(settings.state_dir, model)
+    except FlywheelError as exc:
+        raise UnknownModel(str(exc)) from exc
 
 
 def choices(settings, model: str, task: str) -> list[str]:
@@ -94,26 +161,19 @@ def answer(
                 f"{allowed}; answer with one of them"
             )
         if queue.status(event_id) == "escalated":
-            return settle(settings, queue, model, event_id, reviewer, given, undo_window_s)
+            return settle(settings, queue, model, event_id, reviewer, given)
     return queue.vote(model, event_id, reviewer, given, undo_window_s=undo_window_s)
 
 
-def settle(
-    settings,
-    queue: ReviewQueue,
-    model: str,
-    event_id: str,
-    reviewer: str,
-    given: str,
-    undo_window_s: float = 0.0,
-) -> Verdict:
+def settle(settings, queue: ReviewQueue, model: str, event_id: str, reviewer: str, given: str) -> Verdict:
+    """A lead's answer to an escalated item (final at once)."""
     known = settings.review.reviewers
     if reviewer not in known or not known[reviewer].lead:
         raise NotAllowed(
-            f"{event_id} is escalated (its reviewers disagreed); only a lead reviewer settles it "
-            "(review.reviewers.<id>.lead: true)"
+            f"{event_id} is escalated (its reviewers disagreed, or too few are left to agree); only a "
+            "lead reviewer settles it (review.reviewers.<id>.lead: true)"
         )
-    return queue.settle(model, event_id, reviewer, given, undo_window_s=undo_window_s)
+    return queue.settle(model, event_id, reviewer, given)
 
 
 # ---- back into the loop ---------------------------------------------------------------

@@ -29,6 +29,7 @@ from pipelines import review
 from pipelines.review_queue import Item, ReviewError, ReviewQueue
 
 COOKIE = "flywheel_reviewer"
+BODY_LIMIT = 64 * 1024
 log = logging.getLogger("flywheel.review")
 
 
@@ -77,12 +78,17 @@ class ReviewWorker:
             try:
                 self.once()
                 self._last_problem = ""
-            except (BrokerError, FlywheelError) as exc:
-                if str(exc) != self._last_problem:  # said once, not every second
+            except Exception as exc:  # the worker outlives any one failure (reported once)
+                said = f"{type(exc).__name__}: {exc}"
+                if said != self._last_problem:  # said once, not every second
+                    expected = isinstance(exc, BrokerError | FlywheelError)  # e.g. the broker is down
                     log.warning(
-                        "review queue: %s (retrying every %ss)", exc, self.settings.review.sync_interval_s
+                        "review queue: %s (retrying every %ss)",
+                        exc if expected else said,
+                        self.settings.review.sync_interval_s,
+                        exc_info=not expected,
                     )
-                    self._last_problem = str(exc)
+                    self._last_problem = said
 
 
 class ReviewAnswerIn(BaseModel):
@@ -126,6 +132,18 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
     def error(status: int, code: str, message: str) -> JSONResponse:
         return JSONResponse({"error": code, "message": message}, status_code=status)
 
+    def cross_site(request: Request) -> bool:
+        """A browser's write from another origin (its Origin header names another host)."""
+        origin = request.headers.get("origin")
+        if origin is None:
+            return False
+        from urllib.parse import urlsplit
+
+        return urlsplit(origin).netloc != request.headers.get("host", "")
+
+    def not_json(request: Request) -> bool:
+        return not request.headers.get("content-type", "").startswith("application/json")
+
     def who(request: Request, writing: bool) -> tuple[str | None, JSONResponse | None]:
         if not settings.review.reviewers:
             return None, error(
@@ -134,45 +152,64 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
                 "no reviewers are configured: add review.reviewers (id → token) to flywheel.yaml",
             )
         header = request.headers.get("authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else None
-        by_cookie = token is None
-        if by_cookie:
-            token = request.cookies.get(COOKIE)
-        reviewer = review.reviewer_for_token(settings, token)
+        if header[:7].lower() == "bearer ":
+            reviewer, by_cookie = review.reviewer_for_token(settings, header[7:]), False
+        else:
+            reviewer, by_cookie = review.reviewer_for_session(settings, request.cookies.get(COOKIE)), True
         if reviewer is None:
             return None, error(
                 401,
                 "unauthorized",
                 "sign in with your reviewer token (or send 'Authorization: Bearer <token>')",
             )
-        if (
-            writing
-            and by_cookie
-            and not request.headers.get("content-type", "").startswith("application/json")
-        ):
-            return None, error(415, "json_only", "send the request as application/json")
+        if writing and by_cookie:  # the page's writes: JSON from this origin (no cross-site forms)
+            if not_json(request):
+                return None, error(415, "json_only", "send the request as application/json")
+            if cross_site(request):
+                return None, error(403, "cross_site", "this page's requests come from its own origin")
         return reviewer, None
 
     async def body(request: Request) -> tuple[dict, JSONResponse | None]:
         from flywheel.jsonstrict import JsonProblem, loads_json
 
-        raw = await request.body()
-        if len(raw) > 64 * 1024:
-            return {}, error(413, "too_large", "a review request is a small JSON object")
+        too_large = error(413, "too_large", f"a review request is a JSON object under {BODY_LIMIT} bytes")
+        declared = request.headers.get("content-length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > BODY_LIMIT:
+            return {}, too_large
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > BODY_LIMIT:
+                return {}, too_large
         try:
-            data = loads_json(raw) if raw else {}
+            data = loads_json(bytes(raw)) if raw else {}
         except (JsonProblem, UnicodeDecodeError) as exc:
             return {}, error(422, "invalid_json", f"body cannot be parsed: {exc}")
         if not isinstance(data, dict):
             return {}, error(422, "invalid_request", "send a JSON object")
         return data, None
 
+    def item_id(item: str) -> str:
+        # "~" is not in an event id: the page prefixes ids with it, so that ids such as ".."
+        # are not taken for path steps by the browser
+        return item[1:] if item.startswith("~") else item
+
+    async def guarded(work) -> Any:
+        """``work()`` in a worker thread; a review error (or an item this install cannot
+        show) becomes its documented 4xx answer."""
+        try:
+            return await run_in_threadpool(work)
+        except ReviewError as exc:
+            return answer_of(exc)
+        except FlywheelError as exc:
+            return error(409, "unreviewable", str(exc))
+
     def answer_of(exc: ReviewError) -> JSONResponse:
         return error(exc.status, exc.code, str(exc))
 
     @app.get("/review", response_class=HTMLResponse, include_in_schema=False)
     def page(request: Request):
-        reviewer = review.reviewer_for_token(settings, request.cookies.get(COOKIE))
+        reviewer = review.reviewer_for_session(settings, request.cookies.get(COOKIE))
         html, nonce = render_page(settings, reviewer, get_queue().models() if reviewer else {})
         return HTMLResponse(
             html,
@@ -188,6 +225,8 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
 
     @app.post("/review/session", include_in_schema=False)
     async def sign_in(request: Request):
+        if not_json(request) or cross_site(request):  # no signing a victim in from another site
+            return error(415, "json_only", "sign in from the review page (application/json, same origin)")
         data, problem = await body(request)
         if problem is not None:
             return problem
@@ -198,13 +237,14 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
                 401, "unauthorized", "that is not a reviewer token; ask for yours (review.reviewers)"
             )
         response = JSONResponse({"reviewer": reviewer})
+        https = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
         response.set_cookie(
             COOKIE,
-            token,
+            review.session_cookie(settings, reviewer),
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
-            max_age=12 * 3600,
+            secure=https,
+            max_age=review.SESSION_HOURS * 3600,
         )
         return response
 
@@ -234,6 +274,8 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
         def work():
             queue = get_queue()
             item = queue.next_for(model, reviewer)
+            if item is None and model not in queue.models():
+                review.check_model(settings, model)  # 404 for a model nobody knows
             return {
                 "reviewer": reviewer,
                 "item": None if item is None else item_json(settings, item),
@@ -241,10 +283,7 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
                 "undo_window_s": window,
             }
 
-        try:
-            return await run_in_threadpool(work)
-        except ReviewError as exc:
-            return answer_of(exc)
+        return await guarded(work)
 
     answer_doc = documented(401, 403, 404, 409, 413, 415, 422)
     answer_doc["openapi_extra"]["requestBody"] = {
@@ -266,13 +305,11 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
 
         def work():
             queue = get_queue()
-            verdict = review.answer(settings, queue, model, item, reviewer, None if skip else label, window)
+            given = None if skip else label
+            verdict = review.answer(settings, queue, model, item_id(item), reviewer, given, window)
             return {**verdict.__dict__, "stats": queue.stats(model, reviewer).to_dict()}
 
-        try:
-            return await run_in_threadpool(work)
-        except ReviewError as exc:
-            return answer_of(exc)
+        return await guarded(work)
 
     @app.delete(
         "/v1/review/{model}/answers/last",
@@ -283,10 +320,9 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
         reviewer, problem = who(request, writing=True)
         if problem is not None:
             return problem
-        try:
-            event_id = await run_in_threadpool(get_queue().undo, model, reviewer)
-        except ReviewError as exc:
-            return answer_of(exc)
+        event_id = await guarded(lambda: get_queue().undo(model, reviewer))
+        if not isinstance(event_id, str | None):
+            return event_id  # an error answer
         if event_id is None:
             return error(404, "nothing_to_undo", f"you have no answer on {model!r} to undo")
         return {"undone": event_id}
@@ -294,18 +330,16 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
     @app.get(
         "/v1/review/{model}/escalated", summary="items whose reviewers disagreed", **documented(401, 404)
     )
-    def escalated(model: str, request: Request):
+    async def escalated(model: str, request: Request):
         reviewer, problem = who(request, writing=False)
         if problem is not None:
             return problem
-        lead = settings.review.reviewers[reviewer].lead
-        return {
-            "lead": lead,
-            "items": [
-                {**item_json(settings, item), "answers": answers}
-                for item, answers in get_queue().escalated(model)
-            ],
-        }
+
+        def work():
+            items = [{**item_json(settings, i), "answers": a} for i, a in get_queue().escalated(model)]
+            return {"lead": settings.review.reviewers[reviewer].lead, "items": items}
+
+        return await guarded(work)
 
     @app.get(
         "/v1/review/{model}/stats",

@@ -38,12 +38,14 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items(
     event_id TEXT PRIMARY KEY,
     model_name TEXT NOT NULL,
+    task TEXT NOT NULL DEFAULT '',
     uncertainty REAL NOT NULL,
     enqueued_at REAL NOT NULL,
     record TEXT,
     status TEXT NOT NULL DEFAULT 'pending',
     answer TEXT,
     reviewers TEXT,
+    settled_by TEXT,
     decided_at REAL,
     sent_at REAL,
     send_error TEXT
@@ -190,13 +192,15 @@ class ReviewQueue:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
         try:
-            yield self.db
+            yield db
+            db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if db.in_transaction:  # a failed COMMIT (disk full) must not leave the connection stuck
+                db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
 
     # ---- filling it ----------------------------------------------------------------
 
@@ -208,9 +212,9 @@ class ReviewQueue:
     def _insert(self, db, records: list[RoutedRecord], now: float) -> int:
         before = db.total_changes
         db.executemany(
-            "INSERT OR IGNORE INTO items(event_id, model_name, uncertainty, enqueued_at, record) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [(r.event_id, r.model_name, self._uncertainty(r), now, r.to_json()) for r in records],
+            "INSERT OR IGNORE INTO items(event_id, model_name, task, uncertainty, enqueued_at, record) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(r.event_id, r.model_name, r.task, self._uncertainty(r), now, r.to_json()) for r in records],
         )
         return db.total_changes - before
 
@@ -229,14 +233,16 @@ class ReviewQueue:
         finally:
             lock.close()
 
-    def sync(self, settings=None, timeout_s: float = 30.0, wait: bool = False) -> int:
+    def sync(
+        self, settings=None, timeout_s: float = 30.0, wait: bool = False, max_records: int = 5000
+    ) -> int:
         """Copy the review topic's new records into the queue; return how many were new.
         Another process syncing at the same time makes this call a no-op (returns 0) unless
         ``wait``."""
         with self.exclusive(wait) as mine:
-            return self._sync(settings or self.settings, timeout_s) if mine else 0
+            return self._sync(settings or self.settings, timeout_s, max_records) if mine else 0
 
-    def _sync(self, settings, timeout_s: float) -> int:
+    def _sync(self, settings, timeout_s: float, max_records: int) -> int:
         from flywheel.kafka import Topics
         from pipelines.review_topic import read_new
 
@@ -247,7 +253,7 @@ class ReviewQueue:
                 "SELECT partition, last_offset, last_event_id FROM offsets WHERE topic = ?", (topic,)
             )
         }
-        batch = read_new(settings, topic, marks, timeout_s)
+        batch = read_new(settings, topic, marks, timeout_s, max_records)
         records, bad = [], 0
         for value in batch.values:
             try:
@@ -302,12 +308,17 @@ class ReviewQueue:
     )
 
     def next_for(self, model: str, reviewer: str) -> Item | None:
-        """The most uncertain pending item of ``model`` this reviewer has not answered or skipped."""
+        """The most uncertain pending item of ``model`` this reviewer has not answered or skipped
+        (of a task this install knows: another's item could not be shown or answered)."""
+        from flywheel.tasks import tasks
+
+        known = tasks()
         row = self.db.execute(
             self._ITEM + "WHERE i.model_name = ? AND i.status = 'pending' AND i.record IS NOT NULL "
             "AND NOT EXISTS (SELECT 1 FROM votes v WHERE v.event_id = i.event_id AND v.reviewer = ?) "
+            f"AND i.task IN ({','.join('?' * len(known))}) "
             "ORDER BY i.uncertainty DESC, i.enqueued_at, i.event_id LIMIT 1",
-            (model, reviewer),
+            (model, reviewer, *known),
         ).fetchone()
         return None if row is None else self._item(row)
 
@@ -435,38 +446,27 @@ class ReviewQueue:
             )
             return self._decide(db, event_id, now)
 
-    def settle(
-        self,
-        model: str,
-        event_id: str,
-        lead: str,
-        answer: str,
-        now: float | None = None,
-        undo_window_s: float = 0.0,
-    ) -> Verdict:
-        """A lead's answer to an escalated item: it becomes the agreed answer, given by the
-        lead and the reviewers who gave the same answer."""
+    def settle(self, model: str, event_id: str, lead: str, answer: str, now: float | None = None) -> Verdict:
+        """A lead's answer to an escalated item: it becomes the agreed answer, from the lead
+        and the reviewers who gave it. Kept apart from the votes (agreement rates count the
+        reviewers' own answers) and final at once."""
         now = time.time() if now is None else now
         with self._write() as db:
             status = self._pending_status(db, model, event_id)
             if status != ESCALATED:
                 raise ReviewError(f"{event_id} is {status}, not escalated; only escalated items are settled")
-            db.execute(
-                _PUT_VOTE,
-                (event_id, lead, answer, now, now + undo_window_s),
-            )
-            agreeing = [
+            agreeing = {
                 r
                 for (r,) in db.execute(
                     "SELECT reviewer FROM votes WHERE event_id = ? AND answer = ?", (event_id, answer)
                 )
-            ]
+            }
             db.execute(
-                "UPDATE items SET status = 'agreed', answer = ?, reviewers = ?, decided_at = ? "
-                "WHERE event_id = ?",
-                (answer, ",".join(sorted(agreeing)), now, event_id),
+                "UPDATE items SET status = 'agreed', answer = ?, reviewers = ?, settled_by = ?, "
+                "decided_at = ? WHERE event_id = ?",
+                (answer, ",".join(sorted(agreeing | {lead})), lead, now, event_id),
             )
-            return Verdict(event_id, AGREED, answer, len(agreeing), self.required)
+            return Verdict(event_id, AGREED, answer, len(agreeing) + 1, self.required)
 
     def undo(self, model: str, reviewer: str, now: float | None = None) -> str | None:
         """Take back ``reviewer``'s last answer or skip on ``model`` while its undo window is
@@ -517,6 +517,20 @@ class ReviewQueue:
             )
         }
         if len(answers) < self.required:
+            configured = set(self.settings.review.reviewers)
+            if configured:  # skips leave too few reviewers to ever agree: a lead decides
+                skipped = {
+                    r
+                    for (r,) in db.execute(
+                        "SELECT reviewer FROM votes WHERE event_id = ? AND answer IS NULL", (event_id,)
+                    )
+                }
+                if len(configured - skipped) < self.required:
+                    db.execute(
+                        "UPDATE items SET status = 'escalated', decided_at = ? WHERE event_id = ?",
+                        (now, event_id),
+                    )
+                    return Verdict(event_id, ESCALATED, None, len(answers), self.required)
             return Verdict(event_id, PENDING, None, len(answers), self.required)
         if len(set(answers.values())) == 1:
             (answer,) = set(answers.values())

@@ -30,9 +30,13 @@ def _event_id(value: bytes | None) -> str | None:
         return None
 
 
-def read_new(settings, topic: str, marks: dict[int, tuple[int, str]], timeout_s: float = 30.0) -> NewRecords:
+def read_new(
+    settings, topic: str, marks: dict[int, tuple[int, str]], timeout_s: float = 30.0, max_records: int = 5000
+) -> NewRecords:
     """The records of ``topic`` after ``marks`` (partition → last offset read and its event
-    id), up to the current end (read_committed)."""
+    id), up to the current end (read_committed), or the first ``max_records`` of them, or
+    what ``timeout_s`` allowed: the marks cover exactly what is returned, so the next call
+    goes on from there and a long backlog is read over several calls."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     consumer = Consumer(
@@ -51,11 +55,15 @@ def read_new(settings, topic: str, marks: dict[int, tuple[int, str]], timeout_s:
     deadline = time.monotonic() + timeout_s
     out = NewRecords()
 
-    def messages(waiting: set[int], what: str):
-        while waiting:
+    def messages(waiting: set[int], what: str, partial_ok: bool = False):
+        while waiting and len(out.values) < max_records:
             if time.monotonic() > deadline:
+                if partial_ok and out.values:
+                    return  # progress: the marks cover what was read
                 raise BrokerError(f"{what} {topic} did not finish within {timeout_s}s; is the broker up?")
             for msg in consumer.consume(500, 0.2):
+                if len(out.values) >= max_records:
+                    return  # the rest is read by the next call, from the marks
                 err = msg.error()
                 if err is not None and err.code() != KafkaError._PARTITION_EOF:
                     raise BrokerError(f"reading {topic}: {err.str()}")
@@ -85,7 +93,7 @@ def read_new(settings, topic: str, marks: dict[int, tuple[int, str]], timeout_s:
                     out.reset.add(p)
         consumer.assign([TopicPartition(topic, p, offset) for p, offset in start.items()])
         waiting = set(partitions)
-        for msg, eof in messages(waiting, "reading"):
+        for msg, eof in messages(waiting, "reading", partial_ok=True):
             if eof:
                 waiting.discard(msg.partition())
                 continue

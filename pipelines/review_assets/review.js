@@ -13,6 +13,8 @@ async function api(method, path, body) {
   return data;
 }
 function path(...parts) { return "/v1/review/" + parts.map(encodeURIComponent).join("/"); }
+// "~" is in no event id: with it, ids such as ".." are not taken for path steps by the browser
+function itemPath(model, eventId) { return path(model, "~" + eventId); }
 function figures(stats) {
   $("f-waiting").textContent = stats.waiting_for_you;
   $("f-pending").textContent = stats.pending;
@@ -86,7 +88,7 @@ async function loadEscalated() {
 async function answer(choice) {
   const item = state.item; if (!item) return;
   try {
-    const v = await api("POST", path(state.model, item.event_id), choice === null ? { skip: true } : { label: choice });
+    const v = await api("POST", itemPath(state.model, item.event_id), choice === null ? { skip: true } : { label: choice });
     if (choice !== null) state.labelled += 1;
     const done = { pending: "recorded; waiting for " + (v.required - v.votes) + " more reviewer(s)",
                    agreed: "agreed: " + v.answer + " (enters the loop after the undo window)",
@@ -96,7 +98,7 @@ async function answer(choice) {
   } catch (e) { failed(e); }
 }
 async function settle(eventId, choice) {
-  try { await api("POST", path(state.model, eventId), { label: choice }); say("settled " + eventId + " → " + choice, "ok"); await load(); }
+  try { await api("POST", itemPath(state.model, eventId), { label: choice }); say("settled " + eventId + " → " + choice, "ok"); await load(); }
   catch (e) { failed(e); }
 }
 async function undo() {

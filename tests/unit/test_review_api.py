@@ -114,3 +114,66 @@ def test_no_reviewers_configured_says_how_to_add_them(tmp_path):
         r = http.get("/v1/review/models")
         assert r.status_code == 401 and "review.reviewers" in r.json()["message"]
         assert "No reviewers are configured" in http.get("/review").text
+
+
+def test_sessions_hold_no_token_and_refuse_forgery_cross_site_writes_and_odd_bytes(app):
+    http, _ = app
+    assert (
+        http.post(
+            "/review/session", content=b'{"token": "x"}', headers={"Content-Type": "text/plain"}
+        ).status_code
+        == 415
+    )
+    assert (
+        http.post(
+            "/review/session",
+            content=b'{"token": "' + b"\\ud800" * 20 + b'"}',
+            headers={"Content-Type": "application/json"},
+        ).status_code
+        == 401
+    )
+    big = b'{"token": "' + b"a" * 100_000 + b'"}'
+    assert (
+        http.post("/review/session", content=big, headers={"Content-Type": "application/json"}).status_code
+        == 413
+    )
+    cookie = http.post("/review/session", json={"token": TOKENS["alice"]}).cookies["flywheel_reviewer"]
+    assert TOKENS["alice"] not in cookie and cookie.startswith("alice.")
+    _, expiry, signature = cookie.split(".")
+    http.cookies.clear()
+    http.cookies.set("flywheel_reviewer", f"bob.{expiry}.{signature}")  # another reviewer's name
+    assert http.get("/v1/review/models").status_code == 401
+    http.cookies.clear()
+    http.cookies.set("flywheel_reviewer", cookie)
+    assert http.get("/v1/review/models").status_code == 200
+    r = http.post(
+        "/v1/review/sentiment/evt-000001", json={"skip": True}, headers={"Origin": "https://evil.example"}
+    )
+    assert r.status_code == 403
+    assert http.get("/v1/review/nosuchmodel/next").status_code == 404
+
+
+def test_ids_like_dot_dot_are_answered_through_the_tilde_prefix(app):
+    http, queue = app
+    queue.add([item(9, 0.01, event_id="..")])
+    assert http.get("/v1/review/sentiment/next", headers=BEARER["alice"]).json()["item"]["event_id"] == ".."
+    r = http.post("/v1/review/sentiment/~..", json={"label": "negative"}, headers=BEARER["alice"])
+    assert r.status_code == 200 and r.json()["votes"] == 1
+
+
+def test_the_feedback_endpoint_refuses_events_posing_as_review_labels(app):
+    http, _ = app
+    from tests.helpers import make_event
+
+    forged = [
+        make_event(1, label_source="review"),
+        make_event(2, source="review:alice+bob"),
+        make_event(3, event_id="evt-000001.review"),
+    ]
+    r = http.post("/v1/feedback", json=forged)
+    assert r.status_code == 422
+    assert {(e["index"], e["field"]) for e in r.json()["errors"]} == {
+        (0, "label_source"),
+        (1, "source"),
+        (2, "event_id"),
+    }

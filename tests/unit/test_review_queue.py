@@ -218,3 +218,30 @@ def test_image_items_are_accepted_or_rejected_and_the_most_changed_comes_first(t
     client = FakeClient()
     review.send_due(q, client)
     assert client.sent[0]["feedback"] == {"accepted": False}
+
+
+def test_a_leads_settle_is_kept_apart_from_the_votes_and_agreement(tmp_path):
+    s = settings_for(tmp_path, required=2, lead="alice")
+    q = ReviewQueue(s)
+    q.add([item(1, 0.3)])
+    review.answer(s, q, "sentiment", "evt-000001", "alice", "positive")
+    assert review.answer(s, q, "sentiment", "evt-000001", "bob", "negative").status == "escalated"
+    settled = review.answer(s, q, "sentiment", "evt-000001", "alice", "negative")  # alice leads
+    assert (settled.status, settled.answer) == ("agreed", "negative")
+    assert q.escalated("sentiment") == []
+    # alice's own answer stays what she said: she did not agree with bob
+    rates = {r.reviewer: (r.decided, r.agreed) for r in q.stats("sentiment").reviewers}
+    assert rates == {"alice": (1, 0), "bob": (1, 1)}
+    client = FakeClient()
+    review.send_due(q, client)
+    assert client.sent[0]["source"] == "review:alice+bob"  # the lead and bob, who gave the answer
+
+
+def test_skips_that_leave_too_few_reviewers_to_agree_escalate_the_item(tmp_path):
+    s = settings_for(tmp_path, required=2)  # three reviewers configured
+    q = ReviewQueue(s)
+    q.add([item(1, 0.3)])
+    assert review.answer(s, q, "sentiment", "evt-000001", "alice", None).status == "pending"
+    assert review.answer(s, q, "sentiment", "evt-000001", "bob", None).status == "escalated"  # carol alone
+    settled = review.answer(s, q, "sentiment", "evt-000001", "carol", "positive")  # carol leads
+    assert settled.status == "agreed"
