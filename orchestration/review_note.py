@@ -72,11 +72,7 @@ def description(model: str, version: int, report, verdict, lineage, gate, spec) 
             lines.append(
                 f"| {label} | {_f(champ.get(label))} | {_f(value)} | {_d(value, champ.get(label))} |"
             )
-    lines += ["", "### Data lineage", ""]
-    lines += [f"- {k}: {v}" for k, v in lineage.to_dict().items() if k != "review_labels"]
-    if lineage.review_labels:
-        who = ", ".join(f"{name} {n}" for name, n in lineage.review_labels.items())
-        lines.append(f"- review labels per reviewer (new window; an agreed label counts for each): {who}")
+    lines += ["", "### Data lineage", "", *lineage_lines(lineage)]
     lines += [
         "",
         f"Data gate (Great Expectations): {'passed' if gate.success else 'failed'} ({gate.rows} rows); "
@@ -87,3 +83,12 @@ def description(model: str, version: int, report, verdict, lineage, gate, spec) 
         "Artifacts: " + ", ".join(f"`review/{name}`" for name in (*spec.review_files, "eval.json")) + ".",
     ]
     return "\n".join(lines)
+
+
+def lineage_lines(lineage) -> list[str]:
+    """The note's data-lineage list, review labels per reviewer last."""
+    lines = [f"- {k}: {v}" for k, v in lineage.to_dict().items() if k != "review_labels"]
+    if lineage.review_labels:
+        who = ", ".join(f"{name} {n}" for name, n in lineage.review_labels.items())
+        lines.append(f"- review labels per reviewer (new window; an agreed label counts for each): {who}")
+    return lines

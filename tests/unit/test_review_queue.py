@@ -245,3 +245,15 @@ def test_skips_that_leave_too_few_reviewers_to_agree_escalate_the_item(tmp_path)
     assert review.answer(s, q, "sentiment", "evt-000001", "bob", None).status == "escalated"  # carol alone
     settled = review.answer(s, q, "sentiment", "evt-000001", "carol", "positive")  # carol leads
     assert settled.status == "agreed"
+
+
+def test_the_review_note_counts_review_labels_per_reviewer():
+    from orchestration.review_note import lineage_lines
+    from training.dataset import review_labels
+    from training.version import Lineage
+
+    counts = review_labels(["review:alice+bob", "review:alice", "tests", "review:", "review:BAD+bob"])
+    assert counts == {"alice": 2, "bob": 2}
+    lines = lineage_lines(Lineage(window_start=None, window_end="2026-11-26", review_labels=counts))
+    assert lines[-1].endswith("alice 2, bob 2") and not any("review_labels" in line for line in lines)
+    assert Lineage.from_dict(Lineage(None, "x", review_labels=counts).to_dict()).review_labels == counts
