@@ -164,10 +164,12 @@ def serve_cmd(
 ) -> None:
     """The HTTP app: POST /v1/feedback, POST /v1/predict (each model's champion, following the
     alias), GET /healthz, /docs. (`flywheel serve-feedback` is the same command.)"""
+    from orchestration.metrics import register_state
     from orchestration.serving import ChampionPredictor
     from pipelines.http_api import serve
 
     settings = settings_of(ctx)
+    register_state(settings)  # /metrics shows the loop's state beside the app's counters
     http = settings.http.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
     settings = settings.model_copy(update={"http": http})
     serve(settings, ChampionPredictor(settings))
@@ -268,9 +270,11 @@ def run_cmd(ctx: typer.Context) -> None:
     and serving), the periodic readiness check and the live monitor; restarts crashed parts;
     Ctrl-C / SIGTERM stop it cleanly
     (a retrain under way stops at its next step boundary)."""
+    from orchestration.metrics import serve_metrics
     from orchestration.supervisor import Supervisor, live_monitor, readiness_check, review_queue
 
     settings = settings_of(ctx)
+    serve_metrics(settings, log=err_console.print)
     parts = ("stream", "ingest", "http") if settings.run.http else ("stream", "ingest")
     supervisor = Supervisor(settings, parts, log=err_console.print)
     checks = [readiness_check(settings, log=err_console.print)]

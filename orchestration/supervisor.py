@@ -255,12 +255,15 @@ def readiness_check(settings, log: Callable = print) -> Periodic:
 
     def check(stop: threading.Event) -> None:
         from orchestration.flow import retrain
+        from orchestration.metrics import RETRAINS
         from training.model_store import ModelStore
 
         for model in ModelStore(settings.state_dir).names():
             if stop.is_set():
                 return
+            started = time.monotonic()
             outcome = retrain(settings, model, if_ready=True, progress=False, stop=stop)  # never raises
+            RETRAINS.labels(model, outcome.status).observe(time.monotonic() - started)
             log(f"readiness check {model}: {outcome.status} {'; '.join(outcome.reasons)}")
 
     return Periodic("readiness check", settings.run.check_interval_s, check)

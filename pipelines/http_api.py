@@ -152,6 +152,7 @@ def create_app(
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
 
+    from pipelines.http_metrics import FEEDBACK, PREDICTIONS
     from pipelines.review import review_claims
     from pipelines.review_api import ReviewAnswerIn, ReviewWorker, add_review_routes
 
@@ -233,6 +234,15 @@ def create_app(
         except JsonProblem as exc:
             return None, error(422, exc.code, f"body cannot be parsed: {exc}")
 
+    @app.get("/metrics", include_in_schema=False)
+    def metrics():
+        """Prometheus text format: this process's counters and whatever else is registered
+        (``flywheel serve`` adds the loop's state, ``orchestration.metrics``)."""
+        from fastapi.responses import Response
+        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/healthz", response_model=Health, summary="liveness")
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "kafka": settings.bootstrap_servers}
@@ -288,6 +298,7 @@ def create_app(
             for field, message in review_claims(events[-1]):
                 problems.append({"index": index, "field": field, "message": message})
         if problems:
+            FEEDBACK.labels("invalid").inc(len(items))
             return error(
                 422,
                 "invalid_event",
@@ -298,7 +309,9 @@ def create_app(
             result = await run_in_threadpool(lambda: get_client().submit_many(events))
         except BrokerError as exc:
             return error(503, "kafka_unavailable", str(exc))
+        FEEDBACK.labels("accepted").inc(len(result.accepted))
         if result.failed:
+            FEEDBACK.labels("not_delivered").inc(len(result.failed))
             return error(
                 503,
                 "not_delivered",
@@ -372,6 +385,7 @@ def create_app(
                 "prediction_log_unavailable",
                 f"the prediction could not be logged, so it is not returned ({exc}); retry",
             )
+        PREDICTIONS.labels(served.model_name, str(served.version)).inc(len(records))
         share = settings.serving.shadow_share
         if share > 0 and random.random() < share:
             background.add_task(_shadow, predictor, get_log, req, records)

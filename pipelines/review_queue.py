@@ -244,7 +244,7 @@ class ReviewQueue:
 
     def _sync(self, settings, timeout_s: float, max_records: int) -> int:
         from flywheel.kafka import Topics
-        from pipelines.review_topic import read_new
+        from pipelines.topic_reader import read_new
 
         topic = Topics.from_settings(settings).review
         marks = {
@@ -370,6 +370,13 @@ class ReviewQueue:
                 "GROUP BY model_name ORDER BY model_name"
             ).fetchall()
         )
+
+    def oldest_pending(self, model: str) -> float | None:
+        """When the longest-waiting pending item of ``model`` entered the queue (epoch seconds)."""
+        (oldest,) = self.db.execute(
+            "SELECT MIN(enqueued_at) FROM items WHERE model_name = ? AND status = 'pending'", (model,)
+        ).fetchone()
+        return oldest
 
     def stats(self, model: str, reviewer: str | None = None) -> QueueStats:
         counts = dict(

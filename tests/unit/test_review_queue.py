@@ -43,7 +43,7 @@ class FakeClient:
         self.sent += events
         if self.fail_after_send:
             raise KeyboardInterrupt("killed between send and mark")  # what kill -9 leaves: sent, not marked
-        return SubmitResult(accepted=[e["event_id"] for e in events])
+        return SubmitResult(accepted=[e["event_id"] if isinstance(e, dict) else e.event_id for e in events])
 
     def close(self) -> None:
         pass

@@ -1,9 +1,10 @@
-"""Reading the review topic from where the review queue left off.
+"""Reading a topic from where a reader left off (the review queue; the DLQ metrics).
 
-The queue keeps, per partition, the offset and event id of the last item it read. A topic
-that was recreated (the embedded broker keeps topics in memory, so a broker restart empties
-it) no longer has that item at that offset: the partition is read again from the start.
-Reading twice is harmless (the queue keeps one item per event id); skipping is not.
+The reader keeps, per partition, the offset and identity (the review queue: the event id)
+of the last record it read. A topic that was recreated (the embedded broker keeps topics in
+memory, so a broker restart empties it) no longer has that record at that offset: the
+partition is read again from the start. Reading twice is harmless for the queue (one item
+per event id); skipping is not.
 """
 
 from __future__ import annotations
@@ -31,12 +32,19 @@ def _event_id(value: bytes | None) -> str | None:
 
 
 def read_new(
-    settings, topic: str, marks: dict[int, tuple[int, str]], timeout_s: float = 30.0, max_records: int = 5000
+    settings,
+    topic: str,
+    marks: dict[int, tuple[int, str]],
+    timeout_s: float = 30.0,
+    max_records: int = 5000,
+    identity=None,
 ) -> NewRecords:
     """The records of ``topic`` after ``marks`` (partition → last offset read and its event
     id), up to the current end (read_committed), or the first ``max_records`` of them, or
     what ``timeout_s`` allowed: the marks cover exactly what is returned, so the next call
-    goes on from there and a long backlog is read over several calls."""
+    goes on from there and a long backlog is read over several calls. ``identity(value)``
+    names a record in the marks (default: a routed record's event id)."""
+    identity = identity or _event_id
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     consumer = Consumer(
@@ -86,7 +94,7 @@ def read_new(
                     continue
                 waiting.discard(p)
                 offset, event_id = checking[p]
-                if not eof and msg.offset() == offset and _event_id(msg.value()) == event_id:
+                if not eof and msg.offset() == offset and identity(msg.value()) == event_id:
                     start[p] = offset + 1
                     out.marks[p] = checking[p]
                 else:
@@ -97,7 +105,7 @@ def read_new(
             if eof:
                 waiting.discard(msg.partition())
                 continue
-            event_id = _event_id(msg.value())
+            event_id = identity(msg.value())
             out.values.append(msg.value())
             if event_id is not None:
                 out.marks[msg.partition()] = (msg.offset(), event_id)
