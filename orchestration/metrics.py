@@ -75,6 +75,29 @@ class DlqReasons:
                     return dict(self.counts)
 
 
+def end_offsets(consumer, parts, timeout_s: float = 5.0) -> dict[str, dict[int, int]]:
+    """Each partition's end offset (high watermark) as a fetch answers it. Not ListOffsets:
+    the embedded tansu answers ListOffsets(latest) wrongly for multi-record batches."""
+    from confluent_kafka import TopicPartition
+
+    if not parts:
+        return {}
+    consumer.assign(parts)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        consumer.consume(len(parts), 0.1)
+        ends: dict[str, dict[int, int]] = {}
+        for tp in parts:
+            high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)[1]
+            if high >= 0:
+                ends.setdefault(tp.topic, {})[tp.partition] = high
+        if sum(len(v) for v in ends.values()) == len(parts):
+            return ends
+        if time.monotonic() > deadline:
+            missing = len(parts) - sum(len(v) for v in ends.values())
+            raise TimeoutError(f"no high watermark for {missing} partition(s) within {timeout_s}s")
+
+
 class StateCollector(Collector):
     """The loop's state as gauges, read at each scrape (see the module docstring)."""
 
@@ -116,23 +139,34 @@ class StateCollector(Collector):
     # ---- sources -------------------------------------------------------------------
 
     def _kafka(self):
-        from confluent_kafka import Consumer, TopicPartition
-        from confluent_kafka.admin import AdminClient, ConsumerGroupTopicPartitions
+        from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+        from confluent_kafka.admin import AdminClient
 
         from flywheel.kafka import Topics, client_config
 
         s = self.settings
         topics = Topics.from_settings(s)
-        consumer = Consumer(client_config(s, **{"group.id": "flywheel-metrics", "enable.auto.commit": False}))
+        consumer = Consumer(
+            client_config(
+                s,
+                **{
+                    "group.id": "flywheel-metrics",  # never joined: partitions are assigned
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "max.partition.fetch.bytes": 1024,  # a fetch is for its high watermark, not data
+                    "fetch.wait.max.ms": s.kafka.fetch_wait_ms,
+                },
+            )
+        )
         try:
             metadata = consumer.list_topics(timeout=3)
-            ends: dict[str, dict[int, int]] = {}
-            for topic in topics.all():
-                partitions = metadata.topics[topic].partitions if topic in metadata.topics else {}
-                ends[topic] = {
-                    p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
-                    for p in partitions
-                }
+            parts = [
+                TopicPartition(topic, p, 0)
+                for topic in topics.all()
+                if topic in metadata.topics
+                for p in metadata.topics[topic].partitions
+            ]
+            ends = end_offsets(consumer, parts)
         finally:
             consumer.close()
         offsets = GaugeMetricFamily(
@@ -141,20 +175,24 @@ class StateCollector(Collector):
             "commit for the stream job's outputs",
             labels=["topic"],
         )
-        for topic, per_partition in ends.items():
-            offsets.add_metric([topic.rsplit(".", 1)[-1]], sum(per_partition.values()))
+        for topic in topics.all():
+            offsets.add_metric([topic.rsplit(".", 1)[-1]], sum(ends.get(topic, {}).values()))
         yield offsets
         admin = AdminClient(client_config(s))
         lag = GaugeMetricFamily(
             "flywheel_consumer_lag",
-            "End offset minus the group's committed offset, summed over the topic's partitions",
+            "End offset minus the group's committed offset, summed over the topic's partitions (on "
+            "the job's transactional outputs a caught-up reader still shows the trailing commit markers, "
+            "about one per partition)",
             labels=["group", "topic"],
         )
         for group, topic in ((s.stream.group_id, topics.raw), (s.feast.group_id, topics.clean)):
-            request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in ends[topic]])
+            request = ConsumerGroupTopicPartitions(
+                group, [TopicPartition(topic, p) for p in ends.get(topic, {})]
+            )
             (future,) = admin.list_consumer_group_offsets([request], request_timeout=5).values()
             committed = {tp.partition: tp.offset for tp in future.result().topic_partitions}
-            behind = sum(max(0, end - max(committed.get(p, 0), 0)) for p, end in ends[topic].items())
+            behind = sum(max(0, end - max(committed.get(p, 0), 0)) for p, end in ends.get(topic, {}).items())
             lag.add_metric([group, topic.rsplit(".", 1)[-1]], behind)
         yield lag
 

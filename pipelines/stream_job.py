@@ -330,13 +330,31 @@ def run(
     monitor.finish("FINISHED")
 
 
+def submit(settings: Settings, log=print) -> str:
+    """Build the job and submit it to the cluster this program was started for (``flink run
+    -py``, see ``pipelines.flink_cluster``); return its job id without waiting for it. The
+    cluster restores it from a savepoint given to ``flink run -s``."""
+    env, _ = make_env(settings, restore=False)
+    t_env = table_env(env, settings)
+    t_env.get_config().set("pipeline.name", f"flywheel-stream-{settings.kafka.topic_prefix}")
+    job_id = str(build(t_env, settings, None).execute().get_job_client().get_job_id())
+    log(f"stream job submitted: JobID {job_id}")
+    return job_id
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="flywheel.yaml (default: $FLYWHEEL_CONFIG or ./flywheel.yaml)")
     parser.add_argument("--stop-offsets", help="bound the job: 'partition:offset,...' of the raw topic")
     parser.add_argument("--no-restore", action="store_true", help="ignore retained checkpoints")
+    parser.add_argument(
+        "--submit", action="store_true", help="submit to a cluster (flink run -py) and return"
+    )
     args = parser.parse_args(argv)
     settings = load_settings(args.config)
+    if args.submit:
+        submit(settings)
+        return
     stops = parse_stop_offsets(args.stop_offsets) if args.stop_offsets else None
     run(settings, stops, restore=not args.no_restore)
 

@@ -53,7 +53,9 @@ def test_metrics_show_the_runs_topics_dlq_reasons_lag_and_review_queue(settings)
     )
     assert {k[1][0][1]: v for k, v in m.items() if k[0] == "flywheel_dlq_records"} == dict(codes)
     assert sum(codes.values()) == expected["dlq"]
-    assert m[("flywheel_consumer_lag", (("group", settings.feast.group_id), ("topic", "clean")))] == 0
+    # caught up; what remains are the commit markers that end the job's transactions (at most
+    # one per partition after the last record read)
+    assert m[("flywheel_consumer_lag", (("group", settings.feast.group_id), ("topic", "clean")))] <= 3
     assert ("flywheel_consumer_lag", (("group", settings.stream.group_id), ("topic", "raw"))) in m
     assert m[("flywheel_review_pending", (("model", "sentiment"),))] == expected["review"]
     assert m[("flywheel_review_oldest_pending_age_seconds", (("model", "sentiment"),))] >= 0
