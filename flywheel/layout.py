@@ -17,6 +17,7 @@
     broker.json, broker.log   the embedded broker's pid and port, its log
     feast/ mlflow.db mlartifacts/ flink-checkpoints/ flink-logs/
     flink-tmp/                the stream job JVM's temp folder (one per live job)
+    flink-cluster/ flink-savepoints/  a standalone Flink cluster (`flywheel stream cluster`)
 """
 
 from __future__ import annotations
@@ -153,6 +154,15 @@ class StateLayout:
     @property
     def flink_checkpoints(self) -> Path:
         return (self.root / "flink-checkpoints").resolve()
+
+    @property
+    def flink_cluster(self) -> Path:
+        """A standalone Flink cluster's config, logs, pids and address (``pipelines.flink_cluster``)."""
+        return (self.root / "flink-cluster").resolve()
+
+    @property
+    def flink_savepoints(self) -> Path:
+        return (self.root / "flink-savepoints").resolve()
 
     @property
     def flink_tmp(self) -> Path:

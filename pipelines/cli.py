@@ -273,6 +273,80 @@ def stream_stats(ctx: typer.Context) -> None:
     raise typer.Exit(1)
 
 
+def cluster_start(
+    ctx: typer.Context,
+    taskmanagers: Annotated[int, typer.Option(min=1, help="TaskManagers to start")] = 1,
+    slots: Annotated[int, typer.Option(min=1, help="task slots per TaskManager")] = 2,
+) -> None:
+    """Start a standalone Flink cluster on loopback from PyFlink's own scripts (under
+    <state_dir>/flink-cluster)."""
+    from pipelines import flink_cluster
+
+    cluster = flink_cluster.start(settings_of(ctx), taskmanagers, slots)
+    console.print(f"Flink cluster: {cluster.rest} ({taskmanagers} TaskManager(s) x {slots} slots)")
+
+
+def cluster_stop(ctx: typer.Context) -> None:
+    """Stop this state dir's Flink cluster (its jobs stop with it; stop them with a savepoint first)."""
+    from pipelines import flink_cluster
+
+    flink_cluster.stop(settings_of(ctx))
+    console.print("Flink cluster stopped")
+
+
+def cluster_add_taskmanager(ctx: typer.Context) -> None:
+    """Start one more TaskManager (e.g. to replace one that died)."""
+    from pipelines import flink_cluster
+
+    flink_cluster.add_taskmanager(settings_of(ctx))
+    console.print("TaskManager started")
+
+
+def cluster_status(ctx: typer.Context) -> None:
+    """The cluster's address, TaskManagers, slots and jobs."""
+    from pipelines import flink_cluster
+
+    cluster = flink_cluster.read(settings_of(ctx))
+    info = None if cluster is None else flink_cluster.overview(cluster)
+    if info is None:
+        console.print("no Flink cluster runs for this state dir (`flywheel stream cluster start`)")
+        raise typer.Exit(1)
+    console.print(
+        f"{cluster.rest}: {info['taskmanagers']} TaskManager(s), {info['slots-available']} of "
+        f"{info['slots-total']} slots free"
+    )
+    for job in flink_cluster.jobs(cluster):
+        console.print(f"  {job['jid']} {job['name']}: {job['state']}")
+
+
+def stream_submit(
+    ctx: typer.Context,
+    from_savepoint: Annotated[str | None, typer.Option(help="resume from this savepoint")] = None,
+) -> None:
+    """Submit the stream job to this state dir's Flink cluster (flink run -py; the connector jars
+    and the Python code travel with the job); prints its job id."""
+    from flywheel.layout import StateLayout
+    from pipelines import flink_cluster
+
+    settings = settings_of(ctx)
+    config = StateLayout.of(settings).flink_cluster / "flywheel.resolved.yaml"
+    settings.write_resolved(config)
+    job_id = flink_cluster.submit(settings, config, savepoint=from_savepoint)
+    console.print(f"submitted: {job_id}")
+
+
+def stream_stop(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(help="the job (see `flywheel stream cluster status`)")],
+) -> None:
+    """Stop a job on the cluster with a savepoint; prints the path to resubmit from
+    (`flywheel stream submit --from-savepoint PATH`), e.g. to upgrade the job."""
+    from pipelines import flink_cluster
+
+    path = flink_cluster.stop_with_savepoint(settings_of(ctx), job_id)
+    console.print(f"stopped with savepoint: {path}")
+
+
 def register(app: typer.Typer) -> None:
     features_app = typer.Typer(help="The Feast feature repository.", no_args_is_help=True)
     review_app = typer.Typer(help="The human review queue.", no_args_is_help=True)
@@ -289,4 +363,12 @@ def register(app: typer.Typer) -> None:
     review_app.command("escalated")(review_escalated)
     review_app.command("sync")(review_sync)
     stream_app.command("run")(stream_run)
+    stream_app.command("submit")(stream_submit)
+    stream_app.command("stop")(stream_stop)
+    cluster_app = typer.Typer(help="A standalone Flink cluster on loopback.", no_args_is_help=True)
+    stream_app.add_typer(cluster_app, name="cluster")
+    cluster_app.command("start")(cluster_start)
+    cluster_app.command("stop")(cluster_stop)
+    cluster_app.command("status")(cluster_status)
+    cluster_app.command("add-taskmanager")(cluster_add_taskmanager)
     stream_app.command("stats")(stream_stats)

@@ -50,7 +50,7 @@ def flink_home() -> Path:
 
 
 def folder(settings) -> Path:
-    return StateLayout.of(settings).root.resolve() / "flink-cluster"
+    return StateLayout.of(settings).flink_cluster
 
 
 def _env(settings) -> dict[str, str]:
@@ -63,6 +63,7 @@ def _env(settings) -> dict[str, str]:
         "FLINK_HOME": str(flink_home()),
         "FLINK_CONF_DIR": str(base / "conf"),
         "FLINK_LOG_DIR": str(base / "log"),
+        "FLINK_LIB_DIR": str(base / "lib"),
         "PYTHONPATH": os.pathsep.join(python_path),
     }
 
@@ -77,6 +78,7 @@ def _write_conf(settings, cluster: Cluster) -> None:
     shutil.copytree(flink_home() / "conf", conf)
     for name in ("log", "pids", "tmp"):
         (base / name).mkdir(parents=True, exist_ok=True)
+    _link_lib(base / "lib")
     data = yaml.safe_load((conf / "config.yaml").read_text())
     opts = data["env"]["java"]["opts"]["all"]
     data["env"] = {
@@ -99,6 +101,20 @@ def _write_conf(settings, cluster: Cluster) -> None:
     data["io"] = {"tmp": {"dirs": str(base / "tmp")}}
     data["python"] = {"executable": sys.executable, "client": {"executable": sys.executable}}
     (conf / "config.yaml").write_text(yaml.safe_dump(data))
+
+
+def _link_lib(lib: Path) -> None:
+    """The cluster's lib/: PyFlink's own plus its Python runtime (``opt/flink-python``, which
+    runs the job's Python step on the TaskManagers). The Kafka connector jars are not here:
+    they travel with the job (``pipeline.jars``); a copy in both places is two classes of one
+    name (ClassCastException at the source)."""
+    if lib.exists():
+        shutil.rmtree(lib)
+    lib.mkdir(parents=True)
+    home = flink_home()
+    jars = [*(home / "lib").glob("*.jar"), *(home / "opt").glob("flink-python*.jar")]
+    for jar in jars:
+        (lib / jar.name).symlink_to(jar)
 
 
 def _script(settings, name: str, *args: str) -> None:
@@ -156,12 +172,8 @@ def wait_for_taskmanagers(cluster: Cluster, n: int, timeout_s: float = 120.0) ->
         time.sleep(1)
     raise ClusterError(
         f"the Flink cluster at {cluster.rest} did not show {n} TaskManager(s) within {timeout_s:.0f}s; "
-        f"see its logs in {cluster_log_hint()}"
+        "see its logs in <state_dir>/flink-cluster/log"
     )
-
-
-def cluster_log_hint() -> str:
-    return "<state_dir>/flink-cluster/log"
 
 
 def taskmanager_pids(settings) -> list[int]:
@@ -197,7 +209,7 @@ def submit(settings, config_path: Path, parallelism: int | None = None, savepoin
         if "JobID" in line or "Job has been submitted" in line
     ]
     if r.returncode != 0 or not found:
-        raise ClusterError(f"flink run failed ({r.returncode}): {(r.stderr or r.stdout)[-1500:]}")
+        raise ClusterError(f"flink run failed ({r.returncode}): {r.stdout[-3000:]} {r.stderr[-1500:]}")
     return found[-1]
 
 
@@ -214,7 +226,7 @@ def stop_with_savepoint(settings, job_id: str, timeout_s: float = 120.0) -> str:
     cluster = read(settings)
     if cluster is None:
         raise ClusterError("no Flink cluster runs for this state dir")
-    target = StateLayout.of(settings).root.resolve() / "flink-savepoints"
+    target = StateLayout.of(settings).flink_savepoints
     target.mkdir(parents=True, exist_ok=True)
     r = httpx.post(
         f"{cluster.rest}/jobs/{job_id}/stop",
