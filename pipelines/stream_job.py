@@ -7,15 +7,11 @@ SQL over-window count per ``event_id`` (Java state in RocksDB, TTL'd), and one
 exactly-once Kafka sink for the four outputs (one transaction per checkpoint). See
 ``build`` for the graph and README "The stream job" for the knobs.
 
-Runs embedded (a local MiniCluster in this process) through ``flywheel stream run``,
-or on a Flink cluster as a standalone module::
-
-    flink run -py pipelines/stream_job.py --pyFiles flywheel,pipelines \\
-        --jarfile .jars/flink-connector-kafka.jar -- --config flywheel.yaml
-
-(add ``.jars/kafka-clients.jar`` to the cluster's lib/ or via ``pipeline.jars``).
-Unbounded by default; ``--stop-offsets 0:120,1:98`` bounds it to explicit end
-offsets per partition of ``<prefix>.raw`` (tests and backfills; never "latest").
+Runs embedded (a local MiniCluster in this process) through ``flywheel stream run``, or on
+a standalone Flink cluster through ``flywheel stream submit`` (``flink run -py`` of this file
+with ``--submit``; see ``pipelines.flink_cluster``). Unbounded by default;
+``--stop-offsets 0:120,1:98`` bounds it to explicit end offsets per partition of
+``<prefix>.raw`` (tests and backfills; never "latest").
 """
 
 from __future__ import annotations
