@@ -66,10 +66,22 @@ def repo_config(settings):
     base = feast_dir(settings)
     conf["registry"] = str(base / "registry.db")
     if settings.feast.online_store == "redis":
-        conf["online_store"]["connection_string"] = settings.feast.redis_connection_string
+        conf["online_store"]["connection_string"] = redis_connection_string(settings)
     else:
         conf["online_store"]["path"] = str(base / "online.db")
     return RepoConfig(repo_path=repo, **conf)
+
+
+def redis_connection_string(settings) -> str:
+    """Feast's Redis connection string: ``feast.redis_connection_string`` plus the password
+    (JSON-quoted: Feast parses each ``key=value`` as JSON, so a password of digits stays a
+    string)."""
+    import json
+
+    text = settings.feast.redis_connection_string
+    if settings.feast.redis_password is not None:
+        text += ",password=" + json.dumps(settings.feast.redis_password.get_secret_value())
+    return text
 
 
 def open_store(settings, apply: bool = True):

@@ -133,9 +133,22 @@ class FeastSettings(_Section):
     )
     online_store: Literal["sqlite", "redis"] = "sqlite"
     redis_connection_string: str = "localhost:6379"
+    redis_password: SecretStr | None = Field(
+        None, description="the Redis online store's password (requirepass); keep it in secrets"
+    )
     ingest_batch_size: int = Field(500, ge=1)
     ingest_batch_ms: int = Field(1000, ge=10)
     group_id: str = "flywheel-ingestor"
+
+    @field_validator("redis_password")
+    @classmethod
+    def _password_fits_feast(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and "," in value.get_secret_value():
+            raise ValueError(
+                "feast.redis_password may not contain ',' (Feast's Redis connection string splits "
+                "on it); choose a password without commas"
+            )
+        return value
 
 
 class MlflowSettings(_Section):

