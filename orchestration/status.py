@@ -30,7 +30,28 @@ def part_health(settings) -> dict[str, str]:
     job = stream_job_health(settings)
     if job is not None:
         out["stream"] = f"{out['stream']}; {job}"
+    cluster = flink_cluster_health(settings)
+    if cluster is not None:
+        out["flink cluster"] = cluster
     return out
+
+
+def flink_cluster_health(settings) -> str | None:
+    """This state dir's standalone Flink cluster and its jobs (`flywheel stream cluster`), if any."""
+    from pipelines import flink_cluster
+
+    cluster = flink_cluster.read(settings)
+    if cluster is None:
+        return None
+    info = flink_cluster.overview(cluster, timeout_s=2)
+    if info is None:
+        return f"DEGRADED: no answer at {cluster.rest} (`flywheel stream cluster status`)"
+    jobs = ", ".join(f"{j['name']} {j['state']}" for j in flink_cluster.jobs(cluster)) or "no jobs"
+    state = "" if info["taskmanagers"] and "RUNNING" in jobs else "DEGRADED: "
+    return (
+        f"{state}{cluster.rest}, {info['taskmanagers']} TaskManager(s), "
+        f"{info['slots-available']}/{info['slots-total']} slots free; {jobs}"
+    )
 
 
 def stream_job_health(settings) -> str | None:

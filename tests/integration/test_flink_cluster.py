@@ -72,6 +72,11 @@ def test_the_job_runs_on_a_cluster_upgrades_through_a_savepoint_and_survives_a_t
         ), a
         states = {j["jid"]: j["state"] for j in flink_cluster.jobs(cluster)}
         assert states[job] == "RUNNING", states
+        from orchestration.status import part_health
+
+        shown = part_health(s)["flink cluster"]  # what `flywheel status` says
+        assert not shown.startswith("DEGRADED") and "RUNNING" in shown and "1 TaskManager(s)" in shown, shown
     finally:
         flink_cluster.stop(s)
     assert flink_cluster.overview(cluster) is None  # stopped
+    assert flink_cluster.read(s) is None  # and forgotten: `flywheel status` no longer shows it
