@@ -15,7 +15,7 @@ demo-image: setup ## the image-restoration loop on embedded defaults (real photo
 	$(PY) -m demo.image
 
 test: setup       ## the whole test suite (unit + integration against real components)
-	@bash scripts/ensure_debs.sh chromium fonts-liberation
+	@bash scripts/ensure_debs.sh chromium fonts-liberation postgresql
 	$(PY) -m pytest tests
 
 test-unit: setup  ## fast tests only: no JVM, no broker

@@ -154,6 +154,14 @@ class FeastSettings(_Section):
 class MlflowSettings(_Section):
     tracking_uri: str | None = Field(None, description="unset = sqlite:///<state_dir>/mlflow.db")
     artifact_location: str | None = Field(None, description="unset = <state_dir>/mlartifacts")
+    username: str | None = Field(None, description="a tracking server's basic-auth user")
+    password: SecretStr | None = Field(None, description="its password; keep it in secrets")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> MlflowSettings:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("set mlflow.username and mlflow.password together (the server's basic auth)")
+        return self
 
 
 class Guard(_Section):

@@ -129,12 +129,23 @@ def quiet_mlflow() -> None:
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial ... tables"
 
 
+def use_credentials(settings) -> None:
+    """MLflow takes a tracking server's basic-auth credentials from the environment: set them
+    from ``mlflow.username`` / ``mlflow.password`` (a process talks to one tracking server)."""
+    import os
+
+    if settings.mlflow.username is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlflow.username
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = settings.mlflow.password.get_secret_value()
+
+
 class Registry:
     def __init__(self, settings):
         import mlflow
         from mlflow import MlflowClient
 
         quiet_mlflow()
+        use_credentials(settings)
         self.settings = settings
         self.models = ModelStore(settings.state_dir)
         mlflow.set_tracking_uri(settings.mlflow_tracking_uri)  # for the fluent logging API

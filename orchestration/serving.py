@@ -46,9 +46,10 @@ def load_version(settings, model: str, version: int | str = "champion"):
     default), from the configured tracking store (no process-wide MLflow state is assumed)."""
     import mlflow
 
-    from orchestration.registry import quiet_mlflow
+    from orchestration.registry import quiet_mlflow, use_credentials
 
     quiet_mlflow()
+    use_credentials(settings)
     uri = f"models:/{model}@{version}" if isinstance(version, str) else f"models:/{model}/{int(version)}"
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
@@ -94,9 +95,10 @@ class ChampionPredictor:
 
         from mlflow import MlflowClient
 
-        from orchestration.registry import quiet_mlflow
+        from orchestration.registry import quiet_mlflow, use_credentials
 
         quiet_mlflow()
+        use_credentials(settings)
         self.settings = settings
         self.client = MlflowClient(settings.mlflow_tracking_uri)
         self.log = log or logging.getLogger("flywheel.serving").warning

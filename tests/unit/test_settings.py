@@ -211,3 +211,10 @@ def test_the_redis_password_reaches_feast_quoted_and_stays_secret():
     assert "007" not in str(s.redacted())
     with pytest.raises(ConfigError, match="may not contain ','"):
         load_settings(feast={"redis_password": "a,b"})
+
+
+def test_mlflow_credentials_come_together_and_the_password_stays_secret():
+    with pytest.raises(ConfigError, match="together"):
+        load_settings(mlflow={"username": "admin"})
+    s = load_settings(mlflow={"tracking_uri": "http://m:5000", "username": "admin", "password": "pw-123456"})
+    assert "pw-123456" not in str(s.redacted()) and s.mlflow.password.get_secret_value() == "pw-123456"
