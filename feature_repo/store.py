@@ -64,7 +64,14 @@ def repo_config(settings):
         raise ConfigError(f"Feast config {template} not found; set feast.repo_path to a feature repo")
     conf = yaml.safe_load(template.read_text())
     base = feast_dir(settings)
-    conf["registry"] = str(base / "registry.db")
+    if settings.feast.registry_uri is not None:  # shared by every process and machine
+        conf["registry"] = {
+            "registry_type": "sql",
+            "path": settings.feast.registry_uri.get_secret_value(),
+            "cache_ttl_seconds": 60,
+        }
+    else:
+        conf["registry"] = str(base / "registry.db")
     if settings.feast.online_store == "redis":
         conf["online_store"]["connection_string"] = redis_connection_string(settings)
     else:

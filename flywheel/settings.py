@@ -136,6 +136,11 @@ class FeastSettings(_Section):
     redis_password: SecretStr | None = Field(
         None, description="the Redis online store's password (requirepass); keep it in secrets"
     )
+    registry_uri: SecretStr | None = Field(
+        None,
+        description="Feast's SQL registry, e.g. postgresql+psycopg2://user:pw@db/feast (it may hold a "
+        "password); unset = a file under <state_dir>/feast",
+    )
     ingest_batch_size: int = Field(500, ge=1)
     ingest_batch_ms: int = Field(1000, ge=10)
     group_id: str = "flywheel-ingestor"

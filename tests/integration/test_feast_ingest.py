@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -181,3 +182,26 @@ def test_the_redis_online_store_variant(settings, redis_server):
     ).to_dict()
     assert online["text"] == ["clean text 42"]
     assert len(historical_samples(store, settings)) == 200  # the offline side is unchanged
+
+
+def test_the_sql_registry_on_postgresql(settings):
+    """Feast's registry in PostgreSQL (production shape): definitions applied once are seen by
+    every store opened on the same database, and ingest and reads work through it."""
+    from pydantic import SecretStr
+
+    from tests.services import postgres
+
+    with postgres("feast") as db:
+        feast = settings.feast.model_copy(update={"registry_uri": SecretStr(db)})
+        settings = settings.model_copy(update={"feast": feast})
+        produce_raw(settings, clean_records(50), topic=Topics.from_settings(settings).clean)
+        store = open_store(settings)
+        assert store.config.registry.registry_type == "sql"
+        assert Ingestor(settings, store).run(until_caught_up=True).rows == 50
+        other = open_store(settings, apply=False)  # another process: nothing applied, all known
+        assert [v.name for v in other.list_feature_views()] == ["feedback_samples"]
+        online = other.get_online_features(
+            features=["feedback_samples:text"], entity_rows=[{JOIN_KEY: "evt-000007"}]
+        ).to_dict()
+        assert online["text"] == ["clean text 7"]
+    assert not (Path(settings.state_dir) / "feast" / "registry.db").exists()  # no file registry

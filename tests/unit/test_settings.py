@@ -218,3 +218,13 @@ def test_mlflow_credentials_come_together_and_the_password_stays_secret():
         load_settings(mlflow={"username": "admin"})
     s = load_settings(mlflow={"tracking_uri": "http://m:5000", "username": "admin", "password": "pw-123456"})
     assert "pw-123456" not in str(s.redacted()) and s.mlflow.password.get_secret_value() == "pw-123456"
+
+
+def test_the_feast_sql_registry_uri_is_a_secret_and_reaches_feast():
+    from feature_repo.store import repo_config
+
+    uri = "postgresql+psycopg2://feast:pw-98765@db:5432/feast"
+    s = load_settings(feast={"registry_uri": uri})
+    assert "pw-98765" not in str(s.redacted())
+    registry = repo_config(s).registry
+    assert (registry.registry_type, registry.path) == ("sql", uri)
