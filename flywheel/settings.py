@@ -158,7 +158,9 @@ class FeastSettings(_Section):
 
 class MlflowSettings(_Section):
     tracking_uri: str | None = Field(None, description="unset = sqlite:///<state_dir>/mlflow.db")
-    artifact_location: str | None = Field(None, description="unset = <state_dir>/mlartifacts")
+    artifact_location: str | None = Field(
+        None, description="unset = through the tracking server when it is one, else <state_dir>/mlartifacts"
+    )
     username: str | None = Field(None, description="a tracking server's basic-auth user")
     password: SecretStr | None = Field(None, description="its password; keep it in secrets")
 
@@ -558,7 +560,13 @@ class Settings(BaseSettings):
 
     @property
     def mlflow_artifact_location(self) -> str:
-        return self.mlflow.artifact_location or StateLayout(self.state_dir).mlflow_artifacts.as_uri()
+        """Where versions' artifacts go: the setting; else through a tracking server (its
+        artifact proxy) when there is one; else ``<state_dir>/mlartifacts``."""
+        if self.mlflow.artifact_location:
+            return self.mlflow.artifact_location
+        if (self.mlflow.tracking_uri or "").startswith(("http://", "https://")):
+            return "mlflow-artifacts:/flywheel"
+        return StateLayout(self.state_dir).mlflow_artifacts.as_uri()
 
     def write_resolved(self, path: Path) -> Path:
         """The resolved settings (secrets included, file mode 0600) for child processes' --config."""

