@@ -209,16 +209,27 @@ class StateCollector(Collector):
 
         health = job_health.read(self.settings.state_dir)
         running = GaugeMetricFamily(
-            "flywheel_stream_job_running", "1 while the stream job reports RUNNING (and is not stale)"
+            "flywheel_stream_job_running",
+            "1 while the stream job runs: embedded (its report, not stale) or on this state dir's "
+            "Flink cluster",
         )
         restarts = GaugeMetricFamily(
             "flywheel_stream_job_restarts", "Restarts of the stream job since it was submitted"
         )
-        running.add_metric(
-            [], 1 if health is not None and health.state == "RUNNING" and not health.stale else 0
-        )
+        embedded = health is not None and health.state == "RUNNING" and not health.stale
+        running.add_metric([], 1 if embedded or self._cluster_job_running() else 0)
         restarts.add_metric([], 0 if health is None else health.restarts)
         yield from (running, restarts)
+
+    def _cluster_job_running(self) -> bool:
+        """The job submitted to this state dir's Flink cluster runs (``flywheel stream submit``)."""
+        from pipelines import flink_cluster
+
+        cluster = flink_cluster.read(self.settings)
+        if cluster is None or flink_cluster.overview(cluster, timeout_s=2) is None:
+            return False
+        name = f"flywheel-stream-{self.settings.kafka.topic_prefix}"
+        return any(j["name"] == name and j["state"] == "RUNNING" for j in flink_cluster.jobs(cluster))
 
     def _review(self):
         from pipelines.review_queue import ReviewQueue
