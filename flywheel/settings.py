@@ -451,6 +451,10 @@ class RunSettings(_Section):
 
     check_interval_s: float = Field(60.0, gt=0, description="how often readiness is checked")
     restart_backoff_max_s: float = Field(60.0, gt=0, description="longest wait before restarting a part")
+    stream: bool = Field(
+        True, description="run the embedded stream job (off when it runs on a Flink cluster)"
+    )
+    ingest: bool = Field(True, description="run the Feast ingestor (off when it runs as its own service)")
     http: bool = Field(True, description="serve the HTTP feedback endpoint")
     metrics_host: str = Field("127.0.0.1", description="where `flywheel run` serves /metrics (Prometheus)")
     metrics_port: int | None = Field(9464, ge=1, le=65535, description="its port; unset = no endpoint")

@@ -275,7 +275,10 @@ def run_cmd(ctx: typer.Context) -> None:
 
     settings = settings_of(ctx)
     serve_metrics(settings, log=err_console.print)
-    parts = ("stream", "ingest", "http") if settings.run.http else ("stream", "ingest")
+    run = settings.run
+    parts = tuple(
+        name for name, on in (("stream", run.stream), ("ingest", run.ingest), ("http", run.http)) if on
+    )
     supervisor = Supervisor(settings, parts, log=err_console.print)
     checks = [readiness_check(settings, log=err_console.print)]
     if settings.monitor.enabled:

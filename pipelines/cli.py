@@ -319,9 +319,28 @@ def cluster_status(ctx: typer.Context) -> None:
         console.print(f"  {job['jid']} {job['name']}: {job['state']}")
 
 
+def cluster_node(
+    ctx: typer.Context,
+    role: Annotated[str, typer.Argument(help="jobmanager or taskmanager")],
+    address: Annotated[str, typer.Option(help="the JobManager's host name")] = "127.0.0.1",
+    rest_port: Annotated[int, typer.Option(help="the JobManager's REST port")] = 8081,
+    rpc_port: Annotated[int, typer.Option(help="the JobManager's RPC port")] = 6123,
+    slots: Annotated[int, typer.Option(min=1, help="task slots (a TaskManager)")] = 2,
+) -> None:
+    """Run one node of a Flink cluster in the foreground (a container's process, e.g. in
+    docker-compose.yml), configured like `cluster start` but listening on all interfaces."""
+    from pipelines import flink_cluster
+
+    flink_cluster.run_node(settings_of(ctx), role, address, rest_port, rpc_port, slots)
+
+
 def stream_submit(
     ctx: typer.Context,
     from_savepoint: Annotated[str | None, typer.Option(help="resume from this savepoint")] = None,
+    jobmanager: Annotated[
+        str | None,
+        typer.Option(help="host:port of a JobManager's REST API (default: this state dir's cluster)"),
+    ] = None,
 ) -> None:
     """Submit the stream job to this state dir's Flink cluster (flink run -py; the connector jars
     and the Python code travel with the job); prints its job id."""
@@ -331,7 +350,7 @@ def stream_submit(
     settings = settings_of(ctx)
     config = StateLayout.of(settings).flink_cluster / "flywheel.resolved.yaml"
     settings.write_resolved(config)
-    job_id = flink_cluster.submit(settings, config, savepoint=from_savepoint)
+    job_id = flink_cluster.submit(settings, config, savepoint=from_savepoint, rest_address=jobmanager)
     console.print(f"submitted: {job_id}")
 
 
@@ -371,4 +390,5 @@ def register(app: typer.Typer) -> None:
     cluster_app.command("stop")(cluster_stop)
     cluster_app.command("status")(cluster_status)
     cluster_app.command("add-taskmanager")(cluster_add_taskmanager)
+    cluster_app.command("node")(cluster_node)
     stream_app.command("stats")(stream_stats)

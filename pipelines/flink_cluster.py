@@ -68,7 +68,7 @@ def _env(settings) -> dict[str, str]:
     }
 
 
-def _write_conf(settings, cluster: Cluster) -> None:
+def _write_conf(settings, cluster: Cluster, address: str = "127.0.0.1", bind: str = "127.0.0.1") -> None:
     import yaml
 
     base = folder(settings)
@@ -86,18 +86,18 @@ def _write_conf(settings, cluster: Cluster) -> None:
         "java": {"opts": {"all": f"{opts} -Djava.io.tmpdir={base / 'tmp'}"}},
     }
     data["jobmanager"] = {
-        "bind-host": "127.0.0.1",
-        "rpc": {"address": "127.0.0.1", "port": cluster.rpc_port},
+        "bind-host": bind,
+        "rpc": {"address": address, "port": cluster.rpc_port},
         "memory": {"process": {"size": "1024m"}},
         "execution": {"failover-strategy": "region"},
     }
     data["taskmanager"] = {
-        "bind-host": "127.0.0.1",
-        "host": "127.0.0.1",
+        "bind-host": bind,
+        "host": "127.0.0.1" if bind == "127.0.0.1" else os.environ.get("HOSTNAME", "localhost"),
         "numberOfTaskSlots": cluster.slots,
         "memory": {"process": {"size": "1600m"}},
     }
-    data["rest"] = {"address": "127.0.0.1", "bind-address": "127.0.0.1", "port": cluster.rest_port}
+    data["rest"] = {"address": address, "bind-address": bind, "port": cluster.rest_port}
     data["io"] = {"tmp": {"dirs": str(base / "tmp")}}
     data["python"] = {"executable": sys.executable, "client": {"executable": sys.executable}}
     (conf / "config.yaml").write_text(yaml.safe_dump(data))
@@ -159,6 +159,16 @@ def start(settings, taskmanagers: int = 1, slots: int = 2, timeout_s: float = 12
     return cluster
 
 
+def run_node(settings, role: str, address: str, rest_port: int = 8081, rpc_port: int = 6123, slots: int = 2):
+    """Run one node of a cluster in the foreground (a container's process): the JobManager,
+    or a TaskManager of the JobManager at ``address``. Never returns."""
+    if role not in ("jobmanager", "taskmanager"):
+        raise ClusterError(f"role {role!r} is not jobmanager or taskmanager")
+    _write_conf(settings, Cluster(rest_port, rpc_port, slots), address=address, bind="0.0.0.0")
+    script = str(flink_home() / "bin" / f"{role}.sh")
+    os.execve("/bin/bash", ["bash", script, "start-foreground"], _env(settings))
+
+
 def add_taskmanager(settings) -> None:
     _script(settings, "taskmanager.sh", "start")
 
@@ -191,12 +201,23 @@ def stop(settings) -> None:
     (folder(settings) / "cluster.json").unlink(missing_ok=True)
 
 
-def submit(settings, config_path: Path, parallelism: int | None = None, savepoint: str | None = None) -> str:
-    """Submit the stream job (``flink run -py``, detached); return its job id."""
-    cluster = read(settings)
-    if cluster is None or overview(cluster) is None:
-        raise ClusterError("no Flink cluster runs for this state dir; `flywheel stream cluster start` first")
-    args = [str(flink_home() / "bin" / "flink"), "run", "-d", "-m", f"127.0.0.1:{cluster.rest_port}"]
+def submit(
+    settings,
+    config_path: Path,
+    parallelism: int | None = None,
+    savepoint: str | None = None,
+    rest_address: str | None = None,
+) -> str:
+    """Submit the stream job (``flink run -py``, detached) to this state dir's cluster, or to
+    the JobManager at ``rest_address`` (host:port); return its job id."""
+    if rest_address is None:
+        cluster = read(settings)
+        if cluster is None or overview(cluster) is None:
+            raise ClusterError(
+                "no Flink cluster runs for this state dir; `flywheel stream cluster start` first"
+            )
+        rest_address = f"127.0.0.1:{cluster.rest_port}"
+    args = [str(flink_home() / "bin" / "flink"), "run", "-d", "-m", rest_address]
     if parallelism:
         args += ["-p", str(parallelism)]
     if savepoint:
