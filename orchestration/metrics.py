@@ -224,11 +224,12 @@ class StateCollector(Collector):
     def _cluster_job_running(self) -> bool:
         """The job submitted to this state dir's Flink cluster runs (``flywheel stream submit``)."""
         from pipelines import flink_cluster
+        from pipelines.stream_job import job_name
 
         cluster = flink_cluster.read(self.settings)
         if cluster is None or flink_cluster.overview(cluster, timeout_s=2) is None:
             return False
-        name = f"flywheel-stream-{self.settings.kafka.topic_prefix}"
+        name = job_name(self.settings)
         return any(j["name"] == name and j["state"] == "RUNNING" for j in flink_cluster.jobs(cluster))
 
     def _review(self):

@@ -122,14 +122,15 @@ def _synced_queue(settings, client=None):
     """The review queue, in step with the review topic and with due answers sent (when the
     broker answers; else what the queue holds, with a warning)."""
     from flywheel.errors import BrokerError
-    from pipelines.review import send_due
+    from pipelines.review import sync_and_send
     from pipelines.review_queue import ReviewQueue
 
     queue = ReviewQueue(settings)
     try:
-        queue.sync(timeout_s=20)
         if client is not None:
-            send_due(queue, client)
+            sync_and_send(queue, client)
+        else:
+            queue.sync(timeout_s=20)
     except BrokerError as exc:
         err_console.print(f"[yellow]the broker did not answer ({exc}); showing the stored queue[/yellow]")
     return queue
@@ -220,15 +221,13 @@ def review_escalated(
 def review_sync(ctx: typer.Context) -> None:
     """Move new review-topic items into the queue and send agreed answers (the HTTP app does
     this every review.sync_interval_s; run it from cron when no app runs)."""
-    from pipelines.review import send_due
+    from pipelines.review import sync_and_send
     from pipelines.review_queue import ReviewQueue
     from pipelines.sdk import FeedbackClient
 
     settings = settings_of(ctx)
-    queue = ReviewQueue(settings)
-    added = queue.sync(timeout_s=30)
     with FeedbackClient(settings) as client:
-        sent = send_due(queue, client)
+        added, sent = sync_and_send(ReviewQueue(settings), client, timeout_s=30)
     console.print(f"review queue: {added} new item(s), {sent} agreed answer(s) sent")
 
 

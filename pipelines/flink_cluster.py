@@ -54,17 +54,16 @@ def folder(settings) -> Path:
 
 
 def _env(settings) -> dict[str, str]:
-    import site
+    from pipelines.stream_job import venv_python_path
 
     base = folder(settings)
-    python_path = [*site.getsitepackages(), str(ROOT)]
     return {
         **os.environ,
         "FLINK_HOME": str(flink_home()),
         "FLINK_CONF_DIR": str(base / "conf"),
         "FLINK_LOG_DIR": str(base / "log"),
         "FLINK_LIB_DIR": str(base / "lib"),
-        "PYTHONPATH": os.pathsep.join(python_path),
+        "PYTHONPATH": os.pathsep.join(venv_python_path()),
     }
 
 

@@ -119,26 +119,21 @@ def check_reviewer(settings, reviewer: str) -> str:
 # ---- what they answer -----------------------------------------------------------------
 
 
-def check_model(settings, model: str) -> None:
-    """UnknownModel (404) unless ``model`` exists in this state dir."""
+def check_model(settings, model: str):
+    """``model``'s ModelInfo; UnknownModel (404) unless it exists in this state dir."""
     from flywheel.model_info import read_model_info
 
     try:
-        read_model_info(settings.state_dir, model)
+        return read_model_info(settings.state_dir, model)
     except FlywheelError as exc:
         raise UnknownModel(str(exc)) from exc
 
 
 def choices(settings, model: str, task: str) -> list[str]:
     """The answers a reviewer picks from for ``model`` (its labels; accept/reject for images)."""
-    from flywheel.model_info import read_model_info
     from flywheel.tasks import spec_class
 
-    try:
-        labels = read_model_info(settings.state_dir, model).labels
-    except FlywheelError as exc:
-        raise UnknownModel(str(exc)) from exc
-    return spec_class(task).review_choices(labels)
+    return spec_class(task).review_choices(check_model(settings, model).labels)
 
 
 def answer(
@@ -196,6 +191,13 @@ def review_event(item: RoutedRecord, given: str, reviewers: list[str]) -> dict:
         model_version=item.model_version,
         prediction_id=item.prediction_id,  # the served prediction reviewed, if it was one
     )
+
+
+def sync_and_send(queue: ReviewQueue, client, timeout_s: float = 20.0) -> tuple[int, int]:
+    """The review queue's worker step: new review-topic items into the queue, then every
+    agreed answer past its undo window into the loop; returns (items added, answers sent)."""
+    added = queue.sync(timeout_s=timeout_s)
+    return added, send_due(queue, client)
 
 
 def send_due(queue: ReviewQueue, client, now: float | None = None, wait: bool = False) -> int:

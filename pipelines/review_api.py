@@ -69,9 +69,7 @@ class ReviewWorker:
         self.thread.join(timeout=30)
 
     def once(self) -> tuple[int, int]:
-        added = self.queue.sync(timeout_s=20)
-        sent = review.send_due(self.queue, self.get_client())
-        return added, sent
+        return review.sync_and_send(self.queue, self.get_client())
 
     def _loop(self) -> None:
         while not self.stop_event.wait(self.settings.review.sync_interval_s):

@@ -233,19 +233,18 @@ class ReviewQueue:
         finally:
             lock.close()
 
-    def sync(
-        self, settings=None, timeout_s: float = 30.0, wait: bool = False, max_records: int = 5000
-    ) -> int:
+    def sync(self, timeout_s: float = 30.0, wait: bool = False, max_records: int = 5000) -> int:
         """Copy the review topic's new records into the queue; return how many were new.
         Another process syncing at the same time makes this call a no-op (returns 0) unless
         ``wait``."""
         with self.exclusive(wait) as mine:
-            return self._sync(settings or self.settings, timeout_s, max_records) if mine else 0
+            return self._sync(timeout_s, max_records) if mine else 0
 
-    def _sync(self, settings, timeout_s: float, max_records: int) -> int:
+    def _sync(self, timeout_s: float, max_records: int) -> int:
         from flywheel.kafka import Topics
         from pipelines.topic_reader import read_new
 
+        settings = self.settings
         topic = Topics.from_settings(settings).review
         marks = {
             p: (o, e)

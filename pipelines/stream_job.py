@@ -202,14 +202,23 @@ def build(t_env, settings: Settings, stop_offsets: dict[int, int] | None = None)
     return statements
 
 
-def embedded_python_path() -> None:
-    """Let PyFlink's embedded interpreter (thread mode) import what this one can: it does not
-    see a venv's packages (``No module named 'pemja'``) unless ``PYTHONPATH`` names them."""
+def job_name(settings: Settings) -> str:
+    """The job's name in Flink (its REST API and UI list it by this name)."""
+    return f"flywheel-stream-{settings.kafka.topic_prefix}"
+
+
+def venv_python_path() -> list[str]:
+    """What PyFlink's embedded interpreter (thread mode) must have on ``PYTHONPATH`` to import
+    what this one can: it does not see a venv's packages (``No module named 'pemja'``)."""
     import site
 
-    paths = [*site.getsitepackages(), str(ROOT)]
+    return [*site.getsitepackages(), str(ROOT)]
+
+
+def embedded_python_path() -> None:
+    """``venv_python_path`` added to this process's ``PYTHONPATH`` (the local JVM inherits it)."""
     current = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*current, *paths]))
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*current, *venv_python_path()]))
 
 
 def make_env(settings: Settings, restore: bool = True, rest_port: int | None = None):
@@ -306,7 +315,7 @@ def run(
         f"{'; bounded to ' + str(stop_offsets) if stop_offsets is not None else ''}"
     )
     t_env = table_env(env, settings)
-    t_env.get_config().set("pipeline.name", f"flywheel-stream-{settings.kafka.topic_prefix}")
+    t_env.get_config().set("pipeline.name", job_name(settings))
     client = build(t_env, settings, stop_offsets).execute().get_job_client()
     result = client.get_job_execution_result()  # take it before the MiniCluster can go away
     monitor = job_health.JobMonitor(
@@ -332,7 +341,7 @@ def submit(settings: Settings, log=print) -> str:
     cluster restores it from a savepoint given to ``flink run -s``."""
     env, _ = make_env(settings, restore=False)
     t_env = table_env(env, settings)
-    t_env.get_config().set("pipeline.name", f"flywheel-stream-{settings.kafka.topic_prefix}")
+    t_env.get_config().set("pipeline.name", job_name(settings))
     job_id = str(build(t_env, settings, None).execute().get_job_client().get_job_id())
     log(f"stream job submitted: JobID {job_id}")
     return job_id
