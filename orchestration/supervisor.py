@@ -6,6 +6,14 @@ feedback endpoint as child processes (each a ``flywheel`` command with the resol
 settings), restarting a crashed part with exponential backoff. ``run_forever`` adds the
 periodic readiness check (``retrain --if-ready`` for every model) and stops cleanly on
 SIGINT/SIGTERM: children get SIGTERM (then SIGKILL), the broker it started is stopped.
+
+The embedded broker is watched like a part: when it dies it is started again (a new
+epoch: its topics come back empty), the topics are created, and the stream job and the
+ingestor are restarted at once (the job starts afresh; the ingestor's settler re-delivers
+from the edge journal what had no fate). Because tansu keeps every record in memory and
+honours no retention, the broker is also *rotated* the same way once its memory passes
+``journal.rotate_broker_mb`` (while a settler runs to re-deliver what is unsettled): memory
+stays bounded and the cost of a fetch, which grows with what the broker holds, stays flat.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flywheel.files import write_json_atomic
@@ -58,6 +66,9 @@ class Supervisor:
         self.broker = None
         self.config_path = StateLayout.of(settings).resolved_config
         self._instance_lock = None  # held from start() until stop(): one `flywheel run` per state dir
+        self.broker_restarts = 0
+        self.broker_rotations = 0
+        self.last_recovery_s: float | None = None
 
     # ---- lifecycle -----------------------------------------------------------------
 
@@ -121,6 +132,61 @@ class Supervisor:
                 part.restart_at = None
                 self._spawn(part)
 
+    # ---- the embedded broker -------------------------------------------------------
+
+    def watch_broker(self) -> None:
+        """Restart a dead embedded broker; rotate one that holds too much (see the module
+        docstring). Either way the stream job and the ingestor are restarted at once."""
+        if self.broker is None or self.stop_event.is_set():
+            return
+        from flywheel.broker import rss_bytes
+
+        status = self.broker.status()
+        if not status.running:
+            self.log(f"broker: {status.detail}; starting it again (its topics come back empty)")
+            self._restart_broker()
+            self.broker_restarts += 1
+            return
+        limit = self.settings.journal.rotate_broker_mb
+        rss = rss_bytes(status.pid) if status.pid else None
+        if limit is None or rss is None or rss < limit * 1024 * 1024:
+            return
+        from pipelines.settler import read_state
+
+        last = read_state(self.settings).last
+        if time.time() - last.get("time", 0) < 60:  # a settler runs: it re-delivers what is unsettled
+            unsettled = last.get("unsettled", 0)
+            held = f"{rss / 2**20:.0f} MB resident"
+            self.log(f"broker: {held}; rotating it ({unsettled} unsettled record(s) to re-deliver)")
+            self.broker.stop()
+            self._restart_broker()
+            self.broker_rotations += 1
+
+    def _restart_broker(self) -> None:
+        from flywheel.errors import BrokerError
+        from flywheel.kafka import ensure_topics
+
+        started = time.monotonic()
+        try:
+            status = self.broker.start(self.settings.broker.start_timeout_s, die_with_parent=True)
+            ensure_topics(self.settings)
+        except BrokerError as exc:
+            self.log(f"broker: could not start it ({exc}); trying again")
+            return
+        for part in self.parts:
+            if part.name in ("stream", "ingest") and part.running:
+                os.killpg(part.process.pid, signal.SIGTERM)
+                try:
+                    part.process.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(part.process.pid, signal.SIGKILL)
+                    part.process.wait()
+                part.restart_at, part.backoff = None, 1.0
+                part.restarts += 1
+                self._spawn(part)
+        self.last_recovery_s = time.monotonic() - started
+        self.log(f"broker: up again at {status.address}, topics created, in {self.last_recovery_s:.1f}s")
+
     def stop(self, timeout_s: float = 20.0) -> None:
         self.stop_event.set()
         for part in self.parts:
@@ -164,7 +230,16 @@ class Supervisor:
 
     def write_health(self) -> None:
         """``<state_dir>/run/health.json``, read by `flywheel status` through :func:`read_health`."""
-        state = {"time": time.time(), "supervisor_pid": os.getpid(), "parts": self.health()}
+        state = {
+            "time": time.time(),
+            "supervisor_pid": os.getpid(),
+            "parts": self.health(),
+            "broker": {
+                "restarts": self.broker_restarts,
+                "rotations": self.broker_rotations,
+                "last_recovery_s": self.last_recovery_s,
+            },
+        }
         write_json_atomic(StateLayout.of(self.settings).health, state, durable=False)
 
     # ---- the loop ------------------------------------------------------------------
@@ -192,6 +267,7 @@ class Supervisor:
 
         try:
             while not self.stop_event.is_set():
+                self.watch_broker()
                 self.poll()
                 self.write_health()
                 for check in checks:
@@ -234,6 +310,7 @@ class RunHealth:
     supervisor_pid: int | None
     parts: dict[str, PartHealth]
     time: float = 0.0
+    broker: dict = field(default_factory=dict)  # restarts, rotations, last_recovery_s
 
 
 def read_health(settings) -> RunHealth | None:
@@ -245,7 +322,7 @@ def read_health(settings) -> RunHealth | None:
     try:
         data = json.loads(path.read_text())
         parts = {name: PartHealth(**h) for name, h in data["parts"].items()}
-        return RunHealth(data.get("supervisor_pid"), parts, data.get("time", 0.0))
+        return RunHealth(data.get("supervisor_pid"), parts, data.get("time", 0.0), data.get("broker", {}))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from flywheel.errors import BrokerError, FlywheelError, InvalidEventError
 from flywheel.events import NOT_UTF8, FeedbackEvent, Input, validate_event
+from flywheel.journal import JournalWriteError, SpoolFull
 from flywheel.jsonstrict import JsonProblem, loads_json
 from flywheel.names import MODEL_NAME_PATTERN
 from flywheel.settings import Settings
@@ -93,8 +94,10 @@ class Accepted(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(description="ok, or degraded when this app's last Kafka delivery failed")
     kafka: str
+    reason: str | None = Field(None, description="degraded: the last delivery error")
+    producer_rebuilds: int = Field(0, description="times a stuck Kafka producer was replaced")
 
 
 @dataclass(frozen=True)
@@ -243,9 +246,22 @@ def create_app(
 
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/healthz", response_model=Health, summary="liveness")
-    def healthz() -> dict[str, Any]:
-        return {"status": "ok", "kafka": settings.bootstrap_servers}
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        responses={503: {"model": Health, "description": "degraded: Kafka deliveries are failing"}},
+        summary="liveness and Kafka delivery",
+    )
+    def healthz():
+        healths = [state[n].health for n in ("client", "log") if state[n] is not None]
+        failing = [h for h in healths if h.degraded]
+        body = {
+            "status": "degraded" if failing else "ok",
+            "kafka": settings.bootstrap_servers,
+            "reason": failing[0].last_error if failing else None,
+            "producer_rebuilds": sum(h.rebuilds for h in healths),
+        }
+        return JSONResponse(body, status_code=503 if failing else 200)
 
     @app.post(
         "/v1/feedback",
@@ -307,6 +323,9 @@ def create_app(
             )
         try:
             result = await run_in_threadpool(lambda: get_client().submit_many(events))
+        except (SpoolFull, JournalWriteError) as exc:
+            FEEDBACK.labels("not_delivered").inc(len(events))
+            return error(503, exc.code, f"{exc}; nothing was accepted")
         except BrokerError as exc:
             return error(503, "kafka_unavailable", str(exc))
         FEEDBACK.labels("accepted").inc(len(result.accepted))
@@ -379,6 +398,8 @@ def create_app(
         ]
         try:
             await run_in_threadpool(get_log().log, records)
+        except (SpoolFull, JournalWriteError) as exc:
+            return error(503, exc.code, f"the prediction could not be logged, so it is not returned ({exc})")
         except BrokerError as exc:
             return error(
                 503,

@@ -1,9 +1,13 @@
-"""The Feast ingestor: ``<prefix>.clean`` → Feast online store + append-only offline files,
-and ``<prefix>.predictions`` → the live ledger (``pipelines.live``).
+"""The ingestor, where every fate lands for good: ``<prefix>.clean`` → Feast online store +
+append-only offline files, ``<prefix>.predictions`` → the live ledger (``pipelines.live``),
+``<prefix>.review`` → the review queue, ``<prefix>.dlq`` → the dead-letter table; and each
+record's fate (duplicates too) → the fate ledger (``pipelines.fates``), which the settler
+reads to trim the edge journal.
 
     consume (read_committed) ─► micro-batch (≤ batch_size records or ≤ batch_ms) ─►
     live ledger (keep predictions, join feedback to them, record outcomes) ─►
-    write online (one batch) ─► write one offline parquet file ─► commit the batch's offsets
+    write online (one batch) ─► write one offline parquet file ─► review queue ─►
+    fate ledger ─► commit the batch's offsets
 
 Feedback that carries only a ``prediction_id`` is joined to the served prediction (version,
 prediction, confidence) before it becomes a Feast row. Offsets are committed only after
@@ -85,6 +89,19 @@ def live_value(record: RoutedRecord) -> float | None:
     return spec_class(record.task).live_value(record)
 
 
+def _epoch_number(settings) -> int:
+    """The embedded broker's epoch (0 with an external broker): recorded beside each fate."""
+    if not settings.embedded_broker:
+        return 0
+    from flywheel.broker import read_epoch
+
+    try:
+        epoch = read_epoch(settings.state_dir)
+    except BrokerError:
+        return 0
+    return epoch.number if epoch is not None else 0
+
+
 def batch_name(offsets: dict[int, tuple[int, int]]) -> str:
     """A stable file name for the batch covering ``{partition: (first, last)}`` offsets."""
     key = ",".join(f"{p}:{a}-{b}" for p, (a, b) in sorted(offsets.items()))
@@ -120,12 +137,19 @@ class Ingestor:
         store=None,
         log: Callable[[str], None] = print,
         after_write: Callable[[dict], None] | None = None,
+        settle: bool = True,
     ):
         self.settings = settings
         topics = Topics.from_settings(settings)
         self.topic, self.predictions_topic = topics.clean, topics.predictions
+        self.review_topic, self.dlq_topic, self.duplicates_topic = (
+            topics.review,
+            topics.dlq,
+            topics.duplicates,
+        )
         self.log = log
         self.after_write = after_write
+        self.settle = settle and settings.journal.enabled
         self.stop_event = threading.Event()
         if store is None:
             from feature_repo.store import open_store
@@ -138,6 +162,11 @@ class Ingestor:
         from pipelines.live import LiveLedger
 
         self.ledger = LiveLedger.of(settings)
+        from pipelines.fates import FateLedger
+        from pipelines.review_queue import ReviewQueue
+
+        self.fates = FateLedger.of(settings)
+        self.queue = ReviewQueue(settings)
         self._pruned_at = 0.0
         self._online = None  # an OnlineWriter, made on the first write (it reads the registry)
 
@@ -161,7 +190,9 @@ class Ingestor:
             },
         )
         consumer = Consumer(conf)
-        consumer.subscribe([self.topic, self.predictions_topic])
+        consumer.subscribe(
+            [self.topic, self.predictions_topic, self.review_topic, self.dlq_topic, self.duplicates_topic]
+        )
         return consumer
 
     def run(
@@ -174,6 +205,9 @@ class Ingestor:
         stats = IngestStats()
         started = time.monotonic()
         consumer = self._consumer()
+        settler = threading.Thread(target=self._settle_forever, name="settler", daemon=True)
+        if self.settle:
+            settler.start()
         batch: list = []
         at_end: set[tuple[str, int]] = set()
         batch_started = 0.0
@@ -192,13 +226,10 @@ class Ingestor:
                         at_end.discard((msg.topic(), msg.partition()))
                     elif err.code() == KafkaError._PARTITION_EOF:
                         at_end.add((msg.topic(), msg.partition()))
-                    elif (
-                        err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
-                        and msg.topic() == self.predictions_topic
-                    ):
-                        if not missing_log:  # a stack from before the prediction log: feedback still flows
+                    elif err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART and msg.topic() != self.topic:
+                        if not missing_log:  # a stack from before these topics: feedback still flows
                             self.log(
-                                f"{self.predictions_topic} does not exist: create it like the other "
+                                f"{msg.topic()} does not exist: create it like the other "
                                 "topics (`flywheel broker start` does, embedded)"
                             )
                         missing_log = True
@@ -219,6 +250,8 @@ class Ingestor:
         finally:
             consumer.close()  # without committing: an unwritten batch is consumed again
             self.ledger.close()
+            self.fates.close()
+            self.queue.close()
         stats.seconds = time.monotonic() - started
         return stats
 
@@ -227,8 +260,9 @@ class Ingestor:
 
         now = datetime.now(UTC)
         clean = [m for m in batch if m.topic() == self.topic]
-        served = self._prediction_records([m for m in batch if m.topic() != self.topic], stats)
+        served = self._prediction_records([m for m in batch if m.topic() == self.predictions_topic], stats)
         records = [parse_clean(m.value()) for m in clean]
+        reviews, fates, dead = self._other_fates(batch)
         offsets: dict[tuple[str, int], tuple[int, int]] = {}
         for m in batch:
             key = (m.topic(), m.partition())
@@ -241,7 +275,17 @@ class Ingestor:
             if joined:
                 self._write([sample_row(r, now, self.images) for r in joined], clean_offsets)
 
+        def settle() -> None:
+            from pipelines.fates import CLEAN, PREDICTION, Fate
+
+            if reviews:
+                self.queue.add(reviews)
+            all_fates = [Fate(r.event_id, CLEAN) for r in records]
+            all_fates += [Fate(p.prediction_id, PREDICTION) for p in served]
+            self.fates.record(all_fates + fates, _epoch_number(self.settings), dead)
+
         self._with_retry(write, stats)
+        self._with_retry(settle, stats)
         if self.after_write:
             self.after_write(clean_offsets)
         consumer.commit(
@@ -253,6 +297,51 @@ class Ingestor:
         stats.rows += len(records)
         stats.predictions += len(served)
         stats.last_offsets.update({p: last for p, (_, last) in clean_offsets.items()})
+
+    def _settle_forever(self) -> None:
+        """The settler (``pipelines.settler``) beside the fate ledger's writer: trims the edge
+        journal and re-delivers what the broker lost, every ``journal.settle_interval_s``."""
+        from pipelines.settler import settle
+
+        while not self.stop_event.wait(self.settings.journal.settle_interval_s):
+            try:
+                report = settle(self.settings, log=self.log)
+            except Exception as exc:  # noqa: BLE001 - reported; the next pass tries again
+                self.log(f"settler: pass failed ({type(exc).__name__}: {exc}); trying again")
+                continue
+            if report.redelivered or report.redelivery_failed:
+                self.log(f"settler: {report.describe()}")
+
+    def _other_fates(self, batch: list) -> tuple[list, list, dict[str, str]]:
+        """The review records (for the queue), the fates of review, dead-letter and duplicate
+        records, in that order (a duplicate gives way to its original's fate), and the
+        dead-letter bodies by ident. A record of these topics that does not parse was written
+        by something other than the stream job: it is logged and kept as a dead letter."""
+        from pipelines.fates import DLQ, DUPLICATE, REVIEW, Fate
+        from pipelines.records import DlqRecord, DuplicateRecord
+
+        reviews, fates, duplicates, dead = [], [], [], {}
+        for m in batch:
+            topic = m.topic()
+            try:
+                if topic == self.review_topic:
+                    record = RoutedRecord.from_json(m.value())
+                    reviews.append(record)
+                    fates.append(Fate(record.event_id, REVIEW))
+                elif topic == self.dlq_topic:
+                    letter = DlqRecord.from_json(m.value())
+                    ident = letter.key or f"~dlq:{m.partition()}:{m.offset()}"
+                    fates.append(Fate(ident, DLQ))
+                    dead[ident] = m.value().decode("utf-8", "replace")
+                elif topic == self.duplicates_topic:
+                    duplicates.append(Fate(DuplicateRecord.from_json(m.value()).event_id, DUPLICATE))
+            except RecordError as exc:
+                ident = f"~unreadable:{topic}:{m.partition()}:{m.offset()}"
+                where = f"{topic}[{m.partition()}]@{m.offset()}"
+                self.log(f"{where} is not the stream job's record ({exc}); kept as {ident}")
+                dead[ident] = (m.value() or b"").decode("utf-8", "replace")
+                fates.append(Fate(ident, DLQ))
+        return reviews, fates + duplicates, dead
 
     def _prediction_records(self, messages: list, stats: IngestStats) -> list:
         from pipelines.predictions import PredictionRecord, PredictionRecordError

@@ -10,7 +10,6 @@ This module owns the record's JSON shape; nobody else reads or writes it.
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from flywheel.errors import BrokerError, FlywheelError
 from flywheel.jsonstrict import JsonProblem, loads_json
-from flywheel.kafka import Topics, producer_config
+from flywheel.kafka import Topics
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -121,55 +120,27 @@ class PredictionRecord:
 
 
 class PredictionLog:
-    """Produces prediction records, keyed by ``prediction_id``; ``log`` returns once Kafka
-    confirmed every one (or raises BrokerError). Thread-safe (one librdkafka producer)."""
+    """Produces prediction records, keyed by ``prediction_id``; ``log`` returns once they
+    were journaled and Kafka confirmed every one (or raises BrokerError, or ``SpoolFull`` /
+    ``JournalWriteError`` from the journal). Thread-safe (one ``DurableProducer``)."""
 
     def __init__(self, settings, **producer_overrides: Any):
-        from confluent_kafka import Producer
+        from flywheel.producer import DurableProducer
 
         self.topic = Topics.from_settings(settings).predictions
-        self.timeout_s = settings.kafka.delivery_timeout_s + 5
-        self._producer = Producer(producer_config(settings, **producer_overrides))
+        self.producer = DurableProducer(settings, **producer_overrides)
 
     def log(self, records: list[PredictionRecord]) -> None:
-        import threading
+        from flywheel.journal import Entry
 
-        errors: list[str] = []
-        left = [len(records)]
-        done = threading.Event()
-        lock = threading.Lock()
-
-        def delivered(err: Any, _msg: Any) -> None:
-            with lock:
-                if err is not None:
-                    errors.append(str(err))
-                left[0] -= 1
-                if left[0] == 0:
-                    done.set()
-
-        if not records:
-            return
-        for record in records:
-            while True:
-                try:
-                    self._producer.produce(
-                        self.topic,
-                        key=record.prediction_id.encode(),
-                        value=record.to_json(),
-                        on_delivery=delivered,
-                    )
-                    break
-                except BufferError:
-                    self._producer.poll(0.05)
-        deadline = time.monotonic() + self.timeout_s
-        while not done.is_set():
-            self._producer.poll(0.01)  # serves the delivery callbacks of every thread's records
-            if time.monotonic() > deadline:
-                raise BrokerError(
-                    f"Kafka did not confirm {left[0]} prediction record(s) within {self.timeout_s:.0f}s"
-                )
+        entries = [Entry(self.topic, r.prediction_id.encode(), r.to_json(), r.prediction_id) for r in records]
+        errors = [e for e in self.producer.deliver(entries) if e is not None]
         if errors:
             raise BrokerError(f"{len(errors)} prediction record(s) not logged, first: {errors[0]}")
 
+    @property
+    def health(self):
+        return self.producer.health
+
     def close(self) -> None:
-        self._producer.flush(self.timeout_s)
+        self.producer.close()

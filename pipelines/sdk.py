@@ -19,7 +19,7 @@ from typing import Any
 
 from flywheel.errors import DeliveryError, FlywheelError, InvalidEventError
 from flywheel.events import FeedbackEvent, validate_event
-from flywheel.kafka import Topics, check_reachable, producer_config, unreachable_hint
+from flywheel.kafka import Topics, check_reachable, unreachable_hint
 from flywheel.settings import Settings, load_settings
 
 
@@ -64,16 +64,21 @@ class SubmitResult:
 
 
 class FeedbackClient:
-    """Validates and produces feedback events to ``<prefix>.raw``. Use as a context manager."""
+    """Validates and produces feedback events to ``<prefix>.raw``. Use as a context manager.
+
+    Sending goes through ``flywheel.producer.DurableProducer``: each event is journaled
+    (fsync'd) before it is produced, and counted accepted only once Kafka confirmed it, so
+    an accepted event survives the embedded broker's restart; the producer rebuilds itself
+    when librdkafka cannot recover (a broker that came back empty)."""
 
     def __init__(self, settings: Settings, *, check_connection: bool = True, **producer_overrides: Any):
-        from confluent_kafka import Producer
+        from flywheel.producer import DurableProducer
 
         self.settings = settings
         self.topic = Topics.from_settings(settings).raw
         if check_connection:
             check_reachable(settings)
-        self._producer = Producer(producer_config(settings, **producer_overrides))
+        self.producer = DurableProducer(settings, **producer_overrides)
         self._closed = False
 
     @classmethod
@@ -96,11 +101,14 @@ class FeedbackClient:
     ) -> SubmitResult:
         """Validate and send many events; wait until Kafka confirmed or failed each one.
 
-        ``on_progress(n)`` is called as ``n`` more events are settled.
+        ``on_progress(n)`` is called as ``n`` more events are settled. Raises ``SpoolFull``
+        or ``JournalWriteError`` (nothing of this call was sent) when the journal cannot
+        take the events.
         """
+        from flywheel.journal import Entry
+
         result = SubmitResult()
-        pending: dict[int, str] = {}
-        outcomes: dict[int, str | None] = {}
+        entries: list[tuple[int, Entry]] = []
         for index, raw in enumerate(events):
             try:
                 event = validate_event(raw)
@@ -117,65 +125,46 @@ class FeedbackClient:
                 if on_progress:
                     on_progress(1)
                 continue
-            pending[index] = event.event_id
-            self._send(event.event_id.encode(), event.to_json_bytes(), index, outcomes, on_progress)
-        self._settle(result, pending, outcomes)
+            entries.append(
+                (index, Entry(self.topic, event.event_id.encode(), event.to_json_bytes(), event.event_id))
+            )
+        self._deliver(result, entries, on_progress)
         return result
 
     def send_raw(self, values: list[bytes], on_progress: Callable[[int], None] | None = None) -> SubmitResult:
         """Send bytes as they are, unvalidated (replaying captured traffic): the stream job
         validates them and routes invalid ones to the DLQ with their reason. Keyed by
-        event_id when the bytes carry one, like validated events."""
+        event_id when the bytes carry one, like validated events; otherwise by a generated
+        ``~raw-`` id, the name its fate is recorded under (``flywheel.journal.new_ident``)."""
+        from flywheel.journal import Entry, new_ident
+
         result = SubmitResult()
-        pending: dict[int, str] = {}
-        outcomes: dict[int, str | None] = {}
+        entries = []
         for index, value in enumerate(values):
-            event_id = _event_id_of(value)
-            pending[index] = event_id or f"<line {index}>"
-            self._send(event_id.encode() if event_id else None, value, index, outcomes, on_progress)
-        self._settle(result, pending, outcomes)
+            ident = _event_id_of(value) or new_ident()
+            entries.append((index, Entry(self.topic, ident.encode(), bytes(value), ident)))
+        self._deliver(result, entries, on_progress, named=lambda i, e: _event_id_of(e.value) or f"<line {i}>")
         return result
 
-    def _send(self, key: bytes | None, value: bytes, index: int, outcomes: dict, on_progress) -> None:
-        """Produce one record; its delivery report lands in ``outcomes[index]`` (None = confirmed)."""
-
-        def delivered(err: Any, _msg: Any) -> None:
-            outcomes[index] = None if err is None else str(err)
-            if on_progress:
-                on_progress(1)
-
-        while True:
-            try:
-                self._producer.produce(self.topic, key=key, value=value, on_delivery=delivered)
-                break
-            except BufferError:
-                self._producer.poll(0.1)  # local queue full: let deliveries drain, then retry
-        self._producer.poll(0)
-
-    def _settle(self, result: SubmitResult, pending: dict[int, str], outcomes: dict) -> None:
-        """Wait for the delivery reports of ``pending`` and sort them into accepted / failed."""
-        self._wait(outcomes, len(pending))
-        for index, event_id in pending.items():
-            error = outcomes.get(index, "no delivery report before the delivery timeout")
+    def _deliver(self, result: SubmitResult, entries: list, on_progress, named=None) -> None:
+        outcomes = self.producer.deliver([e for _, e in entries], on_progress)
+        for (index, entry), error in zip(entries, outcomes, strict=True):
+            name = named(index, entry) if named else entry.ident
             if error is None:
-                result.accepted.append(event_id)
+                result.accepted.append(name)
             else:
-                result.failed.append(Failed(index, event_id, error))
+                result.failed.append(Failed(index, name, error))
 
-    def _wait(self, outcomes: dict[int, str | None], expected: int) -> None:
-        # librdkafka fails every message by message.timeout.ms, so this loop ends; the
-        # extra margin only guards against a callback that never fires.
-        deadline = time.monotonic() + self.settings.kafka.delivery_timeout_s + 10
-        while len(outcomes) < expected and time.monotonic() < deadline:
-            self._producer.poll(0.1)
+    @property
+    def health(self):
+        """This client's ``flywheel.producer.DeliveryHealth``."""
+        return self.producer.health
 
     # ---- lifecycle -----------------------------------------------------------------
 
     def flush(self, timeout_s: float | None = None) -> int:
         """Wait for outstanding deliveries; return how many are still unconfirmed."""
-        return self._producer.flush(
-            self.settings.kafka.delivery_timeout_s if timeout_s is None else timeout_s
-        )
+        return self.producer.flush(self.settings.kafka.delivery_timeout_s if timeout_s is None else timeout_s)
 
     def close(self) -> None:
         if self._closed:

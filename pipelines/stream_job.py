@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from pathlib import Path
 
 from flywheel.errors import FlywheelError
@@ -238,6 +239,7 @@ def make_env(settings: Settings, restore: bool = True, rest_port: int | None = N
         embedded_python_path()  # before the JVM starts: it inherits the environment
     folder = checkpoint_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
+    same_epoch = _checkpoints_of_this_epoch(settings, folder)
     conf = Configuration()
     options = {
         "execution.checkpointing.interval": f"{stream.checkpoint_interval_ms} ms",
@@ -275,11 +277,63 @@ def make_env(settings: Settings, restore: bool = True, rest_port: int | None = N
         )
     for key, value in options.items():
         conf.set_string(key, value)
-    resume = latest_checkpoint(folder) if restore else None
+    resume = latest_checkpoint(folder) if restore and same_epoch else None
     if resume is not None:
         conf.set_string("execution.state-recovery.path", resume.as_uri())
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     return env, resume
+
+
+def _checkpoints_of_this_epoch(settings: Settings, folder: Path) -> bool:
+    """True when the retained checkpoints belong to the embedded broker's current epoch.
+
+    A checkpoint holds source offsets and the dedupe state of a broker that may have come
+    back empty (``flywheel.broker``). Restoring it would seek past the new topics' ends and
+    call re-delivered events duplicates of outputs that were lost with the old broker; so
+    the checkpoints of an earlier epoch are removed and the job starts afresh, and the
+    settler re-delivers from the edge journal everything that had no recorded fate.
+    """
+    import shutil
+
+    from flywheel.broker import read_epoch
+
+    if not settings.embedded_broker:
+        return True
+    epoch = read_epoch(settings.state_dir)
+    if epoch is None:
+        return True
+    marker = folder / "broker-epoch"
+    try:
+        seen = marker.read_text().strip()
+    except FileNotFoundError:
+        seen = None
+    if seen == epoch.id:
+        return True
+    for child in folder.iterdir():
+        if child.name != "broker-epoch":
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    marker.write_text(epoch.id + "\n")
+    return seen is None  # a folder from before epochs were kept: nothing was removed that mattered
+
+
+def watch_epoch(settings: Settings, on_change, stop: threading.Event, every_s: float = 1.0) -> None:
+    """Call ``on_change(old, new)`` once if the embedded broker's epoch changes while the job runs."""
+    from flywheel.broker import read_epoch
+    from flywheel.errors import BrokerError
+
+    def current():
+        try:
+            epoch = read_epoch(settings.state_dir)
+        except BrokerError:
+            return None
+        return epoch.id if epoch is not None else None
+
+    start = current()
+    while not stop.wait(every_s):
+        now = current()
+        if now is not None and now != start:
+            on_change(start, now)
+            return
 
 
 def table_env(env, settings: Settings):
@@ -294,6 +348,12 @@ def table_env(env, settings: Settings):
 
 class JobFailed(FlywheelError):
     """The stream job failed for good (its restarts were used up)."""
+
+
+class BrokerRestarted(FlywheelError):
+    """The embedded broker came back empty under the running job: it must start afresh."""
+
+    exit_code = 75
 
 
 def run(
@@ -322,9 +382,27 @@ def run(
         settings.state_dir, f"http://127.0.0.1:{rest_port}", str(client.get_job_id())
     )
     monitor.start()
+    watching = threading.Event()
+    moved: list[str] = []
+    if settings.embedded_broker:
+
+        def epoch_changed(old, new) -> None:
+            moved.append(new)
+            log("stream job: the embedded broker restarted (new epoch); cancelling, to start afresh")
+            client.cancel()
+
+        threading.Thread(
+            target=watch_epoch, args=(settings, epoch_changed, watching), daemon=True, name="epoch-watch"
+        ).start()
     try:
         result.result()
     except Exception as exc:
+        if moved:
+            monitor.finish("CANCELED", "broker epoch changed")
+            raise BrokerRestarted(
+                "the embedded broker restarted empty while the job ran; start the job again: it "
+                "starts afresh and the settler re-delivers what had no fate (`flywheel run` does both)"
+            ) from exc
         summary = job_health.summarise_exception(type(exc).__name__, str(exc))
         monitor.finish("FAILED", summary, failure=str(exc))
         raise JobFailed(
@@ -332,6 +410,8 @@ def run(
             f"Flink's log is under {os.environ.get('FLINK_LOG_DIR')}; fix the cause and start it again "
             "(it resumes from the last checkpoint)"
         ) from exc
+    finally:
+        watching.set()
     monitor.finish("FINISHED")
 
 

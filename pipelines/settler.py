@@ -1,0 +1,231 @@
+"""The settler: trims the edge journal behind the fate ledger and re-delivers what was lost.
+
+One pass (``settle``), run every ``journal.settle_interval_s`` by ``flywheel run`` (and by
+``flywheel journal settle``):
+
+1. For each writer's folder under ``<state_dir>/journal``, read the records after its
+   settled cursor (``flywheel.journal``). A record is *settled* when its ident has a fate
+   in the fate ledger (``pipelines.fates``), or it was voided (its delivery failed, so it
+   was never acknowledged). The cursor moves past the longest settled prefix; whole
+   segments behind it are deleted; a dead writer's folder goes once all of it is settled.
+2. *Re-delivery.* A record with no fate is produced again (a plain producer, no journal:
+   it is in the journal already) when
+   - the embedded broker started a new epoch after the record was written (the broker
+     forgot it, and what the stream job made of it), or
+   - its writer is dead and it is older than ``journal.redeliver_after_s`` (the writer
+     may have died between the journal and Kafka).
+   Each record is re-delivered at most once per epoch (``<state_dir>/run/settler.json``).
+   A repeat is harmless: the stream job drops a second copy of an ``event_id`` to the
+   duplicates topic, and the ledger keeps the first fate.
+3. Torn tails are reported once each; the good prefix before a tear is kept and settled
+   like any other.
+
+Only one settler runs at a time (a lock next to the journal); the writers never wait for it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flywheel.files import write_json_atomic
+from flywheel.journal import RECORD, VOID, Framed, Position, Tear, trim, unsettled, writer_alive
+from flywheel.layout import StateLayout
+
+
+@dataclass
+class SettleReport:
+    writers: int = 0
+    unsettled: int = 0  # records with no fate yet (after this pass)
+    oldest_unsettled_s: float | None = None
+    trimmed: int = 0  # records settled and trimmed by this pass
+    redelivered: int = 0
+    redelivery_failed: int = 0
+    removed_writers: int = 0
+    tears: list[str] = field(default_factory=list)
+    epoch: int = 0
+    skipped: bool = False  # another settler held the lock
+
+    def describe(self) -> str:
+        if self.skipped:
+            return "another settler is running"
+        age = f", oldest {self.oldest_unsettled_s:.0f}s" if self.oldest_unsettled_s is not None else ""
+        return (
+            f"journal: {self.unsettled} unsettled{age} in {self.writers} writer(s); trimmed {self.trimmed}, "
+            f"re-delivered {self.redelivered}"
+            + (f" ({self.redelivery_failed} failed)" if self.redelivery_failed else "")
+            + (f"; {len(self.tears)} torn tail(s)" if self.tears else "")
+        )
+
+
+@dataclass
+class SettlerState:
+    """What the settler remembers between passes: the epoch it last re-delivered for, and
+    per writer the position up to which it re-delivered in that epoch."""
+
+    epoch_id: str | None = None
+    redelivered_upto: dict[str, list[int]] = field(default_factory=dict)
+    tears_reported: list[str] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=lambda: {"trimmed": 0, "redelivered": 0})
+    last: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> SettlerState:
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                data.get("epoch_id"),
+                dict(data.get("redelivered_upto", {})),
+                list(data.get("tears_reported", [])),
+                dict(data.get("totals", {"trimmed": 0, "redelivered": 0})),
+                dict(data.get("last", {})),
+            )
+        except FileNotFoundError:
+            return cls()
+        except (OSError, ValueError, TypeError, AttributeError):
+            return cls()  # a torn state only means re-delivering once more: harmless
+
+    def save(self, path: Path) -> None:
+        write_json_atomic(path, self.__dict__)
+
+
+def read_state(settings) -> SettlerState:
+    return SettlerState.load(StateLayout.of(settings).settler_state)
+
+
+def settle(settings, log=print, now: float | None = None) -> SettleReport:
+    """One pass (see the module docstring). Never raises for a broker that is down: what
+    could not be re-delivered is tried again next pass."""
+    from flywheel.broker import read_epoch
+    from pipelines.fates import FateLedger
+
+    layout = StateLayout.of(settings)
+    root = layout.journal
+    report = SettleReport()
+    if not root.is_dir():
+        return report
+    lock = open(root / "settler.lock", "a+b")  # noqa: SIM115 - closed in finally
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            report.skipped = True
+            return report
+        now = time.time() if now is None else now
+        state = SettlerState.load(layout.settler_state)
+        epoch = read_epoch(settings.state_dir) if settings.embedded_broker else None
+        if epoch is not None:
+            report.epoch = epoch.number
+            if state.epoch_id != epoch.id:
+                state.epoch_id, state.redelivered_upto = epoch.id, {}
+        ledger = FateLedger.of(settings)
+        try:
+            redeliver: list[Framed] = []
+            marks: dict[str, Position] = {}
+            for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+                report.writers += 1
+                again, mark = _settle_writer(folder, ledger, settings, state, epoch, now, report)
+                redeliver += again
+                if mark is not None:
+                    marks[folder.name] = mark
+            if redeliver:
+                failed = _redeliver(settings, redeliver)
+                report.redelivered = len(redeliver) - failed
+                report.redelivery_failed = failed
+                if not failed:
+                    for name, mark in marks.items():
+                        state.redelivered_upto[name] = [mark.segment, mark.offset]
+                    log(f"settler: re-delivered {len(redeliver)} record(s) that had no fate")
+        finally:
+            ledger.close()
+        for tear in report.tears:
+            if tear not in state.tears_reported:
+                log(f"settler: {tear}")
+                state.tears_reported.append(tear)
+        state.tears_reported = state.tears_reported[-100:]
+        state.totals["trimmed"] = state.totals.get("trimmed", 0) + report.trimmed
+        state.totals["redelivered"] = state.totals.get("redelivered", 0) + report.redelivered
+        state.last = {
+            "time": now,
+            "unsettled": report.unsettled,
+            "oldest_unsettled_s": report.oldest_unsettled_s,
+            "writers": report.writers,
+            "epoch": report.epoch,
+        }
+        state.save(layout.settler_state)
+        return report
+    finally:
+        lock.close()
+
+
+def _settle_writer(
+    folder: Path, ledger, settings, state: SettlerState, epoch, now: float, report: SettleReport
+):
+    """Trim one writer's settled prefix; return its records to re-deliver and the mark to
+    remember once they were."""
+    alive = writer_alive(folder)
+    tears: list[Tear] = []
+    frames = list(unsettled(folder, tears))
+    report.tears += [t.describe() for t in tears]
+    voided = {f.entry.ident for f in frames if f.kind == VOID}
+    records = [f for f in frames if f.kind == RECORD]
+    fated = ledger.known(f.entry.ident for f in records)
+    settled_upto: Position | None = None
+    pending: list[Framed] = []
+    for f in frames:
+        done = f.kind == VOID or f.entry.ident in fated or f.entry.ident in voided
+        if not pending and done:
+            settled_upto = f.end
+            if f.kind == RECORD:
+                report.trimmed += 1
+        elif f.kind == RECORD and not done:
+            pending.append(f)
+    if settled_upto is not None:
+        trim(folder, settled_upto)
+    if not pending and not alive:
+        shutil.rmtree(folder, ignore_errors=True)
+        report.removed_writers += 1
+        return [], None
+    report.unsettled += len(pending)
+    if pending:
+        age = now - min(f.written_at for f in pending)
+        report.oldest_unsettled_s = max(report.oldest_unsettled_s or 0.0, age)
+    upto = state.redelivered_upto.get(folder.name)
+    done_upto = Position(*upto) if upto else None
+    again = []
+    for f in pending:
+        if done_upto is not None and not (done_upto < f.end):
+            continue  # re-delivered already in this epoch
+        lost_with_broker = epoch is not None and f.written_at < epoch.started_at
+        orphaned = not alive and now - f.written_at > settings.journal.redeliver_after_s
+        if lost_with_broker or orphaned:
+            again.append(f)
+    return again, (again[-1].end if again else None)
+
+
+def _redeliver(settings, frames: list[Framed]) -> int:
+    """Produce ``frames`` again; return how many Kafka did not confirm."""
+    from confluent_kafka import Producer
+
+    from flywheel.kafka import producer_config
+
+    failed = [0]
+
+    def delivered(err, _msg) -> None:
+        if err is not None:
+            failed[0] += 1
+
+    producer = Producer(producer_config(settings))
+    for f in frames:
+        while True:
+            try:
+                producer.produce(f.entry.topic, key=f.entry.key, value=f.entry.value, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    left = producer.flush(settings.kafka.delivery_timeout_s + 5)
+    return failed[0] + left
