@@ -91,7 +91,7 @@ class JournalSettings(_Section):
     fsync: bool = Field(True, description="fsync each acknowledged batch (off: survives a process kill only)")
     settle_interval_s: float = Field(5.0, gt=0, description="how often `flywheel run` settles and trims")
     redeliver_after_s: float = Field(
-        600.0, gt=0, description="re-deliver a dead writer's record with no fate after this long"
+        600.0, gt=0, description="re-deliver a record that has no fate after this long (once)"
     )
     rotate_broker_mb: int | None = Field(
         1024,

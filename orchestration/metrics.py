@@ -119,6 +119,7 @@ class StateCollector(Collector):
             ("stream_job", self._stream_job),
             ("review_queue", self._review),
             ("models", self._models),
+            ("durability", self._durability),
         ):
             if source == "dlq" and not kafka_up:  # the same broker: do not wait for it twice
                 up.add_metric([source], 0)
@@ -195,6 +196,27 @@ class StateCollector(Collector):
             behind = sum(max(0, end - max(committed.get(p, 0), 0)) for p, end in ends.get(topic, {}).items())
             lag.add_metric([group, topic.rsplit(".", 1)[-1]], behind)
         yield lag
+
+    def _durability(self):
+        from pipelines.settler import durability
+
+        d = durability(self.settings)
+        epoch = GaugeMetricFamily("flywheel_broker_epoch", "embedded broker starts in this state dir")
+        epoch.add_metric([], d.epoch or 0)
+        unsettled = GaugeMetricFamily(
+            "flywheel_journal_unsettled", "acknowledged records without a recorded fate (last settler pass)"
+        )
+        unsettled.add_metric([], d.unsettled or 0)
+        size = GaugeMetricFamily("flywheel_journal_bytes", "bytes held by the edge journal")
+        size.add_metric([], d.journal_bytes)
+        redelivered = GaugeMetricFamily(
+            "flywheel_journal_redelivered", "records re-delivered from the journal after broker restarts"
+        )
+        redelivered.add_metric([], d.redelivered_total)
+        fates = GaugeMetricFamily("flywheel_fates", "recorded fates by kind", labels=["fate"])
+        for fate, n in d.fates.items():
+            fates.add_metric([fate], n)
+        return [epoch, unsettled, size, redelivered, fates]
 
     def _dlq(self):
         reasons = GaugeMetricFamily(

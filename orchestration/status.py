@@ -27,6 +27,16 @@ def part_health(settings) -> dict[str, str]:
                 out[name] = "stopped (`flywheel run` is not running)"
             else:
                 out[name] = ("running" if h.running else "restarting") + f", {h.restarts} restarts"
+    if health is not None and (health.broker.get("restarts") or health.broker.get("rotations")):
+        b = health.broker
+        recovery = b.get("last_recovery_s")
+        out["broker"] += f"; restarted {b.get('restarts', 0)}x, rotated {b.get('rotations', 0)}x" + (
+            f", last back in {recovery:.1f}s" if recovery is not None else ""
+        )
+    from pipelines.settler import durability
+
+    for i, line in enumerate(durability(settings).lines()):
+        out[f"durability {i + 1}" if i else "durability"] = line
     job = stream_job_health(settings)
     if job is not None:
         out["stream"] = f"{out['stream']}; {job}"

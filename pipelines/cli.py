@@ -262,8 +262,21 @@ def stream_stats(ctx: typer.Context) -> None:
             f"{a.redelivered:,} output records were delivered twice after a restart and are "
             "counted once (see pipelines/stats.py)"
         )
+    from pipelines.settler import durability
+
+    state = durability(settings_of(ctx))
+    for line in state.lines():
+        console.print(line)
     if a.balanced:
-        console.print(f"balanced: raw {a.raw:,} = clean + review + dlq + duplicates {a.accounted:,}")
+        fresh = state.epoch is not None and state.epoch > 1
+        console.print(
+            f"balanced: raw {a.raw:,} = clean + review + dlq + duplicates {a.accounted:,}"
+            + (
+                f" (topics of broker epoch {state.epoch} only: earlier ones are in the fates above)"
+                if fresh
+                else ""
+            )
+        )
         return
     console.print(
         f"NOT balanced: raw {a.raw:,} vs accounted {a.accounted:,} ({a.in_flight:+,} "

@@ -12,8 +12,8 @@ One pass (``settle``), run every ``journal.settle_interval_s`` by ``flywheel run
    it is in the journal already) when
    - the embedded broker started a new epoch after the record was written (the broker
      forgot it, and what the stream job made of it), or
-   - its writer is dead and it is older than ``journal.redeliver_after_s`` (the writer
-     may have died between the journal and Kafka).
+   - it is older than ``journal.redeliver_after_s`` (its writer may have died between the
+     journal and Kafka, or an external broker lost it: nothing else tells).
    Each record is re-delivered at most once per epoch (``<state_dir>/run/settler.json``).
    A repeat is harmless: the stream job drops a second copy of an ``event_id`` to the
    duplicates topic, and the ledger keeps the first fate.
@@ -201,8 +201,8 @@ def _settle_writer(
         if done_upto is not None and not (done_upto < f.end):
             continue  # re-delivered already in this epoch
         lost_with_broker = epoch is not None and f.written_at < epoch.started_at
-        orphaned = not alive and now - f.written_at > settings.journal.redeliver_after_s
-        if lost_with_broker or orphaned:
+        overdue = now - f.written_at > settings.journal.redeliver_after_s
+        if lost_with_broker or overdue:
             again.append(f)
     return again, (again[-1].end if again else None)
 
@@ -229,3 +229,78 @@ def _redeliver(settings, frames: list[Framed]) -> int:
                 producer.poll(0.05)
     left = producer.flush(settings.kafka.delivery_timeout_s + 5)
     return failed[0] + left
+
+
+@dataclass
+class Durability:
+    """What ``flywheel status``, ``flywheel stream stats`` and ``/metrics`` say about it:
+    the broker's epoch, the journal's backlog, what was re-delivered, the recorded fates."""
+
+    epoch: int | None
+    epoch_started_at: float | None
+    unsettled: int | None
+    oldest_unsettled_s: float | None
+    settled_at: float | None
+    trimmed_total: int
+    redelivered_total: int
+    fates: dict[str, int]
+    journal_bytes: int
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.epoch is not None:
+            restarts = self.epoch - 1
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.epoch_started_at or 0))
+            out.append(
+                f"embedded broker epoch {self.epoch} (started {since}; {restarts} restart(s) or rotation(s) "
+                "before it: its topics hold only what came after)"
+            )
+        if self.unsettled is None:
+            out.append("journal: no settler pass yet (the ingestor runs it)")
+        else:
+            age = f", oldest {self.oldest_unsettled_s:.0f}s" if self.oldest_unsettled_s else ""
+            ago = time.time() - (self.settled_at or 0)
+            out.append(
+                f"journal: {self.unsettled:,} acknowledged record(s) without a fate yet{age} "
+                f"({self.journal_bytes / 2**20:.1f} MB); last settled {ago:.0f}s ago; "
+                f"{self.redelivered_total:,} re-delivered after broker restarts, "
+                f"{self.trimmed_total:,} settled"
+            )
+        out.append("recorded fates: " + ", ".join(f"{k} {v:,}" for k, v in self.fates.items()))
+        return out
+
+
+def durability(settings) -> Durability:
+    from flywheel.broker import read_epoch
+    from flywheel.errors import BrokerError
+    from flywheel.journal import journal_bytes
+    from pipelines.fates import FATES, FateLedger
+
+    layout = StateLayout.of(settings)
+    epoch = None
+    if settings.embedded_broker:
+        try:
+            epoch = read_epoch(settings.state_dir)
+        except BrokerError:
+            epoch = None
+    state = read_state(settings)
+    if layout.fates.is_file():
+        ledger = FateLedger.of(settings)
+        try:
+            fates = ledger.counts()
+        finally:
+            ledger.close()
+    else:
+        fates = {**dict.fromkeys(FATES, 0), "repeats": 0}
+    last = state.last
+    return Durability(
+        epoch.number if epoch else None,
+        epoch.started_at if epoch else None,
+        last.get("unsettled"),
+        last.get("oldest_unsettled_s"),
+        last.get("time"),
+        state.totals.get("trimmed", 0),
+        state.totals.get("redelivered", 0),
+        fates,
+        journal_bytes(layout.journal),
+    )

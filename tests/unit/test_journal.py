@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -39,7 +40,7 @@ def test_round_trip_keeps_order_kinds_and_keyless_records(tmp_path):
     assert [f.kind for f in frames] == [RECORD] * 4 + [VOID]
     assert frames[3].entry.key is None and frames[3].entry.value == b""
     assert frames[0].entry == entries(1)[0]
-    assert all(a.end == b.at for a, b in zip(frames, frames[1:], strict=False))
+    assert all(a.end == b.at for a, b in itertools.pairwise(frames))
 
 
 @pytest.mark.parametrize("cut", [1, 5, 12, 20, -1])
@@ -89,7 +90,7 @@ def test_spool_full_refuses_and_writes_nothing(tmp_path):
     w = JournalWriter(tmp_path, max_bytes=2000)
     w.append(entries(5, size=100))
     before = journal_bytes(tmp_path)
-    with pytest.raises(SpoolFull, match="journal.max_bytes"):
+    with pytest.raises(SpoolFull, match=r"journal\.max_bytes"):
         w.append(entries(20, size=100))
     assert journal_bytes(tmp_path) == before
 

@@ -1,0 +1,38 @@
+"""The chaos drill, short (issue 26): ``flywheel run`` on embedded defaults under HTTP and
+SDK traffic; the broker is SIGKILLed twice, the stream job, the ingestor and the HTTP app
+once each; afterwards every acknowledged event has exactly one recorded fate and none is
+missing. No timing is asserted (times are printed); ``bench/bench_soak.py`` runs it for hours."""
+
+from __future__ import annotations
+
+from bench.chaos import Drill, Kill
+
+
+def test_chaos_drill_every_acknowledged_event_reaches_one_fate(tmp_path):
+    drill = Drill(tmp_path, rate=30, batch=6)
+    drill.start()
+    try:
+        kills = [
+            Kill(30, "broker"),
+            Kill(100, "stream"),
+            Kill(150, "ingest"),
+            Kill(185, "http"),
+            Kill(220, "broker"),
+        ]
+        drill.run(280, kills, sample_every_s=60)
+        report = drill.account(timeout_s=300)
+    finally:
+        rc = drill.stop()
+    print(
+        f"acknowledged {report.acknowledged}, refused {report.refused}, fates {report.fates}; "
+        + "; ".join(f"{k.part} back in {k.recovered_s:.1f}s" for k in report.kills if k.recovered_s)
+    )
+    assert len(report.kills) == 5 and all(k.pid for k in report.kills)
+    assert report.acknowledged > 1000
+    assert report.missing == [], (
+        f"{len(report.missing)} acknowledged event(s) without a fate: {report.missing[:10]}"
+    )
+    assert sum(report.fates.values()) == report.acknowledged
+    assert report.fates.get("clean") and report.fates.get("review") and report.fates.get("dlq")
+    assert report.repeats > 0  # the resent batches: their copies went to the duplicates topic
+    assert rc == 0
