@@ -282,7 +282,7 @@ class ReviewQueue:
         if not path.is_file():
             return
         rows = []
-        for line in path.read_text().splitlines():
+        for line in path.read_text().split("\n"):
             if line.strip():
                 entry = json.loads(line)
                 rows.append((entry["event_id"], entry["label"], entry.get("reviewer", "reviewer")))

@@ -243,7 +243,10 @@ def read_table(path: str | Path, needs: str):
         raise DataError(f"{path} is not a file; give a JSONL or CSV file with {needs}")
     try:
         if path.suffix in (".jsonl", ".json"):
-            frame = pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+            # lines end at "\n" only: str.splitlines also splits inside JSON strings holding
+            # U+0085 or U+2028 (as tweets do), which JSON leaves unescaped
+            lines = path.read_text().split("\n")
+            frame = pd.DataFrame([json.loads(line) for line in lines if line.strip()])
         elif path.suffix == ".csv":
             frame = pd.read_csv(path)
         else:

@@ -268,3 +268,19 @@ def test_quarantine_judges_types_not_just_values():
     }
     _, report = check_batch(frame.iloc[1:], LABELS, DataGateSettings(min_per_class=0), TEXT)
     assert not report.success and "batch not empty after quarantine" in report.text()  # nothing left
+
+
+def test_jsonl_lines_end_at_newline_only(tmp_path):
+    """A text holding U+0085 or U+2028 (JSON leaves them unescaped) is one line, not three."""
+    import json
+
+    from flywheel.tasks.base import read_table
+
+    path = tmp_path / "rows.jsonl"
+    rows = [
+        {"sample_id": "a", "text": "one\x85two\u2028three", "label": "x"},
+        {"sample_id": "b", "text": "b", "label": "y"},
+    ]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    frame = read_table(path, "text and label columns")
+    assert list(frame["text"]) == ["one\x85two\u2028three", "b"]
