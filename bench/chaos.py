@@ -100,7 +100,16 @@ def _rss_mb(pid: int | None) -> float | None:
 
 
 class Drill:
-    def __init__(self, workdir: Path, rate: float = 50.0, batch: int = 10, log=print, **settings_extra):
+    def __init__(
+        self,
+        workdir: Path,
+        rate: float = 50.0,
+        batch: int = 10,
+        log=print,
+        external_broker: str | None = None,
+        **settings_extra,
+    ):
+        """``external_broker``: ``kafka.bootstrap_servers`` of a broker this loop does not own."""
         from flywheel.broker import free_port
         from flywheel.settings import load_settings
 
@@ -108,11 +117,14 @@ class Drill:
         self.log = log
         self.rate, self.batch = rate, batch
         extra = {"run": {"check_interval_s": 3600, "metrics_port": None}, **settings_extra}
+        kafka = {"delivery_timeout_s": 10}
+        if external_broker:
+            kafka["bootstrap_servers"] = external_broker
         self.settings = load_settings(
             state_dir=self.workdir / "state",
             broker={"port": free_port()},
             http={"port": free_port()},
-            kafka={"delivery_timeout_s": 10},
+            kafka=kafka,
             **extra,
         )
         self.config = self.settings.write_resolved(self.workdir / "flywheel.yaml")

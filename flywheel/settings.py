@@ -93,6 +93,9 @@ class JournalSettings(_Section):
     redeliver_after_s: float = Field(
         600.0, gt=0, description="re-deliver a record that has no fate after this long (once)"
     )
+    fates_retention_days: float = Field(
+        30.0, gt=0, description="keep recorded fates this long (the journal needs them only until trimmed)"
+    )
     rotate_broker_mb: int | None = Field(
         1024,
         ge=64,

@@ -109,5 +109,10 @@ class FateLedger:
         counts["repeats"] = self.db.execute("SELECT COALESCE(SUM(repeats), 0) FROM fates").fetchone()[0]
         return counts
 
+    def prune(self, before: float) -> int:
+        """Forget fates recorded before ``before`` (unix time); dead letters are kept."""
+        with self.db:
+            return self.db.execute("DELETE FROM fates WHERE at < ?", (before,)).rowcount
+
     def close(self) -> None:
         self.db.close()

@@ -303,7 +303,9 @@ class Ingestor:
         journal and re-delivers what the broker lost, every ``journal.settle_interval_s``."""
         from pipelines.settler import settle
 
-        while not self.stop_event.wait(self.settings.journal.settle_interval_s):
+        pause = self.settings.journal.settle_interval_s
+        while not self.stop_event.wait(pause):
+            started = time.monotonic()
             try:
                 report = settle(self.settings, log=self.log)
             except Exception as exc:  # noqa: BLE001 - reported; the next pass tries again
@@ -311,6 +313,8 @@ class Ingestor:
                 continue
             if report.redelivered or report.redelivery_failed:
                 self.log(f"settler: {report.describe()}")
+            # a long backlog makes a pass slow: never spend more than a tenth of the time on it
+            pause = max(self.settings.journal.settle_interval_s, 10 * (time.monotonic() - started))
 
     def _other_fates(self, batch: list) -> tuple[list, list, dict[str, str]]:
         """The review records (for the queue), the fates of review, dead-letter and duplicate
@@ -359,13 +363,15 @@ class Ingestor:
         return records
 
     def _prune(self, now: datetime) -> None:
-        """Once an hour: forget served predictions past ``monitor.retention_days``."""
+        """Once an hour: forget served predictions past ``monitor.retention_days`` and fates
+        past ``journal.fates_retention_days``."""
         from datetime import timedelta
 
         if time.monotonic() - self._pruned_at < 3600:
             return
         self._pruned_at = time.monotonic()
         self.ledger.prune(now - timedelta(days=self.settings.monitor.retention_days))
+        self.fates.prune(time.time() - self.settings.journal.fates_retention_days * 86400)
 
     def _write(self, rows: list[dict], offsets) -> None:
         """One online write (``feature_repo.online_write``), then one offline parquet file."""

@@ -36,3 +36,29 @@ def test_chaos_drill_every_acknowledged_event_reaches_one_fate(tmp_path):
     assert report.fates.get("clean") and report.fates.get("review") and report.fates.get("dlq")
     assert report.repeats > 0  # the resent batches: their copies went to the duplicates topic
     assert rc == 0
+
+
+def test_chaos_drill_with_an_external_broker(tmp_path):
+    """The same accounting with ``kafka.bootstrap_servers`` set: a separately started broker
+    stands in for the external one (never killed: it is not the loop's); its parts are."""
+    from flywheel.broker import EmbeddedBroker, free_port
+
+    external = EmbeddedBroker(tmp_path / "external", port=free_port())
+    external.start()
+    try:
+        drill = Drill(tmp_path / "loop", rate=30, batch=6, external_broker=external.address)
+        drill.start()
+        try:
+            kills = [Kill(20, "stream"), Kill(70, "ingest"), Kill(100, "http")]
+            drill.run(140, kills, sample_every_s=60)
+            report = drill.account(timeout_s=300)
+        finally:
+            rc = drill.stop()
+        assert external.status().running  # `flywheel run` left the external broker alone
+    finally:
+        external.stop()
+    print(f"external broker: acknowledged {report.acknowledged}, fates {report.fates}")
+    assert len(report.kills) == 3 and report.acknowledged > 500
+    assert report.missing == [], report.missing[:10]
+    assert sum(report.fates.values()) == report.acknowledged
+    assert rc == 0
