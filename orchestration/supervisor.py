@@ -77,6 +77,10 @@ class Supervisor:
         from flywheel.broker import for_settings
         from flywheel.kafka import ensure_topics
 
+        if any(p.name == "http" for p in self.parts):
+            from pipelines.http_api import check_exposure
+
+            check_exposure(self.settings)  # before anything starts: a clear error, not a crash loop
         self._instance_lock = hold_instance_lock(
             StateLayout.of(self.settings).supervisor_lock, "`flywheel run`"
         )

@@ -34,6 +34,7 @@ from flywheel.journal import JournalWriteError, SpoolFull
 from flywheel.jsonstrict import JsonProblem, loads_json
 from flywheel.names import MODEL_NAME_PATTERN
 from flywheel.settings import Settings
+from pipelines.http_guard import foreign_origin, is_json, is_loopback
 
 # ---- the predict contract ------------------------------------------------------------------
 
@@ -132,8 +133,10 @@ class Predictor(Protocol):
 def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {
         401: "missing or wrong bearer token",
+        403: "a browser page of another origin (Origin header) may not write",
         404: "no such model, or it has no champion",
         413: "body or batch too large",
+        415: "the body must be sent as application/json",
         422: "invalid JSON or invalid content: every problem listed",
         503: "Kafka or the model is unavailable; retry",
     }
@@ -220,6 +223,14 @@ def create_app(
                 return None, error(
                     401, "unauthorized", "send 'Authorization: Bearer <token>' with the configured token"
                 )
+        if not is_json(request.headers.get("content-type")):
+            return None, error(
+                415, "json_only", "send the body as JSON, with 'Content-Type: application/json'"
+            )
+        if foreign_origin(request.headers.get("origin"), request.headers.get("host")):
+            return None, error(
+                403, "cross_site", "a web page of another origin may not write here; send from a server"
+            )
         declared = request.headers.get("content-length")
         if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
             return None, error(
@@ -268,7 +279,7 @@ def create_app(
         "/v1/feedback",
         status_code=202,
         response_model=Accepted,
-        responses=_responses(*auth, 413, 422, 503),
+        responses=_responses(*auth, 403, 413, 415, 422, 503),
         summary="submit one feedback event or a batch",
         openapi_extra={
             **guarded,
@@ -344,7 +355,7 @@ def create_app(
     @app.post(
         "/v1/predict",
         response_model=PredictResponse,
-        responses=_responses(*auth, 404, 413, 422, 503),
+        responses=_responses(*auth, 403, 404, 413, 415, 422, 503),
         summary="predict with a model's champion",
         openapi_extra={
             **guarded,
@@ -493,8 +504,22 @@ def _shadow(predictor: Predictor, get_log, req: PredictRequest, served_records: 
         )
 
 
+def check_exposure(settings: Settings) -> None:
+    """Refuse to serve beyond loopback without a token: anyone who can reach the port could
+    post training labels. ConfigError saying what to set."""
+    from flywheel.errors import ConfigError
+
+    if settings.http.auth_token is None and not is_loopback(settings.http.host):
+        raise ConfigError(
+            f"http.host is {settings.http.host!r}, reachable beyond this machine, and http.auth_token "
+            "is unset: anyone reaching the port could post training labels. Set http.auth_token "
+            "(FLYWHEEL_HTTP__AUTH_TOKEN, 16+ random characters) or bind http.host to 127.0.0.1"
+        )
+
+
 def serve(settings: Settings, predictor: Predictor | None = None) -> None:
     import uvicorn
 
+    check_exposure(settings)
     app = create_app(settings, predictor=predictor)
     uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_level="info")

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flywheel.errors import BrokerError, FlywheelError
 from pipelines import review
+from pipelines.http_guard import foreign_origin, is_json
 from pipelines.review_queue import Item, ReviewError, ReviewQueue
 
 COOKIE = "flywheel_reviewer"
@@ -132,15 +133,10 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
 
     def cross_site(request: Request) -> bool:
         """A browser's write from another origin (its Origin header names another host)."""
-        origin = request.headers.get("origin")
-        if origin is None:
-            return False
-        from urllib.parse import urlsplit
-
-        return urlsplit(origin).netloc != request.headers.get("host", "")
+        return foreign_origin(request.headers.get("origin"), request.headers.get("host"))
 
     def not_json(request: Request) -> bool:
-        return not request.headers.get("content-type", "").startswith("application/json")
+        return not is_json(request.headers.get("content-type"))
 
     def who(request: Request, writing: bool) -> tuple[str | None, JSONResponse | None]:
         if not settings.review.reviewers:

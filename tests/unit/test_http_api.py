@@ -28,6 +28,9 @@ class FakeClient:
         pass
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 @pytest.fixture
 def fake():
     return FakeClient()
@@ -76,7 +79,7 @@ def test_bad_confidence_is_422_naming_the_field_and_nothing_is_sent(fake):
     ],
 )
 def test_unparsable_bodies_are_422_with_the_reason(fake, body, code):
-    r = app_with(fake).post("/v1/feedback", content=body)
+    r = app_with(fake).post("/v1/feedback", content=body, headers=JSON)
     assert r.status_code == 422 and r.json()["error"] == code, r.text
     assert fake.sent == []
 
@@ -89,7 +92,9 @@ def test_empty_and_too_many(fake):
 
 def test_body_limit(fake):
     api = app_with(fake, max_body_bytes=2048)
-    r = api.post("/v1/feedback", content=json.dumps([make_event(i) for i in range(20)]).encode())
+    r = api.post(
+        "/v1/feedback", content=json.dumps([make_event(i) for i in range(20)]).encode(), headers=JSON
+    )
     assert r.status_code == 413 and "2048" in r.json()["message"]
 
 
@@ -107,3 +112,40 @@ def test_undelivered_events_are_503_with_ids():
     r = app_with(FakeClient(fail=True)).post("/v1/feedback", json=make_event(5))
     assert r.status_code == 503
     assert r.json()["failed"] == [{"event_id": "evt-000005", "error": "timed out"}]
+
+
+@pytest.mark.parametrize("path", ["/v1/feedback", "/v1/predict"])
+def test_cross_site_writes_are_refused(fake, path):
+    """Issue 27, item 3: any web page could post training labels with a simple request."""
+    api = app_with(fake)
+    body = json.dumps(make_event(1)).encode()
+    # a form or text/plain POST: what a page of another site can send without a preflight
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data", None):
+        headers = {"Content-Type": ctype} if ctype else {}
+        r = api.post(path, content=body, headers=headers)
+        assert r.status_code == 415 and r.json()["error"] == "json_only", (ctype, r.text)
+    evil = api.post(path, content=body, headers={**JSON, "Origin": "https://evil.example"})
+    assert evil.status_code == 403 and evil.json()["error"] == "cross_site"
+    opaque = api.post(path, content=body, headers={**JSON, "Origin": "null"})
+    assert opaque.status_code == 403
+    assert fake.sent == []
+    # the same origin, and clients that are not browsers (no Origin), still write
+    same = api.post("/v1/feedback", content=body, headers={**JSON, "Origin": "http://testserver"})
+    assert same.status_code == 202
+    assert (
+        api.post(
+            "/v1/feedback", content=body, headers={"content-type": "Application/JSON; charset=utf-8"}
+        ).status_code
+        == 202
+    )
+
+
+def test_no_open_server_beyond_loopback_without_a_token():
+    from flywheel.errors import ConfigError
+    from pipelines.http_api import check_exposure
+
+    with pytest.raises(ConfigError, match=r"http\.auth_token"):
+        check_exposure(load_settings(http={"host": "0.0.0.0"}))
+    check_exposure(load_settings(http={"host": "0.0.0.0", "auth_token": "a" * 20}))
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        check_exposure(load_settings(http={"host": host}))
