@@ -360,6 +360,11 @@ class HttpSettings(_Section):
     auth_token: SecretStr | None = Field(None, description="require 'Authorization: Bearer <token>'")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_batch: int = Field(1000, ge=1)
+    body_timeout_s: float = Field(30.0, gt=0, description="a request body must arrive within this (408)")
+    header_timeout_s: float = Field(10.0, gt=0, description="request headers must arrive within this")
+    max_connections: int = Field(
+        200, ge=2, description="connections held at once; past it the oldest still sending headers goes"
+    )
 
 
 class Reviewer(_Section):

@@ -34,7 +34,10 @@ from flywheel.journal import JournalWriteError, SpoolFull
 from flywheel.jsonstrict import JsonProblem, loads_json
 from flywheel.names import MODEL_NAME_PATTERN
 from flywheel.settings import Settings
-from pipelines.http_guard import foreign_origin, is_json, is_loopback
+from pipelines.http_guard import BodyProblem, foreign_origin, is_json, is_loopback, read_body
+
+MAX_PROBLEMS = 100  # an error reply lists at most this many problems, and counts the rest
+
 
 # ---- the predict contract ------------------------------------------------------------------
 
@@ -84,8 +87,9 @@ class ErrorBody(BaseModel):
     error: str
     message: str
     errors: list[ProblemOut] | None = Field(
-        None, description="422 invalid_event/invalid_request: each problem"
+        None, description=f"422 invalid_event/invalid_request: the first {MAX_PROBLEMS} problems"
     )
+    errors_total: int | None = Field(None, description="422: how many problems there were in all")
     accepted: list[str] | None = Field(None, description="503 not_delivered: ids Kafka confirmed")
     failed: list[FailedOut] | None = Field(None, description="503 not_delivered: ids to resend")
 
@@ -159,7 +163,6 @@ def create_app(
     from starlette.concurrency import run_in_threadpool
 
     from pipelines.http_metrics import FEEDBACK, PREDICTIONS
-    from pipelines.review import review_claims
     from pipelines.review_api import ReviewAnswerIn, ReviewWorker, add_review_routes
 
     state: dict[str, Any] = {"client": client, "log": prediction_log, "queue": None}
@@ -231,16 +234,10 @@ def create_app(
             return None, error(
                 403, "cross_site", "a web page of another origin may not write here; send from a server"
             )
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-            return None, error(
-                413, "too_large", f"body is {declared} bytes; the limit is {limit}; split the batch"
-            )
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                return None, error(413, "too_large", f"body exceeds {limit} bytes; split the batch")
+        try:
+            body = await read_body(request, limit, settings.http.body_timeout_s)
+        except BodyProblem as exc:
+            return None, error(exc.status, exc.code, exc.message)
         try:  # in a worker thread: a big body must not stall the event loop
             return await run_in_threadpool(loads_json, bytes(body)), None
         except UnicodeDecodeError as exc:
@@ -314,24 +311,17 @@ def create_app(
             return error(
                 413, "too_many", f"{len(items)} events; at most {settings.http.max_batch} per request"
             )
-        events: list[FeedbackEvent] = []
-        problems: list[dict[str, Any]] = []
-        for index, item in enumerate(items):
-            try:
-                events.append(validate_event(item))
-            except InvalidEventError as exc:
-                for field, message in exc.problems:
-                    problems.append({"index": index, "field": field, "message": message})
-                continue
-            for field, message in review_claims(events[-1]):
-                problems.append({"index": index, "field": field, "message": message})
-        if problems:
+        # in a worker thread: a batch with a million problems costs seconds of CPU
+        events, problems, total, bad_items = await run_in_threadpool(_validate_batch, items)
+        if total:
             FEEDBACK.labels("invalid").inc(len(items))
             return error(
                 422,
                 "invalid_event",
-                f"{len({p['index'] for p in problems})} invalid event(s); nothing was sent",
+                f"{bad_items} invalid event(s) with {total} problem(s), the first {len(problems)} listed; "
+                "nothing was sent",
                 errors=problems,
+                errors_total=total,
             )
         try:
             result = await run_in_threadpool(lambda: get_client().submit_many(events))
@@ -377,16 +367,21 @@ def create_app(
         try:  # in a worker thread: each image is decoded whole to be checked
             req = await run_in_threadpool(PredictRequest.model_validate, data)
         except ValidationError as exc:
+            found = exc.errors(include_url=False)
             problems = [
                 {
                     "index": _index(e["loc"]),
-                    "field": ".".join(str(p) for p in e["loc"]) or "<body>",
-                    "message": e["msg"],
+                    "field": ".".join(str(p) for p in e["loc"])[:200] or "<body>",
+                    "message": e["msg"][:500],
                 }
-                for e in exc.errors(include_url=False)
+                for e in found[:MAX_PROBLEMS]
             ]
             return error(
-                422, "invalid_request", f"{len(problems)} problem(s); nothing was predicted", errors=problems
+                422,
+                "invalid_request",
+                f"{len(found)} problem(s); nothing was predicted",
+                errors=problems,
+                errors_total=len(found),
             )
         if predictor is None:
             return error(503, "not_serving", "this app was started without a predictor; run `flywheel serve`")
@@ -467,6 +462,31 @@ def create_app(
     return app
 
 
+def _validate_batch(items: list) -> tuple[list[FeedbackEvent], list[dict[str, Any]], int, int]:
+    """The valid events, the first MAX_PROBLEMS problems (field and message cut short), how
+    many problems in all and in how many items."""
+    from pipelines.review import review_claims
+
+    events: list[FeedbackEvent] = []
+    problems: list[dict[str, Any]] = []
+    total, bad_items = 0, 0
+    for index, item in enumerate(items):
+        try:
+            event = validate_event(item)
+            found = list(review_claims(event))
+        except InvalidEventError as exc:
+            found = exc.problems
+            event = None
+        if found:
+            bad_items += 1
+            total += len(found)
+            for field, message in found[: max(0, MAX_PROBLEMS - len(problems))]:
+                problems.append({"index": index, "field": str(field)[:200], "message": str(message)[:500]})
+        elif event is not None:
+            events.append(event)
+    return events, problems, total, bad_items
+
+
 def _index(loc: tuple) -> int:
     """The input a validation error is about (0 for the request itself)."""
     return loc[1] if len(loc) > 1 and loc[0] == "inputs" and isinstance(loc[1], int) else 0
@@ -522,4 +542,13 @@ def serve(settings: Settings, predictor: Predictor | None = None) -> None:
 
     check_exposure(settings)
     app = create_app(settings, predictor=predictor)
-    uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_level="info")
+    from pipelines.http_server import protocol_for
+
+    uvicorn.run(
+        app,
+        host=settings.http.host,
+        port=settings.http.port,
+        log_level="info",
+        http=protocol_for(settings),  # header deadline and connection cap (pipelines/http_server.py)
+        h11_max_incomplete_event_size=64 * 1024,  # request line and headers: 64 KiB at most
+    )

@@ -39,3 +39,47 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+class BodyProblem(Exception):
+    """The body could not be read: ``status``, ``code`` and what to do (an error reply)."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+async def read_body(request, limit: int, deadline_s: float) -> bytes:
+    """The request body, at most ``limit`` bytes, read within ``deadline_s`` (a client that
+    trickles its body holds a connection and a task; it gets 408). A client that goes away
+    mid-body is logged in one line, not a traceback. Raises BodyProblem."""
+    import asyncio
+    import logging
+
+    from starlette.requests import ClientDisconnect
+
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise BodyProblem(
+            413, "too_large", f"body is {declared} bytes; the limit is {limit}; split the batch"
+        )
+    body = bytearray()
+    try:
+        async with asyncio.timeout(deadline_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise BodyProblem(413, "too_large", f"body exceeds {limit} bytes; split the batch")
+    except TimeoutError:
+        raise BodyProblem(
+            408,
+            "body_timeout",
+            f"the body did not arrive within {deadline_s:.0f}s (http.body_timeout_s); resend",
+        ) from None
+    except ClientDisconnect:
+        client = request.client.host if request.client else "?"
+        logging.getLogger("flywheel.http").info(
+            "client %s went away after %d bytes of %s %s", client, len(body), request.method, request.url.path
+        )
+        raise BodyProblem(400, "client_disconnect", "the client went away before the body ended") from None
+    return bytes(body)

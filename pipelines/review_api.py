@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flywheel.errors import BrokerError, FlywheelError
 from pipelines import review
-from pipelines.http_guard import foreign_origin, is_json
+from pipelines.http_guard import BodyProblem, foreign_origin, is_json, read_body
 from pipelines.review_queue import Item, ReviewError, ReviewQueue
 
 COOKIE = "flywheel_reviewer"
@@ -166,15 +166,14 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
     async def body(request: Request) -> tuple[dict, JSONResponse | None]:
         from flywheel.jsonstrict import JsonProblem, loads_json
 
-        too_large = error(413, "too_large", f"a review request is a JSON object under {BODY_LIMIT} bytes")
-        declared = request.headers.get("content-length", "")
-        if declared.isascii() and declared.isdigit() and int(declared) > BODY_LIMIT:
-            return {}, too_large
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > BODY_LIMIT:
-                return {}, too_large
+        try:
+            raw = await read_body(request, BODY_LIMIT, settings.http.body_timeout_s)
+        except BodyProblem as exc:
+            if exc.status == 413:
+                return {}, error(
+                    413, "too_large", f"a review request is a JSON object under {BODY_LIMIT} bytes"
+                )
+            return {}, error(exc.status, exc.code, exc.message)
         try:
             data = loads_json(bytes(raw)) if raw else {}
         except (JsonProblem, UnicodeDecodeError) as exc:

@@ -149,3 +149,55 @@ def test_no_open_server_beyond_loopback_without_a_token():
     check_exposure(load_settings(http={"host": "0.0.0.0", "auth_token": "a" * 20}))
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
         check_exposure(load_settings(http={"host": host}))
+
+
+def test_a_batch_with_a_million_problems_gets_a_short_reply_and_the_loop_stays_free(fake):
+    """Issue 27, item 2: 1,000 objects with ~935 unknown keys each (8.4 MB) once got an 89 MB
+    422 built on the event loop. Now: the first 100 problems and the count, validated in a
+    worker thread, so /healthz answers while the batch is being checked."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from flywheel.broker import free_port
+
+    port = free_port()
+    app = create_app(load_settings(http={"port": port}), client=fake, review_worker=False)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.02)
+        item = {**make_event(0), **{f"{k:03d}": 1 for k in range(935)}}
+        batch = [{**item, "event_id": f"e-{i}"} for i in range(1000)]
+        body = json.dumps(batch, separators=(",", ":")).encode()
+        assert 7_500_000 < len(body) < 8 * 1024 * 1024
+        result = {}
+
+        def post():
+            result["r"] = httpx.post(
+                f"http://127.0.0.1:{port}/v1/feedback", content=body, headers=JSON, timeout=120
+            )
+            result["done"] = time.monotonic()
+
+        poster = threading.Thread(target=post)
+        poster.start()
+        time.sleep(0.5)  # the body is in, validation under way
+        started = time.monotonic()
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30)
+        answered = time.monotonic()
+        poster.join(120)
+        r = result["r"]
+        assert health.status_code == 200
+        assert r.status_code == 422 and len(r.content) < 64 * 1024
+        reply = r.json()
+        assert len(reply["errors"]) == 100 and reply["errors_total"] == 935 * 1000
+        assert answered < result["done"], "/healthz waited for the batch's validation"
+        print(f"/healthz took {1000 * (answered - started):.0f} ms while the batch was validated")
+        assert fake.sent == []
+    finally:
+        server.should_exit = True
+        thread.join(10)
