@@ -221,8 +221,10 @@ def create_app(
     async def read_json(request: Request) -> tuple[Any, JSONResponse | None]:
         """The body as JSON data, after the token and size checks; or the error answer."""
         if token is not None:
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode("utf-8", "surrogatepass"), token.encode()
+            ):
                 return None, error(
                     401, "unauthorized", "send 'Authorization: Bearer <token>' with the configured token"
                 )

@@ -72,34 +72,48 @@ def reviewer_for_token(settings, token: str | None) -> str | None:
 SESSION_HOURS = 12
 
 
-def session_cookie(settings, reviewer: str, now: float | None = None) -> str:
-    """The page's session: ``reviewer.expiry.signature``, signed with the reviewer's token
-    (which the cookie does not hold); a new token ends every session of the old one."""
+def session_cookie(settings, reviewer: str, generation: int = 0, now: float | None = None) -> str:
+    """The page's session: ``reviewer.generation.expiry.signature``, signed with the
+    reviewer's token (which the cookie does not hold); a new token ends every session of
+    the old one, and signing out moves the reviewer's generation on (the review queue keeps
+    it), which ends every session issued before."""
     import time
 
     expiry = int((time.time() if now is None else now) + SESSION_HOURS * 3600)
-    return f"{reviewer}.{expiry}.{_session_signature(settings, reviewer, expiry)}"
+    return f"{reviewer}.{generation}.{expiry}.{_session_signature(settings, reviewer, generation, expiry)}"
 
 
-def _session_signature(settings, reviewer: str, expiry: int) -> str:
+def _session_signature(settings, reviewer: str, generation: int, expiry: int) -> str:
     key = _digest(settings.review.reviewers[reviewer].token.get_secret_value())
-    return hmac.new(key, f"flywheel-review|{reviewer}|{expiry}".encode(), hashlib.sha256).hexdigest()
+    message = f"flywheel-review|{reviewer}|{generation}|{expiry}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def reviewer_for_session(settings, cookie: str | None, now: float | None = None) -> str | None:
-    """The reviewer a session cookie names, if its signature holds and it has not expired."""
+def _small_number(text: str) -> int | None:
+    """ASCII digits only, at most 12 of them (a cookie may hold anything: '²', 5,000 digits)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else None
+
+
+def reviewer_for_session(
+    settings, cookie: str | None, generation_of=lambda _reviewer: 0, now: float | None = None
+) -> str | None:
+    """The reviewer a session cookie names, if its signature holds, it has not expired and
+    it is of the reviewer's current generation (``generation_of(reviewer)``). Any other
+    value, however malformed, is None, never an exception."""
     import time
 
     parts = (cookie or "").split(".")
-    if len(parts) != 3 or parts[0] not in settings.review.reviewers or not parts[1].isdigit():
+    if len(parts) != 4 or parts[0] not in settings.review.reviewers:
         return None
-    reviewer, expiry = parts[0], int(parts[1])
-    if expiry < (time.time() if now is None else now):
+    reviewer, generation, expiry = parts[0], _small_number(parts[1]), _small_number(parts[2])
+    if generation is None or expiry is None or expiry < (time.time() if now is None else now):
         return None
-    expected = _session_signature(settings, reviewer, expiry)
+    if generation != generation_of(reviewer):
+        return None
+    expected = _session_signature(settings, reviewer, generation, expiry)
     return (
         reviewer
-        if hmac.compare_digest(expected.encode(), parts[2].encode("utf-8", "surrogatepass"))
+        if hmac.compare_digest(expected.encode(), parts[3].encode("utf-8", "surrogatepass"))
         else None
     )
 

@@ -31,6 +31,46 @@ from pipelines.review_queue import Item, ReviewError, ReviewQueue
 
 COOKIE = "flywheel_reviewer"
 BODY_LIMIT = 64 * 1024
+SIGN_IN_FAILURES, SIGN_IN_WINDOW_S = 10, 60.0  # failed sign-ins per client address and window
+
+
+class FailedAttempts:
+    """Failed sign-ins per client address in a sliding window; past ``limit`` the address
+    waits until its oldest failure leaves the window (429). Bounded: at most 10,000
+    addresses are tracked, the stalest dropped first."""
+
+    def __init__(self, limit: int, window_s: float, max_clients: int = 10_000):
+        self.limit, self.window_s, self.max_clients = limit, window_s, max_clients
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> list[float]:
+        kept = [t for t in self._failures.get(client, []) if now - t < self.window_s]
+        if kept:
+            self._failures[client] = kept
+        else:
+            self._failures.pop(client, None)
+        return kept
+
+    def wait_s(self, client: str, now: float | None = None) -> float:
+        import time
+
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            recent = self._recent(client, now)
+            return self.window_s - (now - recent[0]) if len(recent) >= self.limit else 0.0
+
+    def failed(self, client: str, now: float | None = None) -> None:
+        import time
+
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._failures.setdefault(client, []).append(now)
+            if len(self._failures) > self.max_clients:
+                stalest = min(self._failures, key=lambda c: self._failures[c][-1])
+                del self._failures[stalest]
+
+
 log = logging.getLogger("flywheel.review")
 
 
@@ -131,6 +171,13 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
     def error(status: int, code: str, message: str) -> JSONResponse:
         return JSONResponse({"error": code, "message": message}, status_code=status)
 
+    def session_reviewer(request: Request) -> str | None:
+        return review.reviewer_for_session(
+            settings, request.cookies.get(COOKIE), get_queue().session_generation
+        )
+
+    sign_ins = FailedAttempts(SIGN_IN_FAILURES, SIGN_IN_WINDOW_S)
+
     def cross_site(request: Request) -> bool:
         """A browser's write from another origin (its Origin header names another host)."""
         return foreign_origin(request.headers.get("origin"), request.headers.get("host"))
@@ -149,7 +196,7 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
         if header[:7].lower() == "bearer ":
             reviewer, by_cookie = review.reviewer_for_token(settings, header[7:]), False
         else:
-            reviewer, by_cookie = review.reviewer_for_session(settings, request.cookies.get(COOKIE)), True
+            reviewer, by_cookie = session_reviewer(request), True
         if reviewer is None:
             return None, error(
                 401,
@@ -202,7 +249,7 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
 
     @app.get("/review", response_class=HTMLResponse, include_in_schema=False)
     def page(request: Request):
-        reviewer = review.reviewer_for_session(settings, request.cookies.get(COOKIE))
+        reviewer = session_reviewer(request)
         html, nonce = render_page(settings, reviewer, get_queue().models() if reviewer else {})
         return HTMLResponse(
             html,
@@ -220,12 +267,24 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
     async def sign_in(request: Request):
         if not_json(request) or cross_site(request):  # no signing a victim in from another site
             return error(415, "json_only", "sign in from the review page (application/json, same origin)")
+        client = request.client.host if request.client else "?"
+        wait = sign_ins.wait_s(client)
+        if wait:
+            return JSONResponse(
+                {
+                    "error": "too_many_attempts",
+                    "message": f"too many failed sign-ins; try again in {wait:.0f}s",
+                },
+                status_code=429,
+                headers={"Retry-After": str(int(wait) + 1)},
+            )
         data, problem = await body(request)
         if problem is not None:
             return problem
         token = data.get("token")
         reviewer = review.reviewer_for_token(settings, token if isinstance(token, str) else None)
         if reviewer is None:
+            sign_ins.failed(client)
             return error(
                 401, "unauthorized", "that is not a reviewer token; ask for yours (review.reviewers)"
             )
@@ -233,7 +292,7 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
         https = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
         response.set_cookie(
             COOKIE,
-            review.session_cookie(settings, reviewer),
+            review.session_cookie(settings, reviewer, get_queue().session_generation(reviewer)),
             httponly=True,
             samesite="strict",
             secure=https,
@@ -242,7 +301,10 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
         return response
 
     @app.delete("/review/session", include_in_schema=False)
-    def sign_out():
+    def sign_out(request: Request):
+        reviewer = session_reviewer(request)
+        if reviewer is not None:
+            get_queue().end_sessions(reviewer)  # the cookie, even if kept, no longer signs in
         response = JSONResponse({"signed_out": True})
         response.delete_cookie(COOKIE)
         return response

@@ -60,6 +60,10 @@ CREATE TABLE IF NOT EXISTS votes(
     PRIMARY KEY(event_id, reviewer)
 );
 CREATE INDEX IF NOT EXISTS votes_by_reviewer ON votes(reviewer, at);
+CREATE TABLE IF NOT EXISTS sessions(
+    reviewer TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS offsets(
     topic TEXT NOT NULL,
     partition INTEGER NOT NULL,
@@ -201,6 +205,23 @@ class ReviewQueue:
             if db.in_transaction:  # a failed COMMIT (disk full) must not leave the connection stuck
                 db.execute("ROLLBACK")
             raise
+
+    # ---- review sessions ----------------------------------------------------------
+
+    def session_generation(self, reviewer: str) -> int:
+        """The generation of ``reviewer``'s page sessions (``pipelines.review.session_cookie``)."""
+        row = self.db.execute("SELECT generation FROM sessions WHERE reviewer = ?", (reviewer,)).fetchone()
+        return row[0] if row else 0
+
+    def end_sessions(self, reviewer: str) -> int:
+        """Sign ``reviewer`` out everywhere: every session cookie issued before stops working."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO sessions(reviewer, generation) VALUES (?, 1) "
+                "ON CONFLICT(reviewer) DO UPDATE SET generation = generation + 1",
+                (reviewer,),
+            )
+            return db.execute("SELECT generation FROM sessions WHERE reviewer = ?", (reviewer,)).fetchone()[0]
 
     # ---- filling it ----------------------------------------------------------------
 

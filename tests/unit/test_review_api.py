@@ -139,9 +139,9 @@ def test_sessions_hold_no_token_and_refuse_forgery_cross_site_writes_and_odd_byt
     )
     cookie = http.post("/review/session", json={"token": TOKENS["alice"]}).cookies["flywheel_reviewer"]
     assert TOKENS["alice"] not in cookie and cookie.startswith("alice.")
-    _, expiry, signature = cookie.split(".")
+    _, generation, expiry, signature = cookie.split(".")
     http.cookies.clear()
-    http.cookies.set("flywheel_reviewer", f"bob.{expiry}.{signature}")  # another reviewer's name
+    http.cookies.set("flywheel_reviewer", f"bob.{generation}.{expiry}.{signature}")  # another reviewer's name
     assert http.get("/v1/review/models").status_code == 401
     http.cookies.clear()
     http.cookies.set("flywheel_reviewer", cookie)
@@ -177,3 +177,81 @@ def test_the_feedback_endpoint_refuses_events_posing_as_review_labels(app):
         (1, "source"),
         (2, "event_id"),
     }
+
+
+def test_sessions_any_cookie_is_401_sign_out_revokes_and_failed_sign_ins_are_limited(app):
+    """Issue 27, item 6."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    http, _ = app
+    cookie = http.post("/review/session", json={"token": TOKENS["alice"]}).cookies["flywheel_reviewer"]
+    _, generation, expiry, signature = cookie.split(".")
+    hostile = [
+        f"alice.{generation}.{'9' * 5000}.{signature}",  # int() refuses 5,000 digits
+        f"alice.{generation}.²³.{signature}",  # str.isdigit() says yes, int() says no
+        f"alice.{'9' * 5000}.{expiry}.{signature}",
+        f"alice.-1.{expiry}.{signature}",
+        "alice...",
+        "." * 50,
+        "\x00",
+    ]
+    http.cookies.clear()
+    for value in hostile:
+        raw = {"cookie": b"flywheel_reviewer=" + value.encode("latin-1")}
+        assert http.get("/v1/review/models", headers=raw).status_code == 401, value
+        assert http.get("/review", headers=raw).status_code == 200
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(alphabet=st.characters(codec="ascii", exclude_characters=';\\"\r\n'), max_size=300))
+    def fuzz(value):
+        http.cookies.clear()
+        http.cookies.set("flywheel_reviewer", value)
+        assert http.get("/v1/review/models").status_code == 401
+
+    fuzz()
+
+    # sign-out ends the session on the server: the cookie, kept by an attacker, stops working
+    http.cookies.clear()
+    http.cookies.set("flywheel_reviewer", cookie)
+    assert http.get("/v1/review/models").status_code == 200
+    assert http.delete("/review/session").status_code == 200
+    http.cookies.clear()
+    http.cookies.set("flywheel_reviewer", cookie)
+    assert http.get("/v1/review/models").status_code == 401
+    fresh = http.post("/review/session", json={"token": TOKENS["alice"]}).cookies["flywheel_reviewer"]
+    http.cookies.clear()
+    http.cookies.set("flywheel_reviewer", fresh)
+    assert http.get("/v1/review/models").status_code == 200
+
+    # the bearer scheme in any case (RFC 7235)
+    http.cookies.clear()
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        headers = {"Authorization": f"{scheme} {TOKENS['alice']}"}
+        assert http.get("/v1/review/models", headers=headers).status_code == 200
+
+    # failed sign-ins: 10 a minute per address, then 429 with Retry-After, even with the right token
+    codes = [http.post("/review/session", json={"token": f"wrong-{i}"}).status_code for i in range(10)]
+    assert codes == [401] * 10
+    blocked = http.post("/review/session", json={"token": TOKENS["alice"]})
+    assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0
+
+
+def test_feedback_accepts_the_bearer_scheme_in_any_case():
+    from fastapi.testclient import TestClient
+
+    from flywheel.settings import load_settings
+    from tests.helpers import make_event
+
+    http = TestClient(
+        create_app(load_settings(http={"auth_token": "s3cret-token-123456"}), client=FakeClient())
+    )
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        headers = {"Authorization": f"{scheme} s3cret-token-123456"}
+        assert http.post("/v1/feedback", json=make_event(1), headers=headers).status_code == 202
+    assert (
+        http.post(
+            "/v1/feedback", json=make_event(1), headers={"Authorization": "Basic s3cret-token-123456"}
+        ).status_code
+        == 401
+    )
