@@ -8,6 +8,7 @@ only here: a FlywheelError prints its message and exits with its ``exit_code``.
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -33,7 +34,10 @@ class Context:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from flywheel.layout import secure_state_dir
+
             self._settings = load_settings(self.config)
+            secure_state_dir(self._settings.state_dir)
         return self._settings
 
 
@@ -140,6 +144,7 @@ def build_app() -> typer.Typer:
 def main(argv: list[str] | None = None) -> Any:
     import click
 
+    os.umask(0o077)  # what Flywheel creates (stores, logs, journal, models) is its user's alone
     app = build_app()
     try:
         rc = app(args=argv, standalone_mode=False)

@@ -204,3 +204,33 @@ class StateLayout:
     @property
     def mlflow_artifacts(self) -> Path:
         return self.root.resolve() / "mlartifacts"
+
+
+SECRET_FILES = (
+    "mlflow.db",
+    "fates.sqlite",
+    "review/queue.sqlite",
+    "live/live.sqlite",
+    "run/flywheel.resolved.yaml",
+)
+
+
+def secure_state_dir(root: Path) -> None:
+    """The state dir holds personal data (feedback texts, review answers) and secrets (the
+    resolved config): the folder is made 0700 and the stores in it 0600, whatever modes they
+    had (a folder made before this rule, or by a looser umask)."""
+    import stat
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        if stat.S_IMODE(root.stat().st_mode) != 0o700:
+            root.chmod(0o700)
+        for name in SECRET_FILES:
+            for path in (root / name, *root.glob(name + "-*")):  # with SQLite's -wal and -shm
+                if path.is_file() and stat.S_IMODE(path.stat().st_mode) != 0o600:
+                    path.chmod(0o600)
+    except PermissionError as exc:  # not ours (a shared mount): its owner decides its modes
+        import logging
+
+        logging.getLogger("flywheel").warning("could not restrict %s to its owner: %s", root, exc)

@@ -622,6 +622,7 @@ class Settings(BaseSettings):
 
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # O_CREAT's mode applies only to a new file: an old one keeps its mode
         with os.fdopen(fd, "w") as f:
             yaml.safe_dump(plain(data), f, sort_keys=False)
         return path
