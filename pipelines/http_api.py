@@ -187,6 +187,11 @@ def create_app(
             "(`/v1/review`, and the page at `/review`)."
         ),
         lifespan=lifespan,
+        # no /docs or /redoc: FastAPI's pages load scripts from a CDN, on the same origin as
+        # /review; /openapi.json is the document (any OpenAPI viewer reads it)
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     token = settings.http.auth_token.get_secret_value() if settings.http.auth_token else None
     limit = settings.http.max_body_bytes
@@ -220,14 +225,10 @@ def create_app(
 
     async def read_json(request: Request) -> tuple[Any, JSONResponse | None]:
         """The body as JSON data, after the token and size checks; or the error answer."""
-        if token is not None:
-            scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode("utf-8", "surrogatepass"), token.encode()
-            ):
-                return None, error(
-                    401, "unauthorized", "send 'Authorization: Bearer <token>' with the configured token"
-                )
+        if token is not None and not bearer_ok(request):
+            return None, error(
+                401, "unauthorized", "send 'Authorization: Bearer <token>' with the configured token"
+            )
         if not is_json(request.headers.get("content-type")):
             return None, error(
                 415, "json_only", "send the body as JSON, with 'Content-Type: application/json'"
@@ -247,14 +248,35 @@ def create_app(
         except JsonProblem as exc:
             return None, error(422, exc.code, f"body cannot be parsed: {exc}")
 
+    def operator_only(request: Request) -> JSONResponse | None:
+        """With ``http.auth_token`` set, the operational routes need it too (they name models,
+        versions, topics and queue depths)."""
+        if token is None or bearer_ok(request):
+            return None
+        return error(401, "unauthorized", "send 'Authorization: Bearer <token>' with the configured token")
+
+    def bearer_ok(request: Request) -> bool:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogatepass"), token.encode()
+        )
+
     @app.get("/metrics", include_in_schema=False)
-    def metrics():
+    def metrics(request: Request):
         """Prometheus text format: this process's counters and whatever else is registered
         (``flywheel serve`` adds the loop's state, ``orchestration.metrics``)."""
         from fastapi.responses import Response
         from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+        refused = operator_only(request)
+        if refused is not None:
+            return refused
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_document(request: Request):
+        refused = operator_only(request)
+        return refused if refused is not None else JSONResponse(app.openapi())
 
     @app.get(
         "/healthz",

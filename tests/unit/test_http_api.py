@@ -201,3 +201,19 @@ def test_a_batch_with_a_million_problems_gets_a_short_reply_and_the_loop_stays_f
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_operational_routes_need_the_token_and_no_cdn_page_is_served(fake):
+    """Issue 27, item 7."""
+    open_app = app_with(fake)
+    assert open_app.get("/openapi.json").status_code == 200
+    assert open_app.get("/metrics").status_code == 200
+    guarded = app_with(fake, auth_token="s3cret-token-123456")
+    for path in ("/metrics", "/openapi.json"):
+        assert guarded.get(path).status_code == 401, path
+        ok = guarded.get(path, headers={"Authorization": "bearer s3cret-token-123456"})
+        assert ok.status_code == 200, path
+    for app in (open_app, guarded):
+        for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+            assert app.get(path).status_code == 404, path
+    assert "cdn" not in open_app.get("/review").text.lower()
