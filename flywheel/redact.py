@@ -26,10 +26,12 @@ SECRET_HINTS = (
     "signature",
 )
 REDACTED = "**********"
+# a URI with a user part: the user part may hold ',' and ';' (it runs to the last '@')
+_URI_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s]*@[^\s,;/]*")
 _AT_TOKEN = re.compile(r"[^\s,;]*@[^\s,;]*")
 _OPTION_SECRET = re.compile(
-    r"(?i)\b((?:password|passwd|pass|pwd|secret|client[_.-]?secret|token|api[_.-]?key|access[_.-]?key|"
-    r"account[_.-]?key|sig|signature|shared[_.-]?access[_.-]?signature|assertion)"
+    r"(?i)((?:^|(?<=[^A-Za-z0-9_.-]))[A-Za-z0-9_.-]*?"
+    r"(?:password|passwd|pass|pwd|secret|token|key|sig|signature|assertion|auth|credentials?)"
     r"\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&]+)"
 )
 
@@ -52,5 +54,6 @@ def _redact_userinfo(token: str) -> str:
 def redact_text(text: str) -> str:
     """``text`` with credentials in URIs (``u:pw@host``, ``//token@host``) and in
     ``key=value`` options replaced by REDACTED."""
-    text = _AT_TOKEN.sub(lambda m: _redact_userinfo(m.group()), text)
+    text = _URI_USERINFO.sub(lambda m: _redact_userinfo(m.group()), text)
+    text = _AT_TOKEN.sub(lambda m: m.group() if REDACTED in m.group() else _redact_userinfo(m.group()), text)
     return _OPTION_SECRET.sub(rf"\g<1>{REDACTED}", text)

@@ -461,17 +461,20 @@ class MonitorSettings(_Section):
         description="only labels received this soon after their prediction count (both sides)",
     )
     cooldown_s: float = Field(3600.0, ge=0, description="no automatic rollback this soon after a rollback")
-    webhook_url: str | None = Field(
-        None, description="POSTed a JSON alert on every automatic rollback (http or https)"
+    webhook_url: SecretStr | None = Field(
+        None,
+        description="POSTed a JSON alert on every automatic rollback (http or https); a secret: "
+        "such URLs usually carry their credential",
     )
     retention_days: float = Field(30.0, gt=0, description="how long served predictions are kept for the join")
 
     @field_validator("webhook_url")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("http://", "https://")):
+            scheme = value.get_secret_value().split(":", 1)[0][:20]
             raise ValueError(
-                f"{value[:60]!r} is not an http(s) URL; give e.g. https://hooks.example.com/flywheel"
+                f"a {scheme!r} URL is not an http(s) URL; give e.g. https://hooks.example.com/flywheel"
             )
         return value
 

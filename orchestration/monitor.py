@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from flywheel.redact import redact_text
 from orchestration import history
 from orchestration.live_plot import log_live_plot
 from orchestration.live_stats import LiveComparison, compare
@@ -279,9 +280,10 @@ def alert(settings, result: MonitorResult, log: Callable[[str], None], evidence:
     """An alert: a log line, and a JSON POST to ``monitor.webhook_url`` when set (a failed
     webhook is reported, never raised: the rollback already happened)."""
     log(f"ALERT {result.model}: {result.state}: {result.message}")
-    url = settings.monitor.webhook_url
-    if not url:
+    secret = settings.monitor.webhook_url
+    if not secret:
         return
+    url = secret.get_secret_value()
     import urllib.request
 
     if evidence is None and result.comparison is not None:
@@ -301,4 +303,8 @@ def alert(settings, result: MonitorResult, log: Callable[[str], None], evidence:
         with urllib.request.urlopen(request, timeout=5) as answer:
             answer.read(1024)
     except Exception as exc:  # noqa: BLE001 - reported: an alert channel must not fail the monitor
-        log(f"alert webhook {url} failed: {type(exc).__name__}: {exc}")
+        from urllib.parse import urlsplit
+
+        host = urlsplit(url).hostname or "?"  # the path and query often are the credential
+        why = redact_text(str(exc)).replace(url, "<webhook>")
+        log(f"alert webhook at {host} failed: {type(exc).__name__}: {why}")

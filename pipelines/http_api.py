@@ -33,6 +33,7 @@ from flywheel.events import NOT_UTF8, FeedbackEvent, Input, validate_event
 from flywheel.journal import JournalWriteError, SpoolFull
 from flywheel.jsonstrict import JsonProblem, loads_json
 from flywheel.names import MODEL_NAME_PATTERN
+from flywheel.redact import redact_text
 from flywheel.settings import Settings
 from pipelines.http_guard import BodyProblem, foreign_origin, is_json, is_loopback, read_body
 
@@ -92,6 +93,7 @@ class ErrorBody(BaseModel):
     errors_total: int | None = Field(None, description="422: how many problems there were in all")
     accepted: list[str] | None = Field(None, description="503 not_delivered: ids Kafka confirmed")
     failed: list[FailedOut] | None = Field(None, description="503 not_delivered: ids to resend")
+    error_id: str | None = Field(None, description="5xx: names this failure in the server's log")
 
 
 class Accepted(BaseModel):
@@ -223,6 +225,19 @@ def create_app(
     def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
         return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
 
+    def hidden(status: int, code: str, message: str, exc: BaseException) -> JSONResponse:
+        """A failure of something behind the app (Kafka, MLflow, a store): the client gets a
+        generic message and an error id; the log gets the details under that id, redacted."""
+        import uuid
+
+        error_id = uuid.uuid4().hex[:12]
+        logging.getLogger("flywheel.http").warning(
+            "error %s (%s): %s: %s", error_id, code, type(exc).__name__, redact_text(str(exc))
+        )
+        return error(
+            status, code, f"{message} (error id {error_id}: the server's log says more)", error_id=error_id
+        )
+
     async def read_json(request: Request) -> tuple[Any, JSONResponse | None]:
         """The body as JSON data, after the token and size checks; or the error answer."""
         if token is not None and not bearer_ok(request):
@@ -353,7 +368,7 @@ def create_app(
             FEEDBACK.labels("not_delivered").inc(len(events))
             return error(503, exc.code, f"{exc}; nothing was accepted")
         except BrokerError as exc:
-            return error(503, "kafka_unavailable", str(exc))
+            return hidden(503, "kafka_unavailable", "Kafka is unavailable; retry", exc)
         FEEDBACK.labels("accepted").inc(len(result.accepted))
         if result.failed:
             FEEDBACK.labels("not_delivered").inc(len(result.failed))
@@ -362,7 +377,7 @@ def create_app(
                 "not_delivered",
                 "Kafka did not confirm some events; resend them (safe: event_id is the idempotency key)",
                 accepted=result.accepted,
-                failed=[{"event_id": f.event_id, "error": f.error} for f in result.failed],
+                failed=[{"event_id": f.event_id, "error": redact_text(f.error)} for f in result.failed],
             )
         return JSONResponse({"accepted": result.accepted}, status_code=202)
 
@@ -412,12 +427,11 @@ def create_app(
         try:
             served = await run_in_threadpool(predictor.predict, req.model_name, req.inputs)
         except NotServed as exc:
+            if exc.status >= 500:  # the registry or the model's store: their errors may name credentials
+                return hidden(exc.status, exc.code, "the model cannot answer right now; retry", exc)
             return error(exc.status, exc.code, str(exc))
-        except Exception as exc:
-            logging.getLogger("flywheel.serving").exception("prediction failed")
-            return error(
-                503, "prediction_failed", f"the model failed on these inputs: {type(exc).__name__}: {exc}"
-            )
+        except Exception as exc:  # noqa: BLE001 - any model failure is a 503 with an error id, logged
+            return hidden(503, "prediction_failed", "the model failed on these inputs", exc)
         from pipelines.predictions import PredictionRecord, new_prediction_id, now_utc
 
         when = now_utc()
@@ -432,10 +446,11 @@ def create_app(
         except (SpoolFull, JournalWriteError) as exc:
             return error(503, exc.code, f"the prediction could not be logged, so it is not returned ({exc})")
         except BrokerError as exc:
-            return error(
+            return hidden(
                 503,
                 "prediction_log_unavailable",
-                f"the prediction could not be logged, so it is not returned ({exc}); retry",
+                "the prediction could not be logged, so it is not returned; retry",
+                exc,
             )
         PREDICTIONS.labels(served.model_name, str(served.version)).inc(len(records))
         share = settings.serving.shadow_share

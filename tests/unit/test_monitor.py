@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import SecretStr
 
 from flywheel.settings import load_settings
 from orchestration import history
@@ -182,7 +183,7 @@ def test_an_alert_is_posted_to_the_webhook_and_a_dead_webhook_is_only_reported(s
     try:
         url = f"http://127.0.0.1:{server.server_port}/hook"
         hooked = settings.model_copy(
-            update={"monitor": settings.monitor.model_copy(update={"webhook_url": url})}
+            update={"monitor": settings.monitor.model_copy(update={"webhook_url": SecretStr(url)})}
         )
         result = MonitorResult("sentiment", "rolled-back", "champion v4 -> v3: live accuracy worse", None, 4)
         said: list[str] = []
@@ -191,9 +192,11 @@ def test_an_alert_is_posted_to_the_webhook_and_a_dead_webhook_is_only_reported(s
         assert said == ["ALERT sentiment: rolled-back: champion v4 -> v3: live accuracy worse"]
     finally:
         server.shutdown()
-    dead = settings.model_copy(update={"monitor": settings.monitor.model_copy(update={"webhook_url": url})})
+    dead = settings.model_copy(
+        update={"monitor": settings.monitor.model_copy(update={"webhook_url": SecretStr(url)})}
+    )
     alert(dead, result, said.append)  # the server is gone: reported, not raised
-    assert "alert webhook" in said[-1]
+    assert "alert webhook" in said[-1] and "/hook" not in said[-1]  # the URL's path is its secret
 
 
 def test_a_webhook_must_be_http():
@@ -201,6 +204,9 @@ def test_a_webhook_must_be_http():
 
     with pytest.raises(ConfigError, match="not an http"):
         load_settings(monitor={"webhook_url": "file:///etc/passwd"})
+    with pytest.raises(ConfigError) as refused:
+        load_settings(monitor={"webhook_url": "ftp://hooks.example.com/T0K3N-in-the-path"})
+    assert "T0K3N" not in str(refused.value)
 
 
 def test_looking_after_every_batch_of_labels_keeps_false_rollbacks_rare(settings):

@@ -126,11 +126,17 @@ def test_shadow_predictions_are_logged_beside_the_answer_and_never_returned():
     assert shadow.prediction["label"] == "neutral"
 
 
-def test_a_model_that_fails_answers_503_with_the_reason():
+def test_a_model_that_fails_answers_503_with_an_error_id_and_logs_the_reason(caplog):
+    """Issue 27, item 4: what failed behind the app may name credentials (a tracking URI with
+    its password): the client gets an error id, the log the redacted reason under that id."""
+
     class Broken(FakePredictor):
         def predict(self, model_name, inputs):
-            raise RuntimeError("CUDA out of memory")
+            raise RuntimeError("CUDA out of memory at postgresql://mlflow:Pa55-S3CRET@db/mlflow")
 
     r = api(Broken()).post("/v1/predict", json=body("good"))
     assert r.status_code == 503 and r.json()["error"] == "prediction_failed"
-    assert "CUDA out of memory" in r.json()["message"]
+    error_id = r.json()["error_id"]
+    assert error_id in r.json()["message"] and "S3CRET" not in r.text and "CUDA" not in r.text
+    logged = [m for m in caplog.messages if error_id in m]
+    assert logged and "CUDA out of memory" in logged[0] and "S3CRET" not in logged[0]
