@@ -21,6 +21,7 @@ harmless: the online store upserts by ``sample_id``, the offline reader keeps on
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -351,13 +352,13 @@ class Ingestor:
         from pipelines.records import DlqRecord, DuplicateRecord
 
         reviews, fates, duplicates, dead = [], [], [], {}
+        unknown_models: list[RoutedRecord] = []
         for m in batch:
             topic = m.topic()
             try:
                 if topic == self.review_topic:
                     record = RoutedRecord.from_json(m.value())
                     reviews.append(record)
-                    fates.append(Fate(record.event_id, REVIEW))
                 elif topic == self.dlq_topic:
                     letter = DlqRecord.from_json(m.value())
                     ident = letter.key or f"~dlq:{m.partition()}:{m.offset()}"
@@ -371,6 +372,20 @@ class Ingestor:
                 self.log(f"{where} is not the stream job's record ({exc}); kept as {ident}")
                 dead[ident] = (m.value() or b"").decode("utf-8", "replace")
                 fates.append(Fate(ident, DLQ))
+        reviews, unknown_models = self.queue.known_models(reviews)
+        fates += [Fate(r.event_id, REVIEW) for r in reviews]
+        for r in unknown_models:
+            fates.append(Fate(r.event_id, DLQ))
+            dead[r.event_id] = json.dumps(
+                {
+                    "reason": {
+                        "code": "unknown_model",
+                        "message": f"no model {r.model_name[:128]!r} in this state dir: nobody can review "
+                        "its predictions; bootstrap the model first, then resend",
+                    },
+                    "event_id": r.event_id,
+                }
+            )
         return reviews, fates + duplicates, dead
 
     def _prediction_records(self, messages: list, stats: IngestStats) -> list:

@@ -225,10 +225,23 @@ class ReviewQueue:
 
     # ---- filling it ----------------------------------------------------------------
 
+    def known_models(self, records: list[RoutedRecord]) -> tuple[list[RoutedRecord], list[RoutedRecord]]:
+        """The records of models that exist in this state dir, and the others. Only the first
+        are queued: an item for a model nobody trained cannot be answered usefully, and 3,000
+        junk model names would fill the page's model picker and ``/metrics`` (the ingestor
+        dead-letters the others with reason ``unknown_model``)."""
+        from flywheel.model_info import model_names
+
+        names = set(model_names(self.settings.state_dir))
+        known = [r for r in records if r.model_name in names]
+        return known, [r for r in records if r.model_name not in names]
+
     def add(self, records: list[RoutedRecord], now: float | None = None) -> int:
-        """Put review-topic records in the queue (one item per event id); return how many were new."""
+        """Put review-topic records of known models in the queue (one item per event id);
+        return how many were new."""
+        known, _ = self.known_models(records)
         with self._write() as db:
-            return self._insert(db, records, time.time() if now is None else now)
+            return self._insert(db, known, time.time() if now is None else now)
 
     def _insert(self, db, records: list[RoutedRecord], now: float) -> int:
         before = db.total_changes
@@ -280,8 +293,9 @@ class ReviewQueue:
                 records.append(RoutedRecord.from_json(value))
             except RecordError:
                 bad += 1  # the stream job wrote it, so this is a bug; counted, never fatal
+        known, _ = self.known_models(records)  # the others are dead-lettered by the ingestor
         with self._write() as db:
-            added = self._insert(db, records, time.time())
+            added = self._insert(db, known, time.time())
             for partition in batch.reset:
                 db.execute("DELETE FROM offsets WHERE topic = ? AND partition = ?", (topic, partition))
             db.executemany(

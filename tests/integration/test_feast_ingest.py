@@ -175,3 +175,53 @@ def test_the_sql_registry_on_postgresql(settings):
         ).to_dict()
         assert online["text"] == ["clean text 7"]
     assert not (Path(settings.state_dir) / "feast" / "registry.db").exists()  # no file registry
+
+
+def test_every_fate_lands_and_review_items_of_unknown_models_are_dead_lettered(settings):
+    """The ingestor records each record's fate (issue 26) and keeps review items of models
+    nobody trained out of the queue and its metrics, as dead letters ``unknown_model``
+    (issue 27, item 5)."""
+    from flywheel.model_info import ModelInfo, write_model_info
+    from pipelines.fates import FateLedger
+    from pipelines.records import DuplicateRecord
+    from pipelines.review_queue import ReviewQueue
+
+    write_model_info(
+        settings.state_dir, ModelInfo("sentiment", "text-classification", ["negative", "positive"], "")
+    )
+    topics = Topics.from_settings(settings)
+    review = [
+        RoutedRecord.of(
+            validate_event(make_event(i, model_name=name, event_id=f"r-{name}-{i}")),
+            True,
+            0,
+            Origin(topics.raw, 0, i),
+        )
+        .to_json()
+        .encode()
+        for i, name in enumerate(["sentiment", "junk-model-1", "junk-model-2"])
+    ]
+    produce_raw(settings, review, topic=topics.review)
+    produce_raw(settings, clean_records(3), topic=topics.clean)
+    produce_raw(
+        settings,
+        [DuplicateRecord("evt-000000", Origin(topics.raw, 0, 99)).to_json().encode()],
+        topic=topics.duplicates,
+    )
+    Ingestor(settings, open_store(settings), settle=False).run(until_caught_up=True)
+    ledger = FateLedger.of(settings)
+    try:
+        assert ledger.fate_of("r-sentiment-0") == "review"
+        assert ledger.fate_of("r-junk-model-1-1") == "dlq" and ledger.fate_of("r-junk-model-2-2") == "dlq"
+        reasons = [
+            json.loads(r)["reason"]["code"] for (r,) in ledger.db.execute("SELECT record FROM dead_letters")
+        ]
+        assert reasons == ["unknown_model", "unknown_model"]
+        assert (
+            ledger.counts()["clean"] == 3 and ledger.counts()["repeats"] == 1
+        )  # the duplicate of evt-000000
+    finally:
+        ledger.close()
+    queue = ReviewQueue(settings)
+    assert queue.models() == {"sentiment": 1}
+    queue.close()
