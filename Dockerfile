@@ -13,5 +13,8 @@ RUN pip install --no-cache-dir torch==2.13.0 --index-url "https://download.pytor
     && uv pip install --system --no-cache -r /tmp/lock.txt
 COPY . .
 RUN uv pip install --system --no-deps -e . && python scripts/fetch_jars.py
+# services run as an unprivileged user that owns only the state volume
+RUN useradd --create-home --uid 10001 flywheel && mkdir -p /state && chown flywheel:flywheel /state
+USER flywheel
 ENV FLINK_LOG_DIR=/state/flink-logs
 ENTRYPOINT []

@@ -5,8 +5,10 @@ set -euo pipefail
 export MLFLOW_AUTH_CONFIG_PATH=/run/secrets/mlflow_auth_ini
 MLFLOW_FLASK_SERVER_SECRET_KEY="$(cat /run/secrets/mlflow_flask_key)"
 export MLFLOW_FLASK_SERVER_SECRET_KEY
-password="$(cat /run/secrets/postgres_password)"
+# the store's URI holds the password: from the environment (mlflow reads
+# MLFLOW_BACKEND_STORE_URI), never on the command line, where `ps` shows it
+MLFLOW_BACKEND_STORE_URI="postgresql+psycopg2://flywheel:$(cat /run/secrets/postgres_password)@postgres/mlflow"
+export MLFLOW_BACKEND_STORE_URI
 exec mlflow server --host 0.0.0.0 --port 5000 \
-    --backend-store-uri "postgresql+psycopg2://flywheel:${password}@postgres/mlflow" \
     --artifacts-destination /mlartifacts --serve-artifacts \
     --app-name basic-auth --workers 2

@@ -38,6 +38,13 @@ def tansu_binary() -> str:
         raise BrokerError(str(exc)) from exc
 
 
+def broker_environment() -> dict[str, str]:
+    """What the broker process inherits: enough to run, none of Flywheel's settings or secrets
+    (``FLYWHEEL_*``, cloud credentials) that the parent's environment may hold."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "RUST_BACKTRACE")
+    return {k: os.environ[k] for k in keep if k in os.environ}
+
+
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout_s):
@@ -191,6 +198,7 @@ class EmbeddedBroker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env=broker_environment(),
                 start_new_session=True,  # survives the CLI process; we stop it by pid
                 preexec_fn=procs.die_with_parent if die_with_parent else None,
             )

@@ -9,6 +9,7 @@ import os
 import signal
 import time
 import uuid
+from pathlib import Path
 
 from flywheel.broker import EmbeddedBroker, free_port, read_epoch
 from flywheel.kafka import Topics, ensure_topics
@@ -123,5 +124,19 @@ def test_health_is_degraded_while_the_broker_is_down_and_heals(tmp_path):
         assert report.unsettled == 2  # event 0 (lost with the broker, re-delivered) and up-2
         assert report.redelivered == 1
         client.close()
+    finally:
+        broker.stop()
+
+
+def test_the_broker_inherits_no_settings_or_secrets(tmp_path, monkeypatch):
+    """Issue 27, item 10: the broker child of `flywheel run` got every secret of its parent."""
+    monkeypatch.setenv("FLYWHEEL_HTTP__AUTH_TOKEN", "Zq8-broker-SECRET")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "Zq8-aws-SECRET")
+    broker = EmbeddedBroker(tmp_path / "state", port=free_port())
+    status = broker.start()
+    try:
+        environ = Path(f"/proc/{status.pid}/environ").read_bytes()
+        assert b"SECRET" not in environ and b"FLYWHEEL_" not in environ
+        assert b"PATH=" in environ
     finally:
         broker.stop()

@@ -117,3 +117,53 @@ def test_prometheus_scrapes_the_api_and_the_loop():
         "8088" in SERVICES["api"]["command"]
         and SERVICES["loop"]["environment"]["FLYWHEEL_RUN__METRICS_HOST"] == "0.0.0.0"
     )
+
+
+ONE_SHOT = {"flink-submit", "trainer"}
+
+
+def test_services_run_unprivileged_are_health_checked_and_wait_for_health():
+    """Issue 27, item 10."""
+    users = re.findall(r"^USER\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert users and users[-1] not in ("root", "0"), "the Flywheel image must not run as root"
+    for name, service in SERVICES.items():
+        if name in ONE_SHOT:
+            continue
+        assert "healthcheck" in service and service["healthcheck"].get("test"), f"{name} has no healthcheck"
+    submit = SERVICES["flink-submit"]["depends_on"]
+    assert all(dep["condition"] == "service_healthy" for dep in submit.values()), submit
+    for name, service in SERVICES.items():
+        deps = service.get("depends_on", {})
+        assert isinstance(deps, dict), f"{name}: depends_on only orders start-up; wait for health"
+        assert all(d.get("condition") == "service_healthy" for d in deps.values()), name
+
+
+def command_lines() -> list[tuple[str, str]]:
+    out = []
+    for name, service in SERVICES.items():
+        for key in ("command", "entrypoint"):
+            value = service.get(key) or []
+            out.append((f"{name}.{key}", " ".join(value) if isinstance(value, list) else value))
+        test = (service.get("healthcheck") or {}).get("test") or []
+        out.append((f"{name}.healthcheck", " ".join(test) if isinstance(test, list) else test))
+    for script in (ROOT / "deploy").glob("*.sh"):
+        out.append((str(script.relative_to(ROOT)), script.read_text()))
+    return out
+
+
+def test_no_secret_reaches_a_command_line():
+    """A secret read from its file may go into an environment variable or a file (written by
+    the shell's printf, a builtin), never into a program's arguments, where `ps` shows it."""
+    assignment = re.compile(r"^\s*(export\s+)?[A-Za-z_][A-Za-z0-9_]*=")
+    for where, text in command_lines():
+        for line in text.splitlines() or [text]:
+            if "/run/secrets/" not in line or ("$(cat" not in line and "$$(cat" not in line):
+                continue
+            shell = line.split("-c", 1)[-1].strip(" '\"") if "CMD-SHELL" not in line else line
+            shell = shell.replace("CMD-SHELL", "").strip()
+            builtin = re.search(r"(^|[;\s])(export|printf)\s", shell)  # no process: no command line
+            ok = assignment.match(shell) or builtin
+            assert ok, f"{where}: a secret on a command line: {line.strip()[:120]}"
+        assert "--requirepass" not in text and "--backend-store-uri" not in text, where
+        assert not re.search(r"--password[ =]", text), where
+    assert any("REDISCLI_AUTH" in t for _, t in command_lines())  # the check looked at the healthcheck
