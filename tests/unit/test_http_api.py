@@ -217,3 +217,32 @@ def test_operational_routes_need_the_token_and_no_cdn_page_is_served(fake):
         for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
             assert app.get(path).status_code == 404, path
     assert "cdn" not in open_app.get("/review").text.lower()
+
+
+def test_a_client_gone_mid_body_is_one_log_line_not_a_traceback(caplog):
+    """Issue 27, item 8."""
+    import asyncio
+    import logging
+
+    from starlette.requests import ClientDisconnect
+
+    from pipelines.http_guard import BodyProblem, read_body
+
+    class Gone:
+        headers = {"content-length": "100"}
+        client = type("C", (), {"host": "10.0.0.9"})()
+        method = "POST"
+        url = type("U", (), {"path": "/v1/feedback"})()
+
+        async def stream(self):
+            yield b'{"a"'
+            raise ClientDisconnect()
+
+    caplog.set_level(logging.INFO)
+    with pytest.raises(BodyProblem) as problem:
+        asyncio.run(read_body(Gone(), 1000, 5))
+    assert problem.value.code == "client_disconnect"
+    lines = [r for r in caplog.records if r.name == "flywheel.http"]
+    assert (
+        len(lines) == 1 and lines[0].exc_info is None and "went away after 4 bytes" in lines[0].getMessage()
+    )
