@@ -275,6 +275,23 @@ class PromotionRules(_Section):
             )
         return value
 
+    ratchet_budget: dict[str, float] = Field(
+        default_factory=dict,
+        description="task → how far below the best promoted version's golden score any candidate may "
+        "be, in all (text: 0.01 accuracy, images: 0.3 dB PSNR); a task not named uses its spec's",
+    )
+    reference_version: dict[str, int] = Field(
+        default_factory=dict,
+        description="model → a pinned reference version for the ratchet (default: the best promoted)",
+    )
+
+    def ratchet_budget_for(self, task: str) -> float | None:
+        if task in self.ratchet_budget:
+            return self.ratchet_budget[task]
+        from flywheel.tasks import spec_class
+
+        return spec_class(task).default_ratchet_budget()
+
     def guards_for(self, model: str, task: str) -> list[Guard]:
         """Per model, else per task as configured, else the task spec's defaults."""
         if model in self.guards_per_model:

@@ -11,6 +11,14 @@ point estimates, as it was then.
 A first version (no champion) is judged against the configured floors and, by default,
 against the baseline (the linear probe fitted on the same training data): a version that
 learned less than the probe is rejected.
+
+The ratchet: comparing with the champion alone lets small losses add up (ten candidates
+each a little worse than the one before, each within tolerance). So every later candidate
+is also judged against a *reference*, the best golden score among all versions promoted so
+far (or a pinned ``promotion.reference_version``), with a cumulative budget
+(``promotion.ratchet_budget``; text 1 accuracy point, images 0.3 dB): once the candidate
+would sit more than the budget below the reference, it is rejected, whatever the champion.
+The golden set is fixed per model, so scores taken at different times are comparable.
 """
 
 from __future__ import annotations
@@ -21,6 +29,15 @@ from flywheel.settings import Guard, PromotionRules
 from flywheel.tasks import spec_class
 from orchestration.paired import paired_drop
 from training.evaluate import EvalReport
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The ratchet's reference: a promoted version and its golden score (primary metric)."""
+
+    version: int
+    value: float
+    pinned: bool = False
 
 
 @dataclass
@@ -122,11 +139,48 @@ def _baseline_gain(report: EvalReport, holdout: str, gain: float) -> dict:
     return {"guard": name, "passed": ok, "baseline": base, "candidate": cand, "reason": reason}
 
 
-def decide(report: EvalReport, rules: PromotionRules, model: str, task: str, first: bool) -> Verdict:
-    """The verdict for a candidate's evaluation report."""
+def ratchet_check(report: EvalReport, reference: Reference, budget: float, direction: str = "max") -> dict:
+    """The candidate's golden score against the reference, with the cumulative budget."""
+    metric = report.metric
+    name = f"golden.{metric} vs reference v{reference.version}"
+    cand = report.value("golden", "candidate", metric)
+    if cand is None:
+        return {"guard": name, "passed": False, "reason": f"{name}: the candidate has no value"}
+    sign = 1.0 if direction == "max" else -1.0
+    used = sign * (reference.value - cand)  # how far below the reference (negative: above it)
+    left = budget - used
+    kind = "pinned reference" if reference.pinned else "best promoted"
+    reason = f"{name} ({kind}): {cand:.4f} vs {reference.value:.4f}; budget {budget:g} in all, " + (
+        f"{left:.4f} left" if left >= -1e-12 else f"exceeded by {-left:.4f}"
+    )
+    return {
+        "guard": name,
+        "passed": left >= -1e-12,
+        "reference": reference.value,
+        "reference_version": reference.version,
+        "candidate": cand,
+        "budget": budget,
+        "budget_left": left,
+        "method": "ratchet",
+        "reason": reason,
+    }
+
+
+def decide(
+    report: EvalReport,
+    rules: PromotionRules,
+    model: str,
+    task: str,
+    first: bool,
+    reference: Reference | None = None,
+) -> Verdict:
+    """The verdict for a candidate's evaluation report (``reference``: the ratchet's)."""
     checks = _floors(report, rules, task) if first else []
     if not first:
         checks += [check_guard(report, g, rules.confidence) for g in rules.guards_for(model, task)]
+        budget = rules.ratchet_budget_for(task)
+        if reference is not None and budget is not None:
+            checks.append(ratchet_check(report, reference, budget))  # primary metrics: higher is better
     b = rules.baseline
     if b.first_version if first else b.later_versions:
         guard = spec_class(task).baseline_guard(b, report.metric)

@@ -291,7 +291,15 @@ class Registry:
                 stale=True,
             )
         else:
-            verdict = decide(run.report, self.settings.promotion, model, info.task, first=current is None)
+            reference = None if current is None else self.reference(model, run.report.metric)
+            verdict = decide(
+                run.report,
+                self.settings.promotion,
+                model,
+                info.task,
+                first=current is None,
+                reference=reference,
+            )
         spec = spec_for(self.settings, info.task)
         note = description(model, version, run.report, verdict, run.lineage, run.data_gate, spec)
         self.client.update_model_version(model, str(version), description=note)
@@ -311,6 +319,33 @@ class Registry:
         crash_point("decide.journalled")
         self._apply(model, decision)
         return verdict
+
+    def reference(self, model: str, metric: str):
+        """The ratchet's reference (``orchestration.promotion``): the pinned
+        ``promotion.reference_version`` of ``model``, else the promoted version with the best
+        golden ``metric`` (each read from its own version folder's evaluation report)."""
+        from orchestration.promotion import Reference
+
+        pinned = self.settings.promotion.reference_version.get(model)
+        promoted = {
+            e.version
+            for e in history.entries(self.settings.state_dir, model)
+            if e.action in ("promote", "force-promote") and e.version is not None
+        }
+        if pinned is not None:
+            promoted = {pinned}
+        best = None
+        for version in sorted(promoted):
+            try:
+                folder = self.models.version(model, version)
+            except FlywheelError:
+                continue  # registered on another machine: its score is not here to compare
+            if not folder.has_report():
+                continue
+            value = folder.report().value("golden", "candidate", metric)
+            if value is not None and (best is None or value > best.value):
+                best = Reference(version, value, pinned=pinned is not None)
+        return best
 
     def _folder(self, model: str, version: int, tags: dict):
         """The version's folder, moving it from ``runs/`` if a crash came before that."""

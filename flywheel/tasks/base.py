@@ -154,6 +154,12 @@ class TaskSpec:
         """How much a first version must beat the baseline by on its mean (None: no such rule)."""
         return None
 
+    @classmethod
+    def default_ratchet_budget(cls) -> float | None:
+        """How far below the best promoted version's golden score (primary metric) any
+        candidate may be, in all (``orchestration.promotion``, the ratchet). None: no ratchet."""
+        return None
+
     # ---- serving and review ---------------------------------------------------------
 
     def serving_meta(self, record) -> dict:

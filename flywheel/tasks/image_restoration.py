@@ -354,6 +354,10 @@ class ImageRestoration(TaskSpec):
     def default_baseline_gain(cls) -> float | None:
         return 0.5
 
+    @classmethod
+    def default_ratchet_budget(cls) -> float | None:
+        return 0.3  # dB below the best promoted version's golden PSNR, in all
+
     # ---- serving and review ---------------------------------------------------------
 
     def serving_meta(self, record) -> dict:

@@ -390,6 +390,10 @@ class TextClassification(TaskSpec):
     # ---- promotion ------------------------------------------------------------------
 
     @classmethod
+    def default_ratchet_budget(cls) -> float | None:
+        return 0.01  # one accuracy point below the best promoted version's, in all
+
+    @classmethod
     def default_guards(cls) -> list:
         from flywheel.settings import Guard
 

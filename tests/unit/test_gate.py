@@ -124,3 +124,60 @@ def test_a_missing_candidate_metric_fails_closed():
     r = report(0.8, 0.8)
     del r.sets["golden"].roles["candidate"]["accuracy"]
     assert not decide(r, PromotionRules(), "m", "text-classification", first=False).passed
+
+
+def test_the_ratchet_stops_a_walk_downhill_once_the_budget_is_spent():
+    """Issue 28, item 2: ten candidates each 0.4 points worse than the one before pass the
+    champion guard (0.5 points) one by one; the ratchet judges each against the best
+    promoted version with 1 point in all, and rejects the first that would spend more."""
+    from orchestration.promotion import Reference
+
+    rules = PromotionRules()
+    promoted = {1: 0.900}
+    champion, verdicts = 0.900, []
+    for step in range(1, 11):
+        candidate = round(champion - 0.004, 4)  # 0.4 points below the current champion
+        best = max(promoted.items(), key=lambda kv: kv[1])
+        verdict = decide(
+            report(champion, candidate),
+            rules,
+            "m",
+            "text-classification",
+            first=False,
+            reference=Reference(*best),
+        )
+        champion_guard = next(c for c in verdict.checks if c["guard"] == "golden.accuracy")
+        assert champion_guard["passed"]  # each step alone is within the champion's tolerance
+        verdicts.append(verdict.passed)
+        if verdict.passed:
+            promoted[step + 1] = candidate
+            champion = candidate
+    assert verdicts[:2] == [True, True] and not any(verdicts[2:]), verdicts  # 0.8 points used, then no more
+    ratchet = next(c for c in verdict.checks if c["method"] == "ratchet")
+    assert ratchet["reference_version"] == 1 and ratchet["budget"] == 0.01 and ratchet["budget_left"] < 0
+    assert "vs reference v1 (best promoted)" in ratchet["reason"] and "exceeded by" in ratchet["reason"]
+
+
+def test_the_ratchet_budget_is_per_task_and_a_pinned_reference_is_named():
+    from orchestration.promotion import Reference
+
+    psnr = decide(
+        report(29.45, 29.30, metric="psnr"),
+        PromotionRules(),
+        "m",
+        "image-restoration",
+        first=False,
+        reference=Reference(3, 29.70, pinned=True),
+    )
+    ratchet = next(c for c in psnr.checks if c["method"] == "ratchet")
+    assert ratchet["budget"] == 0.3 and not ratchet["passed"]  # 0.40 dB below the reference
+    assert "pinned reference" in ratchet["reason"]
+    custom = PromotionRules(ratchet_budget={"image-restoration": 0.5})
+    assert decide(
+        report(29.45, 29.30, metric="psnr"),
+        custom,
+        "m",
+        "image-restoration",
+        first=False,
+        reference=Reference(3, 29.70),
+    ).passed
