@@ -175,7 +175,47 @@ def candidate_row(replay: Replay, seed: int, kind: str, no: int, degradation: st
 
 def spread(values: list[float]) -> str:
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} | {min(values):.3f} | {max(values):.3f} | {max(values) - min(values):.3f} | {sd:.3f}"
+    low, high = min(values), max(values)
+    return f"{statistics.mean(values):.3f} | {low:.3f} | {high:.3f} | {high - low:.3f} | {sd:.3f}"
+
+
+def verdict_tables(rows: list[dict]) -> None:
+    tols = " | ".join(f"abs {t:g} dB" for t in ABS_TOLERANCES)
+    print(
+        "| seed | round | golden champ → cand | old champ → cand | golden drop (LB95), n "
+        f"| old drop (LB95), n | default 5 % rel | {tols} |"
+    )
+    print("|---" * (7 + len(ABS_TOLERANCES)) + "|")
+    for r in rows:
+        psnr = [f"{r[h][0]:.3f} → {r[h][1]:.3f}" for h in ("golden", "old")]
+        drops = [f"{r[h][2]:+.3f} ({r[h][3]:+.3f}), {r['n_' + h]}" for h in ("golden", "old")]
+        cells = [str(r["seed"]), r["round"], *psnr, *drops, r["default"], *(r[t] for t in ABS_TOLERANCES)]
+        print("| " + " | ".join(cells) + " |")
+    print(
+        "\ndrop = champion PSNR - candidate PSNR in dB (positive: worse); LB95 = one-sided 95 % lower bound"
+    )
+    print("\n| guard | honest rounds promoted | buggy rounds rejected |\n|---|---|---|")
+    honest, buggy = [r for r in rows if r["kind"] == "honest"], [r for r in rows if r["kind"] == "buggy"]
+    for key in ("default", *ABS_TOLERANCES):
+        name = "default 5 % relative" if key == "default" else f"absolute {key:g} dB"
+        ok, bad = sum(r[key] == "promoted" for r in honest), sum(r[key] == "rejected" for r in buggy)
+        print(f"| {name} | {ok} of {len(honest)} | {bad} of {len(buggy)} |")
+
+
+def noise_tables(replay: Replay, first: dict) -> None:
+    seeds = list(first)
+    print(f"\n## Retraining noise: round 1 from the same v1 on the same data, training seeds {seeds}\n")
+    print("| holdout | n | champion v1 | mean | min | max | max-min | std |\n" + "|---" * 8 + "|")
+    for h in ("golden", "old"):
+        values = [rep.value(h, "candidate") for _, rep, _ in first.values()]
+        ref = first[seeds[0]][1]
+        print(f"| {h} | {ref.sets[h].size} | {ref.value(h, 'champion'):.3f} | {spread(values)} |")
+    print("\n| honest candidates (a as champion, b as candidate) | golden drop (LB95) | old drop (LB95) |")
+    print("|---|---|---|")
+    for a, b in combinations(seeds, 2):
+        checks = replay.compare(first[a][0], first[b][0], first[a][2])
+        cells = [f"{checks[h]['drop']:+.3f} ({checks[h]['lower_bound']:+.3f})" for h in ("golden", "old")]
+        print(f"| seed {a} → seed {b} | {cells[0]} | {cells[1]} |", flush=True)
 
 
 def main() -> None:
@@ -214,9 +254,8 @@ def main() -> None:
             seed, replay.round_frame(kind, no, degradation), replay.boot, v1, folder
         )
         first[seed] = (folder, report, holdouts)
-        log(
-            f"  seed {seed} round 1: golden {report.value('golden', 'candidate'):.3f} dB ({time.perf_counter() - t:.0f} s)"
-        )
+        golden = report.value("golden", "candidate")
+        log(f"  seed {seed} round 1: golden {golden:.3f} dB ({time.perf_counter() - t:.0f} s)")
 
     import pandas as pd
 
@@ -236,58 +275,14 @@ def main() -> None:
             if row["default"] == "promoted":
                 champion, old = folder, pd.concat([old, new], ignore_index=True)
 
-    # ---- tables ----
     g, o = boot_report.value("golden", "candidate"), boot_report.value("old", "candidate")
     print(f"## Image demo verdicts replayed ({args.runs} runs, {time.perf_counter() - started:.0f} s)\n")
     print(
         f"v1 (bootstrap, seed {args.boot_seed}): golden {g:.3f} dB (degraded input "
         f"{boot_report.value('golden', 'baseline'):.3f}), old {o:.3f} dB: {boot_verdict.label}\n"
     )
-    tol_head = " | ".join(f"abs {t:g} dB" for t in ABS_TOLERANCES)
-    print(
-        "| seed | round | golden champ → cand | old champ → cand | golden drop (LB95) | old drop (LB95) "
-        f"| default 5 % rel | {tol_head} |"
-    )
-    print("|---" * (7 + len(ABS_TOLERANCES)) + "|")
-    for r in rows:
-        cells = []
-        for h in ("golden", "old"):
-            champ, cand, drop, lb = r[h]
-            cells.append(f"{champ:.3f} → {cand:.3f}")
-        drops = [f"{r[h][2]:+.3f} ({r[h][3]:+.3f}), n={r['n_' + h]}" for h in ("golden", "old")]
-        verdicts = " | ".join(r[t] for t in ABS_TOLERANCES)
-        print(
-            f"| {r['seed']} | {r['round']} | {cells[0]} | {cells[1]} | {drops[0]} | {drops[1]} | {r['default']} | {verdicts} |"
-        )
-    print(
-        "\ndrop = champion − candidate PSNR (dB, positive: worse); LB95 = one-sided 95 % lower bound (paired bootstrap)."
-    )
-
-    print("\n| guard | honest rounds promoted | buggy rounds rejected |\n|---|---|---|")
-    honest, buggy = [r for r in rows if r["kind"] == "honest"], [r for r in rows if r["kind"] == "buggy"]
-    for key, name in [
-        ("default", "default 5 % relative"),
-        *((t, f"absolute {t:g} dB") for t in ABS_TOLERANCES),
-    ]:
-        ok = sum(r[key] == "promoted" for r in honest)
-        bad = sum(r[key] == "rejected" for r in buggy)
-        print(f"| {name} | {ok} of {len(honest)} | {bad} of {len(buggy)} |")
-
-    print(f"\n## Retraining noise: round 1 from the same v1 on the same data, training seeds {noise_seeds}\n")
-    print(
-        "| holdout | n | champion v1 | mean | min | max | max−min | std |\n|---|---|---|---|---|---|---|---|"
-    )
-    for h in ("golden", "old"):
-        values = [rep.value(h, "candidate") for _, rep, _ in first.values()]
-        n = first[noise_seeds[0]][1].sets[h].size
-        print(f"| {h} | {n} | {first[noise_seeds[0]][1].value(h, 'champion'):.3f} | {spread(values)} |")
-
-    print("\n| candidates (a → b) | golden drop (LB95) | old drop (LB95) |\n|---|---|---|")
-    for a, b in combinations(noise_seeds, 2):
-        checks = replay.compare(first[a][0], first[b][0], first[a][2])
-        cells = [f"{checks[h]['drop']:+.3f} ({checks[h]['lower_bound']:+.3f})" for h in ("golden", "old")]
-        print(f"| seed {a} → seed {b} | {cells[0]} | {cells[1]} |", flush=True)
-
+    verdict_tables(rows)
+    noise_tables(replay, first)
     whys = [(r["seed"], r["round"], r["why"]) for r in rows if r["why"]]
     if whys:
         print("\nreasons (default guards):")
