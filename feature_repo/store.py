@@ -99,9 +99,14 @@ def open_store(settings, apply: bool = True):
     base.mkdir(parents=True, exist_ok=True)
     store = FeatureStore(config=repo_config(settings))
     if apply:
+        from flywheel.stores import store_lock
+
         names = {fv.name for fv in store.list_feature_views()}
         if FEATURE_VIEW not in names:
-            apply_definitions(settings, store)
+            with store_lock(settings.state_dir, "feast"):  # one process applies; the others wait
+                store.refresh_registry()
+                if FEATURE_VIEW not in {fv.name for fv in store.list_feature_views()}:
+                    _apply(settings, store)
     return store
 
 
@@ -120,9 +125,17 @@ def online_sample_ids(settings, store=None) -> set[str]:
 
 def apply_definitions(settings, store=None) -> list[str]:
     """Register the entity, sources, view and service (idempotent); return their names."""
-    from feature_repo.definitions import build
+    from flywheel.stores import store_lock
 
     store = store or open_store(settings, apply=False)
+    with store_lock(settings.state_dir, "feast"):  # one process applies at a time
+        return _apply(settings, store)
+
+
+def _apply(settings, store) -> list[str]:
+    """Apply the definitions; the caller holds the ``feast`` store lock."""
+    from feature_repo.definitions import build
+
     _seed_offline(settings)
     objects = build(offline_dir(settings))
     store.apply(list(objects.values()))

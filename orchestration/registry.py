@@ -148,6 +148,9 @@ class Registry:
         use_credentials(settings)
         self.settings = settings
         self.models = ModelStore(settings.state_dir)
+        from orchestration import mlflow_store
+
+        mlflow_store.ensure(settings)  # created or migrated once, whoever comes first
         mlflow.set_tracking_uri(settings.mlflow_tracking_uri)  # for the fluent logging API
         self.client = MlflowClient(settings.mlflow_tracking_uri)
 

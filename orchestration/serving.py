@@ -51,6 +51,9 @@ def load_version(settings, model: str, version: int | str = "champion"):
     quiet_mlflow()
     use_credentials(settings)
     uri = f"models:/{model}@{version}" if isinstance(version, str) else f"models:/{model}/{int(version)}"
+    from orchestration import mlflow_store
+
+    mlflow_store.ensure(settings)
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     try:
@@ -95,10 +98,12 @@ class ChampionPredictor:
 
         from mlflow import MlflowClient
 
+        from orchestration import mlflow_store
         from orchestration.registry import quiet_mlflow, use_credentials
 
         quiet_mlflow()
         use_credentials(settings)
+        mlflow_store.ensure(settings)  # created or migrated once, whoever comes first
         self.settings = settings
         self.client = MlflowClient(settings.mlflow_tracking_uri)
         self.log = log or logging.getLogger("flywheel.serving").warning
