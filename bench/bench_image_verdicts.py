@@ -13,8 +13,9 @@ champion through ``training.dataset.assemble`` (hash splits, replay, holdouts), 
 
 v1 is bootstrapped once (training seed ``--boot-seed``); each run retrains from it with its own
 training seed, so the spread of the round-1 candidates is retraining noise on the same data.
-The chain follows the current default gate (a rejected round is not replayed). Every candidate
-is also judged with absolute-dB PSNR guards (``relative=False``) on the same ``EvalReport``.
+The chain follows the current default gate (a rejected round is not replayed); every verdict
+includes the ratchet (the best promoted golden PSNR, ``promotion.ratchet_budget``). Every
+candidate is also judged with absolute-dB PSNR guards (``relative=False``) on the same report.
 
     python bench/bench_image_verdicts.py [--runs 3] [--noise-seeds 3]
 """
@@ -128,14 +129,15 @@ class Replay:
         report = evaluate(self.spec, [], roles, holdouts, self.settings.training.eval_batch_size)
         return {h: check_guard(report, abs_guard(h, 0.0), self.rules.confidence) for h in holdouts}
 
-    def decide(self, report, first: bool = False, tolerance: float | None = None):
+    def decide(self, report, first: bool = False, tolerance: float | None = None, reference=None):
+        """``reference``: the ratchet's (the best promoted golden score, as the registry finds it)."""
         from orchestration.promotion import decide
 
         rules = self.rules
         if tolerance is not None:  # absolute-dB guards instead of the task's relative defaults
             guards = [abs_guard("golden", tolerance), abs_guard("old", tolerance)]
             rules = rules.model_copy(update={"guards": {**rules.guards, TASK: guards}})
-        return decide(report, rules, self.model, TASK, first=first)
+        return decide(report, rules, self.model, TASK, first=first, reference=reference)
 
 
 def abs_guard(holdout: str, tolerance: float):
@@ -154,8 +156,8 @@ def _blur(text: str, sigma: float) -> str:
     return png_b64(np.asarray(image, dtype=np.uint8))
 
 
-def candidate_row(replay: Replay, seed: int, kind: str, no: int, degradation: str, report) -> dict:
-    default = replay.decide(report)
+def candidate_row(replay: Replay, seed: int, kind: str, no: int, degradation: str, report, ref) -> dict:
+    default = replay.decide(report, reference=ref)
     checks = {c["guard"]: c for c in default.checks}
     row = {"seed": seed, "round": f"{no} {kind} ({degradation})", "kind": kind, "default": default.label}
     for h in ("golden", "old"):
@@ -168,7 +170,7 @@ def candidate_row(replay: Replay, seed: int, kind: str, no: int, degradation: st
         )
         row[f"n_{h}"] = c.get("n")
     for tol in ABS_TOLERANCES:
-        row[tol] = replay.decide(report, tolerance=tol).label
+        row[tol] = replay.decide(report, tolerance=tol, reference=ref).label
     row["why"] = "; ".join(default.reasons)
     return row
 
@@ -259,8 +261,11 @@ def main() -> None:
 
     import pandas as pd
 
+    from orchestration.promotion import Reference
+
     for seed in range(args.runs):
         champion, old = v1, replay.boot
+        best = Reference(1, boot_report.value("golden", "candidate"))  # the ratchet's reference
         for kind, no, degradation in ROUNDS:
             t = time.perf_counter()
             new = replay.round_frame(kind, no, degradation)
@@ -269,11 +274,13 @@ def main() -> None:
             else:
                 folder = tmp / f"s{seed}-r{no}"
                 report, _ = replay.retrain(seed, new, old, champion, folder)
-            row = candidate_row(replay, seed, kind, no, degradation, report)
+            row = candidate_row(replay, seed, kind, no, degradation, report, best)
             rows.append(row)
             log(f"  seed {seed} round {no} {kind}: {row['default']} ({time.perf_counter() - t:.0f} s)")
             if row["default"] == "promoted":
                 champion, old = folder, pd.concat([old, new], ignore_index=True)
+                if report.value("golden", "candidate") > best.value:
+                    best = Reference(no + 1, report.value("golden", "candidate"))
 
     g, o = boot_report.value("golden", "candidate"), boot_report.value("old", "candidate")
     print(f"## Image demo verdicts replayed ({args.runs} runs, {time.perf_counter() - started:.0f} s)\n")

@@ -124,6 +124,44 @@ class IngestStats:
         return self.rows / self.seconds if self.seconds else 0.0
 
 
+class ConsumerWatch:
+    """When the ingestor's consumer must be replaced: the embedded broker started a new epoch
+    (its groups and offsets are gone), or the consumer has held no partition for
+    ``STUCK_S`` (seen in the chaos soak: after a broker restart under load, a librdkafka
+    consumer never joined its group again, while a new one joined in 8 s)."""
+
+    STUCK_S = 60.0
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.epoch = self._epoch()
+        self.since = time.monotonic()
+        self.checked = 0.0
+
+    def _epoch(self) -> str | None:
+        if not self.settings.embedded_broker:
+            return None
+        from flywheel.broker import read_epoch
+
+        try:
+            epoch = read_epoch(self.settings.state_dir)
+        except BrokerError:
+            return None
+        return epoch.id if epoch else None
+
+    def stuck(self, assigned: bool) -> str | None:
+        now = time.monotonic()
+        if assigned:
+            self.since = now
+        elif now - self.since > self.STUCK_S:
+            return f"no partition assigned for {now - self.since:.0f}s"
+        if now - self.checked > 2.0:
+            self.checked = now
+            if self._epoch() != self.epoch:
+                return "the embedded broker restarted (a new epoch)"
+        return None
+
+
 class Ingestor:
     """Consumes the clean topic and writes micro-batches to Feast (see the module docstring).
 
@@ -207,6 +245,7 @@ class Ingestor:
         stats = IngestStats()
         started = time.monotonic()
         consumer = self._consumer()
+        watch = ConsumerWatch(self.settings)
         settler = threading.Thread(target=self._settle_forever, name="settler", daemon=True)
         if self.settle:
             settler.start()
@@ -249,6 +288,13 @@ class Ingestor:
                     batch = []
                 if until_caught_up and caught_up and not batch:
                     break
+                why = watch.stuck(bool(assigned))
+                if why and not batch:  # a batch in hand is written first; its offsets die with the consumer
+                    self.log(f"rebuilding the Kafka consumer: {why}")
+                    consumer.close()
+                    consumer = self._consumer()
+                    at_end.clear()
+                    watch = ConsumerWatch(self.settings)
         finally:
             consumer.close()  # without committing: an unwritten batch is consumed again
             self.ledger.close()

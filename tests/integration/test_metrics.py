@@ -37,6 +37,12 @@ def scrape(settings) -> dict[tuple[str, tuple], float]:
 
 
 def test_metrics_show_the_runs_topics_dlq_reasons_lag_and_review_queue(settings):
+    from flywheel.model_info import ModelInfo, write_model_info
+
+    # the traffic's model exists (review items of unknown models are dead letters)
+    write_model_info(
+        settings.state_dir, ModelInfo("sentiment", "text-classification", ["negative", "positive"], "")
+    )
     values, expected = mixed_traffic(400, seed=3)
     run_bounded(settings, produce_raw(settings, values))
     assert settled_accounting(settings).balanced
@@ -44,7 +50,7 @@ def test_metrics_show_the_runs_topics_dlq_reasons_lag_and_review_queue(settings)
     queue = ReviewQueue(settings)
     queue.sync()
     m = scrape(settings)
-    for source in ("kafka", "dlq", "stream_job", "review_queue", "models"):
+    for source in ("kafka", "dlq", "stream_job", "review_queue", "models", "durability"):
         assert m[("flywheel_metrics_source_up", (("source", source),))] == 1, source
     assert m[("flywheel_topic_offset", (("topic", "raw"),))] == 400  # produced without transactions
     assert m[("flywheel_topic_offset", (("topic", "dlq"),))] >= expected["dlq"]  # plus commit markers
