@@ -57,6 +57,7 @@ def small(settings):
             "guards": {
                 "text-classification": [{"metric": "accuracy", "holdout": "golden", "tolerance": 1.0}]
             },
+            "ratchet_budget": {"text-classification": 1.0},  # lenient like the guards: mechanics
         }
     )
     return s.model_copy(update={"promotion": rules})

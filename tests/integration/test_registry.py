@@ -39,7 +39,9 @@ def tuned(settings, tolerance: float = 1.0, **training):
     rules = settings.promotion.model_copy(
         update={"floors": {"text-classification": {"golden.accuracy": 0.2}}}
     )
-    rules = type(rules).model_validate({**rules.model_dump(), "guards": guards})
+    # the ratchet as lenient (or strict) as the guards: these tests are about the mechanics
+    budget = {"text-classification": tolerance}
+    rules = type(rules).model_validate({**rules.model_dump(), "guards": guards, "ratchet_budget": budget})
     return s.model_copy(update={"promotion": rules})
 
 
