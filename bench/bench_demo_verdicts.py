@@ -45,7 +45,7 @@ def one_run(seed: int, tmp: Path) -> list[dict]:
 
     from demo.traffic import LABELS, corpus_split, demo_settings
     from flywheel.tasks.text_classification import TextClassification
-    from orchestration.promotion import decide
+    from orchestration.promotion import Reference, decide
     from training.data import split_by_hash, stratified_sample
     from training.dataset import assemble
     from training.evaluate import evaluate, version_roles
@@ -67,6 +67,8 @@ def one_run(seed: int, tmp: Path) -> list[dict]:
     verdict = decide(report, rules, "sentiment", "text-classification", first=True)
     rows = [_row(1, "bootstrap", len(boot), report, verdict)]
     champion, old = (tmp / "v1") if verdict.passed else None, boot
+    # the ratchet's reference: the best golden score among the promoted versions
+    best = Reference(1, report.value("golden", "candidate")) if verdict.passed else None
     for i, chunk in enumerate(rounds, start=1):
         if champion is None:
             break
@@ -77,10 +79,13 @@ def one_run(seed: int, tmp: Path) -> list[dict]:
         fit(adapter, LABELS, data.train, data.validation, cfg, folder, champion, progress=False)
         roles = version_roles(adapter, LABELS, folder, champion)
         report = evaluate(adapter, LABELS, roles, data.holdouts, cfg.eval_batch_size)
-        verdict = decide(report, rules, "sentiment", "text-classification", first=False)
+        verdict = decide(report, rules, "sentiment", "text-classification", first=False, reference=best)
         rows.append(_row(i + 1, "corrupted" if corrupt else "traffic", len(new), report, verdict))
         if verdict.passed:
             champion, old = folder, pd.concat([old, new])
+            golden_now = report.value("golden", "candidate")
+            if golden_now is not None and golden_now > best.value:
+                best = Reference(i + 1, golden_now)
     return rows
 
 
