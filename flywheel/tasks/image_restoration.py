@@ -14,7 +14,8 @@
 * **Metrics**: PSNR (dB) and SSIM per sample; the primary metric is PSNR.
 * **Baseline**: the degraded input itself (identity). A first version must beat it on golden
   PSNR by ``promotion.baseline.min_gain`` (0.5 dB by default); a retrain may not lose more
-  than 5 % of the champion's golden or old-set PSNR (paired test).
+  than 0.2 dB of the champion's golden or old-set PSNR (paired test; chosen from measured
+  retraining noise) nor sit more than 0.3 dB below the best promoted version (the ratchet).
 * **Serving**: an ``image_png_b64`` column of PNGs → restored PNGs in ``image_png_b64``.
 * **Review**: a grid PNG, degraded | champion | candidate | target, for a few golden samples.
 """
@@ -339,8 +340,12 @@ class ImageRestoration(TaskSpec):
         from flywheel.settings import Guard
 
         return [
-            Guard(metric="psnr", holdout="golden", tolerance=0.05, relative=True, detect=0.08),
-            Guard(metric="psnr", holdout="old", tolerance=0.05, relative=True, detect=0.08),
+            # absolute dB, from measured retraining noise (bench/bench_image_verdicts.py: seed
+            # std 0.04 dB, noise-only lower bounds up to +0.055 dB): 0.2 dB is ~5 sd; the 5 %
+            # relative rule (1.5 dB at 30 dB) promoted a visibly worse round. Rolling back a
+            # live champion keeps its own, wider rule (monitor.tolerance).
+            Guard(metric="psnr", holdout="golden", tolerance=0.2, relative=False, detect=0.5),
+            Guard(metric="psnr", holdout="old", tolerance=0.2, relative=False, detect=0.5),
         ]
 
     @classmethod

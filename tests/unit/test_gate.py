@@ -41,10 +41,11 @@ def test_forgetting_on_the_old_set_is_guarded():
     assert not verdict.passed and verdict.reasons[0].startswith("old.accuracy 0.7000")
 
 
-def test_psnr_is_guarded_relatively():
+def test_psnr_is_guarded_in_db_from_measured_noise():
+    """Issue 28, item 1: 0.2 dB absolute (the 5 % relative rule allowed 1.5 dB at 30 dB)."""
     rules = PromotionRules()
-    ok = report(30.0, 28.6, metric="psnr")  # -4.7 %
-    bad = report(30.0, 28.4, metric="psnr")  # -5.3 %
+    ok = report(30.0, 29.85, metric="psnr")  # -0.15 dB
+    bad = report(30.0, 29.70, metric="psnr")  # -0.30 dB: within 5 %, now rejected
     assert decide(ok, rules, "m", "image-restoration", first=False).passed
     assert not decide(bad, rules, "m", "image-restoration", first=False).passed
 
