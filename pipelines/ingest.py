@@ -231,7 +231,6 @@ class Ingestor:
         consumer = Consumer(conf)
         consumer.subscribe(
             [self.topic, self.predictions_topic, self.review_topic, self.dlq_topic, self.duplicates_topic],
-            on_assign=self._check_positions,
         )
         return consumer
 
@@ -345,31 +344,6 @@ class Ingestor:
         stats.rows += len(records)
         stats.predictions += len(served)
         stats.last_offsets.update({p: last for p, (_, last) in clean_offsets.items()})
-
-    def _check_positions(self, consumer, partitions) -> None:
-        """Say so when a committed offset no longer exists (the topic was recreated, or
-        retention removed records before they were read): reading then restarts at the
-        earliest record, and what was lost in between is re-delivered from the edge journal
-        by the settler, never skipped in silence."""
-        try:
-            committed = consumer.committed(partitions, timeout=10)
-        except Exception as exc:  # noqa: BLE001 - a check only: the assignment goes on
-            self.log(f"could not read committed offsets at assignment ({exc})")
-            return
-        for tp in committed:
-            if tp.offset < 0:
-                continue
-            low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-            if tp.offset > high:
-                self.log(
-                    f"{tp.topic}[{tp.partition}]: committed offset {tp.offset} is past the end {high} "
-                    "(the topic was recreated: a broker that came back empty); reading it from the start"
-                )
-            elif tp.offset < low:
-                self.log(
-                    f"{tp.topic}[{tp.partition}]: records {tp.offset}..{low - 1} were removed before they "
-                    f"were read (retention); reading from {low}; the settler re-delivers what had no fate"
-                )
 
     def _settle_forever(self) -> None:
         """The settler (``pipelines.settler``) beside the fate ledger's writer: trims the edge
