@@ -213,7 +213,13 @@ class Ingestor:
         self.stop_event.set()
 
     def _consumer(self):
-        from confluent_kafka import Consumer
+        """A consumer *assigned* every partition of the five topics, reading from the group's
+        committed offsets (earliest when none). Not a group member: one ingestor runs per
+        state dir (it is the fate ledger's only writer), and tansu's group coordinator was
+        seen, after a broker restart under load, never to let a member join again (the
+        chaos soak: no partition for minutes, consumer after consumer), while commits of an
+        assigned consumer always worked."""
+        from confluent_kafka import Consumer, TopicPartition
 
         conf = client_config(
             self.settings,
@@ -229,9 +235,31 @@ class Ingestor:
             },
         )
         consumer = Consumer(conf)
-        consumer.subscribe(
-            [self.topic, self.predictions_topic, self.review_topic, self.dlq_topic, self.duplicates_topic],
-        )
+        topics = [
+            self.topic,
+            self.predictions_topic,
+            self.review_topic,
+            self.dlq_topic,
+            self.duplicates_topic,
+        ]
+        try:
+            metadata = consumer.list_topics(timeout=10)
+        except Exception as exc:
+            consumer.close()
+            raise BrokerError(
+                f"cannot read the topics' partitions ({exc}); is the broker up? (`flywheel status`)"
+            ) from exc
+        partitions = []
+        for topic in topics:
+            found = metadata.topics.get(topic)
+            if found is None or found.error is not None or not found.partitions:
+                if topic == self.topic:
+                    consumer.close()
+                    raise BrokerError(f"{topic} does not exist: create the topics (`flywheel broker start`)")
+                self.log(f"{topic} does not exist: create it like the other topics; feedback still flows")
+                continue
+            partitions += [TopicPartition(topic, p) for p in sorted(found.partitions)]
+        consumer.assign(partitions)  # each at the group's committed offset, else earliest
         return consumer
 
     def run(
