@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flywheel.procs import die_with_parent
+
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("broker", "stream", "ingest", "http")
 
@@ -147,6 +149,7 @@ class Drill:
             stdout=self.out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,  # an interrupted drill leaves no loop behind
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -49,6 +49,25 @@ class Topics:
         return [self.raw, self.clean, self.review, self.dlq, self.duplicates, self.predictions]
 
 
+def group_id(settings: Settings, base: str) -> str:
+    """The consumer group to use for ``base`` (``stream.group_id``, ``feast.group_id``).
+
+    On the embedded broker the group is per epoch (``base.e<N>``, ``flywheel.broker``): a
+    process of the old epoch that commits after the broker came back empty (the chaos drill
+    saw an ingestor commit offset 4,624 into a fresh topic) commits to its own epoch's
+    group, never past the end of the new topics, where tansu answers an empty fetch forever
+    instead of "offset out of range"."""
+    if not settings.embedded_broker:
+        return base
+    from flywheel.broker import read_epoch
+
+    try:
+        epoch = read_epoch(settings.state_dir)
+    except BrokerError:
+        return base
+    return f"{base}.e{epoch.number}" if epoch is not None else base
+
+
 def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """librdkafka config: bootstrap servers, security passthrough, user extras, then ``extra``."""
     conf: dict[str, Any] = {

@@ -143,7 +143,7 @@ class StateCollector(Collector):
         from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
         from confluent_kafka.admin import AdminClient
 
-        from flywheel.kafka import Topics, client_config
+        from flywheel.kafka import Topics, client_config, group_id
 
         s = self.settings
         topics = Topics.from_settings(s)
@@ -187,7 +187,10 @@ class StateCollector(Collector):
             "about one per partition)",
             labels=["group", "topic"],
         )
-        for group, topic in ((s.stream.group_id, topics.raw), (s.feast.group_id, topics.clean)):
+        for group, topic in (
+            (group_id(s, s.stream.group_id), topics.raw),
+            (group_id(s, s.feast.group_id), topics.clean),
+        ):
             request = ConsumerGroupTopicPartitions(
                 group, [TopicPartition(topic, p) for p in ends.get(topic, {})]
             )

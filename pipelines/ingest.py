@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 
 from feature_repo.definitions import CREATED, FEATURES, JOIN_KEY, TIMESTAMP
 from flywheel.errors import BrokerError, FlywheelError
-from flywheel.kafka import Topics, client_config
+from flywheel.kafka import Topics, client_config, group_id
 from flywheel.tasks import spec_class
 from pipelines.records import RecordError, RoutedRecord
 
@@ -224,7 +224,7 @@ class Ingestor:
         conf = client_config(
             self.settings,
             **{
-                "group.id": self.settings.feast.group_id,
+                "group.id": group_id(self.settings, self.settings.feast.group_id),
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",

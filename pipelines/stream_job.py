@@ -24,7 +24,7 @@ from pathlib import Path
 
 from flywheel.errors import FlywheelError
 from flywheel.events import MAX_RECORD_BYTES
-from flywheel.kafka import Topics, java_kafka_properties
+from flywheel.kafka import Topics, group_id, java_kafka_properties
 from flywheel.layout import StateLayout
 from flywheel.settings import Settings, load_settings
 from pipelines.records import DLQ, REVIEW
@@ -73,7 +73,7 @@ def source_ddl(settings: Settings, topics: Topics, stop_offsets: dict[int, int] 
         "connector": "kafka",
         "topic": topics.raw,
         "properties.bootstrap.servers": settings.bootstrap_servers,
-        "properties.group.id": settings.stream.group_id,
+        "properties.group.id": group_id(settings, settings.stream.group_id),
         "properties.auto.offset.reset": "earliest",
         "scan.startup.mode": "group-offsets",
         "key.format": "raw",
