@@ -285,6 +285,7 @@ class StateCollector(Collector):
         yield from (pending, escalated, age)
 
     def _models(self):
+        from flywheel.errors import FlywheelError
         from flywheel.tasks import spec_class
         from orchestration import history
         from pipelines.live import LedgerError, LiveLedger
@@ -315,7 +316,12 @@ class StateCollector(Collector):
             ledger = None
         try:
             for model in store.names():
-                champion.add_metric([model], store.state(model).champion or 0)
+                try:
+                    state = store.state(model)
+                except (FlywheelError, FileNotFoundError) as exc:  # a bootstrap under way or cut short
+                    log.debug("metrics: %s has no state yet (%s)", model, exc)
+                    continue
+                champion.add_metric([model], state.champion or 0)
                 for action, n in sorted(
                     Counter(e.action for e in history.entries(self.settings.state_dir, model)).items()
                 ):
