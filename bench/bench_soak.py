@@ -84,8 +84,10 @@ def main() -> None:
         report = drill.account(timeout_s=600)
     finally:
         rc = drill.stop()
-    history = sorted((workdir / "state").glob("models/*/history*"))
-    retrains = sum(1 for h in history for line in h.read_text().splitlines() if line.strip())
+    from orchestration import history
+
+    retrains = len(history.entries(workdir / "state", "sentiment")) if not args.no_model else 0
+    started_runs = len(list((workdir / "state" / "models" / "sentiment" / "runs").glob("*")))
     print()
     print("| measure | value |")
     print("|---|---|")
@@ -95,7 +97,8 @@ def main() -> None:
     print(f"| fates | {', '.join(f'{k} {v:,}' for k, v in sorted(report.fates.items()))} |")
     print(f"| repeats (resent batches, re-deliveries; counted once) | {report.repeats:,} |")
     print(f"| refused while a part was down (503, retried) | {report.refused:,} |")
-    print(f"| history entries (promotions, rejections, rollbacks) | {retrains} |")
+    print(f"| history entries (bootstrap, promotions, rejections, rollbacks) | {retrains} |")
+    print(f"| retrain runs started and not finished | {started_runs} |")
     print(f"| `flywheel run` exit code | {rc} |")
     print()
     print("| kill | at | recovered in |")

@@ -125,7 +125,8 @@ def test_the_loop_in_production_shape(settings, tmp_path):
                 assert model["consistent"] and model["champion"]["version"] == 2
                 assert "RUNNING" in state["health"]["flink cluster"]
 
-                scraped = metrics(http.get("/metrics").text)
+                assert http.get("/metrics").status_code == 401  # operational routes need the token too
+                scraped = metrics(http.get("/metrics", headers=auth).text)
                 assert scraped[("flywheel_topic_offset", (("topic", "raw"),))] == 90
                 assert scraped[("flywheel_champion_version", (("model", "sentiment"),))] == 2
                 assert scraped[("flywheel_http_feedback_events_total", (("outcome", "accepted"),))] >= 90
