@@ -22,13 +22,13 @@ def test_chaos_drill_every_acknowledged_event_reaches_one_fate(tmp_path):
     drill.start()
     try:
         kills = [
-            Kill(30, "broker"),
-            Kill(100, "stream"),
-            Kill(150, "ingest"),
-            Kill(185, "http"),
-            Kill(220, "broker"),
+            Kill(25, "broker"),
+            Kill(85, "stream"),
+            Kill(130, "ingest"),
+            Kill(160, "http"),
+            Kill(190, "broker"),
         ]
-        drill.run(280, kills, sample_every_s=60)
+        drill.run(240, kills, sample_every_s=60)
         report = drill.account(timeout_s=300)
     finally:
         rc = drill.stop()
@@ -59,8 +59,8 @@ def test_chaos_drill_with_an_external_broker(tmp_path):
         known_model(drill)
         drill.start()
         try:
-            kills = [Kill(20, "stream"), Kill(70, "ingest"), Kill(100, "http")]
-            drill.run(140, kills, sample_every_s=60)
+            kills = [Kill(20, "stream"), Kill(60, "ingest"), Kill(85, "http")]
+            drill.run(115, kills, sample_every_s=60)
             report = drill.account(timeout_s=300)
         finally:
             rc = drill.stop()
