@@ -81,6 +81,17 @@ def read_epoch(state_dir: Path) -> Epoch | None:
         ) from exc
 
 
+def current_epoch(settings) -> Epoch | None:
+    """The embedded broker's epoch for readers that only compare it: None with an external
+    broker, before the first start, or while the file cannot be read."""
+    if not settings.embedded_broker:
+        return None
+    try:
+        return read_epoch(settings.state_dir)
+    except BrokerError:
+        return None
+
+
 def _next_epoch(state_dir: Path) -> Epoch:
     import uuid
 

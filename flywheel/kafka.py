@@ -57,14 +57,9 @@ def group_id(settings: Settings, base: str) -> str:
     saw an ingestor commit offset 4,624 into a fresh topic) commits to its own epoch's
     group, never past the end of the new topics, where tansu answers an empty fetch forever
     instead of "offset out of range"."""
-    if not settings.embedded_broker:
-        return base
-    from flywheel.broker import read_epoch
+    from flywheel.broker import current_epoch
 
-    try:
-        epoch = read_epoch(settings.state_dir)
-    except BrokerError:
-        return base
+    epoch = current_epoch(settings)
     return f"{base}.e{epoch.number}" if epoch is not None else base
 
 

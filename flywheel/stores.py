@@ -9,49 +9,23 @@ and a marker naming the version that prepared it, so later processes skip the lo
 
 from __future__ import annotations
 
-import fcntl
 import os
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-from flywheel.errors import FlywheelError
+from flywheel.files import file_lock
 
 
-class StoreBusy(FlywheelError):
-    """Another process held a store's preparation lock for too long."""
-
-    exit_code = 7
+def store_lock(state_dir: str | Path, name: str, timeout_s: float = 600.0):
+    """Hold ``<state_dir>/locks/<name>.lock`` (``flywheel.files.file_lock``: LockBusy after
+    ``timeout_s`` of another process holding it)."""
+    return file_lock(_locks(state_dir) / f"{name}.lock", timeout_s)
 
 
 def _locks(state_dir: str | Path) -> Path:
     folder = Path(state_dir) / "locks"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-@contextmanager
-def store_lock(state_dir: str | Path, name: str, timeout_s: float = 600.0) -> Iterator[None]:
-    """Hold ``<state_dir>/locks/<name>.lock`` (waiting up to ``timeout_s`` for another process)."""
-    path = _locks(state_dir) / f"{name}.lock"
-    with open(path, "a+b") as f:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise StoreBusy(
-                        f"another process has been preparing the {name} store for {timeout_s:.0f}s "
-                        f"(lock {path}); if none runs, remove the lock file and retry"
-                    ) from None
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def prepare(state_dir: str | Path, name: str, version: str, create: Callable[[], None]) -> bool:

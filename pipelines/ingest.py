@@ -92,14 +92,9 @@ def live_value(record: RoutedRecord) -> float | None:
 
 def _epoch_number(settings) -> int:
     """The embedded broker's epoch (0 with an external broker): recorded beside each fate."""
-    if not settings.embedded_broker:
-        return 0
-    from flywheel.broker import read_epoch
+    from flywheel.broker import current_epoch
 
-    try:
-        epoch = read_epoch(settings.state_dir)
-    except BrokerError:
-        return 0
+    epoch = current_epoch(settings)
     return epoch.number if epoch is not None else 0
 
 
@@ -139,14 +134,9 @@ class ConsumerWatch:
         self.checked = 0.0
 
     def _epoch(self) -> str | None:
-        if not self.settings.embedded_broker:
-            return None
-        from flywheel.broker import read_epoch
+        from flywheel.broker import current_epoch
 
-        try:
-            epoch = read_epoch(self.settings.state_dir)
-        except BrokerError:
-            return None
+        epoch = current_epoch(self.settings)
         return epoch.id if epoch else None
 
     def stuck(self, assigned: bool) -> str | None:

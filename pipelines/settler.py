@@ -271,18 +271,12 @@ class Durability:
 
 
 def durability(settings) -> Durability:
-    from flywheel.broker import read_epoch
-    from flywheel.errors import BrokerError
+    from flywheel.broker import current_epoch
     from flywheel.journal import journal_bytes
     from pipelines.fates import FATES, FateLedger
 
     layout = StateLayout.of(settings)
-    epoch = None
-    if settings.embedded_broker:
-        try:
-            epoch = read_epoch(settings.state_dir)
-        except BrokerError:
-            epoch = None
+    epoch = current_epoch(settings)
     state = read_state(settings)
     if layout.fates.is_file():
         ledger = FateLedger.of(settings)

@@ -318,14 +318,10 @@ def _checkpoints_of_this_epoch(settings: Settings, folder: Path) -> bool:
 
 def watch_epoch(settings: Settings, on_change, stop: threading.Event, every_s: float = 1.0) -> None:
     """Call ``on_change(old, new)`` once if the embedded broker's epoch changes while the job runs."""
-    from flywheel.broker import read_epoch
-    from flywheel.errors import BrokerError
+    from flywheel.broker import current_epoch
 
     def current():
-        try:
-            epoch = read_epoch(settings.state_dir)
-        except BrokerError:
-            return None
+        epoch = current_epoch(settings)
         return epoch.id if epoch is not None else None
 
     start = current()

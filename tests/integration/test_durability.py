@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-from flywheel.broker import EmbeddedBroker, free_port, read_epoch
+from flywheel.broker import EmbeddedBroker, free_port, port_open, read_epoch
 from flywheel.kafka import Topics, ensure_topics
 from flywheel.settings import load_settings
 from pipelines.fates import CLEAN, Fate, FateLedger
@@ -26,21 +26,28 @@ def kill9(broker: EmbeddedBroker) -> None:
     pid = broker.status().pid
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while broker.status().running and time.monotonic() < deadline:
+    # gone, and its listening socket too (an exiting process drops it a moment after /proc says so)
+    while (broker.status().running or port_open(broker.host, broker.port)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not broker.status().running
 
 
-def test_a_broker_killed_and_restarted_loses_nothing_acknowledged(tmp_path):
+def own_broker(tmp_path, delivery_timeout_s: float):
+    """Settings whose state dir is the broker's own (so its epochs are seen), and the broker."""
     state = tmp_path / "state"
     port = free_port()
     s = load_settings(
         state_dir=state,
         broker={"port": port},
-        kafka={"topic_prefix": f"d{uuid.uuid4().hex[:8]}", "delivery_timeout_s": 8},
+        kafka={"topic_prefix": f"d{uuid.uuid4().hex[:8]}", "delivery_timeout_s": delivery_timeout_s},
     )
     broker = EmbeddedBroker(state, port=port)
     broker.start()
+    return s, state, broker
+
+
+def test_a_broker_killed_and_restarted_loses_nothing_acknowledged(tmp_path):
+    s, state, broker = own_broker(tmp_path, delivery_timeout_s=8)
     try:
         ensure_topics(s)
         first_epoch = read_epoch(state)
@@ -97,15 +104,7 @@ def test_a_broker_killed_and_restarted_loses_nothing_acknowledged(tmp_path):
 
 
 def test_health_is_degraded_while_the_broker_is_down_and_heals(tmp_path):
-    state = tmp_path / "state"
-    port = free_port()
-    s = load_settings(
-        state_dir=state,
-        broker={"port": port},
-        kafka={"topic_prefix": f"h{uuid.uuid4().hex[:8]}", "delivery_timeout_s": 3},
-    )
-    broker = EmbeddedBroker(state, port=port)
-    broker.start()
+    s, _, broker = own_broker(tmp_path, delivery_timeout_s=3)
     try:
         ensure_topics(s)
         client = FeedbackClient(s)
