@@ -32,7 +32,7 @@ def _hammer(state_dir, worker: int, n: int) -> None:
 
 def test_two_processes_changing_the_state_lose_nothing_and_never_tear_it(tmp_path):
     make_store(tmp_path)
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # fork after torch/arrow threads can segfault
     procs = [ctx.Process(target=_hammer, args=(tmp_path, w, 300)) for w in (1, 2)]
     for p in procs:
         p.start()
