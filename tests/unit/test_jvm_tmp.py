@@ -3,8 +3,12 @@ job's stays (its lock is held by a real other process)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pipelines import jvm_tmp
@@ -12,6 +16,7 @@ from pipelines import jvm_tmp
 ROOT = Path(__file__).resolve().parents[2]
 HOLDER = """
 import sys, time
+import time
 from pathlib import Path
 from pipelines import jvm_tmp
 folder = jvm_tmp.claim(Path(sys.argv[1]))
@@ -66,3 +71,53 @@ def test_jvm_args_keep_other_options_and_replace_an_older_tmpdir(monkeypatch, tm
     assert jvm_tmp.java_tmpdir_args(tmp_path) == f"-Xmx2g -Djava.io.tmpdir={tmp_path}"
     monkeypatch.delenv("JVM_ARGS")
     assert jvm_tmp.java_tmpdir_args(tmp_path) == f"-Djava.io.tmpdir={tmp_path}"
+
+
+JVM_STANDIN = """
+import subprocess, sys, time
+import time
+from pathlib import Path
+from pipelines import jvm_tmp
+folder = jvm_tmp.claim(Path(sys.argv[1]))
+# stands in for the gateway JVM: its own session (it outlives this process), the folder on its command line
+argv = [sys.executable, "-c", "import time; time.sleep(120)", "-Djava.io.tmpdir=" + str(folder)]
+jvm = subprocess.Popen(argv, start_new_session=True)
+print(folder, jvm.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"  # a zombie is dead, only not yet reaped
+    except FileNotFoundError:
+        return False
+
+
+def test_a_dead_jobs_jvm_still_running_is_killed_before_its_folder_goes(tmp_path):
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, "-c", JVM_STANDIN, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    (dead_folder, dead_jvm), (live_folder, live_jvm) = [
+        (Path(a), int(b)) for a, b in (j.stdout.readline().split() for j in jobs)
+    ]
+    try:
+        jobs[0].kill()  # the job is SIGKILLed; its JVM runs on (parent 1)
+        jobs[0].wait()
+        assert _alive(dead_jvm)
+        jvm_tmp.claim(tmp_path)
+        deadline = time.monotonic() + 10
+        while _alive(dead_jvm) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(dead_jvm) and not dead_folder.exists()
+        assert _alive(live_jvm) and live_folder.exists()  # a live job's JVM is left alone
+    finally:
+        for pid in (dead_jvm, live_jvm):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        jobs[1].kill()
+        jobs[1].wait()
