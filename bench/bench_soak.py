@@ -71,7 +71,7 @@ def main() -> None:
         rate=args.rate,
         batch=20,
         run={"check_interval_s": args.retrain_every_min * 60, "metrics_port": None},
-        training={"min_new_samples": 500},
+        training={"min_new_samples": 500, "max_new_samples": 2000},  # a retrain finishes within the soak
     )
     print(f"soak: {args.minutes:.0f} min at {args.rate:.0f} events/s; state in {workdir}", flush=True)
     if not args.no_model:

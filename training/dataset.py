@@ -7,6 +7,9 @@
   the data gate refused, is never replayed).
   A class-stratified replay sample of it (``replay_ratio`` times the new training samples) is
   trained on again, against forgetting.
+* **Cap**: a window with more than ``max_new_samples`` new samples (when set) is cut to a
+  class-stratified sample of that size, so one retrain's time stays bounded after a burst;
+  the samples left out are not lost: past the watermark they are old data, replayable.
 * **Splits** come from a hash of ``sample_id`` (the same for every run): the lowest
   ``holdout_fraction`` is held out, the next ``validation_fraction`` is validation, the
   rest may be trained on. A held-out sample never enters training, in any window.
@@ -94,9 +97,20 @@ def build_dataset(settings, models: ModelStore, feast_store, name: str, cut: dat
     old = old[~old["sample_id"].isin(golden["sample_id"])]
     if spec.strata is not None:  # a sample of a class the model does not have is not replayed
         old = old[old[spec.strata].isin(info.labels)]
+    new, left_out = cap_window(new, cfg.max_new_samples, cfg.seed, spec.strata)
     data = assemble(cfg, spec, new, old.drop_duplicates("sample_id"), golden, (watermark, cut))
+    data.counts["new_left_out"] = left_out
     data.counts["review_labels"] = review_labels(new["source"])
     return data
+
+
+def cap_window(new, max_new: int | None, seed: int, strata: str | None):
+    """``new`` cut to a class-stratified sample of ``max_new`` rows when it holds more (and
+    how many were left out); the same rows for the same window and seed."""
+    if max_new is None or len(new) <= max_new:
+        return new, 0
+    kept = stratified_sample(new, max_new, seed, column=strata)
+    return kept, len(new) - len(kept)
 
 
 def review_labels(sources) -> dict[str, int]:

@@ -37,6 +37,7 @@ class Lineage:
     golden: int = 0
     old_holdout: int = 0
     new_holdout: int = 0
+    new_left_out: int = 0  # new samples over training.max_new_samples, not trained on this time
     quarantined: int = 0
     bootstrap: bool = False
     champion: int | None = None  # the teacher and the version compared against

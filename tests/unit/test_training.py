@@ -284,3 +284,19 @@ def test_jsonl_lines_end_at_newline_only(tmp_path):
     path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
     frame = read_table(path, "text and label columns")
     assert list(frame["text"]) == ["one\x85two\u2028three", "b"]
+
+
+def test_a_burst_window_is_capped_to_a_stratified_sample_and_the_rest_counted():
+    import pandas as pd
+
+    from training.dataset import cap_window
+
+    new = pd.DataFrame({"sample_id": [f"s{i:04d}" for i in range(1000)], "label": ["a"] * 800 + ["b"] * 200})
+    kept, left_out = cap_window(new, 100, 0, "label")
+    assert len(kept) == 100 and left_out == 900
+    assert kept["label"].value_counts().to_dict() == {"a": 80, "b": 20}  # class shares kept
+    again, _ = cap_window(new, 100, 0, "label")
+    assert list(again["sample_id"]) == list(kept["sample_id"])  # the same rows on a rerun
+    assert cap_window(new, None, 0, "label")[0] is new
+    whole, none_left = cap_window(new, 5000, 0, "label")
+    assert whole is new and none_left == 0
