@@ -98,7 +98,7 @@ class JournalSettings(_Section):
     )
     rotate_broker_mb: int | None = Field(
         1024,
-        ge=64,
+        ge=16,
         description="embedded broker: restart it empty once its memory passes this and all is settled "
         "(tansu keeps every record in memory and honours no retention); unset = never",
     )

@@ -139,3 +139,40 @@ def test_the_broker_inherits_no_settings_or_secrets(tmp_path, monkeypatch):
         assert b"PATH=" in environ
     finally:
         broker.stop()
+
+
+def test_a_broker_over_its_memory_limit_is_rotated_only_while_a_settler_runs_and_loses_nothing(tmp_path):
+    """Rotation (tansu keeps every record in memory): the supervisor restarts the embedded
+    broker empty once it holds more than ``journal.rotate_broker_mb``, but only while a
+    settler reports (it is what re-delivers the unsettled); what was acknowledged comes back."""
+    from orchestration.supervisor import Supervisor
+
+    s = load_settings(
+        state_dir=tmp_path / "state",
+        broker={"port": free_port()},
+        kafka={"topic_prefix": f"r{uuid.uuid4().hex[:8]}"},
+        journal={"rotate_broker_mb": 16},  # below a fresh broker's memory: due at once
+    )
+    sup = Supervisor(s, parts=(), log=print)
+    sup.start()
+    try:
+        first = read_epoch(s.state_dir)
+        client = FeedbackClient(s)
+        assert client.submit_many([make_event(i, event_id=f"r-{i}") for i in range(20)]).ok
+        sup.watch_broker()  # no settler has reported: rotating would strand the unsettled
+        assert sup.broker_rotations == 0 and read_epoch(s.state_dir).number == first.number
+
+        assert settle(s, log=lambda _m: None).unsettled == 20  # a settler reports
+        sup.watch_broker()
+        assert sup.broker_rotations == 1 and sup.broker_restarts == 0
+        assert read_epoch(s.state_dir).number == first.number + 1
+        raw = Topics.from_settings(s).raw
+        assert read_topic(s, raw) == []  # the new broker starts empty
+
+        assert settle(s, log=lambda _m: None).redelivered == 20
+        ids = {v for m in read_topic(s, raw) for v in [m.value().decode()]}
+        assert all(any(f'"r-{i}"' in v for v in ids) for i in range(20))
+        assert client.submit_many([make_event(99, event_id="r-after")]).ok  # the client follows
+        client.close()
+    finally:
+        sup.stop()
