@@ -61,6 +61,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sample-minutes", type=float, default=10)
     parser.add_argument("--retrain-every-min", type=float, default=20)
+    parser.add_argument(
+        "--rotate-mb",
+        type=int,
+        default=150,
+        help="journal.rotate_broker_mb (low, so rotations happen in the soak)",
+    )
     parser.add_argument("--no-model", action="store_true", help="skip the model: no predictions, no retrain")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
@@ -72,6 +78,7 @@ def main() -> None:
         batch=20,
         run={"check_interval_s": args.retrain_every_min * 60, "metrics_port": None},
         training={"min_new_samples": 500, "max_new_samples": 2000},  # a retrain finishes within the soak
+        journal={"rotate_broker_mb": args.rotate_mb},
     )
     print(f"soak: {args.minutes:.0f} min at {args.rate:.0f} events/s; state in {workdir}", flush=True)
     if not args.no_model:
@@ -82,6 +89,10 @@ def main() -> None:
     try:
         drill.run(args.minutes * 60, kills, args.sample_minutes * 60, predict=not args.no_model)
         report = drill.account(timeout_s=600)
+        from orchestration.supervisor import read_health
+
+        health = read_health(drill.settings)
+        broker = health.broker if health else {}
     finally:
         rc = drill.stop()
     from orchestration import history
@@ -99,6 +110,10 @@ def main() -> None:
     print(f"| refused while a part was down (503, retried) | {report.refused:,} |")
     print(f"| history entries (bootstrap, promotions, rejections, rollbacks) | {retrains} |")
     print(f"| retrain runs started and not finished | {started_runs} |")
+    print(
+        f"| broker restarts (after kills) / rotations (over {args.rotate_mb} MB) | "
+        f"{broker.get('restarts', '?')} / {broker.get('rotations', '?')} |"
+    )
     print(f"| `flywheel run` exit code | {rc} |")
     print()
     print("| kill | at | recovered in |")
