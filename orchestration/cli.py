@@ -62,7 +62,8 @@ def retrain_cmd(
         bool, typer.Option("--if-ready/--force", help="skip unless enough new labels")
     ] = True,
 ) -> None:
-    """One retrain: repair → readiness → dataset → data gate → fit → evaluate → register → decide.
+    """One retrain: repair → readiness → dataset → data gate → label screen → fit → evaluate →
+    register → decide.
 
     Exit codes: 0 promoted or nothing to do; 10 rejected by the promotion gate; 11 failed
     or stopped (the window is retried); 12 another retrain of the model is running; 13 the

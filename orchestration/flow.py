@@ -1,6 +1,6 @@
 """The retrain flow: one sequence of steps that the CLI, cron, ``flywheel run`` and Airflow call.
 
-    repair → readiness → dataset → data gate → fit → evaluate → register → decide
+    repair → readiness → dataset → data gate → label screen → fit → evaluate → register → decide
 
 :func:`retrain` holds the model's retrain lock for the whole sequence, so concurrent
 triggers (two DAG runs, a DAG run and cron) give one retrain; the others report busy. The
@@ -172,6 +172,37 @@ def step_data_gate(r: Retrain) -> None:
         )
 
 
+def step_label_screen(r: Retrain) -> None:
+    from orchestration import history
+    from training.label_screen import LabelsSuspect, screen_run
+    from training.model_store import ModelStore, Window
+
+    try:
+        report = r.run.label_screen = screen_run(r.settings, r.run)
+    except LabelsSuspect as exc:
+        lineage, reason = r.run.lineage, exc.report.reason()
+        models = ModelStore(r.settings.state_dir)
+        models.record_data_rejected(r.model, Window(lineage.window_start, lineage.window_end, (reason,)))
+        history.record(
+            r.settings.state_dir,
+            r.model,
+            "data-rejected",
+            champion=models.champion(r.model),
+            reason=reason,
+            window={"start": lineage.window_start, "end": lineage.window_end},
+        )
+        r.outcome = Outcome(
+            r.model,
+            "data-rejected",
+            reasons=[f"the label screen refused the window before fitting; it is not replayed: {reason}"],
+            lineage=lineage,
+            quarantine=r.run.data_gate.quarantine if r.run.data_gate else None,
+        )
+        return
+    if report.flagged:
+        r.log(f"{r.model}: {report.flagged} of {report.screened} labels flagged and sent to review")
+
+
 def step_fit(r: Retrain) -> None:
     from training.run import fit_run
     from training.trainer import Stopped
@@ -210,6 +241,7 @@ STEPS: list[tuple[str, Callable[[Retrain], None]]] = [
     ("readiness", step_readiness),
     ("dataset", step_dataset),
     ("data_gate", step_data_gate),
+    ("label_screen", step_label_screen),
     ("fit", step_fit),
     ("evaluate", step_evaluate),
     ("register", step_register),

@@ -258,6 +258,7 @@ class RoutedRecord:
     pii_masks: int
     origin: Origin
     text_truncated: bool = False
+    flag: str | None = None  # why the label screen sent this sample to review (training.label_screen)
 
     @classmethod
     def of(
@@ -281,6 +282,8 @@ class RoutedRecord:
         }
         if self.text_truncated:
             data["text_truncated"] = True
+        if self.flag:
+            data["flag"] = self.flag
         return _dumps(data)
 
     @classmethod
@@ -311,6 +314,7 @@ class RoutedRecord:
             _get(data, "pii_masks", "an integer"),
             Origin.from_dict(_get(data, "origin", "an object")),
             bool(_get(data, "text_truncated", "true or false", optional=True)),
+            _get(data, "flag", "a string", optional=True),
         )
 
     # ---- typed accessors of the event ----------------------------------------------

@@ -15,11 +15,9 @@ import hmac
 
 from flywheel.errors import FlywheelError
 from flywheel.events import MAX_ID_CHARS, feedback_event
-from flywheel.names import REVIEW_SOURCE_PREFIX, check_reviewer_id, review_source
+from flywheel.names import REVIEW_SOURCE_PREFIX, REVIEW_SUFFIX, check_reviewer_id, review_source
 from pipelines.records import RoutedRecord
 from pipelines.review_queue import NotAllowed, ReviewError, ReviewQueue, UnknownModel, Verdict
-
-REVIEW_SUFFIX = ".review"
 
 
 def review_event_id(event_id: str) -> str:

@@ -89,6 +89,7 @@ def item_json(settings, item: Item) -> dict[str, Any]:
         "votes": item.votes,
         "status": item.status,
         "choices": review.choices(settings, item.model_name, record.task),
+        "flag": record.flag,  # the label screen's reason, when it sent the sample here
         **spec_class(record.task).review_view(record),
     }
 

@@ -79,12 +79,16 @@ def build_dataset(settings, models: ModelStore, feast_store, name: str, cut: dat
     golden = models.golden(name)
     new = labelled_samples(settings, feast_store, spec, name, watermark, cut)
     new = new[~new["sample_id"].isin(golden["sample_id"])]
+    flagged = set(models.state(name).flagged)  # sent to review by the label screen: never trained on
+    new = new[~new["sample_id"].isin(flagged)]
     if new.empty:
         raise NoNewData(
             f"model {name!r} has no labelled samples ingested after its watermark {watermark}; "
             "send feedback with labels (and run `flywheel ingest`) before training"
         )
     older = labelled_samples(settings, feast_store, spec, name, None, watermark) if watermark else None
+    if flagged and older is not None:
+        older = older[~older["sample_id"].isin(flagged)]
     if older is not None:
         for window in models.state(name).excluded_windows:
             inside = older[CREATED] <= pd.Timestamp(window.end)

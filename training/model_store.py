@@ -104,6 +104,7 @@ class ModelState:
     rejected_windows: list[Window] = field(default_factory=list)  # promotion gate said no
     data_rejected: list[Window] = field(default_factory=list)  # the data gate refused the batch
     decision: Decision | None = None
+    flagged: list[str] = field(default_factory=list)  # sample ids the label screen sent to review
 
     @property
     def excluded_windows(self) -> list[Window]:
@@ -120,6 +121,7 @@ class ModelState:
             "rejected_windows": [w.to_dict() for w in self.rejected_windows],
             "data_rejected": [w.to_dict() for w in self.data_rejected],
             "decision": self.decision.to_dict() if self.decision else None,
+            "flagged": self.flagged,
         }
 
     @classmethod
@@ -130,6 +132,7 @@ class ModelState:
             rejected_windows=[Window.from_dict(w) for w in d.get("rejected_windows", [])],
             data_rejected=[Window.from_dict(w) for w in d.get("data_rejected", [])],
             decision=Decision.from_dict(d["decision"]) if d.get("decision") else None,
+            flagged=list(d.get("flagged", [])),
         )
 
 
@@ -273,6 +276,13 @@ class ModelStore:
         with self._changing(name) as state:
             state.watermark = _later(state.watermark, window.end)
             state.data_rejected.append(window)
+
+    def record_flagged(self, name: str, sample_ids: list[str]) -> None:
+        """Samples the label screen sent to review: never trained on nor replayed (the
+        reviewers' answer comes back as a new sample, ``<id>.review``)."""
+        with self._changing(name) as state:
+            known = set(state.flagged)
+            state.flagged += [i for i in dict.fromkeys(sample_ids) if i not in known]
 
     @contextmanager
     def _changing(self, name: str):

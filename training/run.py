@@ -1,6 +1,6 @@
 """The training steps of a run, as the retrain flow (orchestration.flow) and bootstrap call them.
 
-    retrain:   prepare (dataset) → screen (data gate) → fit → evaluate_run
+    retrain:   prepare (dataset) → screen (data gate) → label screen → fit → evaluate_run
     bootstrap: one function over labelled data given by the user
 
 Each step takes and returns a :class:`TrainedRun`, whose folder (``training.version``) holds
@@ -34,6 +34,7 @@ class TrainedRun:
     lineage: Lineage
     champion: int | None  # the teacher and the version it is compared against
     data_gate: object | None = None  # training.data_gate.DataGateReport
+    label_screen: object | None = None  # training.label_screen.LabelScreenReport
     fit: object | None = None  # training.trainer.FitResult
     report: object | None = None  # training.evaluate.EvalReport
 
@@ -209,6 +210,7 @@ def load_run(folder: VersionFolder, model: str) -> TrainedRun:
     """A run already prepared, screened and evaluated, read back from its folder."""
     lineage = folder.lineage()
     run = TrainedRun(model, folder, lineage, lineage.champion, data_gate=folder.data_gate())
+    run.label_screen = folder.label_screen()
     run.report = folder.report() if folder.has_report() else None
     return run
 
@@ -221,11 +223,14 @@ def train(
     adapter: TaskSpec | None = None,
     progress: bool = True,
 ) -> TrainedRun:
-    """dataset → data gate → LoRA + distillation → evaluate vs champion (`flywheel train`).
+    """dataset → data gate → label screen → LoRA + distillation → evaluate vs champion (`flywheel train`).
 
     Trains a candidate only: registering and deciding are the registry's (``flywheel retrain``).
     """
+    from training.label_screen import screen_run
+
     run = prepare(settings, name, feast_store, cut)
     screen(settings, run)
+    run.label_screen = screen_run(settings, run)
     fit_run(settings, run, adapter, progress)
     return evaluate_run(settings, run, adapter)

@@ -39,6 +39,7 @@ class Lineage:
     new_holdout: int = 0
     new_left_out: int = 0  # new samples over training.max_new_samples, not trained on this time
     quarantined: int = 0
+    flagged: int = 0  # sent to review by the label screen (left out of training)
     bootstrap: bool = False
     champion: int | None = None  # the teacher and the version compared against
     review_labels: dict[str, int] = field(default_factory=dict)  # reviewer → new samples they labelled
@@ -75,12 +76,13 @@ class TrainingRecord:
 
 
 class VersionFolder:
-    RUN_ID, CONFIG, LINEAGE, EVAL, GATE = (
+    RUN_ID, CONFIG, LINEAGE, EVAL, GATE, SCREEN = (
         "run_id",
         "training_config.json",
         "data.json",
         "eval.json",
         "gate.json",
+        "screen.json",
     )
 
     def __init__(self, path: Path, run_id: str):
@@ -138,9 +140,19 @@ class VersionFolder:
 
         return DataGateReport.from_dict(json.loads((self.path / self.GATE).read_text()))
 
+    def save_label_screen(self, report) -> None:
+        write_json_atomic(self.path / self.SCREEN, report.to_dict(), indent=2, default=str)
+
+    def label_screen(self):
+        """The label screen's report (``training.label_screen``), or None for a run without one."""
+        from training.label_screen import LabelScreenReport
+
+        path = self.path / self.SCREEN
+        return LabelScreenReport.from_dict(json.loads(path.read_text())) if path.is_file() else None
+
     def artifacts(self) -> list[Path]:
         """The run's records, logged with it to MLflow."""
-        names = (self.CONFIG, self.LINEAGE, self.GATE, "gate.txt", self.EVAL)
+        names = (self.CONFIG, self.LINEAGE, self.GATE, "gate.txt", self.SCREEN, self.EVAL)
         return [self.path / n for n in names if (self.path / n).is_file()]
 
     def adapter_files(self) -> list[Path]:

@@ -206,6 +206,22 @@ class TaskSpec:
         """Files for the review note (plots, examples) written into ``folder``."""
         return []
 
+    # ---- labels screened before training (training.label_screen) ----------------------
+
+    def screen_labels(self, champion, frame, labels: list[str], golden):
+        """Why each row's label (or target) looks wrong, judged before training with the
+        champion and the golden set (``flywheel.tasks.label_checks.LabelFlags``); by default
+        nothing is flagged."""
+        from flywheel.tasks.label_checks import LabelFlags
+
+        return LabelFlags.none(len(frame))
+
+    def flagged_event(self, row, model_name: str, suggested) -> dict[str, Any] | None:
+        """A flagged sample as an unlabelled feedback event for the review queue (its event id
+        the sample id, so the reviewers' answer is ``<id>.review``), or None when the task
+        cannot show one."""
+        return None
+
     # ---- human review (the review queue and its page) ------------------------------
 
     @classmethod

@@ -35,6 +35,12 @@ NET_FILE = "adapter_net.json"  # "adapter_*": copied with the adapter into MLflo
 PATCH = 48
 MIN_SIDE = 16  # smallest side a sample may have: SSIM's 11x11 window must fit
 GRID_SAMPLES = 4
+# The target screen (screen_labels), calibrated on the golden pairs (bench/bench_label_screen.py):
+SCREEN_GOLDEN_PAIRS = 64  # golden pairs the thresholds are measured on
+SCREEN_ALIGN_GAIN_DB = 1.0  # a shift counts when aligning gains more than this
+SCREEN_MAX_DETAIL_RATIO = 0.5  # a target with under half the restoration's detail is blurred...
+SCREEN_DETAIL_MARGIN = 0.7  # ...or under 70 % of the least detailed golden pairs' (whichever is lower)
+SCREEN_PSNR_MARGIN_DB = 6.0  # far: this much under the golden pairs' 5th percentile
 
 
 def _net_config(overrides: dict | None = None):
@@ -442,7 +448,8 @@ class ImageRestoration(TaskSpec):
 
     @classmethod
     def review_view(cls, record) -> dict[str, Any]:
-        shown = (("input", record.image_png_b64), ("model output", record.prediction_png_b64))
+        second = "given target" if record.flag else "model output"  # a screened sample shows its target
+        shown = (("input", record.image_png_b64), (second, record.prediction_png_b64))
         images = [{"caption": caption, "png_b64": data} for caption, data in shown if data is not None]
         return {"text": None, "images": images, "prediction": "restored image"}
 
@@ -467,6 +474,72 @@ class ImageRestoration(TaskSpec):
             return None
         mse = float(np.mean((a - b) ** 2)) / 255.0**2
         return 100.0 if mse <= 1e-10 else min(100.0, -10.0 * float(np.log10(mse)))
+
+    # ---- targets screened before training ---------------------------------------------
+
+    def screen_labels(self, champion, frame, labels: list[str], golden):
+        """Each target against the champion's restoration of its input: shifted (phase
+        correlation, and aligning gains over ``SCREEN_ALIGN_GAIN_DB``), blurred (less detail
+        than the golden pairs ever have), or far (PSNR well under the golden pairs')."""
+        import numpy as np
+
+        from flywheel.tasks.label_checks import LabelFlags
+
+        if not len(frame):
+            return LabelFlags.none(0)
+        reference = self._pair_checks(champion, golden.head(SCREEN_GOLDEN_PAIRS))
+        ratios = np.array([c.detail_ratio for c in reference]) if reference else np.array([1.0])
+        psnrs = np.array([c.psnr_db for c in reference]) if reference else np.array([0.0])
+        min_ratio = min(SCREEN_MAX_DETAIL_RATIO, SCREEN_DETAIL_MARGIN * float(np.quantile(ratios, 0.05)))
+        min_psnr = float(np.quantile(psnrs, 0.05)) - SCREEN_PSNR_MARGIN_DB
+        reasons = []
+        for c in self._pair_checks(champion, frame):
+            dy, dx = c.shift
+            if c.shift != (0, 0) and c.aligned_gain_db > SCREEN_ALIGN_GAIN_DB:
+                reasons.append(
+                    f"target shifted by {dx:+d},{dy:+d} px against the input "
+                    f"(+{c.aligned_gain_db:.1f} dB once aligned)"
+                )
+            elif c.detail_ratio < min_ratio:
+                reasons.append(
+                    f"target blurred: {100 * c.detail_ratio:.0f} % of the restoration's detail "
+                    f"(golden pairs: {100 * min_ratio:.0f} % or more)"
+                )
+            elif c.psnr_db < min_psnr:
+                reasons.append(
+                    f"target far from the champion's restoration: {c.psnr_db:.1f} dB "
+                    f"(golden pairs: {min_psnr:.1f} dB or more)"
+                )
+            else:
+                reasons.append("")
+        return LabelFlags(reasons, [None] * len(reasons))
+
+    def _pair_checks(self, champion, frame) -> list:
+        from flywheel.tasks.base import predict
+        from flywheel.tasks.label_checks import check_pair
+
+        if not len(frame):
+            return []
+        data = self.dataset(frame, [])
+        restored = predict(self, champion, data).clamp(0, 1).numpy()
+        return [check_pair(restored[i], data[i]["target"].float().numpy()) for i in range(len(data))]
+
+    def flagged_event(self, row, model_name: str, suggested) -> dict[str, Any] | None:
+        """The input, and the given target in the place of a prediction: a reviewer who
+        accepts it vouches for the target (``review_feedback``)."""
+        from flywheel.events import feedback_event
+
+        store = self._store()
+        as_b64 = lambda uri: base64.b64encode(store.get(uri)).decode("ascii")  # noqa: E731
+        return feedback_event(
+            str(row["sample_id"]),
+            model_name,
+            self.name,
+            image_png_b64=as_b64(row["input_uri"]),
+            prediction={"image_png_b64": as_b64(row["target_uri"])},
+            label_source="system",
+            source="label-screen",
+        )
 
     def review_artifacts(self, report, roles: dict, golden, folder: Path) -> list[Path]:
         """``grid_golden.png``: degraded | champion | candidate | target for a few golden samples."""

@@ -406,6 +406,70 @@ class TextClassification(TaskSpec):
     def default_floors(cls) -> dict[str, float]:
         return {"golden.accuracy": 0.5}
 
+    # ---- labels screened before training ----------------------------------------------
+
+    def screen_labels(self, champion, frame, labels: list[str], golden):
+        """Confident learning on the mean of the champion's probabilities and a cross-validated
+        probe's on the champion's sentence embeddings (``flywheel.tasks.label_checks``)."""
+        import torch
+
+        from flywheel.tasks.base import batches, pick_device
+        from flywheel.tasks.label_checks import LabelFlags, cross_validated_probs, flag_labels
+
+        if not len(frame):
+            return LabelFlags.none(0)
+        data = self.dataset(frame, labels)
+        base = champion.get_base_model() if hasattr(champion, "get_base_model") else champion
+        device = pick_device()[0]
+        champion.eval()
+        champion.to(device)
+        features, logits = [], []
+        with torch.inference_mode():
+            for _, batch in batches(data, 128):
+                ids, mask = (t.to(device) for t in self._trimmed(batch))
+                if hasattr(base, "embed"):  # one pass: the embedding, then the head on it
+                    pooled = base.embed(ids, mask)
+                    features.append(pooled.float().cpu())
+                    logits.append(base.classifier(pooled).float().cpu())
+                else:  # a legacy BertForSequenceClassification version: its probabilities only
+                    out = self.forward(champion, {"input_ids": ids, "attention_mask": mask})
+                    logits.append(out.float().cpu())
+        y = data.tensors["labels"].numpy()
+        sources = [torch.cat(logits).softmax(-1).numpy()]
+        if features:
+            probe = cross_validated_probs(torch.cat(features).numpy(), y, len(labels))
+            if probe is not None:
+                sources.append(probe)
+        flagged = flag_labels(y, sources)
+        probs = sum(sources) / len(sources)
+        best = probs.argmax(1)
+        reasons, suggested = [], []
+        for i, hit in enumerate(flagged):
+            if hit:
+                given, other = labels[int(y[i])], labels[int(best[i])]
+                reasons.append(
+                    f"label disputed: {given!r} given; the champion and a probe say {other!r} "
+                    f"({float(probs[i, best[i]]):.2f} against {float(probs[i, y[i]]):.2f})"
+                )
+                suggested.append(other)
+            else:
+                reasons.append("")
+                suggested.append(None)
+        return LabelFlags(reasons, suggested)
+
+    def flagged_event(self, row, model_name: str, suggested) -> dict[str, Any] | None:
+        from flywheel.events import feedback_event
+
+        return feedback_event(
+            str(row["sample_id"]),
+            model_name,
+            self.name,
+            text=str(row["text"]),
+            prediction={"label": str(suggested)} if suggested is not None else None,
+            label_source="system",
+            source="label-screen",
+        )
+
     # ---- serving and review ---------------------------------------------------------
 
     def serve(self, model, model_input, labels: list[str]):

@@ -1,6 +1,6 @@
 """Airflow DAG: the retrain flow, through the same function as the CLI, cron and ``flywheel run``.
 
-    ready (short-circuit) → retrain (repair → readiness → dataset → data gate → fit →
+    ready (short-circuit) → retrain (repair → readiness → dataset → data gate → label screen → fit →
                                      evaluate → register → decide, under the retrain lock)
 
 The retrain runs as one task because the model's retrain lock must be held from the dataset

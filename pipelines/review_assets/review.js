@@ -43,6 +43,7 @@ function show(item) {
   $("i-uncertainty").textContent = item.uncertainty.toFixed(3);
   $("i-version").textContent = item.model_version || "-";
   $("i-votes").textContent = item.votes;
+  const flag = $("i-flag"); flag.hidden = !item.flag; flag.textContent = item.flag ? "flagged before training: " + item.flag : "";
   const text = $("i-text"); text.hidden = item.text === null; text.textContent = item.text || "";
   const images = $("i-images"); images.replaceChildren();
   for (const im of item.images) {

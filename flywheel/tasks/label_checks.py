@@ -1,0 +1,176 @@
+"""Checks of labels (targets) before training, shared by the task specs' ``screen_labels``.
+
+* Classes: **confident learning** (cleanlab) on two sources of out-of-sample
+  probabilities: the champion's (it never saw the new window) and a cross-validated linear
+  probe's on the champion's frozen sentence embeddings (each sample judged by a probe that
+  did not train on it). A label is flagged when confident learning flags it on *both* and
+  both give it less than ``MAX_GIVEN_PROB``: the champion alone flags an honest new domain
+  it does not know yet (46 % of a clean airline-tweet window), the probe alone a class it
+  learnt poorly. The rule was chosen in ``bench/bench_label_screen.py`` for ≤ 3 % false
+  flags on clean windows; a mislabelling the probe can learn (every label rotated) is left
+  to the promotion gate.
+* Images: the target against the champion's restoration of the input: **misalignment** by
+  phase correlation (the peak of the normalised cross-power spectrum), **lost sharpness**
+  (Laplacian energy of the target against the restoration's), and **distance** (PSNR),
+  each judged against the same figures on the golden set's pairs, which are clean.
+
+The generic step (``training.label_screen``) decides what to do with the flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class LabelFlags:
+    """Per row of the screened frame: why its label looks wrong ("" where it does not), and
+    what the models would answer instead (a label, or None)."""
+
+    reasons: list[str]
+    suggested: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def none(cls, n: int) -> LabelFlags:
+        return cls([""] * n, [None] * n)
+
+    @property
+    def flagged(self) -> list[int]:
+        return [i for i, r in enumerate(self.reasons) if r]
+
+
+def cross_validated_probs(features, targets, num_labels: int, folds: int = 5, seed: int = 0):
+    """Out-of-sample class probabilities [n, num_labels] from a logistic-regression probe
+    fitted ``folds`` times, each sample scored by the probe that left it out; None when a
+    class present has fewer than 2 samples (no stratified split exists)."""
+    import warnings
+
+    import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(targets)
+    present, counts = np.unique(y, return_counts=True)
+    if len(present) < 2 or counts.min() < 2:
+        return None
+    k = int(min(folds, counts.min()))
+    probs = np.zeros((len(y), num_labels))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
+            probe = LogisticRegression(C=10.0, max_iter=500).fit(x[train], y[train])
+            probs[np.ix_(test, probe.classes_)] = probe.predict_proba(x[test])
+    return probs
+
+
+MAX_GIVEN_PROB = 0.15  # a flagged label has less than this probability under every source
+
+
+def flag_labels(targets, sources: list) -> list[bool]:
+    """Labels confident learning flags on every source of probabilities, each of which also
+    gives the label less than ``MAX_GIVEN_PROB`` (see the module docstring)."""
+    import numpy as np
+
+    y = np.asarray(targets)
+    hits = np.ones(len(y), dtype=bool)
+    for probs in sources:
+        p = np.asarray(probs)
+        hits &= np.array(confident_learning(y, p), dtype=bool)
+        hits &= p[np.arange(len(y)), y] < MAX_GIVEN_PROB
+    return [bool(v) for v in hits]
+
+
+def confident_learning(targets, probs) -> list[bool]:
+    """Which labels cleanlab's confident learning finds likely wrong (``prune_by_noise_rate``),
+    over the classes present (a class absent from the window has no threshold to learn)."""
+    import warnings
+
+    import numpy as np
+    from cleanlab.filter import find_label_issues
+
+    y = np.asarray(targets)
+    present = np.unique(y)
+    if len(present) < 2:
+        return [False] * len(y)
+    sub = np.asarray(probs, dtype=np.float64)[:, present]
+    sub = sub / np.clip(sub.sum(1, keepdims=True), 1e-12, None)
+    remap = {c: i for i, c in enumerate(present)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        issues = find_label_issues(
+            np.array([remap[c] for c in y]), sub, filter_by="prune_by_noise_rate", n_jobs=1
+        )
+    return [bool(v) for v in issues]
+
+
+# ---- images ------------------------------------------------------------------------------
+
+
+def _gray(image):
+    """[C, H, W] float tensor → [H, W] numpy luminance."""
+    import numpy as np
+
+    a = np.asarray(image, dtype=np.float64)
+    return a.mean(0) if a.ndim == 3 else a
+
+
+def phase_shift(a, b) -> tuple[int, int]:
+    """The integer (dy, dx) that best aligns ``b`` onto ``a`` (phase correlation, windowed)."""
+    import numpy as np
+
+    ga, gb = _gray(a), _gray(b)
+    h, w = ga.shape
+    window = np.outer(np.hanning(h), np.hanning(w))
+    fa = np.fft.fft2((ga - ga.mean()) * window)
+    fb = np.fft.fft2((gb - gb.mean()) * window)
+    cross = fa * np.conj(fb)
+    corr = np.fft.ifft2(cross / np.clip(np.abs(cross), 1e-12, None)).real
+    dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    return (int(dy - h) if dy > h // 2 else int(dy)), (int(dx - w) if dx > w // 2 else int(dx))
+
+
+def laplacian_energy(image) -> float:
+    """Mean squared 4-neighbour Laplacian of the luminance: high-frequency detail."""
+    import numpy as np
+
+    g = _gray(image)
+    lap = -4 * g[1:-1, 1:-1] + g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:]
+    return float(np.mean(lap**2))
+
+
+@dataclass
+class PairCheck:
+    """One (restoration, target) pair: the shift that aligns them best and what aligning
+    gains, the target's detail against the restoration's, and their PSNR."""
+
+    shift: tuple[int, int]
+    aligned_gain_db: float
+    detail_ratio: float
+    psnr_db: float
+
+
+def _psnr(a, b) -> float:
+    import numpy as np
+
+    mse = float(np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2))
+    return 100.0 if mse <= 1e-10 else min(100.0, -10.0 * float(np.log10(mse)))
+
+
+def check_pair(restored, target, detail_floor: float = 1e-6) -> PairCheck:
+    """``restored`` and ``target``: [C, H, W] arrays in [0, 1] of the same shape."""
+    import numpy as np
+
+    a, b = np.asarray(restored, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    dy, dx = phase_shift(a, b)
+    gain = 0.0
+    h, w = a.shape[-2:]
+    if (dy, dx) != (0, 0) and abs(dy) < h // 2 and abs(dx) < w // 2:
+        # the overlap of a and b moved by (dy, dx), against the same region unmoved
+        ya, yb = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
+        xa, xb = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
+        gain = _psnr(a[..., ya, xa], b[..., yb, xb]) - _psnr(a[..., ya, xa], b[..., ya, xa])
+    ratio = (laplacian_energy(b) + detail_floor) / (laplacian_energy(a) + detail_floor)
+    return PairCheck((dy, dx), gain, ratio, _psnr(a, b))
