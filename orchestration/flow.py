@@ -313,6 +313,12 @@ def review_files(settings, run) -> list[Path]:
     champion_dir = models.version_dir(run.model, run.champion) if run.champion else None
     roles = version_roles(spec, info.labels, run.path, champion_dir)
     files = spec.review_artifacts(run.report, roles, models.golden(run.model), folder)
+    screen = run.label_screen
+    files += [
+        folder / name
+        for name in (screen.artifacts if screen is not None else [])
+        if (folder / name).is_file()
+    ]
     (folder / "eval.json").write_text(json.dumps(run.report.to_dict(), indent=2, default=str))
     return [*files, folder / "eval.json"]
 

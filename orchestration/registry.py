@@ -304,7 +304,9 @@ class Registry:
                 reference=reference,
             )
         spec = spec_for(self.settings, info.task)
-        note = description(model, version, run.report, verdict, run.lineage, run.data_gate, spec)
+        note = description(
+            model, version, run.report, verdict, run.lineage, run.data_gate, spec, run.label_screen
+        )
         self.client.update_model_version(model, str(version), description=note)
         run_id = self.client.get_model_version(model, str(version)).run_id
         for path in review_files or []:

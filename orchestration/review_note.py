@@ -16,7 +16,7 @@ def _d(a, b) -> str:
     return "-" if a is None or b is None else f"{a - b:+.3f}"
 
 
-def description(model: str, version: int, report, verdict, lineage, gate, spec) -> str:
+def description(model: str, version: int, report, verdict, lineage, gate, spec, screen=None) -> str:
     """``report``: EvalReport; ``lineage``: Lineage; ``gate``: the data gate's report;
     ``spec``: the task's (which metrics to show, what the baseline is, which artifacts)."""
     m = report.metric
@@ -79,8 +79,19 @@ def description(model: str, version: int, report, verdict, lineage, gate, spec) 
         f"{gate.quarantine.rows} samples quarantined",
         "",
         *(f"- {line}" for line in gate.quarantine.lines()),
+    ]
+    if screen is not None:  # training.label_screen.LabelScreenReport
+        first, *rest = screen.lines()
+        lines += [
+            "",
+            f"Label screen: {first.removeprefix('label screen: ')}",
+            "",
+            *(f"- {x.strip()}" for x in rest),
+        ]
+    shown = (*spec.review_files, *(screen.artifacts if screen is not None else ()), "eval.json")
+    lines += [
         "",
-        "Artifacts: " + ", ".join(f"`review/{name}`" for name in (*spec.review_files, "eval.json")) + ".",
+        "Artifacts: " + ", ".join(f"`review/{name}`" for name in shown) + ".",
     ]
     return "\n".join(lines)
 

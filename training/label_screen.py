@@ -47,6 +47,7 @@ class LabelScreenReport:
     review_error: str | None = None
     seconds: float = 0.0
     skipped: str | None = None  # why nothing was judged (disabled, too few samples, no champion)
+    artifacts: list[str] = field(default_factory=list)  # files in the run's review/ folder showing flags
 
     @property
     def share(self) -> float:
@@ -161,6 +162,7 @@ def screen_run(settings, run) -> LabelScreenReport:
                 {"sample_id": str(row["sample_id"]), "reason": flags.reasons[pos], **spec.shown_example(row)}
             )
     if len(flagged):
+        report.artifacts = [p.name for p in spec.flag_artifacts(champion, flagged, run.folder.review_dir())]
         if cfg.to_review:
             reasons = {str(judged.iloc[p]["sample_id"]): flags.reasons[p] for p in flags.flagged}
             suggested = {str(judged.iloc[p]["sample_id"]): flags.suggested[p] for p in flags.flagged}

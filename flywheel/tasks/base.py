@@ -216,6 +216,11 @@ class TaskSpec:
 
         return LabelFlags.none(len(frame))
 
+    def flag_artifacts(self, champion, flagged, folder: Path) -> list[Path]:
+        """Files showing a few flagged samples (``flagged``: their rows) for the review note,
+        written into ``folder``; by default none (the note lists examples in text)."""
+        return []
+
     def flagged_event(self, row, model_name: str, suggested) -> dict[str, Any] | None:
         """A flagged sample as an unlabelled feedback event for the review queue (its event id
         the sample id, so the reviewers' answer is ``<id>.review``), or None when the task

@@ -36,10 +36,11 @@ PATCH = 48
 MIN_SIDE = 16  # smallest side a sample may have: SSIM's 11x11 window must fit
 GRID_SAMPLES = 4
 # The target screen (screen_labels), calibrated on the golden pairs (bench/bench_label_screen.py):
-SCREEN_GOLDEN_PAIRS = 64  # golden pairs the thresholds are measured on
+SCREEN_GOLDEN_PAIRS = 32  # golden pairs the distance threshold is measured on (a forward pass each)
 SCREEN_ALIGN_GAIN_DB = 1.0  # a shift counts when aligning gains more than this
-SCREEN_MAX_DETAIL_RATIO = 0.5  # a target with under half the restoration's detail is blurred...
-SCREEN_DETAIL_MARGIN = 0.7  # ...or under 70 % of the least detailed golden pairs' (whichever is lower)
+SCREEN_SHARPNESS_MARGIN = (
+    0.5  # blurred: 10^0.5 times less fine detail than the golden targets' 1st percentile
+)
 SCREEN_PSNR_MARGIN_DB = 6.0  # far: this much under the golden pairs' 5th percentile
 
 
@@ -478,32 +479,41 @@ class ImageRestoration(TaskSpec):
     # ---- targets screened before training ---------------------------------------------
 
     def screen_labels(self, champion, frame, labels: list[str], golden):
-        """Each target against the champion's restoration of its input: shifted (phase
-        correlation, and aligning gains over ``SCREEN_ALIGN_GAIN_DB``), blurred (less detail
-        than the golden pairs ever have), or far (PSNR well under the golden pairs')."""
+        """Each target: shifted against the champion's restoration of its input (phase
+        correlation, aligning gains over ``SCREEN_ALIGN_GAIN_DB``), blurred (its own
+        high-frequency power well under the golden targets'), or far from the restoration
+        (PSNR well under the golden pairs'); see ``flywheel.tasks.label_checks``."""
         import numpy as np
 
-        from flywheel.tasks.label_checks import LabelFlags
+        from flywheel.tasks.label_checks import LabelFlags, sharpness
 
         if not len(frame):
             return LabelFlags.none(0)
         reference = self._pair_checks(champion, golden.head(SCREEN_GOLDEN_PAIRS))
-        ratios = np.array([c.detail_ratio for c in reference]) if reference else np.array([1.0])
-        psnrs = np.array([c.psnr_db for c in reference]) if reference else np.array([0.0])
-        min_ratio = min(SCREEN_MAX_DETAIL_RATIO, SCREEN_DETAIL_MARGIN * float(np.quantile(ratios, 0.05)))
-        min_psnr = float(np.quantile(psnrs, 0.05)) - SCREEN_PSNR_MARGIN_DB
+        golden_sharpness = [sharpness(self._target(uri)) for uri in golden["target_uri"]]
+        min_sharp = (
+            float(np.quantile(golden_sharpness, 0.01)) - SCREEN_SHARPNESS_MARGIN
+            if golden_sharpness
+            else -np.inf
+        )
+        min_psnr = (
+            float(np.quantile([c.psnr_db for c in reference], 0.05)) - SCREEN_PSNR_MARGIN_DB
+            if reference
+            else -np.inf
+        )
         reasons = []
-        for c in self._pair_checks(champion, frame):
+        for c, uri in zip(self._pair_checks(champion, frame), frame["target_uri"], strict=True):
             dy, dx = c.shift
+            sharp = sharpness(self._target(uri))
             if c.shift != (0, 0) and c.aligned_gain_db > SCREEN_ALIGN_GAIN_DB:
                 reasons.append(
                     f"target shifted by {dx:+d},{dy:+d} px against the input "
                     f"(+{c.aligned_gain_db:.1f} dB once aligned)"
                 )
-            elif c.detail_ratio < min_ratio:
+            elif sharp < min_sharp:
                 reasons.append(
-                    f"target blurred: {100 * c.detail_ratio:.0f} % of the restoration's detail "
-                    f"(golden pairs: {100 * min_ratio:.0f} % or more)"
+                    f"target blurred: fine detail 10^{sharp:.1f} of mid-scale detail "
+                    f"(golden targets: 10^{min_sharp:.1f} or more)"
                 )
             elif c.psnr_db < min_psnr:
                 reasons.append(
@@ -514,6 +524,13 @@ class ImageRestoration(TaskSpec):
                 reasons.append("")
         return LabelFlags(reasons, [None] * len(reasons))
 
+    def _target(self, uri: str):
+        """A stored target image as a [3, H, W] array in [0, 1] (the whole image, not a crop)."""
+        from flywheel.images import decode_png
+        from flywheel.tasks.image_model import to_tensor
+
+        return to_tensor(decode_png(self._store().get(uri), self.limits)).numpy()
+
     def _pair_checks(self, champion, frame) -> list:
         from flywheel.tasks.base import predict
         from flywheel.tasks.label_checks import check_pair
@@ -523,6 +540,15 @@ class ImageRestoration(TaskSpec):
         data = self.dataset(frame, [])
         restored = predict(self, champion, data).clamp(0, 1).numpy()
         return [check_pair(restored[i], data[i]["target"].float().numpy()) for i in range(len(data))]
+
+    def flag_artifacts(self, champion, flagged, folder: Path) -> list[Path]:
+        """``flagged_targets.png``: degraded | champion | given target for a few flagged samples."""
+        from flywheel.tasks.image_review import grid_png
+
+        sample = flagged.head(GRID_SAMPLES)
+        if not len(sample):
+            return []
+        return [grid_png(self.dataset(sample, []), {"champion": champion}, folder / "flagged_targets.png")]
 
     def flagged_event(self, row, model_name: str, suggested) -> dict[str, Any] | None:
         """The input, and the given target in the place of a prediction: a reviewer who
