@@ -8,7 +8,8 @@ by ``TextClassification.screen_labels`` with v1 as the champion, as a retrain wo
 
 Images: the image demo's v1 (``bench_image_verdicts.Replay``), then a ``noise:25+jpeg:40``
 round with 0, 10, 50 and 100 % of the targets shifted 4 px (``image_corpus``'s misalign) or
-blurred (Gaussian, sigma 1.5).
+blurred (Gaussian, sigma 1.5). "vs fit" compares the screen with a whole retrain on the same
+window (fit from v1 with distillation, then evaluation) for images, and with the fit for text.
 
 For each window: precision and recall of the flags against the corrupted rows, the share
 flagged (what ``training.label_screen.max_flagged_share`` is compared with, so the share of
@@ -116,6 +117,8 @@ def text_corpus(name: str, args, cfg) -> list[dict]:
 
 
 def image_rounds(args) -> list[dict]:
+    import numpy as np
+
     from bench.bench_image_verdicts import BUG_BLUR_SIGMA, Replay, _blur
     from demo.image import ROUND_N, SIZE
     from training.image_corpus import TRAIN_PHOTOS, restoration_frame
@@ -124,14 +127,21 @@ def image_rounds(args) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         replay = Replay(Path(tmp))
-        started = time.perf_counter()
         v1, _, _ = replay.bootstrap(args.seed)
-        boot_seconds = time.perf_counter() - started
         champion = load_adapter_model(replay.spec, [], v1)
         degradation, no = "noise:25+jpeg:40", 2
         honest = restoration_frame(ROUND_N, degradation, seed=no, photo_names=TRAIN_PHOTOS, size=SIZE)
         shifted = restoration_frame(
             ROUND_N, degradation, seed=no, photo_names=TRAIN_PHOTOS, size=SIZE, corrupt="misalign"
+        )
+
+        def retrain(samples, name: str):
+            started = time.perf_counter()
+            report, _ = replay.retrain(args.seed, samples, replay.boot, v1, Path(tmp) / name)
+            return report, time.perf_counter() - started
+
+        clean_report, retrain_seconds = retrain(
+            replay.spec.load_samples(honest).assign(confidence=1.0), "clean"
         )
         for kind in ("shifted", "blurred"):
             for rate in IMAGE_RATES:
@@ -143,11 +153,8 @@ def image_rounds(args) -> list[dict]:
                 if kind == "shifted":
                     frame.loc[bad, "target_png_b64"] = shifted.loc[bad, "target_png_b64"].values
                 else:
-                    frame.loc[bad, "target_png_b64"] = [
-                        _blur(t, BUG_BLUR_SIGMA) for t in frame.loc[bad, "target_png_b64"]
-                    ]
-                import numpy as np
-
+                    targets = frame.loc[bad, "target_png_b64"]
+                    frame.loc[bad, "target_png_b64"] = [_blur(t, BUG_BLUR_SIGMA) for t in targets]
                 truth = np.zeros(len(frame), dtype=bool)
                 truth[:n_bad] = True
                 samples = replay.spec.load_samples(frame).assign(confidence=1.0)
@@ -157,7 +164,15 @@ def image_rounds(args) -> list[dict]:
                 label = "clean" if rate == 0 else f"{rate:.0%} {kind}"
                 row = {"set": "photos", "corruption": label, "n": len(samples), "seconds": seconds}
                 row.update(scores(flags, truth))
-                row["fit_seconds"] = boot_seconds
+                row["fit_seconds"] = retrain_seconds
+                if round(rate * 100) in args.fit:
+                    as_is = retrain(samples, f"{kind}-{rate}-as-is")[0] if rate else clean_report
+                    screened = retrain(samples[~row["mask"]], f"{kind}-{rate}-screened")[0]
+                    row["golden"] = {
+                        "as is": as_is.value("golden", "candidate"),
+                        "screened": screened.value("golden", "candidate"),
+                    }
+                    row["golden_v1"] = clean_report.value("golden", "champion")
                 rows.append(row)
                 print(_line(row), file=sys.stderr, flush=True)
     return rows
@@ -192,7 +207,9 @@ def report(rows: list[dict]) -> None:
         )
     fitted = [r for r in rows if "golden" in r]
     if fitted:
-        print("\n| set | labels | golden v1 | v2 trained as is | v2 without the flagged | gain |")
+        print(
+            "\n| set | labels | golden v1 (accuracy, dB) | v2 trained as is | v2 without the flagged | gain |"
+        )
         print("|---|---|---|---|---|---|")
         for r in fitted:
             g = r["golden"]
