@@ -80,7 +80,11 @@ def main() -> None:
             outcome = retrain(settings, MODEL, if_ready=True, feast_store=store)
             console.print(f"  v{outcome.version}: [bold]{outcome.status}[/bold] {'; '.join(outcome.reasons)}")
             rows.append(version_row(outcome, "corrupted" if corrupt else "traffic"))
-        live = final_act(settings, serving, rows, final, rng, truth, console)
+        if rows[-1]["version"] is not None:
+            live = final_act(settings, serving, rows, final, rng, truth, console)
+        else:  # the label screen refused the bad update before fitting: no version to force-promote
+            console.print("  the bad update never became a version (refused before fitting): no final act")
+            live = None
         acc = accounting(settings)
     finally:
         supervisor.stop()

@@ -17,6 +17,7 @@ def plot(rows: list[dict], path: Path, metric: str = "accuracy", baseline: str =
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    rows = [r for r in rows if r["golden"] is not None]  # a window refused before fitting has no version
     xs = [f"v{r['version']}" for r in rows]
     ax.plot(xs, [r["golden"] for r in rows], "o-", label=f"golden {metric}")
     ax.plot(xs, [r["old"] for r in rows], "s--", label=f"old-set {metric}")
@@ -82,12 +83,12 @@ def report(
     )
     for r in rows:
         table.add_row(
-            f"v{r['version']}",
+            _v(r["version"]),
             r["kind"],
             str(r["new"]),
-            f"{r['golden']:.3f}",
-            "-" if r["probe"] is None else f"{r['probe']:.3f}",
-            f"{r['old']:.3f}",
+            _f(r["golden"]),
+            _f(r["probe"]),
+            _f(r["old"]),
             r["verdict"],
             *([r.get("then", "")] if any(x.get("then") for x in rows) else []),
         )
@@ -120,8 +121,8 @@ def report(
         "|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| v{r['version']} | {r['kind']} | {r['new']} | {r['golden']:.3f} "
-        f"| {'-' if r['probe'] is None else format(r['probe'], '.3f')} | {r['old']:.3f} | {r['verdict']} "
+        f"| {_v(r['version'])} | {r['kind']} | {r['new']} | {_f(r['golden'])} "
+        f"| {_f(r['probe'])} | {_f(r['old'])} | {r['verdict']} "
         f"| {r.get('then', '')} |"
         for r in rows
     ]
@@ -143,7 +144,7 @@ def report(
         mlflow.log_artifacts(str(folder), "demo-report")
         mlflow.log_metric("demo_seconds", elapsed)
     promoted = sum(r["verdict"] == "promoted" for r in rows[1:])
-    rejected = sum(r["verdict"] == "rejected" for r in rows[1:])
+    rejected = sum(r["verdict"] in ("rejected", "data-rejected") for r in rows[1:])
     console.print(f"report: {folder / 'report.md'} and {png} (also in MLflow, run 'demo-report')")
     console.print(f"{promoted} promotions, {rejected} rejection, demo took {elapsed / 60:.1f} min")
     if promoted < 2 or rejected < 1 or not acc.balanced:
@@ -194,9 +195,31 @@ def live_section(console, settings, model: str, live: dict, folder: Path) -> lis
     return lines
 
 
+def _v(version) -> str:
+    return "-" if version is None else f"v{version}"
+
+
+def _f(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def version_row(outcome, kind: str) -> dict:
-    """A line of the version table from a retrain or bootstrap outcome."""
+    """A line of the version table from a retrain or bootstrap outcome (a window refused before
+    fitting, ``data-rejected``, has no version and no figures)."""
     report = outcome.report
+    if report is None:
+        return {
+            "version": None,
+            "kind": kind,
+            "new": outcome.lineage.new_samples if outcome.lineage else 0,
+            "quarantined": outcome.quarantine.rows if outcome.quarantine else 0,
+            "golden": None,
+            "probe": None,
+            "old": None,
+            "champion_golden": None,
+            "verdict": outcome.status,
+            "reasons": outcome.reasons,
+        }
     return {
         "version": outcome.version,
         "kind": kind,

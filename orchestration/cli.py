@@ -203,7 +203,7 @@ def status_cmd(
         champ = st["champion"] or {}
         m = champ.get("metrics", {})
         metric = st["metric"]
-        runs = ", ".join(f"{e['action']} v{e.get('version')}" for e in st["last_runs"]) or "-"
+        runs = ", ".join(_run_label(e) for e in st["last_runs"]) or "-"
 
         def ver(v):
             return f"v{v['version']} ({v['verdict']})" if v else "-"
@@ -226,7 +226,17 @@ def status_cmd(
             )
     console.print(table)
     for st in data["models"]:
+        refused = st["data_rejected_windows"]
+        if refused and refused[-1].get("reasons"):
+            console.print(f"{st['model']}: last window refused before training: {refused[-1]['reasons'][0]}")
         print_live(st["model"], st["live"])
+
+
+def _run_label(entry: dict) -> str:
+    """A history entry in the status table: ``promote v3``, ``data-rejected (labels_suspect)``."""
+    if entry.get("version") is None:
+        return f"{entry['action']} ({str(entry.get('reason', '')).split(':')[0] or '-'})"
+    return f"{entry['action']} v{entry['version']}"
 
 
 def print_live(model: str, live: dict) -> None:

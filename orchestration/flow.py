@@ -151,6 +151,7 @@ def step_dataset(r: Retrain) -> None:
 
 
 def step_data_gate(r: Retrain) -> None:
+    from orchestration import history
     from training.data_gate import DataRejected
     from training.model_store import ModelStore, Window
     from training.run import screen
@@ -160,8 +161,15 @@ def step_data_gate(r: Retrain) -> None:
     except DataRejected as exc:
         lineage = r.run.lineage
         reasons = tuple(exc.report.reasons)
-        ModelStore(r.settings.state_dir).record_data_rejected(
-            r.model, Window(lineage.window_start, lineage.window_end, reasons)
+        models = ModelStore(r.settings.state_dir)
+        models.record_data_rejected(r.model, Window(lineage.window_start, lineage.window_end, reasons))
+        history.record(
+            r.settings.state_dir,
+            r.model,
+            "data-rejected",
+            champion=models.champion(r.model),
+            reason="data_gate: " + "; ".join(reasons),
+            window={"start": lineage.window_start, "end": lineage.window_end},
         )
         r.outcome = Outcome(
             r.model,
