@@ -239,3 +239,16 @@ def test_hostile_corpus_ends_where_expected_without_the_jvm():
         destination = "duplicates" if out.event_id in seen else out.destination
         seen.add(out.event_id)
         assert destination == case.destination, (case.kind, out.record[:300])
+
+
+def test_a_flag_from_the_label_screen_survives_the_round_trip_and_is_absent_otherwise():
+    import dataclasses
+
+    from pipelines.records import RecordError
+
+    plain = RoutedRecord.of(validate_event(make_event(1)), True, 0, Origin("label-screen", 0, 0))
+    assert '"flag"' not in plain.to_json() and RoutedRecord.from_json(plain.to_json()).flag is None
+    flagged = dataclasses.replace(plain, flag="label disputed: 'neutral' given")
+    assert RoutedRecord.from_json(flagged.to_json()) == flagged
+    with pytest.raises(RecordError, match="flag"):
+        RoutedRecord.from_json(flagged.to_json().replace('"flag":"label', '"flag":7,"x":"'))
