@@ -150,62 +150,51 @@ def step_dataset(r: Retrain) -> None:
     r.run = prepare(r.settings, r.model, r.feast_store, r.cut)
 
 
-def step_data_gate(r: Retrain) -> None:
+def _refuse_window(r: Retrain, reasons: tuple[str, ...], by: str, quarantine) -> None:
+    """The window is refused before fitting (by the data gate or the label screen): consumed
+    and never replayed (the model's state), in the history, and the run's outcome."""
     from orchestration import history
-    from training.data_gate import DataRejected
     from training.model_store import ModelStore, Window
+
+    lineage = r.run.lineage
+    models = ModelStore(r.settings.state_dir)
+    models.record_data_rejected(r.model, Window(lineage.window_start, lineage.window_end, reasons))
+    history.record(
+        r.settings.state_dir,
+        r.model,
+        "data-rejected",
+        champion=models.champion(r.model),
+        reason="; ".join(reasons),
+        window={"start": lineage.window_start, "end": lineage.window_end},
+    )
+    r.outcome = Outcome(
+        r.model,
+        "data-rejected",
+        reasons=[f"the {by} refused the window before fitting; it is not replayed: {'; '.join(reasons)}"],
+        lineage=lineage,
+        quarantine=quarantine,
+    )
+
+
+def step_data_gate(r: Retrain) -> None:
+    from training.data_gate import DataRejected
     from training.run import screen
 
     try:
         screen(r.settings, r.run)
     except DataRejected as exc:
-        lineage = r.run.lineage
-        reasons = tuple(exc.report.reasons)
-        models = ModelStore(r.settings.state_dir)
-        models.record_data_rejected(r.model, Window(lineage.window_start, lineage.window_end, reasons))
-        history.record(
-            r.settings.state_dir,
-            r.model,
-            "data-rejected",
-            champion=models.champion(r.model),
-            reason="data_gate: " + "; ".join(reasons),
-            window={"start": lineage.window_start, "end": lineage.window_end},
-        )
-        r.outcome = Outcome(
-            r.model,
-            "data-rejected",
-            reasons=[f"the data gate refused the window; it is not replayed: {'; '.join(reasons)}"],
-            lineage=lineage,
-            quarantine=exc.report.quarantine,
-        )
+        reasons = tuple(f"data_gate: {reason}" for reason in exc.report.reasons)
+        _refuse_window(r, reasons, "data gate", exc.report.quarantine)
 
 
 def step_label_screen(r: Retrain) -> None:
-    from orchestration import history
     from training.label_screen import LabelsSuspect, screen_run
-    from training.model_store import ModelStore, Window
 
     try:
         report = r.run.label_screen = screen_run(r.settings, r.run)
     except LabelsSuspect as exc:
-        lineage, reason = r.run.lineage, exc.report.reason()
-        models = ModelStore(r.settings.state_dir)
-        models.record_data_rejected(r.model, Window(lineage.window_start, lineage.window_end, (reason,)))
-        history.record(
-            r.settings.state_dir,
-            r.model,
-            "data-rejected",
-            champion=models.champion(r.model),
-            reason=reason,
-            window={"start": lineage.window_start, "end": lineage.window_end},
-        )
-        r.outcome = Outcome(
-            r.model,
-            "data-rejected",
-            reasons=[f"the label screen refused the window before fitting; it is not replayed: {reason}"],
-            lineage=lineage,
-            quarantine=r.run.data_gate.quarantine if r.run.data_gate else None,
-        )
+        quarantine = r.run.data_gate.quarantine if r.run.data_gate else None
+        _refuse_window(r, (exc.report.reason(),), "label screen", quarantine)
         return
     if report.flagged:
         r.log(f"{r.model}: {report.flagged} of {report.screened} labels flagged and sent to review")

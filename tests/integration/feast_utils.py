@@ -10,14 +10,17 @@ from tests.helpers import make_event
 from tests.integration.kafka_utils import produce_raw
 
 
-def feed_labelled(settings, store, frame, model: str = "sentiment", prefix: str = "fb") -> int:
-    """Send rows (text, label) of ``frame`` as labelled feedback for ``model``; return rows ingested."""
+def feed_labelled(
+    settings, store, frame, model: str = "sentiment", prefix: str = "fb", ids: list[str] | None = None
+) -> int:
+    """Send rows (text, label) of ``frame`` as labelled feedback for ``model`` (event ids
+    ``<prefix>-<i>``, or ``ids``); return rows ingested."""
     records = []
     for i, row in enumerate(frame.itertuples()):
         event = validate_event(
             make_event(
                 i,
-                event_id=f"{prefix}-{i}",
+                event_id=ids[i] if ids is not None else f"{prefix}-{i}",
                 model_name=model,
                 input={"text": row.text},
                 feedback={"label": row.label},

@@ -11,12 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flywheel.events import validate_event
-from flywheel.kafka import Topics
-from pipelines.ingest import Ingestor
-from pipelines.records import Origin, RoutedRecord
-from tests.helpers import make_event
-from tests.integration.kafka_utils import produce_raw
+from tests.integration.feast_utils import feed_labelled
 from tests.integration.test_orchestration import small
 from training.corpora import trec_frame
 
@@ -25,20 +20,7 @@ MODEL = "questions"
 
 
 def feed(settings, store, frame, ids: list[str]) -> int:
-    records = []
-    for i, (row, event_id) in enumerate(zip(frame.itertuples(), ids, strict=True)):
-        event = validate_event(
-            make_event(
-                i,
-                event_id=event_id,
-                model_name=MODEL,
-                input={"text": row.text},
-                feedback={"label": row.label},
-            )
-        )
-        records.append(RoutedRecord.of(event, False, 0, Origin("raw", 0, i)).to_json().encode())
-    produce_raw(settings, records, topic=Topics.from_settings(settings).clean)
-    return Ingestor(settings, store).run(until_caught_up=True).rows
+    return feed_labelled(settings, store, frame, model=MODEL, ids=ids)
 
 
 def flipped(frame, share: float, seed: int):

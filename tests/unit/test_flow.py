@@ -114,6 +114,12 @@ def test_a_window_the_data_gate_refuses_as_a_whole_is_recorded_and_consumed(tmp_
     assert state.watermark == run.lineage.window_end  # the loop moves on
     assert state.data_rejected[0].end == run.lineage.window_end and state.data_rejected[0].reasons
     assert state.excluded_windows == state.data_rejected  # never replayed
+    from orchestration import history
+
+    entry = history.entries(tmp_path, "m")[-1]
+    assert (
+        entry.action == "data-rejected" and entry.reason.startswith("data_gate: ") and entry.version is None
+    )
 
 
 def test_a_window_with_a_few_bad_samples_trains_on_the_rest(tmp_path):
