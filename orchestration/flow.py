@@ -188,10 +188,11 @@ def step_data_gate(r: Retrain) -> None:
 
 
 def step_label_screen(r: Retrain) -> None:
+    from pipelines.review import queue_flagged
     from training.label_screen import LabelsSuspect, screen_run
 
     try:
-        report = r.run.label_screen = screen_run(r.settings, r.run)
+        report = r.run.label_screen = screen_run(r.settings, r.run, to_review=queue_flagged)
     except LabelsSuspect as exc:
         quarantine = r.run.data_gate.quarantine if r.run.data_gate else None
         _refuse_window(r, (exc.report.reason(),), "label screen", quarantine)

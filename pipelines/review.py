@@ -233,3 +233,31 @@ def _send_due(queue: ReviewQueue, client, now: float | None) -> int:
         why = {ids[r.index]: "; ".join(f"{f}: {m}" for f, m in r.problems) for r in result.rejected}
         queue.mark_unsendable(why)
     return len(sent)
+
+
+def queue_flagged(settings, spec, model: str, flagged, reasons: dict, suggested: dict) -> int:
+    """Put samples the label screen flagged (``training.label_screen``; ``flagged``: their
+    rows) in the review queue, each with its reason as ``flag``; return how many. Raises
+    FlywheelError when one cannot be queued: the retrain fails and is retried, rather than
+    leaving out a sample no reviewer will see."""
+    import dataclasses
+
+    from flywheel.events import validate_event
+    from pipelines.records import Origin
+
+    records = []
+    for _, row in flagged.iterrows():
+        sid = str(row["sample_id"])
+        event = spec.flagged_event(row, model, suggested[sid])
+        if event is None:
+            raise FlywheelError(f"the {spec.name} task cannot show flagged sample {sid} to reviewers")
+        routed = RoutedRecord.of(validate_event(event), True, 0, Origin("label-screen", 0, 0))
+        records.append(dataclasses.replace(routed, flag=reasons[sid]))
+    queue = ReviewQueue(settings)
+    try:
+        queue.add(records)
+    except OSError as exc:
+        raise FlywheelError(f"could not queue {len(records)} flagged sample(s) for review: {exc}") from exc
+    finally:
+        queue.close()
+    return len(records)

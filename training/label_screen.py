@@ -22,74 +22,13 @@ that no reviewer will see.
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable
 
 from flywheel.errors import FlywheelError
+from training.screen_report import LabelScreenReport, kind_of
 
 EXAMPLES = 8
-SUSPECT = "labels_suspect"
-
-
-@dataclass
-class LabelScreenReport:
-    """What the screen did to one run's window (``screen.json`` in the version folder)."""
-
-    screened: int = 0  # new-window samples judged
-    bypassed: int = 0  # reviewers' answers: trusted, not judged
-    flagged: int = 0
-    max_share: float = 1.0
-    by_reason: dict[str, int] = field(default_factory=dict)  # kind of reason → count
-    examples: list[dict[str, Any]] = field(default_factory=list)  # sample_id, reason, shown values
-    sent_to_review: int = 0
-    review_error: str | None = None
-    seconds: float = 0.0
-    skipped: str | None = None  # why nothing was judged (disabled, too few samples, no champion)
-    artifacts: list[str] = field(default_factory=list)  # files in the run's review/ folder showing flags
-
-    @property
-    def share(self) -> float:
-        return self.flagged / self.screened if self.screened else 0.0
-
-    @property
-    def suspect(self) -> bool:
-        return self.screened > 0 and self.share > self.max_share
-
-    def reason(self) -> str:
-        """The refusal's reason, ``labels_suspect: …``."""
-        kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.by_reason.items(), key=lambda kv: -kv[1]))
-        return (
-            f"{SUSPECT}: {self.flagged} of {self.screened} labels flagged ({100 * self.share:.0f} % > "
-            f"{100 * self.max_share:.0f} % allowed; {kinds})"
-        )
-
-    def lines(self) -> list[str]:
-        if self.skipped:
-            return [f"label screen: not run ({self.skipped})"]
-        head = (
-            f"label screen: {self.flagged} of {self.screened} new labels flagged ({100 * self.share:.1f} %, "
-            f"{100 * self.max_share:.0f} % allowed), {self.bypassed} reviewers' labels trusted, "
-            f"{self.seconds:.1f}s"
-        )
-        out = [head]
-        out += [f"  {n} {kind}" for kind, n in sorted(self.by_reason.items(), key=lambda kv: -kv[1])]
-        if self.flagged:
-            sent = f"{self.sent_to_review} sent to the review queue"
-            out.append(f"  {sent}" + (f" (failed: {self.review_error})" if self.review_error else ""))
-        for e in self.examples:
-            shown = ", ".join(f"{k} {v!r}" for k, v in e.items() if k not in ("sample_id", "reason"))
-            out.append(f"  e.g. {e['sample_id']!s:.40}: {e['reason']}" + (f" ({shown})" if shown else ""))
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> LabelScreenReport:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class LabelsSuspect(FlywheelError):
@@ -102,19 +41,14 @@ class LabelsSuspect(FlywheelError):
         super().__init__(report.reason())
 
 
-def _kind(reason: str) -> str:
-    """A reason's kind for counting: its words before the first figure or quote."""
-    words = []
-    for word in reason.split():
-        if any(c.isdigit() for c in word) or word[:1] in "'\"+(":
-            break
-        words.append(word.rstrip(":;,"))
-    return " ".join(words) or reason
+def screen_run(settings, run, to_review: Callable | None = None) -> LabelScreenReport:
+    """Screen ``run``'s new window (see the module docstring): flagged samples go out of the
+    run's saved dataset; raises LabelsSuspect for a window with too many.
 
-
-def screen_run(settings, run) -> LabelScreenReport:
-    """Screen ``run``'s new window (see the module docstring): flagged samples go to review
-    and out of the run's saved dataset; raises LabelsSuspect for a window with too many."""
+    ``to_review(settings, spec, model, flagged rows, reasons by id, suggestions by id)`` puts
+    them in the review queue and returns how many (or raises): the retrain flow passes
+    ``pipelines.review.queue_flagged``. Only then are they recorded as flagged for good; a
+    candidate built without it (`flywheel train`) leaves them out of itself only."""
     import pandas as pd
 
     from flywheel.names import is_review_answer
@@ -154,7 +88,7 @@ def screen_run(settings, run) -> LabelScreenReport:
     flagged = judged.iloc[flags.flagged]
     report.flagged = len(flagged)
     for pos in flags.flagged:
-        kind = _kind(flags.reasons[pos])
+        kind = kind_of(flags.reasons[pos])
         report.by_reason[kind] = report.by_reason.get(kind, 0) + 1
         if len(report.examples) < EXAMPLES:
             row = judged.iloc[pos]
@@ -163,13 +97,12 @@ def screen_run(settings, run) -> LabelScreenReport:
             )
     if len(flagged):
         report.artifacts = [p.name for p in spec.flag_artifacts(champion, flagged, run.folder.review_dir())]
-        if cfg.to_review:
-            reasons = {str(judged.iloc[p]["sample_id"]): flags.reasons[p] for p in flags.flagged}
-            suggested = {str(judged.iloc[p]["sample_id"]): flags.suggested[p] for p in flags.flagged}
-            report.sent_to_review, report.review_error = _to_review(
-                settings, spec, run.model, flagged, reasons, suggested
-            )
-        models.record_flagged(run.model, [str(i) for i in flagged["sample_id"]])
+        if to_review is not None:
+            if cfg.to_review:
+                reasons = {str(judged.iloc[p]["sample_id"]): flags.reasons[p] for p in flags.flagged}
+                suggested = {str(judged.iloc[p]["sample_id"]): flags.suggested[p] for p in flags.flagged}
+                report.sent_to_review = to_review(settings, spec, run.model, flagged, reasons, suggested)
+            models.record_flagged(run.model, [str(i) for i in flagged["sample_id"]])
     run.folder.save_label_screen(report)
     run.lineage.flagged = report.flagged
     if report.suspect:
@@ -184,31 +117,3 @@ def screen_run(settings, run) -> LabelScreenReport:
         run.lineage.new_holdout = len(keep["new"])
     run.folder.save_lineage(run.lineage)
     return report
-
-
-def _to_review(settings, spec, model: str, flagged, reasons: dict, suggested: dict) -> tuple[int, str | None]:
-    """Put the flagged samples in the review queue (``flag`` = the reason); (added, error)."""
-    from flywheel.events import validate_event
-    from flywheel.redact import redact_text
-    from pipelines.records import Origin, RoutedRecord
-    from pipelines.review_queue import ReviewQueue
-
-    records = []
-    for _, row in flagged.iterrows():
-        sid = str(row["sample_id"])
-        event = spec.flagged_event(row, model, suggested[sid])
-        if event is None:
-            continue
-        try:
-            routed = RoutedRecord.of(validate_event(event), True, 0, Origin("label-screen", 0, 0))
-        except FlywheelError as exc:  # one sample that cannot be shown does not hide the others
-            return len(records), f"sample {sid}: {redact_text(str(exc))}"
-        records.append(dataclasses.replace(routed, flag=reasons[sid]))
-    queue = ReviewQueue(settings)
-    try:
-        queue.add(records)
-    except (FlywheelError, OSError) as exc:  # the queue is down: the flags are still recorded
-        return 0, redact_text(str(exc))
-    finally:
-        queue.close()
-    return len(records), None

@@ -145,7 +145,7 @@ class VersionFolder:
 
     def label_screen(self):
         """The label screen's report (``training.label_screen``), or None for a run without one."""
-        from training.label_screen import LabelScreenReport
+        from training.screen_report import LabelScreenReport
 
         path = self.path / self.SCREEN
         return LabelScreenReport.from_dict(json.loads(path.read_text())) if path.is_file() else None

@@ -224,7 +224,8 @@ class TaskSpec:
     def flagged_event(self, row, model_name: str, suggested) -> dict[str, Any] | None:
         """A flagged sample as an unlabelled feedback event for the review queue (its event id
         the sample id, so the reviewers' answer is ``<id>.review``), or None when the task
-        cannot show one."""
+        cannot show one: a spec whose ``screen_labels`` flags must implement it (the retrain
+        fails rather than leave out a sample no reviewer will see)."""
         return None
 
     # ---- human review (the review queue and its page) ------------------------------

@@ -12,7 +12,7 @@ from flywheel.tasks.label_checks import (
     phase_shift,
     sharpness,
 )
-from training.label_screen import LabelScreenReport, _kind
+from training.screen_report import LabelScreenReport, kind_of
 
 
 def texture(seed: int = 0, size: int = 48) -> np.ndarray:
@@ -110,6 +110,8 @@ def test_the_report_refuses_above_the_share_and_names_the_kinds():
     assert not LabelScreenReport(screened=0, flagged=0).suspect
     assert LabelScreenReport.from_dict(r.to_dict()) == r
     disputed = "label disputed: 'neutral' given; the champion and a probe say 'positive' (0.81 against 0.10)"
-    assert _kind(disputed) == "label disputed"
-    assert _kind("target shifted by +4,+0 px against the input (+6.1 dB once aligned)") == "target shifted by"
-    assert _kind("target blurred: 20 % of the restoration's detail") == "target blurred"
+    assert kind_of(disputed) == "label disputed"
+    assert (
+        kind_of("target shifted by +4,+0 px against the input (+6.1 dB once aligned)") == "target shifted by"
+    )
+    assert kind_of("target blurred: 20 % of the restoration's detail") == "target blurred"
