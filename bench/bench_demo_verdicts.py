@@ -48,8 +48,8 @@ def one_run(seed: int, tmp: Path) -> list[dict]:
     from orchestration.promotion import Reference, decide
     from training.data import split_by_hash, stratified_sample
     from training.dataset import assemble
-    from training.evaluate import evaluate, version_roles
-    from training.trainer import fit
+    from training.evaluate import evaluate
+    from training.trainer import fit, version_roles
 
     settings = demo_settings()
     cfg = settings.training.model_copy(update={"seed": seed})

@@ -111,7 +111,8 @@ class Replay:
         return self.evaluate(folder, champion, holdouts), holdouts
 
     def evaluate(self, folder: Path, champion: Path | None, holdouts: dict):
-        from training.evaluate import evaluate, version_roles
+        from training.evaluate import evaluate
+        from training.trainer import version_roles
 
         roles = version_roles(self.spec, [], folder, champion)
         return evaluate(self.spec, [], roles, holdouts, self.settings.training.eval_batch_size)

@@ -285,38 +285,6 @@ class PromotionRules(_Section):
         description="model → a pinned reference version for the ratchet (default: the best promoted)",
     )
 
-    def ratchet_budget_for(self, task: str) -> float | None:
-        if task in self.ratchet_budget:
-            return self.ratchet_budget[task]
-        from flywheel.tasks import spec_class
-
-        return spec_class(task).default_ratchet_budget()
-
-    def guards_for(self, model: str, task: str) -> list[Guard]:
-        """Per model, else per task as configured, else the task spec's defaults."""
-        if model in self.guards_per_model:
-            return self.guards_per_model[model]
-        if task in self.guards:
-            return self.guards[task]
-        from flywheel.tasks import spec_class
-
-        return spec_class(task).default_guards()
-
-    def floors_for(self, task: str) -> dict[str, float]:
-        if task in self.floors:
-            return self.floors[task]
-        from flywheel.tasks import spec_class
-
-        return spec_class(task).default_floors()
-
-    def baseline_gain_for(self, task: str) -> float | None:
-        """How much a first version must beat the baseline by (its mean), if anything."""
-        if task in self.baseline.min_gain:
-            return self.baseline.min_gain[task]
-        from flywheel.tasks import spec_class
-
-        return spec_class(task).default_baseline_gain()
-
 
 class LoraSettings(_Section):
     r: int = Field(8, ge=1)

@@ -301,8 +301,8 @@ def review_files(settings, run) -> list[Path]:
     import json
 
     from flywheel.tasks import spec_for
-    from training.evaluate import version_roles
     from training.model_store import ModelStore
+    from training.trainer import version_roles
 
     models = ModelStore(settings.state_dir)
     info = models.info(run.model)

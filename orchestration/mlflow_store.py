@@ -1,4 +1,6 @@
-"""The local MLflow tracking store (SQLite under the state dir): created or migrated once.
+"""The MLflow environment: the local tracking store (SQLite under the state dir), created or
+migrated once; the credentials and quiet settings every MLflow client here starts with; the
+registry's alias names.
 
 MLflow creates and migrates its schema when a client first opens the store; two processes
 doing that at once on one SQLite file break each other. ``ensure`` does it under
@@ -14,6 +16,7 @@ from flywheel.errors import ConfigError
 from flywheel.stores import prepare
 
 log = logging.getLogger("flywheel.mlflow")
+CHAMPION, PREVIOUS, CANDIDATE = "champion", "previous", "candidate"  # the registry's aliases
 
 
 def ensure(settings) -> None:
@@ -58,3 +61,30 @@ def newer_store_error(uri: str, exc: Exception) -> ConfigError:
         "MLflow of requirements/requirements.lock that wrote it (`make setup`), or point "
         "mlflow.tracking_uri at a store of this version"
     )
+
+
+def quiet_mlflow() -> None:
+    """Keep MLflow's chatter out of what a user reads: artifact download bars and the pyfunc
+    CloudPickle warning (our pyfunc is a class of this package). The registration notices
+    MLflow prints to stderr are held back in ``register``."""
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow's own SQLAlchemy use (its ``noload`` loader strategy), and its request that a
+    # pyfunc's predict carry type hints: nothing a Flywheel user can act on.
+    warnings.filterwarnings("ignore", message=r".*``noload`` loader strategy is deprecated.*")
+    warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")  # ANSI-coloured
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial ... tables"
+
+
+def use_credentials(settings) -> None:
+    """MLflow takes a tracking server's basic-auth credentials from the environment: set them
+    from ``mlflow.username`` / ``mlflow.password`` (a process talks to one tracking server)."""
+    import os
+
+    if settings.mlflow.username is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlflow.username
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = settings.mlflow.password.get_secret_value()

@@ -58,6 +58,35 @@ class Verdict:
         return "promoted" if self.passed else "stale" if self.stale else "rejected"
 
 
+# ---- what applies to a model: the settings, else the task spec's defaults ------------------
+
+
+def guards_for(rules: PromotionRules, model: str, task: str) -> list[Guard]:
+    """Per model, else per task as configured, else the task spec's defaults."""
+    if model in rules.guards_per_model:
+        return rules.guards_per_model[model]
+    if task in rules.guards:
+        return rules.guards[task]
+    return spec_class(task).default_guards()
+
+
+def floors_for(rules: PromotionRules, task: str) -> dict[str, float]:
+    return rules.floors[task] if task in rules.floors else spec_class(task).default_floors()
+
+
+def baseline_gain_for(rules: PromotionRules, task: str) -> float | None:
+    """How much a first version must beat the baseline by (its mean), if anything."""
+    if task in rules.baseline.min_gain:
+        return rules.baseline.min_gain[task]
+    return spec_class(task).default_baseline_gain()
+
+
+def ratchet_budget_for(rules: PromotionRules, task: str) -> float | None:
+    if task in rules.ratchet_budget:
+        return rules.ratchet_budget[task]
+    return spec_class(task).default_ratchet_budget()
+
+
 def check_guard(
     report: EvalReport, guard: Guard, confidence: float = 0.95, against: str = "champion"
 ) -> dict:
@@ -115,7 +144,7 @@ def check_guard(
 
 def _floors(report: EvalReport, rules: PromotionRules, task: str) -> list[dict]:
     checks = []
-    for key, floor in rules.floors_for(task).items():
+    for key, floor in floors_for(rules, task).items():
         holdout, metric = key.split(".", 1)
         value = report.value(holdout, "candidate", metric)
         ok = value is not None and value >= floor
@@ -177,8 +206,8 @@ def decide(
     """The verdict for a candidate's evaluation report (``reference``: the ratchet's)."""
     checks = _floors(report, rules, task) if first else []
     if not first:
-        checks += [check_guard(report, g, rules.confidence) for g in rules.guards_for(model, task)]
-        budget = rules.ratchet_budget_for(task)
+        checks += [check_guard(report, g, rules.confidence) for g in guards_for(rules, model, task)]
+        budget = ratchet_budget_for(rules, task)
         if reference is not None and budget is not None:
             checks.append(ratchet_check(report, reference, budget))  # primary metrics: higher is better
     b = rules.baseline
@@ -187,7 +216,7 @@ def decide(
         check = check_guard(report, guard, rules.confidence, against="baseline")
         if "baseline" in check:  # a report without a baseline (an old one) is not judged on it
             checks.append(check)
-    gain = rules.baseline_gain_for(task) if first else None
+    gain = baseline_gain_for(rules, task) if first else None
     if gain is not None:
         checks.append(_baseline_gain(report, b.holdout, gain))
     reasons = [c["reason"] for c in checks if not c["passed"]]

@@ -39,10 +39,10 @@ from flywheel.files import file_lock
 from flywheel.layout import StateLayout
 from flywheel.tasks import spec_for
 from orchestration import history
+from orchestration.mlflow_store import CANDIDATE, CHAMPION, PREVIOUS, quiet_mlflow, use_credentials
 from orchestration.promotion import Verdict, decide
 from training.model_store import Decision, ModelStore, Window
 
-CHAMPION, PREVIOUS, CANDIDATE = "champion", "previous", "candidate"
 VERDICT, RUN_ID, AGAINST = "flywheel.verdict", "flywheel.run_id", "flywheel.evaluated_against"
 FINAL_TAG = {
     "promote": "promoted",
@@ -110,33 +110,6 @@ def _params(run) -> dict[str, str]:
         **{f"data.{k}": v for k, v in run.lineage.to_dict().items()},
     }
     return {k: str(v) for k, v in params.items()}
-
-
-def quiet_mlflow() -> None:
-    """Keep MLflow's chatter out of what a user reads: artifact download bars and the pyfunc
-    CloudPickle warning (our pyfunc is a class of this package). The registration notices
-    MLflow prints to stderr are held back in ``register``."""
-    import logging
-    import os
-    import warnings
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # MLflow's own SQLAlchemy use (its ``noload`` loader strategy), and its request that a
-    # pyfunc's predict carry type hints: nothing a Flywheel user can act on.
-    warnings.filterwarnings("ignore", message=r".*``noload`` loader strategy is deprecated.*")
-    warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")  # ANSI-coloured
-    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial ... tables"
-
-
-def use_credentials(settings) -> None:
-    """MLflow takes a tracking server's basic-auth credentials from the environment: set them
-    from ``mlflow.username`` / ``mlflow.password`` (a process talks to one tracking server)."""
-    import os
-
-    if settings.mlflow.username is not None:
-        os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlflow.username
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = settings.mlflow.password.get_secret_value()
 
 
 class Registry:

@@ -46,7 +46,7 @@ def load_version(settings, model: str, version: int | str = "champion"):
     default), from the configured tracking store (no process-wide MLflow state is assumed)."""
     import mlflow
 
-    from orchestration.registry import quiet_mlflow, use_credentials
+    from orchestration.mlflow_store import quiet_mlflow, use_credentials
 
     quiet_mlflow()
     use_credentials(settings)
@@ -99,7 +99,7 @@ class ChampionPredictor:
         from mlflow import MlflowClient
 
         from orchestration import mlflow_store
-        from orchestration.registry import quiet_mlflow, use_credentials
+        from orchestration.mlflow_store import quiet_mlflow, use_credentials
 
         quiet_mlflow()
         use_credentials(settings)
@@ -131,7 +131,7 @@ class ChampionPredictor:
         return self._answer(loaded, model_name, inputs)
 
     def shadow(self, model_name: str, inputs: list):
-        from orchestration.registry import CANDIDATE
+        from orchestration.mlflow_store import CANDIDATE
 
         champion = self._served.get((model_name, "champion"))
         candidate = self._current(model_name, CANDIDATE)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from flywheel.tasks.base import TaskSpec
@@ -146,17 +145,6 @@ def _sets(adapter: TaskSpec, labels: list[str], models: dict, holdouts: dict, ba
                     entry.per_sample[role] = adapter.per_sample(found)
         sets[set_name] = entry
     return sets
-
-
-def version_roles(adapter: TaskSpec, labels: list[str], folder: Path, champion_dir: Path | None = None):
-    """The models an evaluation of the version in ``folder`` scores: the candidate, the baseline
-    saved beside it and, for a retrain, the champion it was trained from."""
-    from training.trainer import load_adapter_model
-
-    roles = {"champion": load_adapter_model(adapter, labels, champion_dir)} if champion_dir else {}
-    roles["candidate"] = load_adapter_model(adapter, labels, folder)
-    roles["baseline"] = adapter.load_baseline(labels, folder)
-    return roles
 
 
 def fmt(value) -> str:

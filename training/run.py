@@ -61,8 +61,8 @@ def bootstrap(
     against the configured floors and the baseline.
     """
     from training.data_gate import DataRejected, check_batch, quarantine
-    from training.evaluate import evaluate, version_roles
-    from training.trainer import fit
+    from training.evaluate import evaluate
+    from training.trainer import fit, version_roles
 
     cfg = settings.training
     adapter = adapter or adapter_for(settings, task)
@@ -193,7 +193,8 @@ def fit_run(
 
 def evaluate_run(settings, run: TrainedRun, adapter: TaskSpec | None = None) -> TrainedRun:
     """The evaluate step: baseline, champion and candidate on the same holdouts; eval.json."""
-    from training.evaluate import evaluate, version_roles
+    from training.evaluate import evaluate
+    from training.trainer import version_roles
 
     models = ModelStore(settings.state_dir)
     info = models.info(run.model)

@@ -325,3 +325,12 @@ def result_dict(result: FitResult) -> dict:
     d = asdict(result)
     d["path"] = str(result.path)
     return d
+
+
+def version_roles(adapter: TaskSpec, labels: list[str], folder: Path, champion_dir: Path | None = None):
+    """The models an evaluation of the version in ``folder`` scores: the candidate, the baseline
+    saved beside it and, for a retrain, the champion it was trained from."""
+    roles = {"champion": load_adapter_model(adapter, labels, champion_dir)} if champion_dir else {}
+    roles["candidate"] = load_adapter_model(adapter, labels, folder)
+    roles["baseline"] = adapter.load_baseline(labels, folder)
+    return roles

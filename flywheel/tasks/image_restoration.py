@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.errors import DataError, FlywheelError
-from flywheel.tasks import register
 from flywheel.tasks.base import TaskSpec
 from flywheel.tasks.image_model import LORA_TARGETS, MODULES_TO_SAVE  # a cheap import: no torch
+from flywheel.tasks.registry import register
 
 NET_FILE = "adapter_net.json"  # "adapter_*": copied with the adapter into MLflow
 PATCH = 48

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.errors import DataError, FlywheelError
-from flywheel.tasks import register
 from flywheel.tasks.base import BASELINE_FILE, TaskSpec
+from flywheel.tasks.registry import register
 
 
 class TextDataset:

@@ -87,8 +87,8 @@ def test_fit_lowers_the_loss_saves_and_reloads_identical_outputs_and_serves_pngs
     import torch
 
     from flywheel.tasks.base import predict
-    from training.evaluate import evaluate, version_roles
-    from training.trainer import fit, load_adapter_model
+    from training.evaluate import evaluate
+    from training.trainer import fit, load_adapter_model, version_roles
 
     train = spec.load_samples(pairs(32)).assign(confidence=1.0)
     val = spec.load_samples(pairs(8, seed=3)).assign(confidence=1.0)

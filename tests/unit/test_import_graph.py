@@ -1,0 +1,118 @@
+"""The import graph of the project's packages (function-local imports included): no cycles,
+and every import points down the stack (issue 29):
+
+    flywheel (core) ← feature_repo ← pipelines | training ← orchestration
+
+``pipelines`` and ``training`` are sibling stages: neither imports the other.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYER = {"flywheel": 0, "feature_repo": 1, "pipelines": 2, "training": 2, "orchestration": 3}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package in LAYER:
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            found[name] = path
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module → the project modules it imports (anywhere in it: top level or in a function)."""
+    known = modules()
+    graph: dict[str, set[str]] = {name: set() for name in known}
+    for name, path in known.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            for target in targets:
+                while target and target not in known:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.get(root, ()))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def wrong_way(graph: dict[str, set[str]]) -> list[str]:
+    out = []
+    for source, targets in graph.items():
+        a = source.split(".")[0]
+        for target in targets:
+            b = target.split(".")[0]
+            if LAYER[b] > LAYER[a] or (LAYER[a] == LAYER[b] and a != b):
+                out.append(f"{source} -> {target}")
+    return sorted(out)
+
+
+def test_the_project_has_no_import_cycle():
+    assert cycles(import_graph()) == []
+
+
+def test_every_import_points_down_the_stack():
+    assert wrong_way(import_graph()) == []
+
+
+def test_the_checks_find_a_planted_cycle_and_an_upward_import():
+    graph = {
+        "flywheel.a": {"flywheel.b"},
+        "flywheel.b": {"flywheel.c"},
+        "flywheel.c": {"flywheel.a", "orchestration.x"},
+        "orchestration.x": set(),
+        "training.t": {"pipelines.p"},
+        "pipelines.p": set(),
+    }
+    assert cycles(graph) == [["flywheel.a", "flywheel.b", "flywheel.c"]]
+    assert wrong_way(graph) == ["flywheel.c -> orchestration.x", "training.t -> pipelines.p"]
