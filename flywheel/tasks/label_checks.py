@@ -28,7 +28,8 @@ from typing import Any
 @dataclass
 class LabelFlags:
     """Per row of the screened frame: why its label looks wrong ("" where it does not), and
-    what the models would answer instead (a label, or None)."""
+    what the models would answer instead, as the event contract's ``prediction`` object (or
+    None): the review page shows it as the model's answer."""
 
     reasons: list[str]
     suggested: list[Any] = field(default_factory=list)

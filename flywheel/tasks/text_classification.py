@@ -451,7 +451,7 @@ class TextClassification(TaskSpec):
                     f"label disputed: {given!r} given; the champion and a probe say {other!r} "
                     f"({float(probs[i, best[i]]):.2f} against {float(probs[i, y[i]]):.2f})"
                 )
-                suggested.append(other)
+                suggested.append({"label": other, "confidence": round(float(probs[i, best[i]]), 4)})
             else:
                 reasons.append("")
                 suggested.append(None)
@@ -465,7 +465,7 @@ class TextClassification(TaskSpec):
             model_name,
             self.name,
             text=str(row["text"]),
-            prediction={"label": str(suggested)} if suggested is not None else None,
+            prediction=suggested,  # the models' answer and its mean probability (screen_labels)
             label_source="system",
             source="label-screen",
         )

@@ -115,3 +115,27 @@ def test_the_report_refuses_above_the_share_and_names_the_kinds():
         kind_of("target shifted by +4,+0 px against the input (+6.1 dB once aligned)") == "target shifted by"
     )
     assert kind_of("target blurred: 20 % of the restoration's detail") == "target blurred"
+
+
+def test_flagged_samples_become_valid_review_events_with_the_suggestion_or_the_given_target(tmp_path):
+    import base64
+
+    import pandas as pd
+
+    from flywheel.events import validate_event
+    from flywheel.images import open_image_store, png_b64
+    from flywheel.tasks.image_restoration import ImageRestoration
+    from flywheel.tasks.text_classification import TextClassification
+
+    row = pd.Series({"sample_id": "fb-1", "text": "the flight was late", "label": "positive"})
+    event = validate_event(
+        TextClassification().flagged_event(row, "m", {"label": "negative", "confidence": 0.8})
+    )
+    assert event.event_id == "fb-1" and event.prediction.label == "negative" and event.feedback is None
+
+    store = open_image_store(f"file://{tmp_path}")
+    given = png_b64(np.full((32, 32, 3), 200, dtype=np.uint8))
+    uri = store.put(base64.b64decode(given))
+    row = pd.Series({"sample_id": "p-1", "input_uri": uri, "target_uri": uri})
+    event = validate_event(ImageRestoration(store=store).flagged_event(row, "m", None))
+    assert event.event_id == "p-1" and event.prediction.image_png_b64 == given  # accept = the target is right
