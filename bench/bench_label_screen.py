@@ -119,6 +119,9 @@ def text_corpus(name: str, args, cfg) -> list[dict]:
     return rows
 
 
+demo_rounds: list[str] = []  # make demo-image's rounds through the screen (image_rounds fills it)
+
+
 def image_rounds(args) -> list[dict]:
     import numpy as np
 
@@ -143,6 +146,21 @@ def image_rounds(args) -> list[dict]:
             report, _ = replay.retrain(args.seed, samples, replay.boot, v1, Path(tmp) / name)
             return report, time.perf_counter() - started
 
+        from training.image_corpus import DRIFT
+
+        max_share = replay.settings.training.label_screen.max_flagged_share
+        plan = [(DRIFT[1], None), (DRIFT[2], None), (DRIFT[2], "blur")]  # make demo-image's rounds
+        for i, (deg, corrupt) in enumerate(plan, start=1):
+            frame = restoration_frame(
+                ROUND_N, deg, seed=i, photo_names=TRAIN_PHOTOS, size=SIZE, corrupt=corrupt
+            )
+            flags = replay.spec.screen_labels(
+                champion, replay.spec.load_samples(frame).assign(confidence=1.0), [], replay.golden
+            )
+            share = sum(bool(r) for r in flags.reasons) / len(frame)
+            verdict = "refused (labels_suspect)" if share > max_share else "screened, trains"
+            data = f"{deg} {corrupt} targets" if corrupt else deg
+            demo_rounds.append(f"| {i} | {data} | {100 * share:.1f} % | {verdict} |")
         clean_report, retrain_seconds = retrain(
             replay.spec.load_samples(honest).assign(confidence=1.0), "clean"
         )
@@ -208,6 +226,9 @@ def report(rows: list[dict]) -> None:
             f"{_fmt(r['precision'])} | {_fmt(r['recall'])} | {_fmt(r['false_flag'], True)} | {refused} | "
             f"{per_k:.1f} | {vs_fit} |"
         )
+    if demo_rounds:
+        print("\n| make demo-image round | data | flagged | screen |\n|---|---|---|---|")
+        print("\n".join(demo_rounds))
     fitted = [r for r in rows if "golden" in r]
     if fitted:
         print(
