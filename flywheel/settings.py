@@ -569,7 +569,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _one_subtask_per_partition(self) -> Settings:
         """The stream sink writes partition ``subtask mod n`` of each output topic; the embedded
-        tansu left transactions pending where two subtasks shared a partition (DESIGN.md)."""
+        tansu (0.6, measured) left transactions pending where two subtasks shared a partition."""
         if self.embedded_broker and self.stream.parallelism > self.kafka.partitions:
             raise ValueError(
                 f"stream.parallelism is {self.stream.parallelism} but the embedded broker's topics have "

