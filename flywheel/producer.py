@@ -152,21 +152,31 @@ class DurableProducer:
 
             return callback
 
-        for index, entry in enumerate(entries):
-            while True:
-                try:
-                    producer.produce(
-                        entry.topic, key=entry.key, value=entry.value, on_delivery=delivered(index)
-                    )
+        from confluent_kafka import KafkaException
+
+        try:
+            for index, entry in enumerate(entries):
+                while True:
+                    try:
+                        producer.produce(
+                            entry.topic, key=entry.key, value=entry.value, on_delivery=delivered(index)
+                        )
+                        break
+                    except BufferError:
+                        producer.poll(0.05)  # local queue full: let deliveries drain, then retry
+            # librdkafka fails every message by message.timeout.ms; the margin guards a lost callback
+            deadline = time.monotonic() + self.settings.kafka.delivery_timeout_s + 10
+            while not done.is_set() and time.monotonic() < deadline:
+                producer.poll(0.05)
+                if self._fatal.is_set():
                     break
-                except BufferError:
-                    producer.poll(0.05)  # local queue full: let deliveries drain, then retry
-        # librdkafka fails every message by message.timeout.ms; the margin guards a lost callback
-        deadline = time.monotonic() + self.settings.kafka.delivery_timeout_s + 10
-        while not done.is_set() and time.monotonic() < deadline:
-            producer.poll(0.05)
-            if self._fatal.is_set():
-                break
+        except KafkaException as exc:
+            # librdkafka may raise a fatal error from produce() or poll() themselves (seen after a
+            # broker SIGKILL: UNKNOWN_PRODUCER_ID): what has no report yet failed; rebuild below
+            with lock:
+                for i in range(len(entries)):
+                    outcomes.setdefault(i, f"producer failed: {exc.args[0] if exc.args else exc}")
+            self._fatal.set()
         results = [
             outcomes.get(i, "no delivery report before the delivery timeout") for i in range(len(entries))
         ]
