@@ -171,13 +171,20 @@ def _settle_writer(
     tears: list[Tear] = []
     frames = list(unsettled(folder, tears))
     report.tears += [t.describe() for t in tears]
-    voided = {f.entry.ident for f in frames if f.kind == VOID}
+    # A void covers the records of its ident written *before* it: a client told "not delivered"
+    # sends the same event again, and that later record was acknowledged (found by the 2-hour
+    # soak: matching voids by ident alone trimmed such retries unfated, and 6 were lost).
+    voided_at: dict[str, Position] = {}
+    for f in frames:
+        if f.kind == VOID:
+            voided_at[f.entry.ident] = f.end
     records = [f for f in frames if f.kind == RECORD]
     fated = ledger.known(f.entry.ident for f in records)
     settled_upto: Position | None = None
     pending: list[Framed] = []
     for f in frames:
-        done = f.kind == VOID or f.entry.ident in fated or f.entry.ident in voided
+        void = voided_at.get(f.entry.ident)
+        done = f.kind == VOID or f.entry.ident in fated or (void is not None and f.end < void)
         if not pending and done:
             settled_upto = f.end
             if f.kind == RECORD:

@@ -128,3 +128,22 @@ def test_generated_idents_hold_no_digits():
     ident = new_ident()
     assert ident.startswith("~raw-") and not any(c.isdigit() for c in ident)
     assert Position(0, 5) < Position(1, 0)
+
+
+def test_a_void_covers_only_the_earlier_records_of_its_ident_not_a_retry_after_it(tmp_path):
+    """A client told "not delivered" sends the same event again; that retry was acknowledged
+    and must stay unsettled until it has a fate (the 2-hour soak lost 6 such retries)."""
+    from flywheel.journal import Entry, JournalWriter
+    from flywheel.layout import StateLayout
+    from flywheel.settings import load_settings
+    from pipelines.settler import settle
+
+    settings = load_settings(state_dir=tmp_path)
+    writer = JournalWriter(StateLayout.of(settings).journal, 1 << 20, fsync=False)
+    first = [Entry("raw", None, b'{"event_id": "x"}', "x"), Entry("raw", None, b'{"event_id": "y"}', "y")]
+    writer.append(first)
+    writer.void(first)  # the request failed: 503, the client retries x only
+    writer.append([first[0]])  # the retry, acknowledged
+    report = settle(settings, log=lambda _m: None)
+    assert report.unsettled == 1 and report.trimmed == 2  # x's retry waits for its fate; the voided go
+    writer.close()
