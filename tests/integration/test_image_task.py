@@ -136,10 +136,25 @@ def test_images_flow_through_the_stream_into_feast_and_train_a_promoted_then_a_r
     ledger.close()
     assert len(live) == len(served) and all(20 < o.value < 100 for o in live), live
 
-    # A round whose targets belong to other patches: the candidate learns mush, the PSNR guard refuses it.
+    # A round whose targets belong to other patches: the label screen finds them far from the
+    # champion's restorations (or shifted) and refuses the window before fitting.
     swapped = restoration_frame(40, "noise:30", seed=2, photo_names=TRAIN_PHOTOS, size=32, corrupt="swap")
     run_bounded(s, produce_raw(s, [json.dumps(e).encode() for e in events(swapped, "r2")]))
     Ingestor(s, store).run(until_caught_up=True)
     third = retrain(s, MODEL, if_ready=True, feast_store=store)
-    assert third.status == "rejected", third.reasons
-    assert any("psnr" in r for r in third.reasons), third.reasons
+    assert third.status == "data-rejected" and third.version is None, third.reasons
+    assert "labels_suspect" in third.reasons[0] and "target far from" in third.reasons[0], third.reasons
+    # with the screen off, the candidate learns mush and the PSNR guard refuses it
+    unscreened = s.model_copy(
+        update={
+            "training": s.training.model_copy(
+                update={"label_screen": s.training.label_screen.model_copy(update={"enabled": False})}
+            )
+        }
+    )
+    swapped = restoration_frame(40, "noise:30", seed=3, photo_names=TRAIN_PHOTOS, size=32, corrupt="swap")
+    run_bounded(s, produce_raw(s, [json.dumps(e).encode() for e in events(swapped, "r3")]))
+    Ingestor(s, store).run(until_caught_up=True)
+    fourth = retrain(unscreened, MODEL, if_ready=True, feast_store=store)
+    assert fourth.status == "rejected", fourth.reasons
+    assert any("psnr" in r for r in fourth.reasons), fourth.reasons
