@@ -34,9 +34,9 @@ class TrainedRun:
     lineage: Lineage
     champion: int | None  # the teacher and the version it is compared against
     data_gate: object | None = None  # training.data_gate.DataGateReport
-    label_screen: object | None = None  # training.label_screen.LabelScreenReport
     fit: object | None = None  # training.trainer.FitResult
     report: object | None = None  # training.evaluate.EvalReport
+    label_screen: object | None = None  # training.screen_report.LabelScreenReport
 
     @property
     def path(self) -> Path:
