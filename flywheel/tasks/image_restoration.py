@@ -473,8 +473,9 @@ class ImageRestoration(TaskSpec):
             return None
         if a.shape != b.shape:
             return None
-        mse = float(np.mean((a - b) ** 2)) / 255.0**2
-        return 100.0 if mse <= 1e-10 else min(100.0, -10.0 * float(np.log10(mse)))
+        from flywheel.tasks.label_checks import psnr_db
+
+        return psnr_db(a, b, peak=255.0)
 
     # ---- targets screened before training ---------------------------------------------
 

@@ -145,10 +145,11 @@ class PairCheck:
     psnr_db: float
 
 
-def _psnr(a, b) -> float:
+def psnr_db(a, b, peak: float = 1.0) -> float:
+    """PSNR of two same-shaped arrays with pixel values up to ``peak``, capped at 100 dB."""
     import numpy as np
 
-    mse = float(np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2))
+    mse = float(np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)) / peak**2
     return 100.0 if mse <= 1e-10 else min(100.0, -10.0 * float(np.log10(mse)))
 
 
@@ -164,8 +165,8 @@ def check_pair(restored, target) -> PairCheck:
         # the overlap of a and b moved by (dy, dx), against the same region unmoved
         ya, yb = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
         xa, xb = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
-        gain = _psnr(a[..., ya, xa], b[..., yb, xb]) - _psnr(a[..., ya, xa], b[..., ya, xa])
-    return PairCheck((dy, dx), gain, _psnr(a, b))
+        gain = psnr_db(a[..., ya, xa], b[..., yb, xb]) - psnr_db(a[..., ya, xa], b[..., ya, xa])
+    return PairCheck((dy, dx), gain, psnr_db(a, b))
 
 
 def sharpness(image) -> float:
