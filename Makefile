@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export FLINK_LOG_DIR ?= $(CURDIR)/.flywheel/flink-logs
 
-.PHONY: setup demo demo-image test test-unit bench lint fmt lock clean
+.PHONY: setup demo demo-image test test-unit bench lint docs fmt lock clean
 
 setup:            ## create .venv, install pinned deps, fetch Flink jars, check Java
 	@bash scripts/setup.sh
@@ -24,9 +24,15 @@ test-unit: setup  ## fast tests only: no JVM, no broker
 bench: setup      ## benchmarks; they print their figures
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-lint: setup
+lint: setup      ## ruff, the generated reference pages up to date, the docs site with no broken link
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) scripts/gen_docs.py --check
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+docs: setup      ## regenerate docs/reference/ from the code and build the site into .flywheel/site
+	$(PY) scripts/gen_docs.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 fmt: setup
 	$(VENV)/bin/ruff check --fix .

@@ -2,7 +2,7 @@
 
 Used only when ``kafka.bootstrap_servers`` is unset. The broker keeps its data in
 memory: stopping it forgets every topic, and it honours neither retention nor
-DeleteRecords (README, "Durability on the embedded broker"). Each start is a new
+DeleteRecords (docs/guide/durability.md). Each start is a new
 *epoch* (``broker-epoch.json``): producers rebuild themselves, the stream job starts
 afresh, and the settler re-delivers from the edge journal what had no fate yet.
 

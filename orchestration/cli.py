@@ -67,7 +67,7 @@ def retrain_cmd(
 
     Exit codes: 0 promoted or nothing to do; 10 rejected by the promotion gate; 11 failed
     or stopped (the window is retried); 12 another retrain of the model is running; 13 the
-    data gate refused the window (it is recorded and not retried). Crontab: see the README.
+    data gate refused the window (it is recorded and not retried). Crontab: docs/guide/scheduling.md.
     """
     from orchestration.flow import retrain
 

@@ -5,7 +5,7 @@ Python scalar UDF per record (``records.route_raw``: parse, validate once, norma
 mask, route, serialise; PyFlink thread mode, so Python runs inside the JVM), dedupe as a
 SQL over-window count per ``event_id`` (Java state in RocksDB, TTL'd), and one
 exactly-once Kafka sink for the four outputs (one transaction per checkpoint). See
-``build`` for the graph and README "The stream job" for the knobs.
+``build`` for the graph and docs/guide/stream.md for the knobs.
 
 Runs embedded (a local MiniCluster in this process) through ``flywheel stream run``, or on
 a standalone Flink cluster through ``flywheel stream submit`` (``flink run -py`` of this file

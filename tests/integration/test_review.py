@@ -139,7 +139,7 @@ def test_the_queue_survives_a_broker_restart_and_reads_the_recreated_topic(tmp_p
 def test_the_page_in_a_real_browser_labels_two_items_by_keyboard(settings, tmp_path):
     """Sign in, see the most uncertain item first, answer two items with keys 1 and 2; both
     answers reach the raw topic as review labels naming the reviewer. Saves a screenshot
-    (to $SCREENSHOT_DIR when set, e.g. docs/ for the README)."""
+    (to $SCREENSHOT_DIR when set, e.g. docs/ for the docs site)."""
     from pipelines.http_api import create_app
     from tests.browser import Browser
 
