@@ -154,10 +154,14 @@ def cli_page() -> str:
 
 
 def openapi_document() -> dict:
-    from flywheel.settings import load_settings
+    """The document on default settings, whatever this shell's FLYWHEEL_* variables say."""
+    import os
+
     from pipelines.http_api import create_app
 
-    return create_app(load_settings(), review_worker=False).openapi()
+    for name in [n for n in os.environ if n.startswith(ENV_PREFIX)]:
+        del os.environ[name]
+    return create_app(Settings(), review_worker=False).openapi()
 
 
 def http_page(doc: dict) -> str:
