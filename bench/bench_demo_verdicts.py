@@ -3,7 +3,7 @@
 `make demo` takes ~8 minutes, most of it the stack (broker, PyFlink, Feast). This replays
 the same decisions on the same data with the same code: the demo's corpus split
 (``demo.traffic.corpus_split``), its settings, a v1 bootstrap split as
-``flywheel bootstrap`` splits, then three traffic rounds whose labelled samples (users
+``flywheel model bootstrap`` splits, then three traffic rounds whose labelled samples (users
 label or confirm ~70 %, a reviewer part of the rest) go through the retrain's dataset
 assembly (``training.dataset.assemble``: hash splits, replay, holdouts), ``fit``,
 ``evaluate`` and the promotion gate (``orchestration.promotion.decide``), after the label

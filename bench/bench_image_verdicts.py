@@ -2,7 +2,7 @@
 
 Replays the image demo's decisions without the stream, as ``bench/bench_demo_verdicts.py``
 does for the text demo: the demo's patches, settings and golden set (``demo.image``), a v1
-bootstrap split as ``flywheel bootstrap`` splits it, then the demo's rounds as retrains of the
+bootstrap split as ``flywheel model bootstrap`` splits it, then the demo's rounds as retrains of the
 champion through ``training.dataset.assemble`` (hash splits, replay, holdouts), ``fit``,
 ``evaluate`` and ``orchestration.promotion.decide``:
 

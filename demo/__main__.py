@@ -15,7 +15,7 @@
    (a bad update) is rejected by the gate.
 5. The final act: an engineer force-promotes the rejected v4 past the gate. Honest traffic
    is served by v3, then by v4, every prediction labelled by its user; the live monitor
-   (``flywheel monitor --once``) finds v4 worse than v3 on live accuracy with confidence and
+   (``flywheel model monitor --once``) finds v4 worse than v3 on live accuracy with confidence and
    rolls back to v3 automatically; ``/v1/predict`` answers with v3 again.
 6. Prints the version table, the live table and the event accounting, and writes a report
    with plots (``.flywheel/demo/report``), also logged to MLflow.
@@ -148,7 +148,7 @@ def final_act(settings, serving, rows, final, rng, truth, console) -> dict:
     console.rule(f"6. an engineer force-promotes the rejected v{bad}")
     traffic_round(settings, serving, before, 4, False, rng, truth, console, feedback_rate=1.0)
     was, _ = registry.force_promote(MODEL, bad, "demo: an engineer overrides the gate for a hotfix")
-    console.print(f"  `flywheel promote {MODEL} {bad} --force`: champion v{was} -> v{bad}")
+    console.print(f"  `flywheel model promote {MODEL} {bad} --force`: champion v{was} -> v{bad}")
     wait_for(lambda: serving.predict(MODEL, ["hello"]).model_version == str(bad), 60, "serving v4", STATE)
     console.print(f"  /v1/predict now answers with v{bad}")
     traffic_round(settings, serving, after, 5, False, rng, truth, console, feedback_rate=1.0)

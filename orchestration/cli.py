@@ -7,12 +7,13 @@ adds them to the ``flywheel`` app.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from flywheel.cli import console, err_console, settings_of
+from flywheel.cli import console, err_console, grouped, settings_of
 
 
 def print_outcome(outcome) -> None:
@@ -67,7 +68,8 @@ def retrain_cmd(
 
     Exit codes: 0 promoted or nothing to do; 10 rejected by the promotion gate; 11 failed
     or stopped (the window is retried); 12 another retrain of the model is running; 13 the
-    data gate refused the window (it is recorded and not retried). Crontab: docs/guide/scheduling.md.
+    data gate or the label screen refused the window (recorded, not retried). Crontab:
+    docs/guide/scheduling.md.
     """
     from orchestration.flow import retrain
 
@@ -127,7 +129,7 @@ def promote_cmd(
 
     if not force:
         err_console.print(
-            "the promotion gate promotes candidates (`flywheel retrain`); to override it, pass "
+            "the promotion gate promotes candidates (`flywheel model retrain`); to override it, pass "
             "--force --reason TEXT (recorded in the history)"
         )
         raise typer.Exit(2)
@@ -194,7 +196,7 @@ def status_cmd(
         health.add_row(name, state)
     console.print(health)
     if not data["models"]:
-        console.print("no models yet: create one with `flywheel bootstrap`")
+        console.print("no models yet: create one with `flywheel model bootstrap`")
         return
     table = Table(
         "model", "champion", "golden", "old set", "previous", "candidate", "waiting", "ready", "last runs"
@@ -222,7 +224,7 @@ def status_cmd(
         if not st["consistent"] or st["open_decision"] or st["pending_versions"]:
             err_console.print(
                 f"{st['model']}: an interrupted decision or pending versions; "
-                f"run `flywheel repair {st['model']}`"
+                f"run `flywheel model repair {st['model']}`"
             )
     console.print(table)
     for st in data["models"]:
@@ -317,6 +319,22 @@ def history_cmd(
     if not entries:
         err_console.print(f"no history for {model!r} yet")
         raise typer.Exit(1)
+    if console.width < 120:  # a narrow terminal: two lines per entry instead of a wrapped table
+        console.print(f"[bold]{model} history[/]")
+        for e in entries:
+            was, now = e.get("previous"), e.get("champion")
+            moved = f"v{was} -> v{now}" if was and was != now else (f"v{now}" if now else "none")
+            version = f" v{e['version']}" if e.get("version") is not None else ""
+            console.print(
+                f"{e['time']}  [bold]{e['action']}{version}[/]  champion {moved}  by {e['actor']}",
+                highlight=False,
+            )
+            if e.get("reason"):
+                pad = "    "
+                width = console.width
+                text = textwrap.fill(str(e["reason"]), width, initial_indent=pad, subsequent_indent=pad)
+                console.print(text, markup=False, highlight=False)
+        return
     table = Table(
         "time", "action", "version", "from", "champion after", "actor", "reason", title=f"{model} history"
     )
@@ -324,7 +342,7 @@ def history_cmd(
         table.add_row(
             e["time"],
             e["action"],
-            str(e.get("version", "")),
+            "" if e.get("version") is None else str(e["version"]),
             str(e.get("previous") or ""),
             str(e.get("champion") or ""),
             e["actor"],
@@ -333,21 +351,21 @@ def history_cmd(
     console.print(table)
 
 
-COMMANDS = {
+MODEL_COMMANDS = {
     "bootstrap": bootstrap_cmd,
-    "promote": promote_cmd,
-    "monitor": monitor_cmd,
-    "serve": serve_cmd,
-    "serve-feedback": serve_cmd,
     "retrain": retrain_cmd,
-    "repair": repair_cmd,
+    "promote": promote_cmd,
     "rollback": rollback_cmd,
-    "status": status_cmd,
-    "run": run_cmd,
+    "repair": repair_cmd,
     "history": history_cmd,
+    "monitor": monitor_cmd,
 }
+TOP_COMMANDS = {"run": run_cmd, "status": status_cmd, "serve": serve_cmd}
 
 
 def register(app: typer.Typer) -> None:
-    for name, command in COMMANDS.items():
+    for name, command in MODEL_COMMANDS.items():
+        grouped(app, "model", name, command)
+    for name, command in TOP_COMMANDS.items():
         app.command(name)(command)
+    app.command("serve-feedback", hidden=True)(serve_cmd)

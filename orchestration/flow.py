@@ -23,7 +23,7 @@ from flywheel.errors import FlywheelError
 from flywheel.faults import crash_point
 from flywheel.layout import StateLayout
 
-# Exit codes of `flywheel retrain` (documented in docs/operations.md).
+# Exit codes of `flywheel model retrain` (documented in docs/operations.md).
 EXIT_OK, EXIT_REJECTED, EXIT_FAILED, EXIT_BUSY, EXIT_DATA_REJECTED = 0, 10, 11, 12, 13
 STATUS_EXIT = {
     "promoted": EXIT_OK,

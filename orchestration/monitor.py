@@ -21,7 +21,7 @@ log a plot of the live metric with the promotion and rollback marked to B's MLfl
 
 No flapping: nothing is rolled back within ``monitor.cooldown_s`` of an earlier rollback,
 and the registry never rolls back *onto* a version an automatic rollback took out.
-``flywheel monitor --once`` (cron, Airflow) and ``flywheel run`` call :func:`monitor_once`.
+``flywheel model monitor --once`` (cron, Airflow) and ``flywheel run`` call :func:`monitor_once`.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def check_model(settings, registry, ledger, model: str, now: datetime | None = N
         )
     if registry.alias_version(model, CHAMPION) != watch.new:
         return MonitorResult(
-            model, "idle", f"the champion is no longer v{watch.new}; run `flywheel repair {model}`"
+            model, "idle", f"the champion is no longer v{watch.new}; run `flywheel model repair {model}`"
         )
     spec = spec_for(settings, registry.models.info(model).task)
     result = judge(settings, ledger, spec, watch, now)

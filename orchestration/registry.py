@@ -461,7 +461,7 @@ class Registry:
             if (auto or to is None) and AUTO_ROLLED_BACK in self.version_tags(model, target):
                 raise RegistryError(
                     f"{model} v{target} was itself rolled back automatically (live metric worse); it is "
-                    "not brought back without a person choosing it: `flywheel rollback --to VERSION`"
+                    "not brought back without a person choosing it: `flywheel model rollback --to VERSION`"
                 )
             self.check_loads(model, target)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")

@@ -332,7 +332,7 @@ def read_health(settings) -> RunHealth | None:
 
 
 def readiness_check(settings, log: Callable = print) -> Periodic:
-    """Retrain every model that is ready (the same function as `flywheel retrain --if-ready`)."""
+    """Retrain every model that is ready (the same function as `flywheel model retrain --if-ready`)."""
 
     def check(stop: threading.Event) -> None:
         from orchestration.flow import retrain
@@ -351,7 +351,7 @@ def readiness_check(settings, log: Callable = print) -> Periodic:
 
 
 def live_monitor(settings, log: Callable = print) -> Periodic:
-    """The live monitor (the same function as `flywheel monitor --once`)."""
+    """The live monitor (the same function as `flywheel model monitor --once`)."""
 
     def check(stop: threading.Event) -> None:
         from orchestration.monitor import monitor_once

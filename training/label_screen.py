@@ -48,7 +48,7 @@ def screen_run(settings, run, to_review: Callable | None = None) -> LabelScreenR
     ``to_review(settings, spec, model, flagged rows, reasons by id, suggestions by id)`` puts
     them in the review queue and returns how many (or raises): the retrain flow passes
     ``pipelines.review.queue_flagged``. Only then are they recorded as flagged for good; a
-    candidate built without it (`flywheel train`) leaves them out of itself only."""
+    candidate built without it (`flywheel model train`) leaves them out of itself only."""
     import pandas as pd
 
     from flywheel.names import is_review_answer

@@ -248,7 +248,7 @@ class ModelStore:
             if state.decision is not None and state.decision.id != decision.id:
                 raise FlywheelError(
                     f"{name}: decision {state.decision.id} ({state.decision.action} "
-                    f"v{state.decision.version}) is unfinished; run `flywheel repair {name}`"
+                    f"v{state.decision.version}) is unfinished; run `flywheel model repair {name}`"
                 )
             state.decision = decision
 

@@ -124,7 +124,7 @@ def prepare(settings, name: str, feast_store=None, cut: datetime | None = None) 
     champion = models.champion(name)
     if champion is None:
         raise FlywheelError(
-            f"model {name!r} has no champion yet; bootstrap it (`flywheel bootstrap`) "
+            f"model {name!r} has no champion yet; bootstrap it (`flywheel model bootstrap`) "
             "before training a candidate"
         )
     if feast_store is None:
@@ -224,9 +224,10 @@ def train(
     adapter: TaskSpec | None = None,
     progress: bool = True,
 ) -> TrainedRun:
-    """dataset → data gate → label screen → LoRA + distillation → evaluate vs champion (`flywheel train`).
+    """dataset → data gate → label screen → LoRA + distillation → evaluate vs champion
+    (`flywheel model train`).
 
-    Trains a candidate only: registering and deciding are the registry's (``flywheel retrain``).
+    Trains a candidate only: registering and deciding are the registry's (``flywheel model retrain``).
     """
     from training.label_screen import screen_run
 

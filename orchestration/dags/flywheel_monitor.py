@@ -1,4 +1,4 @@
-"""Airflow DAG: the live monitor, through the same function as `flywheel monitor --once` and
+"""Airflow DAG: the live monitor, through the same function as `flywheel model monitor --once` and
 ``flywheel run``.
 
 Every five minutes, for every model: is a promoted champion worse on live traffic than the

@@ -4,7 +4,7 @@
                                      evaluate → register → decide, under the retrain lock)
 
 The retrain runs as one task because the model's retrain lock must be held from the dataset
-to the decision: two DAG runs, or a DAG run and a cron ``flywheel retrain``, then give one
+to the decision: two DAG runs, or a DAG run and a cron ``flywheel model retrain``, then give one
 retrain, and the other reports busy. Each step is logged in the task's log.
 ``max_active_runs=1`` keeps one run of the DAG at a time as well. The watermark advances
 only when a run is decided, so a failed run retries the same data.

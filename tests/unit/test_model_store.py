@@ -50,7 +50,7 @@ def test_a_decision_is_journalled_then_completed_once(tmp_path):
     d = Decision("v2-reject", "reject", 2, 1, ("worse",), window)
     store.begin_decision("m", d)
     store.begin_decision("m", d)  # the same decision again (a repair): fine
-    with pytest.raises(FlywheelError, match=r"v2-reject .* is unfinished; run `flywheel repair m`"):
+    with pytest.raises(FlywheelError, match=r"v2-reject .* is unfinished; run `flywheel model repair m`"):
         store.begin_decision("m", Decision("v3-promote", "promote", 3, 1))
     store.complete_decision("m", d)
     store.complete_decision("m", d)  # a replay completes nothing twice
