@@ -290,8 +290,8 @@ class FeedbackEvent(BaseModel):
 
         size = size_of(self.input.image_png_b64)
         others = {
-            "prediction.image_png_b64": self.prediction and self.prediction.image_png_b64,
-            "feedback.target_png_b64": self.feedback and self.feedback.target_png_b64,
+            "prediction.image_png_b64": self.prediction.image_png_b64 if self.prediction else None,
+            "feedback.target_png_b64": self.feedback.target_png_b64 if self.feedback else None,
         }
         for name, value in others.items():
             w, h = size_of(value) if value is not None else size

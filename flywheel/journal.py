@@ -34,6 +34,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from flywheel.errors import BrokerError
 
@@ -209,12 +210,12 @@ class JournalWriter:
         self.folder = self.root / self.name
         self._lock = threading.Lock()
         self._segment = -1
-        self._file = None
-        self._lock_file = None
+        self._file: BinaryIO | None = None
+        self._lock_file: BinaryIO | None = None
         self._total_checked_at = 0.0
         self._total = 0
 
-    def _open(self) -> None:
+    def _open(self) -> BinaryIO:
         self.folder.mkdir(parents=True, exist_ok=True)
         if self._lock_file is None:
             self._lock_file = open(self.folder / "lock", "a+b")  # noqa: SIM115 - held for the process's life
@@ -222,9 +223,17 @@ class JournalWriter:
         if self._file is not None:
             self._file.close()
         self._segment += 1
-        self._file = open(self.folder / _segment_name(self._segment), "ab")  # noqa: SIM115
+        file = self._file = open(self.folder / _segment_name(self._segment), "ab")  # noqa: SIM115
         if self.fsync:
             _fsync_dir(self.folder)
+        return file
+
+    def _writable(self, incoming: int) -> BinaryIO:
+        """The current segment, or a new one when ``incoming`` bytes would overflow it."""
+        file = self._file
+        if file is None or (file.tell() + incoming > self.segment_bytes and file.tell()):
+            file = self._open()
+        return file
 
     def _check_room(self, incoming: int) -> None:
         now = time.monotonic()
@@ -245,15 +254,12 @@ class JournalWriter:
             if kind == RECORD:
                 self._check_room(len(blob))
             try:
-                if self._file is None or (
-                    self._file.tell() + len(blob) > self.segment_bytes and self._file.tell()
-                ):
-                    self._open()
-                at = Position(self._segment, self._file.tell())
-                self._file.write(blob)
-                self._file.flush()
+                file = self._writable(len(blob))
+                at = Position(self._segment, file.tell())
+                file.write(blob)
+                file.flush()
                 if self.fsync and kind == RECORD:
-                    os.fsync(self._file.fileno())
+                    os.fsync(file.fileno())
             except OSError as exc:
                 self._recover_after_failed_write()
                 hint = "free disk space" if exc.errno == errno.ENOSPC else "check the state dir"

@@ -34,7 +34,12 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out = dict(pairs)
     if len(out) != len(pairs):
         seen: set[str] = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        dup = ""
+        for key, _ in pairs:
+            if key in seen:
+                dup = key
+                break
+            seen.add(key)
         raise JsonProblem(DUPLICATE_KEY, f"the key {dup[:80]!r} appears twice in one object; send it once")
     return out
 

@@ -18,10 +18,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from flywheel.errors import FlywheelError
 from flywheel.faults import crash_point
 from flywheel.layout import StateLayout
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
+    from orchestration.registry import Registry
+    from training.data_gate import Quarantine
+    from training.evaluate import EvalReport
+    from training.run import TrainedRun
+    from training.version import Lineage
 
 # Exit codes of `flywheel model retrain` (documented in docs/operations.md).
 EXIT_OK, EXIT_REJECTED, EXIT_FAILED, EXIT_BUSY, EXIT_DATA_REJECTED = 0, 10, 11, 12, 13
@@ -87,9 +96,9 @@ class Outcome:
     status: str  # promoted | rejected | stale | not-ready | data-rejected | busy | stopped | failed
     version: int | None = None  # the version number (MLflow's and the folder's)
     reasons: list[str] = field(default_factory=list)
-    report: object | None = None  # training.evaluate.EvalReport
-    lineage: object | None = None  # training.version.Lineage
-    quarantine: object | None = None  # training.data_gate.Quarantine
+    report: EvalReport | None = None
+    lineage: Lineage | None = None
+    quarantine: Quarantine | None = None
 
     @property
     def exit_code(self) -> int:
@@ -104,22 +113,36 @@ class Stop(Exception):
 class Retrain:
     """One retrain's context, passed through the steps."""
 
-    settings: object
+    settings: Settings
     model: str
     if_ready: bool = True
     progress: bool = True
     cut: datetime | None = None
-    feast_store: object | None = None
+    feast_store: Any = None  # feast.FeatureStore, opened by the dataset step unless given
     stop: threading.Event | None = None
     log: Callable[[str], None] = lambda message: None
-    registry: object | None = None
-    run: object | None = None  # training.run.TrainedRun
+    registry: Registry | None = None
+    run: TrainedRun | None = None
     version: int | None = None
     outcome: Outcome | None = None
     step: str | None = None  # the step running now
 
     def stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()
+
+    @property
+    def trained(self) -> TrainedRun:
+        """The run the dataset step prepared; every later step needs it."""
+        if self.run is None:
+            raise RuntimeError(f"{self.model}: the {self.step} step ran before the dataset step")
+        return self.run
+
+    @property
+    def registered(self) -> tuple[Registry, int]:
+        """The registry (opened by the repair step) and the version the register step made."""
+        if self.registry is None or self.version is None:
+            raise RuntimeError(f"{self.model}: the {self.step} step ran before repair and register")
+        return self.registry, self.version
 
 
 def step_repair(r: Retrain) -> None:
@@ -156,7 +179,7 @@ def _refuse_window(r: Retrain, reasons: tuple[str, ...], by: str, quarantine) ->
     from orchestration import history
     from training.model_store import ModelStore, Window
 
-    lineage = r.run.lineage
+    lineage = r.trained.lineage
     models = ModelStore(r.settings.state_dir)
     models.record_data_rejected(r.model, Window(lineage.window_start, lineage.window_end, reasons))
     history.record(
@@ -181,7 +204,7 @@ def step_data_gate(r: Retrain) -> None:
     from training.run import screen
 
     try:
-        screen(r.settings, r.run)
+        screen(r.settings, r.trained)
     except DataRejected as exc:
         reasons = tuple(f"data_gate: {reason}" for reason in exc.report.reasons)
         _refuse_window(r, reasons, "data gate", exc.report.quarantine)
@@ -191,10 +214,11 @@ def step_label_screen(r: Retrain) -> None:
     from pipelines.review import queue_flagged
     from training.label_screen import LabelsSuspect, screen_run
 
+    run = r.trained
     try:
-        report = r.run.label_screen = screen_run(r.settings, r.run, to_review=queue_flagged)
+        report = run.label_screen = screen_run(r.settings, run, to_review=queue_flagged)
     except LabelsSuspect as exc:
-        quarantine = r.run.data_gate.quarantine if r.run.data_gate else None
+        quarantine = run.data_gate.quarantine if run.data_gate else None
         _refuse_window(r, (exc.report.reason(),), "label screen", quarantine)
         return
     if report.flagged:
@@ -206,7 +230,7 @@ def step_fit(r: Retrain) -> None:
     from training.trainer import Stopped
 
     try:
-        fit_run(r.settings, r.run, progress=r.progress, should_stop=r.stopping)
+        fit_run(r.settings, r.trained, progress=r.progress, should_stop=r.stopping)
     except Stopped as exc:
         raise Stop(str(exc)) from exc
 
@@ -214,23 +238,28 @@ def step_fit(r: Retrain) -> None:
 def step_evaluate(r: Retrain) -> None:
     from training.run import evaluate_run
 
-    evaluate_run(r.settings, r.run)
+    evaluate_run(r.settings, r.trained)
 
 
 def step_register(r: Retrain) -> None:
-    r.version = r.registry.register(r.run)
+    if r.registry is None:
+        raise RuntimeError(f"{r.model}: the register step ran before repair opened the registry")
+    r.version = r.registry.register(r.trained)
 
 
 def step_decide(r: Retrain) -> None:
-    verdict = r.registry.decide(r.model, r.version, review_files(r.settings, r.run))
+    registry, version = r.registered
+    run = r.trained
+    verdict = registry.decide(r.model, version, review_files(r.settings, run))
+    gate = run.data_gate
     r.outcome = Outcome(
         r.model,
         verdict.label,
-        r.version,
+        version,
         verdict.explanation,
-        r.run.report,
-        r.run.lineage,
-        r.run.data_gate.quarantine,
+        run.report,
+        run.lineage,
+        gate.quarantine if gate is not None else None,
     )
 
 

@@ -578,8 +578,8 @@ def dlq_record(
     )
     text = record.to_json()
     while len(text.encode("utf-8")) > MAX_RECORD_BYTES // 2 and record.raw and record.raw.text:
-        raw = record.raw
-        record = replace(record, raw=replace(raw, text=raw.text[: len(raw.text) // 2]))  # escapes grew it
+        raw, raw_text = record.raw, record.raw.text
+        record = replace(record, raw=replace(raw, text=raw_text[: len(raw_text) // 2]))  # escapes grew it
         text = record.to_json()
     return text
 

@@ -50,16 +50,16 @@ class SubmitResult:
 
     def raise_for_errors(self) -> None:
         if self.failed:
-            first = self.failed[0]
+            failed = self.failed[0]
             raise DeliveryError(
-                f"{len(self.failed)} event(s) were not confirmed by Kafka, first {first.event_id}: "
-                f"{first.error}; resubmit them (event_id makes that safe)"
+                f"{len(self.failed)} event(s) were not confirmed by Kafka, first {failed.event_id}: "
+                f"{failed.error}; resubmit them (event_id makes that safe)"
             )
         if self.rejected:
-            first = self.rejected[0]
+            rejected = self.rejected[0]
             raise InvalidEventError(
-                first.code,
-                [(f"[{first.index}].{f}" if f else f"[{first.index}]", m) for f, m in first.problems],
+                rejected.code,
+                [(f"[{rejected.index}]" + (f".{f}" if f else ""), m) for f, m in rejected.problems],
             )
 
 

@@ -171,6 +171,8 @@ def _validate(frame, expectations: list) -> list[dict[str, Any]]:
     checks = []
     for r in result.results:
         cfg = r.expectation_config
+        if cfg is None:
+            raise RuntimeError("Great Expectations returned a result without its expectation")
         res = r.result or {}
         checks.append(
             {

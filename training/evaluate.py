@@ -89,7 +89,7 @@ class EvalReport:
             yield name, entry.size, base, champ, cand, delta
 
     def to_dict(self) -> dict:
-        d = {
+        d: dict[str, Any] = {
             "model": self.model,
             "version": self.version,
             "champion_version": self.champion_version,

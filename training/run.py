@@ -16,7 +16,12 @@ from pathlib import Path
 from flywheel.errors import FlywheelError
 from flywheel.tasks import TaskSpec, spec_for
 from training.data import split_by_hash, stratified_sample, stratified_share
+from training.data_gate import DataGateReport, DataRejected, check_batch, quarantine
+from training.evaluate import EvalReport, evaluate
+from training.label_screen import screen_run
 from training.model_store import ModelInfo, ModelStore
+from training.screen_report import LabelScreenReport
+from training.trainer import FitResult, fit, version_roles
 from training.version import Lineage, VersionFolder
 
 
@@ -33,10 +38,10 @@ class TrainedRun:
     folder: VersionFolder
     lineage: Lineage
     champion: int | None  # the teacher and the version it is compared against
-    data_gate: object | None = None  # training.data_gate.DataGateReport
-    fit: object | None = None  # training.trainer.FitResult
-    report: object | None = None  # training.evaluate.EvalReport
-    label_screen: object | None = None  # training.screen_report.LabelScreenReport
+    data_gate: DataGateReport | None = None
+    fit: FitResult | None = None
+    report: EvalReport | None = None
+    label_screen: LabelScreenReport | None = None
 
     @property
     def path(self) -> Path:
@@ -60,9 +65,6 @@ def bootstrap(
     a batch that fails as a whole raises DataRejected. The registry judges the version
     against the configured floors and the baseline.
     """
-    from training.data_gate import DataRejected, check_batch, quarantine
-    from training.evaluate import evaluate
-    from training.trainer import fit, version_roles
 
     cfg = settings.training
     adapter = adapter or adapter_for(settings, task)
@@ -142,7 +144,6 @@ def prepare(settings, name: str, feast_store=None, cut: datetime | None = None) 
 def screen(settings, run: TrainedRun) -> TrainedRun:
     """The data gate step: quarantine the samples it judges one by one (out of training and of
     the new holdout), then validate the training batch. Raises DataRejected for the batch."""
-    from training.data_gate import DataRejected, check_batch, quarantine
 
     gate_cfg = settings.training.data_gate
     info = ModelStore(settings.state_dir).info(run.model)
@@ -171,7 +172,6 @@ def fit_run(
     settings, run: TrainedRun, adapter: TaskSpec | None = None, progress: bool = True, should_stop=None
 ) -> TrainedRun:
     """The fit step: the student starts from the champion, which is also the teacher."""
-    from training.trainer import fit
 
     models = ModelStore(settings.state_dir)
     info = models.info(run.model)
@@ -193,8 +193,6 @@ def fit_run(
 
 def evaluate_run(settings, run: TrainedRun, adapter: TaskSpec | None = None) -> TrainedRun:
     """The evaluate step: baseline, champion and candidate on the same holdouts; eval.json."""
-    from training.evaluate import evaluate
-    from training.trainer import version_roles
 
     models = ModelStore(settings.state_dir)
     info = models.info(run.model)
@@ -229,7 +227,6 @@ def train(
 
     Trains a candidate only: registering and deciding are the registry's (``flywheel model retrain``).
     """
-    from training.label_screen import screen_run
 
     run = prepare(settings, name, feast_store, cut)
     screen(settings, run)

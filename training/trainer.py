@@ -130,14 +130,15 @@ def _build(inputs: FitInputs, precompute_teacher: bool) -> _Session:
         student = lora_model(adapter, labels, cfg)
         if baseline is not None:
             adapter.init_from_baseline(student, baseline)
-    teacher = load_adapter_model(adapter, labels, champion_dir) if use_teacher else None
+    teacher = load_adapter_model(adapter, labels, champion_dir) if use_teacher and champion_dir else None
     teacher_out = None
     if teacher is not None and precompute_teacher and adapter.cache_teacher:
         teacher_out = predict(adapter, teacher, train_ds, cfg.eval_batch_size, device)
     if teacher is not None:
         teacher.to(device)
     student.to(device)
-    head, lora = [], []
+    head: list[Any] = []
+    lora: list[Any] = []
     for name, p in student.named_parameters():
         if p.requires_grad:
             (head if any(m in name for m in adapter.modules_to_save) else lora).append(p)

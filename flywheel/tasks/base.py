@@ -78,9 +78,9 @@ class TaskSpec:
         """What a quarantine report shows of a sample (short values, never image bytes)."""
         return {}
 
-    def expectations(self, frame, labels: list[str], gate) -> tuple[Any, list, list[dict]]:
-        """(the frame the batch expectations run on, Great Expectations rows, and checks of the
-        batch as a whole already evaluated, e.g. class balance)."""
+    def expectations(self, frame, labels: list[str], gate) -> list[Suite]:
+        """The Great Expectations suites the data gate runs on a batch, each with the frame it
+        runs on (for example per sample, and the batch's class balance)."""
         raise NotImplementedError
 
     def dataset(self, frame, labels: list[str]):

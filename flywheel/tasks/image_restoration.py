@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.errors import DataError, FlywheelError
-from flywheel.tasks.base import TaskSpec
+from flywheel.tasks.base import Suite, TaskSpec
 from flywheel.tasks.image_model import LORA_TARGETS, MODULES_TO_SAVE  # a cheap import: no torch
 from flywheel.tasks.registry import register
 
@@ -263,7 +263,7 @@ class ImageRestoration(TaskSpec):
 
         return {"input": shown(row["input_uri"], 80), "size": f"{row['width']}x{row['height']}"}
 
-    def expectations(self, frame, labels: list[str], gate) -> list:
+    def expectations(self, frame, labels: list[str], gate) -> list[Suite]:
         import great_expectations as gx
 
         from flywheel.tasks.base import Suite

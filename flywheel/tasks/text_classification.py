@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.errors import DataError, FlywheelError
-from flywheel.tasks.base import BASELINE_FILE, TaskSpec
+from flywheel.tasks.base import BASELINE_FILE, Suite, TaskSpec
 from flywheel.tasks.registry import register
 
 
@@ -344,7 +344,7 @@ class TextClassification(TaskSpec):
 
         return {"label": shown(row["label"], 40), "text": shown(row["text"], 60)}
 
-    def expectations(self, frame, labels: list[str], gate) -> list:
+    def expectations(self, frame, labels: list[str], gate) -> list[Suite]:
         """Text and labels per sample, and the batch's class balance (offending labels named)."""
         import great_expectations as gx
         import pandas as pd
@@ -411,6 +411,7 @@ class TextClassification(TaskSpec):
     def screen_labels(self, champion, frame, labels: list[str], golden):
         """Confident learning on the mean of the champion's probabilities and a cross-validated
         probe's on the champion's sentence embeddings (``flywheel.tasks.label_checks``)."""
+        import numpy as np
         import torch
 
         from flywheel.tasks.base import batches, pick_device
@@ -441,9 +442,10 @@ class TextClassification(TaskSpec):
             if probe is not None:
                 sources.append(probe)
         flagged = flag_labels(y, sources)
-        probs = sum(sources) / len(sources)
+        probs = np.mean(np.stack(sources), axis=0)  # the sources' average probabilities
         best = probs.argmax(1)
-        reasons, suggested = [], []
+        reasons: list[str] = []
+        suggested: list[dict[str, Any] | None] = []
         for i, hit in enumerate(flagged):
             if hit:
                 given, other = labels[int(y[i])], labels[int(best[i])]
