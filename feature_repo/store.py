@@ -18,6 +18,7 @@ twice.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from datetime import datetime
@@ -25,9 +26,18 @@ from pathlib import Path
 
 import yaml
 
-from feature_repo.definitions import CREATED, FEATURE_SERVICE, FEATURE_VIEW, FEATURES, JOIN_KEY, TIMESTAMP
+from feature_repo.definitions import (
+    CREATED,
+    FEATURE_SERVICE,
+    FEATURE_VIEW,
+    FEATURES,
+    JOIN_KEY,
+    TIMESTAMP,
+    build,
+)
 from flywheel.errors import ConfigError
 from flywheel.layout import StateLayout
+from flywheel.stores import store_lock
 
 REPO_DIR = Path(__file__).resolve().parent
 _ARROW_TYPES = {"String": "string", "Float64": "float64", "Bool": "bool_", "Int64": "int64"}
@@ -83,7 +93,6 @@ def redis_connection_string(settings) -> str:
     """Feast's Redis connection string: ``feast.redis_connection_string`` plus the password
     (JSON-quoted: Feast parses each ``key=value`` as JSON, so a password of digits stays a
     string)."""
-    import json
 
     text = settings.feast.redis_connection_string
     if settings.feast.redis_password is not None:
@@ -99,8 +108,6 @@ def open_store(settings, apply: bool = True):
     base.mkdir(parents=True, exist_ok=True)
     store = FeatureStore(config=repo_config(settings))
     if apply:
-        from flywheel.stores import store_lock
-
         names = {fv.name for fv in store.list_feature_views()}
         if FEATURE_VIEW not in names:
             with store_lock(settings.state_dir, "feast"):  # one process applies; the others wait
@@ -125,7 +132,6 @@ def online_sample_ids(settings, store=None) -> set[str]:
 
 def apply_definitions(settings, store=None) -> list[str]:
     """Register the entity, sources, view and service (idempotent); return their names."""
-    from flywheel.stores import store_lock
 
     store = store or open_store(settings, apply=False)
     with store_lock(settings.state_dir, "feast"):  # one process applies at a time
@@ -134,7 +140,6 @@ def apply_definitions(settings, store=None) -> list[str]:
 
 def _apply(settings, store) -> list[str]:
     """Apply the definitions; the caller holds the ``feast`` store lock."""
-    from feature_repo.definitions import build
 
     _seed_offline(settings)
     objects = build(offline_dir(settings))

@@ -19,11 +19,13 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from flywheel import procs
 from flywheel.errors import BrokerError
+from flywheel.files import write_json_atomic
 from flywheel.layout import StateLayout
 
 
@@ -93,9 +95,6 @@ def current_epoch(settings) -> Epoch | None:
 
 
 def _next_epoch(state_dir: Path) -> Epoch:
-    import uuid
-
-    from flywheel.files import write_json_atomic
 
     try:
         previous = read_epoch(state_dir)

@@ -15,16 +15,22 @@ and exits with its ``exit_code``.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
+import yaml
 from rich.console import Console
 
+from flywheel.broker import for_settings
 from flywheel.errors import FlywheelError
+from flywheel.kafka import ensure_topics
+from flywheel.layout import secure_state_dir
 from flywheel.settings import Settings, load_settings
 
 console = Console()
@@ -41,8 +47,6 @@ class Context:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            from flywheel.layout import secure_state_dir
-
             self._settings = load_settings(self.config)
             secure_state_dir(self._settings.state_dir)
         return self._settings
@@ -57,9 +61,6 @@ def config_show(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Print the resolved configuration (file + FLYWHEEL_* env + defaults), secrets redacted."""
-    import json
-
-    import yaml
 
     settings = settings_of(ctx)
     data = settings.redacted()
@@ -72,7 +73,6 @@ def config_show(
 
 
 def embedded(settings: Settings):
-    from flywheel.broker import for_settings
 
     if not settings.embedded_broker:
         raise FlywheelError(
@@ -84,7 +84,6 @@ def embedded(settings: Settings):
 
 def broker_start(ctx: typer.Context) -> None:
     """Start tansu on loopback (if not running) and create the topics."""
-    from flywheel.kafka import ensure_topics
 
     settings = settings_of(ctx)
     status = embedded(settings).start(settings.broker.start_timeout_s)
@@ -180,7 +179,6 @@ def build_app() -> typer.Typer:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    import click
 
     os.umask(0o077)  # what Flywheel creates (stores, logs, journal, models) is its user's alone
     app = build_app()

@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from flywheel.errors import InvalidEventError
+from flywheel.images import ImageError, decode_png, png_size
 from flywheel.jsonstrict import DUPLICATE_KEY as DUPLICATE_KEY  # reason codes of wire JSON
 from flywheel.jsonstrict import NOT_JSON as NOT_JSON
 from flywheel.jsonstrict import TOO_DEEP as TOO_DEEP
@@ -114,7 +115,6 @@ class _Part(BaseModel):
 def check_png(png_b64: str) -> None:
     """ValueError saying what is wrong unless a base64 PNG decodes whole within the contract's
     bounds (``flywheel.images.ImageLimits``' defaults)."""
-    from flywheel.images import ImageError, decode_png
 
     try:
         decode_png(base64.b64decode(png_b64, validate=True))
@@ -283,7 +283,6 @@ class FeedbackEvent(BaseModel):
     def _same_size(self) -> None:
         """A restoration's prediction and target are the input's size (each PNG was decoded
         whole by its field's validator: the sizes are read from the headers)."""
-        from flywheel.images import png_size
 
         def size_of(png_b64: str) -> tuple[int, int]:
             return png_size(base64.b64decode(png_b64))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import secrets
 import struct
@@ -284,8 +285,6 @@ class JournalWriter:
         try:
             self.append(entries, VOID)
         except JournalWriteError as exc:  # best effort by design: see the docstring
-            import logging
-
             logging.getLogger("flywheel.journal").warning(
                 "could not void %d record(s): %s", len(entries), exc
             )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flywheel.broker import current_epoch
 from flywheel.errors import BrokerError, ConfigError
 from flywheel.events import MAX_EVENT_BYTES, MAX_RECORD_BYTES
 from flywheel.redact import REDACTED, SECRET_HINTS
@@ -57,7 +58,6 @@ def group_id(settings: Settings, base: str) -> str:
     saw an ingestor commit offset 4,624 into a fresh topic) commits to its own epoch's
     group, never past the end of the new topics, where tansu answers an empty fetch forever
     instead of "offset out of range"."""
-    from flywheel.broker import current_epoch
 
     epoch = current_epoch(settings)
     return f"{base}.e{epoch.number}" if epoch is not None else base

@@ -22,6 +22,8 @@
 
 from __future__ import annotations
 
+import logging
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,7 +221,6 @@ def secure_state_dir(root: Path) -> None:
     """The state dir holds personal data (feedback texts, review answers) and secrets (the
     resolved config): the folder is made 0700 and the stores in it 0600, whatever modes they
     had (a folder made before this rule, or by a looser umask)."""
-    import stat
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -231,6 +232,4 @@ def secure_state_dir(root: Path) -> None:
                 if path.is_file() and stat.S_IMODE(path.stat().st_mode) != 0o600:
                     path.chmod(0o600)
     except PermissionError as exc:  # not ours (a shared mount): its owner decides its modes
-        import logging
-
         logging.getLogger("flywheel").warning("could not restrict %s to its owner: %s", root, exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
 import signal
@@ -17,8 +18,6 @@ def die_with_parent() -> None:
     """``preexec_fn`` for a child that gets SIGTERM when its parent dies, even by kill -9
     (Linux ``prctl(PR_SET_PDEATHSIG)``; a no-op elsewhere)."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
     except OSError:
         return

@@ -22,7 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from flywheel.broker import read_epoch
 from flywheel.journal import Entry, JournalWriter
+from flywheel.kafka import producer_config
+from flywheel.layout import StateLayout
 
 log = logging.getLogger("flywheel.producer")
 
@@ -51,7 +54,6 @@ _journals_lock = threading.Lock()
 def journal_for(settings) -> JournalWriter | None:
     """This process's journal writer under the settings' state dir (one per process and
     folder, shared by every producer in it); None when ``journal.enabled`` is off."""
-    from flywheel.layout import StateLayout
 
     if not settings.journal.enabled:
         return None
@@ -82,8 +84,6 @@ class DurableProducer:
     def _new(self):
         from confluent_kafka import Producer
 
-        from flywheel.kafka import producer_config
-
         def on_error(err) -> None:
             if err.fatal():
                 self._fatal.set()
@@ -93,7 +93,6 @@ class DurableProducer:
     def _broker_epoch(self) -> str | None:
         if not self.settings.embedded_broker:
             return None
-        from flywheel.broker import read_epoch
 
         epoch = read_epoch(self.settings.state_dir)
         return epoch.id if epoch is not None else None

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,6 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from flywheel.errors import ConfigError
 from flywheel.layout import StateLayout
+from flywheel.names import check_reviewer_id
 from flywheel.redact import REDACTED, SECRET_HINTS, redact_text
 
 ENV_PREFIX = "FLYWHEEL_"
@@ -415,7 +417,6 @@ class ReviewSettings(_Section):
     @field_validator("reviewers")
     @classmethod
     def _reviewer_ids(cls, value: dict[str, Reviewer]) -> dict[str, Reviewer]:
-        from flywheel.names import check_reviewer_id
 
         for name in value:
             check_reviewer_id(name)  # its error says what a reviewer id may hold
@@ -619,7 +620,6 @@ class Settings(BaseSettings):
 
     def write_resolved(self, path: Path) -> Path:
         """The resolved settings (secrets included, file mode 0600) for child processes' --config."""
-        import yaml
 
         data = self.model_dump(mode="python")
 
@@ -681,7 +681,6 @@ def _check_env_names() -> None:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}

@@ -13,6 +13,7 @@ training steps; once a version is registered its decision always runs to the end
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,9 +21,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from feature_repo.definitions import CREATED
+from feature_repo.store import open_store, sample_entities
 from flywheel.errors import FlywheelError
 from flywheel.faults import crash_point
+from flywheel.files import LockBusy, file_lock
 from flywheel.layout import StateLayout
+from flywheel.tasks import spec_for
+from orchestration import history
+from orchestration.registry import Registry
+from pipelines.review import queue_flagged
+from training.data_gate import DataRejected
+from training.label_screen import LabelsSuspect, screen_run
+from training.model_store import ModelStore, Window
+from training.run import bootstrap, evaluate_run, fit_run, prepare, screen
+from training.trainer import Stopped, version_roles
 
 if TYPE_CHECKING:
     from flywheel.settings import Settings
@@ -67,10 +80,6 @@ def retrain_threshold(settings, spec) -> int:
 def readiness(settings, model: str) -> Readiness:
     """New labelled samples of ``model`` ingested since its watermark, counted in Feast's
     offline files (the same samples the dataset builder retrieves, without the join)."""
-    from feature_repo.definitions import CREATED
-    from feature_repo.store import sample_entities
-    from flywheel.tasks import spec_for
-    from training.model_store import ModelStore
 
     models = ModelStore(settings.state_dir)
     info = models.info(model)
@@ -146,7 +155,6 @@ class Retrain:
 
 
 def step_repair(r: Retrain) -> None:
-    from orchestration.registry import Registry
 
     r.registry = Registry(r.settings)
     for version, what in r.registry.repair(r.model):
@@ -163,11 +171,8 @@ def step_readiness(r: Retrain) -> None:
 
 
 def step_dataset(r: Retrain) -> None:
-    from training.run import prepare
 
     if r.feast_store is None:
-        from feature_repo.store import open_store
-
         r.feast_store = open_store(r.settings)
     r.cut = r.cut or datetime.now(UTC)
     r.run = prepare(r.settings, r.model, r.feast_store, r.cut)
@@ -176,8 +181,6 @@ def step_dataset(r: Retrain) -> None:
 def _refuse_window(r: Retrain, reasons: tuple[str, ...], by: str, quarantine) -> None:
     """The window is refused before fitting (by the data gate or the label screen): consumed
     and never replayed (the model's state), in the history, and the run's outcome."""
-    from orchestration import history
-    from training.model_store import ModelStore, Window
 
     lineage = r.trained.lineage
     models = ModelStore(r.settings.state_dir)
@@ -200,8 +203,6 @@ def _refuse_window(r: Retrain, reasons: tuple[str, ...], by: str, quarantine) ->
 
 
 def step_data_gate(r: Retrain) -> None:
-    from training.data_gate import DataRejected
-    from training.run import screen
 
     try:
         screen(r.settings, r.trained)
@@ -211,8 +212,6 @@ def step_data_gate(r: Retrain) -> None:
 
 
 def step_label_screen(r: Retrain) -> None:
-    from pipelines.review import queue_flagged
-    from training.label_screen import LabelsSuspect, screen_run
 
     run = r.trained
     try:
@@ -226,8 +225,6 @@ def step_label_screen(r: Retrain) -> None:
 
 
 def step_fit(r: Retrain) -> None:
-    from training.run import fit_run
-    from training.trainer import Stopped
 
     try:
         fit_run(r.settings, r.trained, progress=r.progress, should_stop=r.stopping)
@@ -236,7 +233,6 @@ def step_fit(r: Retrain) -> None:
 
 
 def step_evaluate(r: Retrain) -> None:
-    from training.run import evaluate_run
 
     evaluate_run(r.settings, r.trained)
 
@@ -304,7 +300,6 @@ def retrain(
     log: Callable[[str], None] | None = None,
 ) -> Outcome:
     """One retrain of ``model`` (skipped when not ready). Concurrent calls: one runs, others are busy."""
-    from flywheel.files import LockBusy, file_lock
 
     r = Retrain(settings, model, if_ready, progress, cut, feast_store, stop, log or (lambda m: None))
     with contextlib.ExitStack() as held:
@@ -327,11 +322,6 @@ def retrain(
 
 def review_files(settings, run) -> list[Path]:
     """The task's review artifacts (plots, examples) and the report, beside the version."""
-    import json
-
-    from flywheel.tasks import spec_for
-    from training.model_store import ModelStore
-    from training.trainer import version_roles
 
     models = ModelStore(settings.state_dir)
     info = models.info(run.model)
@@ -354,11 +344,6 @@ def bootstrap_model(
     settings, name: str, task: str, data, labels=None, golden=None, progress: bool = True
 ) -> Outcome:
     """Train the first version from labelled data, register it and judge it against the floors."""
-    from flywheel.files import LockBusy, file_lock
-    from orchestration.registry import Registry
-    from training.data_gate import DataRejected
-    from training.model_store import ModelStore
-    from training.run import bootstrap
 
     try:
         with file_lock(StateLayout.of(settings).retrain_lock(name), timeout_s=0.5):

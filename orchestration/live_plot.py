@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+
+from flywheel.tasks import spec_for
+from orchestration import history
+from pipelines.live import LiveLedger
 
 GAP_S = 30.0  # predictions further apart than this (per hour plotted) are not joined by a line
 PLOTTED = 20_000  # the latest labelled predictions plotted per version
@@ -75,11 +80,6 @@ def log_live_plot(settings, registry, model: str, version: int, log=print) -> bo
     """The live plot, logged under ``live/`` to the MLflow run of ``version``: with each
     champion move (a promotion, a forced one, an automatic rollback). Never raises: a plot
     must not fail the decision it illustrates (a failure is reported through ``log``)."""
-    import tempfile
-
-    from flywheel.tasks import spec_for
-    from orchestration import history
-    from pipelines.live import LiveLedger
 
     ledger = LiveLedger.of(settings, readonly=True)
     try:

@@ -27,6 +27,19 @@ from prometheus_client import REGISTRY, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from flywheel.errors import FlywheelError
+from flywheel.kafka import Topics, client_config, group_id
+from flywheel.tasks import spec_class
+from orchestration import history
+from pipelines import flink_cluster, job_health
+from pipelines.live import LedgerError, LiveLedger
+from pipelines.records import DlqRecord, RecordError
+from pipelines.review_queue import ReviewQueue
+from pipelines.settler import durability
+from pipelines.stream_job import job_name
+from pipelines.topic_reader import read_new
+from training.model_store import ModelStore
+
 log = logging.getLogger("flywheel.metrics")
 
 RETRAINS = Histogram(
@@ -53,9 +66,6 @@ class DlqReasons:
         self.lock = threading.Lock()
 
     def read(self) -> dict[str, int]:
-        from flywheel.kafka import Topics
-        from pipelines.records import DlqRecord, RecordError
-        from pipelines.topic_reader import read_new
 
         with self.lock:
             topic = Topics.from_settings(self.settings).dlq
@@ -143,8 +153,6 @@ class StateCollector(Collector):
         from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
         from confluent_kafka.admin import AdminClient
 
-        from flywheel.kafka import Topics, client_config, group_id
-
         s = self.settings
         topics = Topics.from_settings(s)
         consumer = Consumer(
@@ -201,7 +209,6 @@ class StateCollector(Collector):
         yield lag
 
     def _durability(self):
-        from pipelines.settler import durability
 
         d = durability(self.settings)
         epoch = GaugeMetricFamily("flywheel_broker_epoch", "embedded broker starts in this state dir")
@@ -230,7 +237,6 @@ class StateCollector(Collector):
         yield reasons
 
     def _stream_job(self):
-        from pipelines import job_health
 
         health = job_health.read(self.settings.state_dir)
         running = GaugeMetricFamily(
@@ -248,8 +254,6 @@ class StateCollector(Collector):
 
     def _cluster_job_running(self) -> bool:
         """The job submitted to this state dir's Flink cluster runs (``flywheel stream submit``)."""
-        from pipelines import flink_cluster
-        from pipelines.stream_job import job_name
 
         cluster = flink_cluster.read(self.settings)
         if cluster is None or flink_cluster.overview(cluster, timeout_s=2) is None:
@@ -258,7 +262,6 @@ class StateCollector(Collector):
         return any(j["name"] == name and j["state"] == "RUNNING" for j in flink_cluster.jobs(cluster))
 
     def _review(self):
-        from pipelines.review_queue import ReviewQueue
 
         pending = GaugeMetricFamily(
             "flywheel_review_pending", "Review items waiting for a decision", labels=["model"]
@@ -285,11 +288,6 @@ class StateCollector(Collector):
         yield from (pending, escalated, age)
 
     def _models(self):
-        from flywheel.errors import FlywheelError
-        from flywheel.tasks import spec_class
-        from orchestration import history
-        from pipelines.live import LedgerError, LiveLedger
-        from training.model_store import ModelStore
 
         store = ModelStore(self.settings.state_dir)
         champion = GaugeMetricFamily(

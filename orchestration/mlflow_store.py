@@ -11,6 +11,8 @@ wrote (saying so), and stops with the fix when the store is newer than this MLfl
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 
 from flywheel.errors import ConfigError
 from flywheel.stores import prepare
@@ -67,9 +69,6 @@ def quiet_mlflow() -> None:
     """Keep MLflow's chatter out of what a user reads: artifact download bars and the pyfunc
     CloudPickle warning (our pyfunc is a class of this package). The registration notices
     MLflow prints to stderr are held back in ``register``."""
-    import logging
-    import os
-    import warnings
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow's own SQLAlchemy use (its ``noload`` loader strategy), and its request that a
@@ -83,7 +82,6 @@ def quiet_mlflow() -> None:
 def use_credentials(settings) -> None:
     """MLflow takes a tracking server's basic-auth credentials from the environment: set them
     from ``mlflow.username`` / ``mlflow.password`` (a process talks to one tracking server)."""
-    import os
 
     if settings.mlflow.username is not None:
         os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlflow.username

@@ -27,14 +27,21 @@ and the registry never rolls back *onto* a version an automatic rollback took ou
 from __future__ import annotations
 
 import json
+import os
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
+from flywheel.layout import StateLayout
 from flywheel.redact import redact_text
+from flywheel.tasks import spec_for
 from orchestration import history
 from orchestration.live_plot import log_live_plot
 from orchestration.live_stats import LiveComparison, compare
+from orchestration.registry import CHAMPION, Registry, RegistryError
+from pipelines.live import LiveLedger
 
 WATCHED = ("promote", "force-promote")
 ROLLBACKS = ("rollback", "auto-rollback")
@@ -151,8 +158,6 @@ def judge(settings, ledger, spec, watch: Watch, now: datetime) -> MonitorResult:
 
 def check_model(settings, registry, ledger, model: str, now: datetime | None = None) -> MonitorResult:
     """Look at one model; roll it back if its promoted champion is worse (module docstring)."""
-    from flywheel.tasks import spec_for
-    from orchestration.registry import CHAMPION, RegistryError
 
     now = now or datetime.now(UTC)
     entries = history.entries(settings.state_dir, model)
@@ -204,8 +209,6 @@ def monitor_once(
 ) -> list[MonitorResult]:
     """One look at every model (or ``models``); alerts for rollbacks and refused rollbacks,
     each sent once (``AlertOutbox``), also for a rollback whose alert a crash cut off."""
-    from orchestration.registry import Registry
-    from pipelines.live import LiveLedger
 
     registry = Registry(settings)
     ledger = LiveLedger.of(settings, readonly=True)
@@ -230,7 +233,6 @@ class AlertOutbox:
     alert; a refused rollback is alerted once per promotion and message."""
 
     def __init__(self, settings, model: str):
-        from flywheel.layout import StateLayout
 
         self.path = StateLayout.of(settings).alerts(model)
 
@@ -246,7 +248,6 @@ class AlertOutbox:
         return keys
 
     def mark(self, key: str) -> None:
-        import os
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
@@ -284,7 +285,6 @@ def alert(settings, result: MonitorResult, log: Callable[[str], None], evidence:
     if not secret:
         return
     url = secret.get_secret_value()
-    import urllib.request
 
     if evidence is None and result.comparison is not None:
         evidence = result.comparison.to_dict()
@@ -303,8 +303,6 @@ def alert(settings, result: MonitorResult, log: Callable[[str], None], evidence:
         with urllib.request.urlopen(request, timeout=5) as answer:
             answer.read(1024)
     except Exception as exc:  # noqa: BLE001 - reported: an alert channel must not fail the monitor
-        from urllib.parse import urlsplit
-
         host = urlsplit(url).hostname or "?"  # the path and query often are the credential
         why = redact_text(str(exc)).replace(url, "<webhook>")
         log(f"alert webhook at {host} failed: {type(exc).__name__}: {why}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_POWER = 0.8
@@ -61,7 +62,6 @@ class PairedDrop:
 
 def _z(p: float) -> float:
     """The standard normal quantile."""
-    from statistics import NormalDist
 
     return NormalDist().inv_cdf(p)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import subprocess
 import tempfile
 from datetime import UTC, datetime
@@ -38,10 +39,13 @@ from flywheel.faults import crash_point
 from flywheel.files import file_lock
 from flywheel.layout import StateLayout
 from flywheel.tasks import spec_for
-from orchestration import history
+from orchestration import history, mlflow_store
+from orchestration.live_plot import log_live_plot
 from orchestration.mlflow_store import CANDIDATE, CHAMPION, PREVIOUS, quiet_mlflow, use_credentials
-from orchestration.promotion import Verdict, decide
+from orchestration.promotion import Reference, Verdict, decide
+from orchestration.review_note import description
 from training.model_store import Decision, ModelStore, Window
+from training.run import load_run
 
 VERDICT, RUN_ID, AGAINST = "flywheel.verdict", "flywheel.run_id", "flywheel.evaluated_against"
 FINAL_TAG = {
@@ -121,7 +125,6 @@ class Registry:
         use_credentials(settings)
         self.settings = settings
         self.models = ModelStore(settings.state_dir)
-        from orchestration import mlflow_store
 
         mlflow_store.ensure(settings)  # created or migrated once, whoever comes first
         mlflow.set_tracking_uri(settings.mlflow_tracking_uri)  # for the fluent logging API
@@ -240,15 +243,10 @@ class Registry:
 
     def _live_plot(self, model: str, version: int) -> None:
         """The live metric so far, with the champion's moves, logged to the version just made champion."""
-        import logging
-
-        from orchestration.live_plot import log_live_plot
 
         log_live_plot(self.settings, self, model, version, log=logging.getLogger("flywheel.registry").warning)
 
     def _decide(self, model: str, version: int, review_files: list[Path] | None) -> Verdict:
-        from orchestration.review_note import description
-        from training.run import load_run
 
         info = self.models.info(model)
         tags = self.version_tags(model, version)
@@ -302,7 +300,6 @@ class Registry:
         """The ratchet's reference (``orchestration.promotion``): the pinned
         ``promotion.reference_version`` of ``model``, else the promoted version with the best
         golden ``metric`` (each read from its own version folder's evaluation report)."""
-        from orchestration.promotion import Reference
 
         pinned = self.settings.promotion.reference_version.get(model)
         promoted = {

@@ -12,9 +12,18 @@ image restoration, an ``image_png_b64`` column → ``image_png_b64`` of the rest
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
 from pathlib import Path
 
 import mlflow.pyfunc
+
+from flywheel.tasks import spec_class
+from orchestration import mlflow_store
+from orchestration.mlflow_store import CANDIDATE, quiet_mlflow, use_credentials
+from pipelines.http_api import NotServed, Served
+from training.trainer import load_adapter_model
 
 
 def serving_meta(spec, labels: list[str], record) -> dict:
@@ -29,8 +38,6 @@ class AdapterModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context):
-        from flywheel.tasks import spec_class
-        from training.trainer import load_adapter_model
 
         meta = json.loads(Path(context.artifacts["meta"]).read_text())
         self.labels = meta["labels"]
@@ -46,12 +53,9 @@ def load_version(settings, model: str, version: int | str = "champion"):
     default), from the configured tracking store (no process-wide MLflow state is assumed)."""
     import mlflow
 
-    from orchestration.mlflow_store import quiet_mlflow, use_credentials
-
     quiet_mlflow()
     use_credentials(settings)
     uri = f"models:/{model}@{version}" if isinstance(version, str) else f"models:/{model}/{int(version)}"
-    from orchestration import mlflow_store
 
     mlflow_store.ensure(settings)
     previous = mlflow.get_tracking_uri()
@@ -93,13 +97,8 @@ class ChampionPredictor:
     """
 
     def __init__(self, settings, log=None):
-        import logging
-        import threading
 
         from mlflow import MlflowClient
-
-        from orchestration import mlflow_store
-        from orchestration.mlflow_store import quiet_mlflow, use_credentials
 
         quiet_mlflow()
         use_credentials(settings)
@@ -119,7 +118,6 @@ class ChampionPredictor:
     # ---- the Predictor protocol ---------------------------------------------------------
 
     def predict(self, model_name: str, inputs: list):
-        from pipelines.http_api import NotServed
 
         loaded = self._current(model_name, "champion")
         if loaded is None:
@@ -131,7 +129,6 @@ class ChampionPredictor:
         return self._answer(loaded, model_name, inputs)
 
     def shadow(self, model_name: str, inputs: list):
-        from orchestration.mlflow_store import CANDIDATE
 
         champion = self._served.get((model_name, "champion"))
         candidate = self._current(model_name, CANDIDATE)
@@ -140,7 +137,6 @@ class ChampionPredictor:
         return self._answer(candidate, model_name, inputs)
 
     def _answer(self, loaded: _Loaded, model_name: str, inputs: list):
-        from pipelines.http_api import NotServed, Served
 
         spec = loaded.spec
         wrong = [i for i, x in enumerate(inputs) if getattr(x, spec.serving_input) is None]
@@ -168,14 +164,12 @@ class ChampionPredictor:
             raise
 
     def _lock(self, key: tuple[str, str]):
-        import threading
 
         with self._locks_lock:
             return self._locks.setdefault(key, threading.Lock())
 
     def _current(self, model: str, alias: str) -> _Loaded | None:
         """What answers for ``model@alias`` now; loaded on first use (None: no such alias)."""
-        from pipelines.http_api import NotServed
 
         key = (model, alias)
         if key in self._served:
@@ -194,9 +188,6 @@ class ChampionPredictor:
     def _load(self, model: str, alias: str, version: int, first: bool = False) -> _Loaded | None:
         """``version`` in place for ``model@alias``, loaded and smoke-tested first; on failure
         the version in place stays (or, for a first load, NotServed 503)."""
-        import time
-
-        from pipelines.http_api import NotServed
 
         key = (model, alias)
         with self._lock(key):
@@ -229,7 +220,6 @@ class ChampionPredictor:
             return fresh
 
     def _watch(self) -> None:
-        import threading
 
         with self._locks_lock:
             if self._watcher is None:

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
+
+from flywheel.broker import port_open
+from flywheel.tasks import spec_class
+from orchestration import history
+from orchestration.flow import readiness
+from orchestration.live_stats import wilson
+from orchestration.monitor import judge, watched
+from orchestration.registry import CANDIDATE, CHAMPION, PREVIOUS, Registry
+from orchestration.supervisor import read_health
+from pipelines import flink_cluster, job_health
+from pipelines.live import LedgerError, LiveLedger
+from pipelines.settler import durability
+from training.model_store import ModelStore
 
 
 def part_health(settings) -> dict[str, str]:
-    from flywheel.broker import port_open
-    from orchestration.supervisor import read_health
 
     out = {}
     if settings.embedded_broker:
@@ -33,7 +45,6 @@ def part_health(settings) -> dict[str, str]:
         out["broker"] += f"; restarted {b.get('restarts', 0)}x, rotated {b.get('rotations', 0)}x" + (
             f", last back in {recovery:.1f}s" if recovery is not None else ""
         )
-    from pipelines.settler import durability
 
     for i, line in enumerate(durability(settings).lines()):
         out[f"durability {i + 1}" if i else "durability"] = line
@@ -48,7 +59,6 @@ def part_health(settings) -> dict[str, str]:
 
 def flink_cluster_health(settings) -> str | None:
     """This state dir's standalone Flink cluster and its jobs (`flywheel stream cluster`), if any."""
-    from pipelines import flink_cluster
 
     cluster = flink_cluster.read(settings)
     if cluster is None:
@@ -69,7 +79,6 @@ def stream_job_health(settings) -> str | None:
 
     A job that is restarting, failed or has stopped reporting is marked DEGRADED.
     """
-    from pipelines import job_health
 
     health = job_health.read(settings.state_dir)
     if health is None or (not _pid_alive(health.pid) and health.state != "FAILED"):
@@ -103,11 +112,6 @@ def _version_summary(registry, model: str, version: int | None) -> dict | None:
 
 def model_status(settings, model: str) -> dict:
     """Everything ``flywheel status`` says about a model, as plain JSON-ready data."""
-    from flywheel.tasks import spec_class
-    from orchestration import history
-    from orchestration.flow import readiness
-    from orchestration.registry import CANDIDATE, CHAMPION, PREVIOUS, Registry
-    from training.model_store import ModelStore
 
     registry = Registry(settings)
     models = ModelStore(settings.state_dir)
@@ -141,12 +145,6 @@ def model_status(settings, model: str) -> dict:
 def live_status(settings, model: str, spec) -> dict:
     """Live metrics per version (verified feedback on served predictions), the monitor's
     current verdict and the last automatic rollback (the alert)."""
-    from datetime import UTC, datetime
-
-    from orchestration import history
-    from orchestration.live_stats import wilson
-    from orchestration.monitor import judge, watched
-    from pipelines.live import LedgerError, LiveLedger
 
     try:
         ledger = LiveLedger.of(settings, readonly=True)
@@ -185,7 +183,6 @@ def live_status(settings, model: str, spec) -> dict:
 
 def status(settings) -> dict:
     """The whole of ``flywheel status --json``: part health and every model."""
-    from training.model_store import ModelStore
 
     return {
         "health": part_health(settings),

@@ -18,6 +18,7 @@ stays bounded and the cost of a fetch, which grows with what the broker holds, s
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -28,9 +29,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from feature_repo.store import apply_definitions
+from flywheel.broker import for_settings, rss_bytes
+from flywheel.errors import BrokerError
 from flywheel.files import write_json_atomic
+from flywheel.kafka import ensure_topics
 from flywheel.layout import StateLayout
 from flywheel.procs import die_with_parent, hold_instance_lock
+from orchestration.flow import retrain
+from orchestration.monitor import monitor_once
+from pipelines import job_health
+from pipelines.http_api import check_exposure
+from pipelines.review_api import ReviewWorker
+from pipelines.review_queue import ReviewQueue
+from pipelines.sdk import FeedbackClient
+from pipelines.settler import read_state
+from training.model_store import ModelStore
 
 PARTS = {
     "stream": ["stream", "run"],
@@ -73,13 +87,8 @@ class Supervisor:
     # ---- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
-        from feature_repo.store import apply_definitions
-        from flywheel.broker import for_settings
-        from flywheel.kafka import ensure_topics
 
         if any(p.name == "http" for p in self.parts):
-            from pipelines.http_api import check_exposure
-
             check_exposure(self.settings)  # before anything starts: a clear error, not a crash loop
         self._instance_lock = hold_instance_lock(
             StateLayout.of(self.settings).supervisor_lock, "`flywheel run`"
@@ -143,7 +152,6 @@ class Supervisor:
         docstring). Either way the stream job and the ingestor are restarted at once."""
         if self.broker is None or self.stop_event.is_set():
             return
-        from flywheel.broker import rss_bytes
 
         status = self.broker.status()
         if not status.running:
@@ -155,7 +163,6 @@ class Supervisor:
         rss = rss_bytes(status.pid) if status.pid else None
         if limit is None or rss is None or rss < limit * 1024 * 1024:
             return
-        from pipelines.settler import read_state
 
         last = read_state(self.settings).last
         if time.time() - last.get("time", 0) < 60:  # a settler runs: it re-delivers what is unsettled
@@ -167,8 +174,6 @@ class Supervisor:
             self.broker_rotations += 1
 
     def _restart_broker(self) -> None:
-        from flywheel.errors import BrokerError
-        from flywheel.kafka import ensure_topics
 
         started = time.monotonic()
         try:
@@ -217,7 +222,6 @@ class Supervisor:
         """For the stream part: the job's last exception, as the job reported it."""
         if part.name != "stream":
             return ""
-        from pipelines import job_health
 
         health = job_health.read(self.settings.state_dir)
         return f"; {health.describe()}" if health is not None and health.last_exception else ""
@@ -320,7 +324,6 @@ class RunHealth:
 def read_health(settings) -> RunHealth | None:
     """The report ``Supervisor.write_health`` keeps; None if there is none or it is unreadable
     (it is rewritten every half second without fsync: a power cut may leave it empty)."""
-    import json
 
     path = StateLayout.of(settings).health
     try:
@@ -335,9 +338,7 @@ def readiness_check(settings, log: Callable = print) -> Periodic:
     """Retrain every model that is ready (the same function as `flywheel model retrain --if-ready`)."""
 
     def check(stop: threading.Event) -> None:
-        from orchestration.flow import retrain
         from orchestration.metrics import RETRAINS
-        from training.model_store import ModelStore
 
         for model in ModelStore(settings.state_dir).names():
             if stop.is_set():
@@ -354,7 +355,6 @@ def live_monitor(settings, log: Callable = print) -> Periodic:
     """The live monitor (the same function as `flywheel model monitor --once`)."""
 
     def check(stop: threading.Event) -> None:
-        from orchestration.monitor import monitor_once
 
         if not stop.is_set():
             monitor_once(settings, log=log)
@@ -367,9 +367,6 @@ def review_queue(settings, log: Callable = print) -> Periodic:
     clients: list = []
 
     def check(stop: threading.Event) -> None:
-        from pipelines.review_api import ReviewWorker
-        from pipelines.review_queue import ReviewQueue
-        from pipelines.sdk import FeedbackClient
 
         if not clients:
             clients.append(FeedbackClient(settings))

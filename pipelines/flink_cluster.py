@@ -22,8 +22,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import yaml
+
+from flywheel.broker import free_port
 from flywheel.errors import FlywheelError
 from flywheel.layout import StateLayout
+from pipelines.stream_job import venv_python_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +58,6 @@ def folder(settings) -> Path:
 
 
 def _env(settings) -> dict[str, str]:
-    from pipelines.stream_job import venv_python_path
 
     base = folder(settings)
     return {
@@ -68,7 +71,6 @@ def _env(settings) -> dict[str, str]:
 
 
 def _write_conf(settings, cluster: Cluster, address: str = "127.0.0.1", bind: str = "127.0.0.1") -> None:
-    import yaml
 
     base = folder(settings)
     conf = base / "conf"
@@ -142,7 +144,6 @@ def overview(cluster: Cluster, timeout_s: float = 5.0) -> dict | None:
 
 def start(settings, taskmanagers: int = 1, slots: int = 2, timeout_s: float = 120.0) -> Cluster:
     """Start a JobManager and ``taskmanagers`` TaskManagers; wait until all registered."""
-    from flywheel.broker import free_port
 
     if (known := read(settings)) is not None and overview(known) is not None:
         raise ClusterError(

@@ -22,13 +22,14 @@ request body and every status with its body. Run it with ``flywheel serve``.
 import hmac
 import logging
 import random
+import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
-from flywheel.errors import BrokerError, FlywheelError, InvalidEventError
+from flywheel.errors import BrokerError, ConfigError, FlywheelError, InvalidEventError
 from flywheel.events import NOT_UTF8, FeedbackEvent, Input, validate_event
 from flywheel.journal import JournalWriteError, SpoolFull
 from flywheel.jsonstrict import JsonProblem, loads_json
@@ -36,6 +37,11 @@ from flywheel.names import MODEL_NAME_PATTERN
 from flywheel.redact import redact_text
 from flywheel.settings import Settings
 from pipelines.http_guard import BodyProblem, foreign_origin, is_json, is_loopback, read_body
+from pipelines.predictions import PredictionLog, PredictionRecord, new_prediction_id, now_utc
+from pipelines.review import review_claims
+from pipelines.review_api import ReviewAnswerIn, ReviewWorker, add_review_routes
+from pipelines.review_queue import ReviewQueue
+from pipelines.sdk import FeedbackClient
 
 MAX_PROBLEMS = 100  # an error reply lists at most this many problems, and counts the rest
 
@@ -165,7 +171,6 @@ def create_app(
     from starlette.concurrency import run_in_threadpool
 
     from pipelines.http_metrics import FEEDBACK, PREDICTIONS
-    from pipelines.review_api import ReviewAnswerIn, ReviewWorker, add_review_routes
 
     state: dict[str, Any] = {"client": client, "log": prediction_log, "queue": None}
 
@@ -203,22 +208,16 @@ def create_app(
 
     def get_client():
         if state["client"] is None:
-            from pipelines.sdk import FeedbackClient
-
             state["client"] = FeedbackClient(settings)
         return state["client"]
 
     def get_queue():
         if state["queue"] is None:
-            from pipelines.review_queue import ReviewQueue
-
             state["queue"] = ReviewQueue(settings)
         return state["queue"]
 
     def get_log():
         if state["log"] is None:
-            from pipelines.predictions import PredictionLog
-
             state["log"] = PredictionLog(settings)
         return state["log"]
 
@@ -228,7 +227,6 @@ def create_app(
     def hidden(status: int, code: str, message: str, exc: BaseException) -> JSONResponse:
         """A failure of something behind the app (Kafka, MLflow, a store): the client gets a
         generic message and an error id; the log gets the details under that id, redacted."""
-        import uuid
 
         error_id = uuid.uuid4().hex[:12]
         logging.getLogger("flywheel.http").warning(
@@ -432,7 +430,6 @@ def create_app(
             return error(exc.status, exc.code, str(exc))
         except Exception as exc:  # noqa: BLE001 - any model failure is a 503 with an error id, logged
             return hidden(503, "prediction_failed", "the model failed on these inputs", exc)
-        from pipelines.predictions import PredictionRecord, new_prediction_id, now_utc
 
         when = now_utc()
         records = [
@@ -504,7 +501,6 @@ def create_app(
 def _validate_batch(items: list) -> tuple[list[FeedbackEvent], list[dict[str, Any]], int, int]:
     """The valid events, the first MAX_PROBLEMS problems (field and message cut short), how
     many problems in all and in how many items."""
-    from pipelines.review import review_claims
 
     events: list[FeedbackEvent] = []
     problems: list[dict[str, Any]] = []
@@ -534,9 +530,6 @@ def _index(loc: tuple) -> int:
 def _shadow(predictor: Predictor, get_log, req: PredictRequest, served_records: list) -> None:
     """The candidate answers the same inputs; logged beside the champion's, never returned.
     Runs after the answer was sent; a failure is logged and costs the client nothing."""
-    import logging
-
-    from pipelines.predictions import PredictionRecord, new_prediction_id, now_utc
 
     try:
         shadow = predictor.shadow(req.model_name, req.inputs)
@@ -566,7 +559,6 @@ def _shadow(predictor: Predictor, get_log, req: PredictRequest, served_records: 
 def check_exposure(settings: Settings) -> None:
     """Refuse to serve beyond loopback without a token: anyone who can reach the port could
     post training labels. ConfigError saying what to set."""
-    from flywheel.errors import ConfigError
 
     if settings.http.auth_token is None and not is_loopback(settings.http.host):
         raise ConfigError(

@@ -9,7 +9,9 @@ not browsers send no ``Origin`` and are unaffected.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 from urllib.parse import urlsplit
 
 
@@ -53,8 +55,6 @@ async def read_body(request, limit: int, deadline_s: float) -> bytes:
     """The request body, at most ``limit`` bytes, read within ``deadline_s`` (a client that
     trickles its body holds a connection and a task; it gets 408). A client that goes away
     mid-body is logged in one line, not a traceback. Raises BodyProblem."""
-    import asyncio
-    import logging
 
     from starlette.requests import ClientDisconnect
 

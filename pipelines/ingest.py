@@ -26,13 +26,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from feature_repo.definitions import CREATED, FEATURES, JOIN_KEY, TIMESTAMP
+from feature_repo.online_write import OnlineWriter
+from feature_repo.store import open_store, write_offline_batch
+from flywheel.broker import current_epoch
 from flywheel.errors import BrokerError, FlywheelError
+from flywheel.images import open_image_store
 from flywheel.kafka import Topics, client_config, group_id
 from flywheel.tasks import spec_class
-from pipelines.records import RecordError, RoutedRecord
+from pipelines.fates import CLEAN, DLQ, DUPLICATE, PREDICTION, REVIEW, Fate, FateLedger
+from pipelines.live import LiveLedger
+from pipelines.predictions import PredictionRecord, PredictionRecordError
+from pipelines.records import DlqRecord, DuplicateRecord, RecordError, RoutedRecord
+from pipelines.review_queue import ReviewQueue
+from pipelines.settler import settle
 
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 30.0
 
@@ -92,7 +101,6 @@ def live_value(record: RoutedRecord) -> float | None:
 
 def _epoch_number(settings) -> int:
     """The embedded broker's epoch (0 with an external broker): recorded beside each fate."""
-    from flywheel.broker import current_epoch
 
     epoch = current_epoch(settings)
     return epoch.number if epoch is not None else 0
@@ -134,7 +142,6 @@ class ConsumerWatch:
         self.checked = 0.0
 
     def _epoch(self) -> str | None:
-        from flywheel.broker import current_epoch
 
         epoch = current_epoch(self.settings)
         return epoch.id if epoch else None
@@ -181,18 +188,12 @@ class Ingestor:
         self.settle = settle and settings.journal.enabled
         self.stop_event = threading.Event()
         if store is None:
-            from feature_repo.store import open_store
-
             store = open_store(settings)
         self.store = store
-        from flywheel.images import open_image_store
 
         self.images = open_image_store(settings.image_store_uri)
-        from pipelines.live import LiveLedger
 
         self.ledger = LiveLedger.of(settings)
-        from pipelines.fates import FateLedger
-        from pipelines.review_queue import ReviewQueue
 
         self.fates = FateLedger.of(settings)
         self.queue = ReviewQueue(settings)
@@ -341,7 +342,6 @@ class Ingestor:
                 self._write([sample_row(r, now, self.images) for r in joined], clean_offsets)
 
         def settle() -> None:
-            from pipelines.fates import CLEAN, PREDICTION, Fate
 
             if reviews:
                 self.queue.add(reviews)
@@ -366,7 +366,6 @@ class Ingestor:
     def _settle_forever(self) -> None:
         """The settler (``pipelines.settler``) beside the fate ledger's writer: trims the edge
         journal and re-delivers what the broker lost, every ``journal.settle_interval_s``."""
-        from pipelines.settler import settle
 
         pause = self.settings.journal.settle_interval_s
         while not self.stop_event.wait(pause):
@@ -386,8 +385,6 @@ class Ingestor:
         records, in that order (a duplicate gives way to its original's fate), and the
         dead-letter bodies by ident. A record of these topics that does not parse was written
         by something other than the stream job: it is logged and kept as a dead letter."""
-        from pipelines.fates import DLQ, DUPLICATE, REVIEW, Fate
-        from pipelines.records import DlqRecord, DuplicateRecord
 
         reviews, fates, duplicates, dead = [], [], [], {}
         unknown_models: list[RoutedRecord] = []
@@ -427,7 +424,6 @@ class Ingestor:
         return reviews, fates + duplicates, dead
 
     def _prediction_records(self, messages: list, stats: IngestStats) -> list:
-        from pipelines.predictions import PredictionRecord, PredictionRecordError
 
         records = []
         for m in messages:
@@ -444,7 +440,6 @@ class Ingestor:
     def _prune(self, now: datetime) -> None:
         """Once an hour: forget served predictions past ``monitor.retention_days`` and fates
         past ``journal.fates_retention_days``."""
-        from datetime import timedelta
 
         if time.monotonic() - self._pruned_at < 3600:
             return
@@ -454,11 +449,8 @@ class Ingestor:
 
     def _write(self, rows: list[dict], offsets) -> None:
         """One online write (``feature_repo.online_write``), then one offline parquet file."""
-        from feature_repo.store import write_offline_batch
 
         if self._online is None:
-            from feature_repo.online_write import OnlineWriter
-
             self._online = OnlineWriter(self.store)
         self._online.write(rows)
         write_offline_batch(self.settings, rows, batch_name(offsets))

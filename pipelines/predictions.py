@@ -9,6 +9,7 @@ This module owns the record's JSON shape; nobody else reads or writes it.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -18,8 +19,12 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from flywheel.errors import BrokerError, FlywheelError
+from flywheel.events import MAX_FUTURE_SKEW, Id
+from flywheel.journal import Entry
 from flywheel.jsonstrict import JsonProblem, loads_json
 from flywheel.kafka import Topics
+from flywheel.names import MODEL_NAME_PATTERN
+from flywheel.producer import DurableProducer
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -51,7 +56,6 @@ class PredictionRecord:
     shadow_of: str | None = None
 
     def to_json(self) -> bytes:
-        import json
 
         data = {
             "prediction_id": self.prediction_id,
@@ -69,8 +73,6 @@ class PredictionRecord:
     def from_json(cls, value: bytes) -> PredictionRecord:
         """Parse a record of the predictions topic; PredictionRecordError for anything this
         module would not have written (ids, names, a version number, a plausible time)."""
-        from flywheel.events import MAX_FUTURE_SKEW, Id
-        from flywheel.names import MODEL_NAME_PATTERN
 
         try:
             data = loads_json(value)
@@ -125,13 +127,11 @@ class PredictionLog:
     ``JournalWriteError`` from the journal). Thread-safe (one ``DurableProducer``)."""
 
     def __init__(self, settings, **producer_overrides: Any):
-        from flywheel.producer import DurableProducer
 
         self.topic = Topics.from_settings(settings).predictions
         self.producer = DurableProducer(settings, **producer_overrides)
 
     def log(self, records: list[PredictionRecord]) -> None:
-        from flywheel.journal import Entry
 
         entries = [Entry(self.topic, r.prediction_id.encode(), r.to_json(), r.prediction_id) for r in records]
         errors = [e for e in self.producer.deliver(entries) if e is not None]

@@ -10,13 +10,17 @@ not), and the reviewed prediction's ``prediction_id`` when it was served by ``/v
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
+import time
 
 from flywheel.errors import FlywheelError
-from flywheel.events import MAX_ID_CHARS, feedback_event
+from flywheel.events import MAX_ID_CHARS, feedback_event, validate_event
+from flywheel.model_info import read_model_info
 from flywheel.names import REVIEW_SOURCE_PREFIX, REVIEW_SUFFIX, check_reviewer_id, review_source
-from pipelines.records import RoutedRecord
+from flywheel.tasks import spec_class
+from pipelines.records import Origin, RoutedRecord
 from pipelines.review_queue import NotAllowed, ReviewError, ReviewQueue, UnknownModel, Verdict
 
 
@@ -75,7 +79,6 @@ def session_cookie(settings, reviewer: str, generation: int = 0, now: float | No
     reviewer's token (which the cookie does not hold); a new token ends every session of
     the old one, and signing out moves the reviewer's generation on (the review queue keeps
     it), which ends every session issued before."""
-    import time
 
     expiry = int((time.time() if now is None else now) + SESSION_HOURS * 3600)
     return f"{reviewer}.{generation}.{expiry}.{_session_signature(settings, reviewer, generation, expiry)}"
@@ -98,7 +101,6 @@ def reviewer_for_session(
     """The reviewer a session cookie names, if its signature holds, it has not expired and
     it is of the reviewer's current generation (``generation_of(reviewer)``). Any other
     value, however malformed, is None, never an exception."""
-    import time
 
     parts = (cookie or "").split(".")
     if len(parts) != 4 or parts[0] not in settings.review.reviewers:
@@ -133,7 +135,6 @@ def check_reviewer(settings, reviewer: str) -> str:
 
 def check_model(settings, model: str):
     """``model``'s ModelInfo; UnknownModel (404) unless it exists in this state dir."""
-    from flywheel.model_info import read_model_info
 
     try:
         return read_model_info(settings.state_dir, model)
@@ -143,7 +144,6 @@ def check_model(settings, model: str):
 
 def choices(settings, model: str, task: str) -> list[str]:
     """The answers a reviewer picks from for ``model`` (its labels; accept/reject for images)."""
-    from flywheel.tasks import spec_class
 
     return spec_class(task).review_choices(check_model(settings, model).labels)
 
@@ -188,7 +188,6 @@ def settle(settings, queue: ReviewQueue, model: str, event_id: str, reviewer: st
 
 def review_event(item: RoutedRecord, given: str, reviewers: list[str]) -> dict:
     """The agreed answer to ``item`` as a feedback event (``label_source=review``)."""
-    from flywheel.tasks import spec_class
 
     return feedback_event(
         review_event_id(item.event_id),
@@ -240,10 +239,6 @@ def queue_flagged(settings, spec, model: str, flagged, reasons: dict, suggested:
     rows) in the review queue, each with its reason as ``flag``; return how many. Raises
     FlywheelError when one cannot be queued: the retrain fails and is retried, rather than
     leaving out a sample no reviewer will see."""
-    import dataclasses
-
-    from flywheel.events import validate_event
-    from pipelines.records import Origin
 
     records = []
     for _, row in flagged.iterrows():

@@ -20,13 +20,17 @@ past their undo window, every ``review.sync_interval_s``.
 
 import logging
 import threading
+import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from flywheel.errors import BrokerError, FlywheelError
+from flywheel.jsonstrict import JsonProblem, loads_json
+from flywheel.tasks import spec_class
 from pipelines import review
 from pipelines.http_guard import BodyProblem, foreign_origin, is_json, read_body
+from pipelines.review_page import render_page
 from pipelines.review_queue import Item, ReviewError, ReviewQueue
 
 COOKIE = "flywheel_reviewer"
@@ -53,7 +57,6 @@ class FailedAttempts:
         return kept
 
     def wait_s(self, client: str, now: float | None = None) -> float:
-        import time
 
         now = time.monotonic() if now is None else now
         with self._lock:
@@ -61,7 +64,6 @@ class FailedAttempts:
             return self.window_s - (now - recent[0]) if len(recent) >= self.limit else 0.0
 
     def failed(self, client: str, now: float | None = None) -> None:
-        import time
 
         now = time.monotonic() if now is None else now
         with self._lock:
@@ -75,7 +77,6 @@ log = logging.getLogger("flywheel.review")
 
 
 def item_json(settings, item: Item) -> dict[str, Any]:
-    from flywheel.tasks import spec_class
 
     record = item.record
     return {
@@ -158,8 +159,6 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.concurrency import run_in_threadpool
 
-    from pipelines.review_page import render_page
-
     window = settings.review.undo_window_s
 
     def documented(*statuses: int) -> dict:
@@ -212,7 +211,6 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
         return reviewer, None
 
     async def body(request: Request) -> tuple[dict, JSONResponse | None]:
-        from flywheel.jsonstrict import JsonProblem, loads_json
 
         try:
             raw = await read_body(request, BODY_LIMIT, settings.http.body_timeout_s)

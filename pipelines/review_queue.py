@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -28,9 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flywheel.errors import FlywheelError
+from flywheel.kafka import Topics
 from flywheel.layout import StateLayout
+from flywheel.model_info import model_names
 from flywheel.names import check_reviewer_id
+from flywheel.tasks import spec_class, tasks
 from pipelines.records import RecordError, RoutedRecord
+from pipelines.topic_reader import read_new
 
 PENDING, AGREED, ESCALATED = "pending", "agreed", "escalated"
 
@@ -230,7 +235,6 @@ class ReviewQueue:
         are queued: an item for a model nobody trained cannot be answered usefully, and 3,000
         junk model names would fill the page's model picker and ``/metrics`` (the ingestor
         dead-letters the others with reason ``unknown_model``)."""
-        from flywheel.model_info import model_names
 
         names = set(model_names(self.settings.state_dir))
         known = [r for r in records if r.model_name in names]
@@ -275,8 +279,6 @@ class ReviewQueue:
             return self._sync(timeout_s, max_records) if mine else 0
 
     def _sync(self, timeout_s: float, max_records: int) -> int:
-        from flywheel.kafka import Topics
-        from pipelines.topic_reader import read_new
 
         settings = self.settings
         topic = Topics.from_settings(settings).review
@@ -304,8 +306,6 @@ class ReviewQueue:
                 [(topic, p, o, e) for p, (o, e) in batch.marks.items()],
             )
         if bad:
-            import logging
-
             logging.getLogger("flywheel.review").warning(
                 "%d review-topic record(s) are not routed records and were left out", bad
             )
@@ -344,7 +344,6 @@ class ReviewQueue:
     def next_for(self, model: str, reviewer: str) -> Item | None:
         """The most uncertain pending item of ``model`` this reviewer has not answered or skipped
         (of a task this install knows: another's item could not be shown or answered)."""
-        from flywheel.tasks import tasks
 
         known = tasks()
         row = self.db.execute(
@@ -615,7 +614,6 @@ class ReviewQueue:
 
 
 def _spec_uncertainty(record: RoutedRecord) -> float:
-    from flywheel.tasks import spec_class
 
     try:
         return float(spec_class(record.task).review_uncertainty(record))

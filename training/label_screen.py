@@ -26,7 +26,11 @@ import time
 from collections.abc import Callable
 
 from flywheel.errors import FlywheelError
+from flywheel.names import is_review_answer
+from flywheel.tasks import spec_for
+from training.model_store import ModelStore
 from training.screen_report import LabelScreenReport, kind_of
+from training.trainer import load_adapter_model
 
 EXAMPLES = 8
 
@@ -50,11 +54,6 @@ def screen_run(settings, run, to_review: Callable | None = None) -> LabelScreenR
     ``pipelines.review.queue_flagged``. Only then are they recorded as flagged for good; a
     candidate built without it (`flywheel model train`) leaves them out of itself only."""
     import pandas as pd
-
-    from flywheel.names import is_review_answer
-    from flywheel.tasks import spec_for
-    from training.model_store import ModelStore
-    from training.trainer import load_adapter_model
 
     cfg = settings.training.label_screen
     models = ModelStore(settings.state_dir)

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from feature_repo.store import open_store
 from flywheel.errors import FlywheelError
 from flywheel.tasks import TaskSpec, spec_for
 from training.data import split_by_hash, stratified_sample, stratified_share
 from training.data_gate import DataGateReport, DataRejected, check_batch, quarantine
+from training.dataset import build_dataset
 from training.evaluate import EvalReport, evaluate
 from training.label_screen import screen_run
 from training.model_store import ModelInfo, ModelStore
@@ -120,7 +122,6 @@ def bootstrap(
 def prepare(settings, name: str, feast_store=None, cut: datetime | None = None) -> TrainedRun:
     """The dataset step: the new window since the watermark (up to ``cut``), replay and holdouts,
     saved in a new run folder. Raises NoNewData when the window is empty."""
-    from training.dataset import build_dataset
 
     models = ModelStore(settings.state_dir)
     champion = models.champion(name)
@@ -130,8 +131,6 @@ def prepare(settings, name: str, feast_store=None, cut: datetime | None = None) 
             "before training a candidate"
         )
     if feast_store is None:
-        from feature_repo.store import open_store
-
         feast_store = open_store(settings)
     data = build_dataset(settings, models, feast_store, name, cut or datetime.now(UTC))
     folder = models.new_run(name)

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tqdm.auto import tqdm
 
 from flywheel.errors import FlywheelError
 from flywheel.settings import TrainingSettings
@@ -24,7 +27,6 @@ from training.version import VersionFolder
 
 
 def seed_everything(seed: int) -> None:
-    import random
 
     import numpy as np
     import torch
@@ -272,7 +274,6 @@ def fit(
     champion is the gate's call. ``should_stop()`` is polled between steps; when it returns
     true, :class:`Stopped` is raised before anything is saved.
     """
-    from tqdm.auto import tqdm
 
     with cpu_threads(adapter):  # the task's CPU threads for the whole fit
         folder = (

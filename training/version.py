@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.files import write_json_atomic
+from training.data_gate import DataGateReport
+from training.evaluate import EvalReport
+from training.screen_report import LabelScreenReport
 
 HOLDOUTS = ("golden", "old", "new")
 
@@ -124,7 +127,6 @@ class VersionFolder:
         write_json_atomic(self.path / self.EVAL, report.to_dict(), indent=2, default=str)
 
     def report(self):
-        from training.evaluate import EvalReport
 
         return EvalReport.from_dict(json.loads((self.path / self.EVAL).read_text()))
 
@@ -136,7 +138,6 @@ class VersionFolder:
         (self.path / "gate.txt").write_text(report.text() + "\n")
 
     def data_gate(self):
-        from training.data_gate import DataGateReport
 
         return DataGateReport.from_dict(json.loads((self.path / self.GATE).read_text()))
 
@@ -145,7 +146,6 @@ class VersionFolder:
 
     def label_screen(self):
         """The label screen's report (``training.label_screen``), or None for a run without one."""
-        from training.screen_report import LabelScreenReport
 
         path = self.path / self.SCREEN
         return LabelScreenReport.from_dict(json.loads(path.read_text())) if path.is_file() else None

@@ -15,9 +15,13 @@ Heavy libraries (torch, transformers, peft) are imported inside methods.
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
+
+from flywheel.errors import DataError
+from flywheel.tasks.label_checks import LabelFlags
 
 BASELINE_FILE = "baseline.safetensors"
 
@@ -212,7 +216,6 @@ class TaskSpec:
         """Why each row's label (or target) looks wrong, judged before training with the
         champion and the golden set (``flywheel.tasks.label_checks.LabelFlags``); by default
         nothing is flagged."""
-        from flywheel.tasks.label_checks import LabelFlags
 
         return LabelFlags.none(len(frame))
 
@@ -260,11 +263,8 @@ class TaskSpec:
 def read_table(path: str | Path, needs: str):
     """A JSONL or CSV file as a DataFrame, with ``sample_id`` from a ``sample_id``/``id`` column
     or made from the file name and line; ``needs`` says what the file must hold (for errors)."""
-    import json
 
     import pandas as pd
-
-    from flywheel.errors import DataError
 
     path = Path(path)
     if not path.is_file():

@@ -23,12 +23,38 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 from typing import Any
 
 from flywheel.errors import DataError, FlywheelError
-from flywheel.tasks.base import Suite, TaskSpec
-from flywheel.tasks.image_model import LORA_TARGETS, MODULES_TO_SAVE  # a cheap import: no torch
+from flywheel.events import feedback_event
+from flywheel.images import (
+    ImageError,
+    ImageLimits,
+    check_pair,
+    decode_png,
+    decode_png_b64,
+    open_image_store,
+    png_b64,
+    sha256_hex,
+)
+from flywheel.settings import Guard
+from flywheel.tasks.base import Suite, TaskSpec, cpu_threads, pick_device, predict, read_table, shown
+from flywheel.tasks.image_model import (  # a cheap import: no torch
+    LORA_TARGETS,
+    MODULES_TO_SAVE,
+    RestorationNetConfig,
+    build_denoiser,
+    charbonnier,
+    psnr,
+    ssim,
+    to_tensor,
+    to_uint8,
+)
+from flywheel.tasks.image_review import grid_png
+from flywheel.tasks.label_checks import LabelFlags, psnr_db, sharpness
+from flywheel.tasks.label_checks import check_pair as check_target
 from flywheel.tasks.registry import register
 
 NET_FILE = "adapter_net.json"  # "adapter_*": copied with the adapter into MLflow
@@ -45,7 +71,6 @@ SCREEN_PSNR_MARGIN_DB = 6.0  # far: this much under the golden pairs' 5th percen
 
 
 def _net_config(overrides: dict | None = None):
-    from flywheel.tasks.image_model import RestorationNetConfig
 
     return RestorationNetConfig.from_dict({**RestorationNetConfig().to_dict(), **(overrides or {})})
 
@@ -68,8 +93,6 @@ class ImageDataset:
         return len(self.inputs)
 
     def _image(self, uri: str):
-        from flywheel.images import decode_png
-        from flywheel.tasks.image_model import to_tensor
 
         return _center_crop(to_tensor(decode_png(self.store.get(uri), self.limits)), self.patch)
 
@@ -128,7 +151,6 @@ class ImageRestoration(TaskSpec):
     review_files = ("grid_golden.png",)
 
     def __init__(self, store=None, limits=None, net: dict | None = None, patch: int = PATCH):
-        from flywheel.images import ImageLimits
 
         self.store = store
         self.limits = limits or ImageLimits()
@@ -137,7 +159,6 @@ class ImageRestoration(TaskSpec):
 
     @classmethod
     def from_settings(cls, settings) -> ImageRestoration:
-        from flywheel.images import ImageLimits, open_image_store
 
         cfg = settings.images
         limits = ImageLimits(cfg.min_side, cfg.max_side, cfg.max_pixels)
@@ -159,7 +180,6 @@ class ImageRestoration(TaskSpec):
         again against the contract's bounds (a record written to the clean topic by anything
         else must not make the ingestor decode a bomb), and one that fails raises
         FlywheelError naming the image, before anything is written."""
-        from flywheel.images import ImageError, decode_png, sha256_hex
 
         if images is None:
             raise FlywheelError("image events need an image store (settings.images.store_uri)")
@@ -193,9 +213,6 @@ class ImageRestoration(TaskSpec):
         ``target_png_b64``, or ``input_path`` + ``target_path`` (relative to the file). The
         images are checked (PNG, size bounds, same size) and written to the image store."""
         import pandas as pd
-
-        from flywheel.images import ImageError, check_pair, decode_png, sha256_hex
-        from flywheel.tasks.base import read_table
 
         if isinstance(path, pd.DataFrame):
             if "input_uri" in path:  # already samples of the store
@@ -259,14 +276,11 @@ class ImageRestoration(TaskSpec):
         mark(small, f"image side under {MIN_SIDE} px")
 
     def shown_example(self, row) -> dict[str, Any]:
-        from flywheel.tasks.base import shown
 
         return {"input": shown(row["input_uri"], 80), "size": f"{row['width']}x{row['height']}"}
 
     def expectations(self, frame, labels: list[str], gate) -> list[Suite]:
         import great_expectations as gx
-
-        from flywheel.tasks.base import Suite
 
         ex = gx.expectations
         sha = r"^[0-9a-f]{64}$"
@@ -290,9 +304,6 @@ class ImageRestoration(TaskSpec):
     # ---- model ----------------------------------------------------------------------
 
     def build(self, labels: list[str], version_dir: Path | None = None):
-        import json
-
-        from flywheel.tasks.image_model import RestorationNetConfig, build_denoiser
 
         cfg = self.net
         if version_dir is not None and (Path(version_dir) / NET_FILE).is_file():
@@ -300,7 +311,6 @@ class ImageRestoration(TaskSpec):
         return build_denoiser(cfg)
 
     def save_architecture(self, model, folder: Path) -> None:
-        import json
 
         (Path(folder) / NET_FILE).write_text(json.dumps(self.net.to_dict(), indent=2) + "\n")
 
@@ -314,7 +324,6 @@ class ImageRestoration(TaskSpec):
         return model(batch["pixel_values"])
 
     def task_loss(self, outputs, batch: dict):
-        from flywheel.tasks.image_model import charbonnier
 
         return charbonnier(outputs.float(), batch["target"].float())
 
@@ -327,7 +336,6 @@ class ImageRestoration(TaskSpec):
     # ---- metrics --------------------------------------------------------------------
 
     def evidence(self, outputs, batch: dict) -> dict[str, list]:
-        from flywheel.tasks.image_model import psnr, ssim
 
         target = batch["target"].float()
         out = outputs.float().clamp(0, 1)
@@ -344,7 +352,6 @@ class ImageRestoration(TaskSpec):
 
     @classmethod
     def default_guards(cls) -> list:
-        from flywheel.settings import Guard
 
         return [
             # absolute dB, from measured retraining noise (bench/bench_image_verdicts.py: seed
@@ -358,7 +365,6 @@ class ImageRestoration(TaskSpec):
     @classmethod
     def baseline_guard(cls, rules, metric: str):
         """Not worse than the degraded input, judged relatively (PSNR is in dB, not a share)."""
-        from flywheel.settings import Guard
 
         return Guard(metric=metric, holdout=rules.holdout, tolerance=0.0, relative=True, detect=0.05)
 
@@ -377,7 +383,6 @@ class ImageRestoration(TaskSpec):
 
     @classmethod
     def from_serving_meta(cls, meta: dict) -> ImageRestoration:
-        from flywheel.images import ImageLimits
 
         limits = ImageLimits(*meta["limits"]) if meta.get("limits") else None
         return cls(limits=limits)
@@ -386,10 +391,6 @@ class ImageRestoration(TaskSpec):
         """``image_png_b64`` column → restored PNGs (any size within the limits, one at a time)."""
         import pandas as pd
         import torch
-
-        from flywheel.images import decode_png_b64, png_b64
-        from flywheel.tasks.base import cpu_threads, pick_device
-        from flywheel.tasks.image_model import to_tensor, to_uint8
 
         device = pick_device()[0]
         model.eval()
@@ -414,8 +415,6 @@ class ImageRestoration(TaskSpec):
         import numpy as np
         import pandas as pd
 
-        from flywheel.images import png_b64
-
         ramp = np.tile(np.arange(0, 256, 16, dtype=np.uint8)[:, None, None], (1, 16, 3))
         return pd.DataFrame({"image_png_b64": [png_b64(ramp)]})
 
@@ -435,7 +434,6 @@ class ImageRestoration(TaskSpec):
     def review_uncertainty(cls, record) -> float:
         """Image predictions carry no confidence: how much the model changed the input (mean
         absolute pixel change, 0-1) stands for it; the most changed is reviewed first."""
-        from flywheel.images import ImageError, decode_png_b64
 
         if record.image_png_b64 is None or record.prediction_png_b64 is None:
             return 0.0
@@ -461,8 +459,6 @@ class ImageRestoration(TaskSpec):
         checked by the event contract (or written by the serving app)."""
         import numpy as np
 
-        from flywheel.images import ImageError, ImageLimits, decode_png_b64
-
         predicted, target = record.prediction_png_b64, record.given_target_png_b64
         if predicted is None or target is None:
             return None
@@ -473,7 +469,6 @@ class ImageRestoration(TaskSpec):
             return None
         if a.shape != b.shape:
             return None
-        from flywheel.tasks.label_checks import psnr_db
 
         return psnr_db(a, b, peak=255.0)
 
@@ -485,8 +480,6 @@ class ImageRestoration(TaskSpec):
         high-frequency power well under the golden targets'), or far from the restoration
         (PSNR well under the golden pairs'); see ``flywheel.tasks.label_checks``."""
         import numpy as np
-
-        from flywheel.tasks.label_checks import LabelFlags, sharpness
 
         if not len(frame):
             return LabelFlags.none(0)
@@ -527,24 +520,19 @@ class ImageRestoration(TaskSpec):
 
     def _target(self, uri: str):
         """A stored target image as a [3, H, W] array in [0, 1] (the whole image, not a crop)."""
-        from flywheel.images import decode_png
-        from flywheel.tasks.image_model import to_tensor
 
         return to_tensor(decode_png(self._store().get(uri), self.limits)).numpy()
 
     def _pair_checks(self, champion, frame) -> list:
-        from flywheel.tasks.base import predict
-        from flywheel.tasks.label_checks import check_pair
 
         if not len(frame):
             return []
         data = self.dataset(frame, [])
         restored = predict(self, champion, data).clamp(0, 1).numpy()
-        return [check_pair(restored[i], data[i]["target"].float().numpy()) for i in range(len(data))]
+        return [check_target(restored[i], data[i]["target"].float().numpy()) for i in range(len(data))]
 
     def flag_artifacts(self, champion, flagged, folder: Path) -> list[Path]:
         """``flagged_targets.png``: degraded | champion | given target for a few flagged samples."""
-        from flywheel.tasks.image_review import grid_png
 
         sample = flagged.head(GRID_SAMPLES)
         if not len(sample):
@@ -554,7 +542,6 @@ class ImageRestoration(TaskSpec):
     def flagged_event(self, row, model_name: str, suggested) -> dict[str, Any] | None:
         """The input, and the given target in the place of a prediction: a reviewer who
         accepts it vouches for the target (``review_feedback``)."""
-        from flywheel.events import feedback_event
 
         store = self._store()
         as_b64 = lambda uri: base64.b64encode(store.get(uri)).decode("ascii")  # noqa: E731
@@ -570,7 +557,6 @@ class ImageRestoration(TaskSpec):
 
     def review_artifacts(self, report, roles: dict, golden, folder: Path) -> list[Path]:
         """``grid_golden.png``: degraded | champion | candidate | target for a few golden samples."""
-        from flywheel.tasks.image_review import grid_png
 
         sample = golden.head(GRID_SAMPLES)
         if not len(sample):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flywheel.tasks.image_model import psnr, to_uint8
+
 
 def grid_png(data, roles: dict, path: Path) -> Path:
     """One row per sample of ``data`` (an ImageDataset), each image titled with its PSNR to the
@@ -13,8 +15,6 @@ def grid_png(data, roles: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import torch
-
-    from flywheel.tasks.image_model import psnr, to_uint8
 
     items = [data[i] for i in range(len(data))]
     inputs = torch.stack([it["pixel_values"] for it in items])

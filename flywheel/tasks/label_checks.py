@@ -21,6 +21,7 @@ The generic step (``training.label_screen``) decides what to do with the flags.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,6 @@ def cross_validated_probs(features, targets, num_labels: int, folds: int = 5, se
     """Out-of-sample class probabilities [n, num_labels] from a logistic-regression probe
     fitted ``folds`` times, each sample scored by the probe that left it out; None when a
     class present has fewer than 2 samples (no stratified split exists)."""
-    import warnings
 
     import numpy as np
     from sklearn.exceptions import ConvergenceWarning
@@ -89,7 +89,6 @@ def flag_labels(targets, sources: list) -> list[bool]:
 def confident_learning(targets, probs) -> list[bool]:
     """Which labels cleanlab's confident learning finds likely wrong (``prune_by_noise_rate``),
     over the classes present (a class absent from the window has no threshold to learn)."""
-    import warnings
 
     import numpy as np
     from cleanlab.filter import find_label_issues

@@ -12,8 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.errors import DataError, FlywheelError
-from flywheel.tasks.base import BASELINE_FILE, Suite, TaskSpec
+from flywheel.events import feedback_event
+from flywheel.settings import Guard
+from flywheel.tasks.base import (
+    BASELINE_FILE,
+    Suite,
+    TaskSpec,
+    batches,
+    pick_device,
+    predict,
+    read_table,
+    shown,
+)
+from flywheel.tasks.label_checks import LabelFlags, cross_validated_probs, flag_labels
 from flywheel.tasks.registry import register
+from flywheel.tasks.text_review import confusion_png, misclassified
 
 
 class TextDataset:
@@ -289,8 +302,6 @@ class TextClassification(TaskSpec):
         (a DataFrame is taken as it is)."""
         import pandas as pd
 
-        from flywheel.tasks.base import read_table
-
         if isinstance(path, pd.DataFrame):
             return path.copy()
 
@@ -340,7 +351,6 @@ class TextClassification(TaskSpec):
         )
 
     def shown_example(self, row) -> dict[str, Any]:
-        from flywheel.tasks.base import shown
 
         return {"label": shown(row["label"], 40), "text": shown(row["text"], 60)}
 
@@ -348,8 +358,6 @@ class TextClassification(TaskSpec):
         """Text and labels per sample, and the batch's class balance (offending labels named)."""
         import great_expectations as gx
         import pandas as pd
-
-        from flywheel.tasks.base import Suite
 
         ex = gx.expectations
         samples = Suite(
@@ -395,7 +403,6 @@ class TextClassification(TaskSpec):
 
     @classmethod
     def default_guards(cls) -> list:
-        from flywheel.settings import Guard
 
         return [
             Guard(metric="accuracy", holdout="golden", tolerance=0.005, detect=0.05),
@@ -413,9 +420,6 @@ class TextClassification(TaskSpec):
         probe's on the champion's sentence embeddings (``flywheel.tasks.label_checks``)."""
         import numpy as np
         import torch
-
-        from flywheel.tasks.base import batches, pick_device
-        from flywheel.tasks.label_checks import LabelFlags, cross_validated_probs, flag_labels
 
         if not len(frame):
             return LabelFlags.none(0)
@@ -460,7 +464,6 @@ class TextClassification(TaskSpec):
         return LabelFlags(reasons, suggested)
 
     def flagged_event(self, row, model_name: str, suggested) -> dict[str, Any] | None:
-        from flywheel.events import feedback_event
 
         return feedback_event(
             str(row["sample_id"]),
@@ -477,8 +480,6 @@ class TextClassification(TaskSpec):
     def serve(self, model, model_input, labels: list[str]):
         """``text`` column → ``label`` and ``confidence`` (the softmax's top class)."""
         import pandas as pd
-
-        from flywheel.tasks.base import predict
 
         frame = pd.DataFrame({"text": [str(t) for t in model_input["text"]]})
         logits = predict(self, model, self.dataset(frame, labels))
@@ -530,7 +531,6 @@ class TextClassification(TaskSpec):
 
     def review_artifacts(self, report, roles: dict, golden, folder: Path) -> list[Path]:
         """The confusion matrices on the golden set and the candidate's misclassified examples."""
-        from flywheel.tasks.text_review import confusion_png, misclassified
 
         files = []
         png = confusion_png(report, folder / "confusion_golden.png")

@@ -16,6 +16,7 @@ with the head it was trained with; a version without the file predates it and is
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -103,7 +104,6 @@ def fit_probe(features, targets, num_labels: int, seed: int = 0) -> tuple:
     few values (sklearn's default C=1 among them), so the probe is at least the usual
     baseline. A label absent from the training data gets a zero row and a very low bias.
     """
-    import warnings
 
     import numpy as np
     from sklearn.exceptions import ConvergenceWarning

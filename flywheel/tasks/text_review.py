@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flywheel.tasks.base import predict
+
 
 def confusion_png(report, path: Path) -> Path | None:
     import matplotlib
@@ -36,7 +38,6 @@ def confusion_png(report, path: Path) -> Path | None:
 
 
 def misclassified(adapter, labels, model, golden, limit: int = 10) -> str:
-    from flywheel.tasks.base import predict
 
     if not len(golden):
         return "no golden set\n"

@@ -16,6 +16,9 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 
+from flywheel.settings import load_settings
+from orchestration.monitor import monitor_once
+
 
 @dag(
     dag_id="flywheel_monitor",
@@ -29,8 +32,6 @@ from airflow.sdk import dag, task
 def flywheel_monitor():
     @task
     def monitor() -> list[dict]:
-        from flywheel.settings import load_settings
-        from orchestration.monitor import monitor_once
 
         results = monitor_once(load_settings(), log=print)
         failed = [r for r in results if r.state == "failed"]

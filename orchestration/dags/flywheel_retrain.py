@@ -20,9 +20,11 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from flywheel.settings import load_settings
+from orchestration.flow import readiness
+
 
 def _settings():
-    from flywheel.settings import load_settings
 
     return load_settings()
 
@@ -44,7 +46,6 @@ def _model() -> str:
 def flywheel_retrain():
     @task.short_circuit
     def ready() -> bool:
-        from orchestration.flow import readiness
 
         r = readiness(_settings(), _model())
         print(
@@ -54,7 +55,6 @@ def flywheel_retrain():
 
     @task
     def retrain() -> dict:
-        from orchestration.flow import retrain
 
         outcome = retrain(_settings(), _model(), if_ready=True, progress=False, log=print)
         print(f"{outcome.model} v{outcome.version}: {outcome.status} {outcome.reasons}")
