@@ -24,9 +24,10 @@ test-unit: setup  ## fast tests only: no JVM, no broker
 bench: setup      ## benchmarks; they print their figures
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-lint: setup      ## ruff, the generated reference pages up to date, the docs site with no broken link
+lint: setup      ## ruff, mypy, the generated reference pages up to date, the docs site with no broken link
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(PY) scripts/gen_docs.py --check
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 

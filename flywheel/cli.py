@@ -126,7 +126,7 @@ def group(app: typer.Typer, name: str) -> typer.Typer:
     """The sub-command group ``name`` (one of ``GROUPS``) of ``app``, made on first use, so
     two stages can add commands to one group."""
     for info in app.registered_groups:
-        if info.name == name:
+        if info.name == name and info.typer_instance is not None:
             return info.typer_instance
     sub = sub_app(GROUPS[name])
     app.add_typer(sub, name=name)

@@ -287,6 +287,8 @@ class FeedbackEvent(BaseModel):
         def size_of(png_b64: str) -> tuple[int, int]:
             return png_size(base64.b64decode(png_b64))
 
+        if self.input.image_png_b64 is None:
+            return  # a text event: nothing to compare
         size = size_of(self.input.image_png_b64)
         others = {
             "prediction.image_png_b64": self.prediction.image_png_b64 if self.prediction else None,

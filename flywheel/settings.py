@@ -215,6 +215,11 @@ class Guard(_Section):
         "holdout is reported as underpowered); unset = tolerance + 0.045",
     )
 
+    @property
+    def detect_drop(self) -> float:
+        """``detect``, which validation fills in from the tolerance when it is unset."""
+        return self.detect if self.detect is not None else self.tolerance + 0.045
+
     @model_validator(mode="after")
     def _detect_beyond_tolerance(self):
         if self.detect is None:

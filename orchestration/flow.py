@@ -357,6 +357,5 @@ def bootstrap_model(
         return Outcome(name, "busy", reasons=["another bootstrap or retrain of this model is running"])
     except DataRejected as exc:
         return Outcome(name, "data-rejected", reasons=exc.report.reasons, quarantine=exc.report.quarantine)
-    return Outcome(
-        name, verdict.label, version, verdict.explanation, run.report, run.lineage, run.data_gate.quarantine
-    )
+    quarantine = run.data_gate.quarantine if run.data_gate is not None else None
+    return Outcome(name, verdict.label, version, verdict.explanation, run.report, run.lineage, quarantine)

@@ -172,7 +172,7 @@ def check_model(settings, registry, ledger, model: str, now: datetime | None = N
         )
     spec = spec_for(settings, registry.models.info(model).task)
     result = judge(settings, ledger, spec, watch, now)
-    if result.state != "worse":
+    if result.state != "worse" or result.comparison is None:
         return result
     until = in_cooldown(entries, now, settings.monitor.cooldown_s)
     if until is not None:

@@ -101,7 +101,7 @@ def check_guard(
     if ref is None:
         return {"guard": name, "passed": True, "reason": f"{name}: no {against} value to compare"}
     scale = abs(ref) if guard.relative else 1.0
-    tolerance, detect = guard.tolerance * scale, guard.detect * scale
+    tolerance, detect = guard.tolerance * scale, guard.detect_drop * scale
     sign = 1.0 if guard.direction == "max" else -1.0
     tol = f"{guard.tolerance:.0%} relative" if guard.relative else f"{guard.tolerance:g}"
     check = {"guard": name, against: ref, "candidate": cand, "tolerance": tolerance}

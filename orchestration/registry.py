@@ -265,9 +265,9 @@ class Registry:
                 stale=True,
             )
         else:
-            reference = None if current is None else self.reference(model, run.report.metric)
+            reference = None if current is None else self.reference(model, run.evaluated.metric)
             verdict = decide(
-                run.report,
+                run.evaluated,
                 self.settings.promotion,
                 model,
                 info.task,
@@ -436,6 +436,8 @@ class Registry:
             if (
                 auto
                 and finished is not None
+                and expect_champion is not None
+                and to is not None
                 and (finished.action, finished.champion_before, finished.version) == this
             ):
                 return expect_champion, to  # this very rollback, cut off by a crash: now complete

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-import mlflow.pyfunc
+from mlflow.pyfunc.model import PythonModel
 
 from flywheel.tasks import spec_class
 from orchestration import mlflow_store
@@ -32,7 +32,7 @@ def serving_meta(spec, labels: list[str], record) -> dict:
     return {"task": spec.name, "labels": labels, **spec.serving_meta(record)}
 
 
-class AdapterModel(mlflow.pyfunc.PythonModel):
+class AdapterModel(PythonModel):
     # The task's spec checks the input; MLflow's type-hint validation (and its request, in
     # colour, for type hints on ``predict``) has nothing to add.
     _skip_type_hint_validation = True

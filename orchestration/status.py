@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from typing import Any
 
 from flywheel.broker import port_open
 from flywheel.tasks import spec_class
@@ -154,7 +155,13 @@ def live_status(settings, model: str, spec) -> dict:
     try:
         versions = []
         for v in ledger.per_version(model):
-            row = {"version": v.version, "n": v.n, "mean": v.mean, "since": v.first, "until": v.last}
+            row: dict[str, Any] = {
+                "version": v.version,
+                "n": v.n,
+                "mean": v.mean,
+                "since": v.first,
+                "until": v.last,
+            }
             if spec.live_metric == "accuracy":
                 row["interval"] = wilson(round(v.mean * v.n), v.n, settings.monitor.confidence)
             versions.append(row)

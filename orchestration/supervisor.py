@@ -25,12 +25,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from feature_repo.store import apply_definitions
-from flywheel.broker import for_settings, rss_bytes
+from flywheel.broker import EmbeddedBroker, for_settings, rss_bytes
 from flywheel.errors import BrokerError
 from flywheel.files import write_json_atomic
 from flywheel.kafka import ensure_topics
@@ -77,9 +78,11 @@ class Supervisor:
         self.log = log
         self.parts = [Part(name, PARTS[name]) for name in parts]
         self.stop_event = threading.Event()
-        self.broker = None
+        self.broker: EmbeddedBroker | None = None
         self.config_path = StateLayout.of(settings).resolved_config
-        self._instance_lock = None  # held from start() until stop(): one `flywheel run` per state dir
+        self._instance_lock: IO[str] | None = (
+            None  # held from start() until stop(): one `flywheel run` per state dir
+        )
         self.broker_restarts = 0
         self.broker_rotations = 0
         self.last_recovery_s: float | None = None
@@ -94,8 +97,8 @@ class Supervisor:
             StateLayout.of(self.settings).supervisor_lock, "`flywheel run`"
         )
         if self.settings.embedded_broker:
-            self.broker = for_settings(self.settings)
-            status = self.broker.start(die_with_parent=True)
+            broker = self.broker = for_settings(self.settings)
+            status = broker.start(die_with_parent=True)
             self.log(f"broker: {status.address} ({status.detail})")
         ensure_topics(self.settings)
         apply_definitions(self.settings)
@@ -175,6 +178,8 @@ class Supervisor:
 
     def _restart_broker(self) -> None:
 
+        if self.broker is None:
+            return  # an external broker: not ours to restart
         started = time.monotonic()
         try:
             status = self.broker.start(self.settings.broker.start_timeout_s, die_with_parent=True)
@@ -183,13 +188,14 @@ class Supervisor:
             self.log(f"broker: could not start it ({exc}); trying again")
             return
         for part in self.parts:
-            if part.name in ("stream", "ingest") and part.running:
-                os.killpg(part.process.pid, signal.SIGTERM)
+            proc = part.process
+            if part.name in ("stream", "ingest") and proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
                 try:
-                    part.process.wait(20)
+                    proc.wait(20)
                 except subprocess.TimeoutExpired:
-                    os.killpg(part.process.pid, signal.SIGKILL)
-                    part.process.wait()
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
                 part.restart_at, part.backoff = None, 1.0
                 part.restarts += 1
                 self._spawn(part)
@@ -199,17 +205,18 @@ class Supervisor:
     def stop(self, timeout_s: float = 20.0) -> None:
         self.stop_event.set()
         for part in self.parts:
-            if part.running:
+            if part.process is not None and part.process.poll() is None:
                 os.killpg(part.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         for part in self.parts:
-            if part.process is None:
+            proc = part.process
+            if proc is None:
                 continue
             try:
-                part.process.wait(max(0.1, deadline - time.monotonic()))
+                proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                os.killpg(part.process.pid, signal.SIGKILL)
-                part.process.wait()
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
             self.log(f"{part.name}: stopped")
         if self.broker is not None:
             self.broker.stop()
@@ -231,7 +238,7 @@ class Supervisor:
             p.name: {
                 "running": p.running,
                 "restarts": p.restarts,
-                "pid": p.process.pid if p.running else None,
+                "pid": p.process.pid if p.process is not None and p.running else None,
             }
             for p in self.parts
         }
@@ -252,7 +259,7 @@ class Supervisor:
 
     # ---- the loop ------------------------------------------------------------------
 
-    def run_forever(self, checks: list[Periodic] = ()) -> None:
+    def run_forever(self, checks: Sequence[Periodic] = ()) -> None:
         """Supervise until SIGINT/SIGTERM; start each check every its own interval.
 
         A check (a retrain can take minutes) runs in a worker thread of its own, one run at

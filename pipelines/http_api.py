@@ -270,8 +270,10 @@ def create_app(
 
     def bearer_ok(request: Request) -> bool:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode("utf-8", "surrogatepass"), token.encode()
+        return (
+            token is not None
+            and scheme.lower() == "bearer"
+            and hmac.compare_digest(given.strip().encode("utf-8", "surrogatepass"), token.encode())
         )
 
     @app.get("/metrics", include_in_schema=False)
@@ -494,7 +496,7 @@ def create_app(
         app.openapi_schema = doc
         return doc
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the document
     return app
 
 

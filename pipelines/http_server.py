@@ -11,6 +11,7 @@ Bodies have their own deadline (``http.body_timeout_s``, ``pipelines.http_guard.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -22,11 +23,11 @@ class GuardedH11Protocol(H11Protocol):
     header_timeout_s: float = 10.0
     max_connections: int = 200
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        self._seen_cycle = None
+        self._seen_cycle: object | None = None
         self._made_at = self.loop.time()
-        self._header_timer = None
+        self._header_timer: asyncio.TimerHandle | None = None
         self._await_headers()
         if len(self.connections) > self.max_connections:
             self._evict()
@@ -62,7 +63,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def _evict(self) -> None:
         waiting = [c for c in self.connections if getattr(c, "_awaiting_headers", False) and c is not self]
-        victim = min(waiting, key=lambda c: c._made_at) if waiting else self
+        victim = min(waiting, key=lambda c: getattr(c, "_made_at", 0.0)) if waiting else self
         log.warning(
             "%d connections (http.max_connections %d): closing the oldest one still sending headers",
             len(self.connections),

@@ -93,7 +93,7 @@ class LiveLedger:
 
     def __init__(self, path: Path, readonly: bool = False):
         self.path = path
-        self.db = None
+        self.db: sqlite3.Connection | None = None
         try:
             if readonly:
                 if path.exists():
@@ -114,8 +114,15 @@ class LiveLedger:
                 "ingestor: a new one is started (live figures so far are in the moved file)"
             ) from exc
 
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The open database (a read-only ledger whose file does not exist yet has none)."""
+        if self.db is None:
+            raise LedgerError(f"the live ledger {self.path} does not exist yet: the ingestor creates it")
+        return self.db
+
     def _check_version(self) -> None:
-        found = self.db.execute("PRAGMA user_version").fetchone()[0]
+        found = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if found != SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"layout version {found}, this Flywheel reads {SCHEMA_VERSION}")
 
@@ -141,9 +148,9 @@ class LiveLedger:
         ``value_of``: the task's live value of a joined record (``TaskSpec.live_value``)."""
         received = (now or datetime.now(UTC)).timestamp()
         joined: list[RoutedRecord] = []
-        with self.db:  # one transaction
+        with self.conn:  # one transaction
             for p in predictions:
-                self.db.execute(
+                self.conn.execute(
                     "INSERT OR REPLACE INTO predictions VALUES (?,?,?,?,?,?,?)",
                     (
                         p.prediction_id,
@@ -163,7 +170,7 @@ class LiveLedger:
         return joined
 
     def _prediction(self, prediction_id: str) -> tuple[int, str, float, dict] | None:
-        row = self.db.execute(
+        row = self.conn.execute(
             "SELECT version, model, predicted_at, prediction FROM predictions "
             "WHERE prediction_id=? AND shadow_of IS NULL",
             (prediction_id,),
@@ -173,22 +180,22 @@ class LiveLedger:
     def _join(self, record: RoutedRecord, value_of, received: float) -> RoutedRecord:
         pid = record.prediction_id
         served = self._prediction(pid) if pid else None
-        if served is not None and served[1] == record.model_name:
+        if pid and served is not None and served[1] == record.model_name:
             version, _, predicted_at, prediction = served
             record = record.with_prediction(str(version), prediction)
             self._outcome(pid, record, version, predicted_at, received, value_of, served=True)
             self._shadow_outcomes(record, pid, received, value_of)
             return record
         if pid and served is None and version_number(record.model_version) is None:
-            self.db.execute(
+            self.conn.execute(
                 "INSERT OR REPLACE INTO pending VALUES (?,?,?,?)",
                 (record.event_id, pid, record.to_json(), received),
             )
             return record
-        version = version_number(record.model_version)
-        if version is not None:  # the event names the version and its prediction itself
+        named = version_number(record.model_version)
+        if named is not None:  # the event names the version and its prediction itself
             when = record.event_time.timestamp()
-            self._outcome(f"event:{record.event_id}", record, version, when, received, value_of, served=False)
+            self._outcome(f"event:{record.event_id}", record, named, when, received, value_of, served=False)
         return record
 
     def _outcome(
@@ -208,7 +215,7 @@ class LiveLedger:
         # a served outcome keeps its answer (the feedback, not the input), so that a shadow
         # prediction logged after the feedback was joined can still be judged on it
         answer = record.answer_only().to_json() if served and not shadow else None
-        self.db.execute(
+        self.conn.execute(
             "INSERT OR REPLACE INTO outcomes VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 outcome_id,
@@ -226,7 +233,7 @@ class LiveLedger:
 
     def _late_shadow(self, p: PredictionRecord, value_of) -> None:
         """A shadow prediction whose champion's prediction was already labelled: judged now."""
-        row = self.db.execute(
+        row = self.conn.execute(
             "SELECT answer, labelled_at FROM outcomes WHERE outcome_id=? AND served=1 AND shadow=0",
             (p.shadow_of,),
         ).fetchone()
@@ -240,7 +247,7 @@ class LiveLedger:
 
     def _shadow_outcomes(self, record: RoutedRecord, pid: str, received: float, value_of) -> None:
         """The candidate's shadow predictions beside ``pid``, judged on the same answer."""
-        rows = self.db.execute(
+        rows = self.conn.execute(
             "SELECT prediction_id, version, predicted_at, prediction FROM predictions WHERE shadow_of=?",
             (pid,),
         ).fetchall()
@@ -253,19 +260,19 @@ class LiveLedger:
     def _complete_pending(self, prediction_id: str, value_of) -> None:
         if self._prediction(prediction_id) is None:
             return  # a shadow record arrived before its champion's: wait for that one
-        rows = self.db.execute(
+        rows = self.conn.execute(
             "SELECT event_id, record, received_at FROM pending WHERE prediction_id=?", (prediction_id,)
         ).fetchall()
         for event_id, text, received in rows:
             self._join(RoutedRecord.from_json(text), value_of, received)
-            self.db.execute("DELETE FROM pending WHERE event_id=?", (event_id,))
+            self.conn.execute("DELETE FROM pending WHERE event_id=?", (event_id,))
 
     def prune(self, older_than: datetime) -> int:
         """Forget predictions (and feedback still waiting for one) older than ``older_than``."""
         cutoff = older_than.timestamp()
-        with self.db:
-            gone = self.db.execute("DELETE FROM predictions WHERE predicted_at < ?", (cutoff,)).rowcount
-            gone += self.db.execute("DELETE FROM pending WHERE received_at < ?", (cutoff,)).rowcount
+        with self.conn:
+            gone = self.conn.execute("DELETE FROM predictions WHERE predicted_at < ?", (cutoff,)).rowcount
+            gone += self.conn.execute("DELETE FROM pending WHERE received_at < ?", (cutoff,)).rowcount
         return gone
 
     # ---- the readers: the monitor, status ---------------------------------------------
@@ -307,7 +314,7 @@ class LiveLedger:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        rows = self.db.execute(sql, args).fetchall()
+        rows = self.conn.execute(sql, args).fetchall()
         found = [Outcome(v, p, lab, val, bool(s)) for v, p, lab, val, s in rows]
         return found[::-1] if latest else found
 
@@ -315,7 +322,7 @@ class LiveLedger:
         """Each version's served, labelled predictions (what the monitor judges)."""
         if self.db is None:
             return []
-        rows = self.db.execute(
+        rows = self.conn.execute(
             "SELECT version, COUNT(*), AVG(value), MIN(predicted_at), MAX(predicted_at) FROM outcomes "
             "WHERE model=? AND shadow=0 AND served=1 GROUP BY version ORDER BY version",
             (model,),
@@ -326,6 +333,6 @@ class LiveLedger:
         if self.db is None:
             return {"predictions": 0, "outcomes": 0, "pending": 0}
         return {
-            table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            table: self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
             for table in ("predictions", "outcomes", "pending")
         }

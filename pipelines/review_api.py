@@ -162,7 +162,7 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
     window = settings.review.undo_window_s
 
     def documented(*statuses: int) -> dict:
-        bearer = {"security": [{"reviewer": []}]}
+        bearer: dict[str, Any] = {"security": [{"reviewer": []}]}
         return {
             "responses": {s: {"model": error_model, "description": _WHY[s]} for s in statuses},
             "openapi_extra": bearer,

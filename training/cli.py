@@ -138,7 +138,9 @@ def train_cmd(
         f"samples ({lineage.new_train} trained, {lineage.quarantined} quarantined), {lineage.replay} replayed"
     )
     console.print(
-        f"candidate {model} run {run.folder.run_id} ({run.fit.samples_per_s:.0f} samples/s) -> {run.path}"
+        f"candidate {model} run {run.folder.run_id} "
+        + (f"({run.fit.samples_per_s:.0f} samples/s) " if run.fit else "")
+        + f"-> {run.path}"
     )
     print_report(run.report, f"{model}: champion v{run.champion} vs candidate run {run.folder.run_id}")
 

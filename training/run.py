@@ -32,6 +32,11 @@ def adapter_for(settings, task: str) -> TaskSpec:
     return spec_for(settings, task)
 
 
+def champion_dir(models: ModelStore, run: TrainedRun) -> Path | None:
+    """The folder of the champion ``run`` is trained from and compared with (None for a first version)."""
+    return None if run.champion is None else models.version_dir(run.model, run.champion)
+
+
 @dataclass
 class TrainedRun:
     """A run of a model: its folder and what its steps produced (None until they ran)."""
@@ -48,6 +53,13 @@ class TrainedRun:
     @property
     def path(self) -> Path:
         return self.folder.path
+
+    @property
+    def evaluated(self) -> EvalReport:
+        """The evaluation report; a run is registered only once it has one."""
+        if self.report is None:
+            raise FlywheelError(f"{self.model} run {self.folder.run_id} has no evaluation report yet")
+        return self.report
 
 
 def bootstrap(
@@ -183,7 +195,7 @@ def fit_run(
         validation,
         settings.training,
         run.folder,
-        models.version_dir(run.model, run.champion),
+        champion_dir(models, run),
         progress,
         should_stop=should_stop,
     )
@@ -197,7 +209,7 @@ def evaluate_run(settings, run: TrainedRun, adapter: TaskSpec | None = None) -> 
     info = models.info(run.model)
     adapter = adapter or adapter_for(settings, info.task)
     _, _, holdouts = run.folder.dataset()
-    roles = version_roles(adapter, info.labels, run.path, models.version_dir(run.model, run.champion))
+    roles = version_roles(adapter, info.labels, run.path, champion_dir(models, run))
     run.report = evaluate(adapter, info.labels, roles, holdouts, settings.training.eval_batch_size)
     run.report.model, run.report.champion_version = run.model, run.champion
     run.folder.save_report(run.report)

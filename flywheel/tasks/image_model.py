@@ -139,7 +139,8 @@ def _net_class():
             self.config = self.swin.config  # what peft reads from a model
             self.restore_tail = nn.Conv2d(cfg.embed_dim, 3, 3, 1, 1)
             nn.init.zeros_(self.restore_tail.weight)
-            nn.init.zeros_(self.restore_tail.bias)
+            if self.restore_tail.bias is not None:
+                nn.init.zeros_(self.restore_tail.bias)
 
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
             height, width = pixel_values.shape[-2:]
