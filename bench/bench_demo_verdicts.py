@@ -46,7 +46,7 @@ def one_run(seed: int, tmp: Path) -> list[dict]:
     import pandas as pd
 
     from demo.traffic import LABELS, corpus_split, demo_settings
-    from flywheel.tasks.text_classification import TextClassification
+    from flywheel.tasks.text import TextClassification
     from orchestration.promotion import Reference, decide
     from training.data import split_by_hash, stratified_sample
     from training.dataset import assemble

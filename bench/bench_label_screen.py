@@ -73,7 +73,7 @@ def text_corpus(name: str, args, cfg) -> list[dict]:
     import pandas as pd
 
     from bench.bench_learning import splits
-    from flywheel.tasks.text_classification import TextClassification
+    from flywheel.tasks.text import TextClassification
     from training.corpora import CORPORA
     from training.data import split_by_hash, stratified_sample
     from training.evaluate import evaluate

@@ -54,7 +54,7 @@ def splits(name: str, frame, n_boot: int, n_update: int, n_eval: int, seed: int)
 def run_corpus(name: str, frame, args, cfg) -> dict:
     import pandas as pd
 
-    from flywheel.tasks.text_classification import TextClassification
+    from flywheel.tasks.text import TextClassification
     from training.data import split_by_hash, stratified_sample
     from training.evaluate import evaluate
     from training.trainer import fit, load_adapter_model

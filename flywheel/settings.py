@@ -528,7 +528,7 @@ class ImageSettings(_Section):
     )
     net: dict[str, Any] = Field(
         default_factory=dict,
-        description="overrides of the restoration network's config (flywheel.tasks.image_model)",
+        description="overrides of the restoration network's config (flywheel.tasks.image.network)",
     )
 
 

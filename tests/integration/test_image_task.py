@@ -27,7 +27,7 @@ MODEL = "den"
 
 
 def small(settings):
-    from flywheel.tasks.image_model import RestorationNetConfig
+    from flywheel.tasks.image.network import RestorationNetConfig
 
     images = settings.images.model_copy(update={"net": RestorationNetConfig.tiny().to_dict(), "patch": 32})
     s = small_training(

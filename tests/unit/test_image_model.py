@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from flywheel.tasks.image_model import (
+from flywheel.tasks.image.network import (
     LORA_TARGETS,
     MODULES_TO_SAVE,
     RestorationNetConfig,

@@ -19,7 +19,7 @@ from training.image_corpus import TRAIN_PHOTOS, restoration_frame
 
 @pytest.fixture
 def spec(tmp_path):
-    from flywheel.tasks.image_model import RestorationNetConfig
+    from flywheel.tasks.image.network import RestorationNetConfig
 
     settings = load_settings(
         state_dir=tmp_path / "state", images={"net": RestorationNetConfig.tiny().to_dict(), "patch": 32}

@@ -124,8 +124,8 @@ def test_flagged_samples_become_valid_review_events_with_the_suggestion_or_the_g
 
     from flywheel.events import validate_event
     from flywheel.images import open_image_store, png_b64
-    from flywheel.tasks.image_restoration import ImageRestoration
-    from flywheel.tasks.text_classification import TextClassification
+    from flywheel.tasks.image import ImageRestoration
+    from flywheel.tasks.text import TextClassification
 
     row = pd.Series({"sample_id": "fb-1", "text": "the flight was late", "label": "positive"})
     event = validate_event(

@@ -132,7 +132,7 @@ def test_the_image_live_value_is_the_psnr_of_the_prediction_against_the_target()
     import numpy as np
 
     from flywheel.images import png_b64
-    from flywheel.tasks.image_restoration import ImageRestoration
+    from flywheel.tasks.image import ImageRestoration
 
     rng = np.random.default_rng(0)
     target = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)

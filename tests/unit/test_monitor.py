@@ -214,7 +214,7 @@ def test_looking_after_every_batch_of_labels_keeps_false_rollbacks_rare(settings
     the planned looks (each at alpha / K) a rollback is rare; judging every run at alpha is not."""
     import random
 
-    from flywheel.tasks.text_classification import TextClassification
+    from flywheel.tasks.text import TextClassification
     from orchestration.monitor import Watch, judge
     from pipelines.live import Outcome
 

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from flywheel.errors import FlywheelError
-from flywheel.tasks.text_classification import TextClassification, default_base_model
+from flywheel.tasks.text import TextClassification
+from flywheel.tasks.text.model import default_base_model
 from orchestration.serving import serving_meta
 
 RECORD = SimpleNamespace(max_length=64)

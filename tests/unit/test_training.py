@@ -105,7 +105,7 @@ def test_fit_learns_saves_safetensors_and_reloads_to_identical_logits(tmp_path):
 def test_the_new_head_beats_chance_within_the_step_floor_and_starts_at_the_probe(tmp_path):
     """One epoch of 24 samples is 2 steps; the floor makes it 30. Chance is 1/3."""
     from flywheel.tasks import BASELINE_FILE
-    from flywheel.tasks.text_model import HEAD_FILE
+    from flywheel.tasks.text.network import HEAD_FILE
     from training.evaluate import evaluate
     from training.trainer import fit, load_adapter_model
 
