@@ -95,7 +95,6 @@ def current_epoch(settings) -> Epoch | None:
 
 
 def _next_epoch(state_dir: Path) -> Epoch:
-
     try:
         previous = read_epoch(state_dir)
     except BrokerError:

@@ -73,7 +73,6 @@ def config_show(
 
 
 def embedded(settings: Settings):
-
     if not settings.embedded_broker:
         raise FlywheelError(
             f"Kafka is configured at {settings.kafka.bootstrap_servers}; Flywheel does not start or "
@@ -179,7 +178,6 @@ def build_app() -> typer.Typer:
 
 
 def main(argv: list[str] | None = None) -> Any:
-
     os.umask(0o077)  # what Flywheel creates (stores, logs, journal, models) is its user's alone
     app = build_app()
     try:

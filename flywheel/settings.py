@@ -422,7 +422,6 @@ class ReviewSettings(_Section):
     @field_validator("reviewers")
     @classmethod
     def _reviewer_ids(cls, value: dict[str, Reviewer]) -> dict[str, Reviewer]:
-
         for name in value:
             check_reviewer_id(name)  # its error says what a reviewer id may hold
         tokens = [r.token.get_secret_value() for r in value.values()]
@@ -686,7 +685,6 @@ def _check_env_names() -> None:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:

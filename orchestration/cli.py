@@ -30,7 +30,6 @@ from training.cli import print_report
 
 
 def print_outcome(outcome) -> None:
-
     if outcome.report is not None:
         print_report(outcome.report, f"{outcome.model} v{outcome.version}")
     if outcome.quarantine is not None and outcome.quarantine.rows:
@@ -239,7 +238,6 @@ def _run_label(entry: dict) -> str:
 
 
 def print_live(model: str, live: dict) -> None:
-
     if not live["versions"]:
         return
     unit = live["unit"]
@@ -269,7 +267,6 @@ def print_live(model: str, live: dict) -> None:
 
 
 def _clock(stamp: float) -> str:
-
     return datetime.fromtimestamp(stamp, UTC).strftime("%m-%d %H:%M:%S")
 
 

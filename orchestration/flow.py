@@ -155,7 +155,6 @@ class Retrain:
 
 
 def step_repair(r: Retrain) -> None:
-
     r.registry = Registry(r.settings)
     for version, what in r.registry.repair(r.model):
         r.log(f"{r.model} v{version}: repaired ({what})")
@@ -171,7 +170,6 @@ def step_readiness(r: Retrain) -> None:
 
 
 def step_dataset(r: Retrain) -> None:
-
     if r.feast_store is None:
         r.feast_store = open_store(r.settings)
     r.cut = r.cut or datetime.now(UTC)
@@ -203,7 +201,6 @@ def _refuse_window(r: Retrain, reasons: tuple[str, ...], by: str, quarantine) ->
 
 
 def step_data_gate(r: Retrain) -> None:
-
     try:
         screen(r.settings, r.trained)
     except DataRejected as exc:
@@ -212,7 +209,6 @@ def step_data_gate(r: Retrain) -> None:
 
 
 def step_label_screen(r: Retrain) -> None:
-
     run = r.trained
     try:
         report = run.label_screen = screen_run(r.settings, run, to_review=queue_flagged)
@@ -225,7 +221,6 @@ def step_label_screen(r: Retrain) -> None:
 
 
 def step_fit(r: Retrain) -> None:
-
     try:
         fit_run(r.settings, r.trained, progress=r.progress, should_stop=r.stopping)
     except Stopped as exc:
@@ -233,7 +228,6 @@ def step_fit(r: Retrain) -> None:
 
 
 def step_evaluate(r: Retrain) -> None:
-
     evaluate_run(r.settings, r.trained)
 
 

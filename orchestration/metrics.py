@@ -66,7 +66,6 @@ class DlqReasons:
         self.lock = threading.Lock()
 
     def read(self) -> dict[str, int]:
-
         with self.lock:
             topic = Topics.from_settings(self.settings).dlq
             while True:
@@ -209,7 +208,6 @@ class StateCollector(Collector):
         yield lag
 
     def _durability(self):
-
         d = durability(self.settings)
         epoch = GaugeMetricFamily("flywheel_broker_epoch", "embedded broker starts in this state dir")
         epoch.add_metric([], d.epoch or 0)
@@ -237,7 +235,6 @@ class StateCollector(Collector):
         yield reasons
 
     def _stream_job(self):
-
         health = job_health.read(self.settings.state_dir)
         running = GaugeMetricFamily(
             "flywheel_stream_job_running",
@@ -262,7 +259,6 @@ class StateCollector(Collector):
         return any(j["name"] == name and j["state"] == "RUNNING" for j in flink_cluster.jobs(cluster))
 
     def _review(self):
-
         pending = GaugeMetricFamily(
             "flywheel_review_pending", "Review items waiting for a decision", labels=["model"]
         )
@@ -288,7 +284,6 @@ class StateCollector(Collector):
         yield from (pending, escalated, age)
 
     def _models(self):
-
         store = ModelStore(self.settings.state_dir)
         champion = GaugeMetricFamily(
             "flywheel_champion_version", "The version serving as champion (0: none yet)", labels=["model"]

@@ -233,7 +233,6 @@ class AlertOutbox:
     alert; a refused rollback is alerted once per promotion and message."""
 
     def __init__(self, settings, model: str):
-
         self.path = StateLayout.of(settings).alerts(model)
 
     def sent(self) -> set[str]:
@@ -248,7 +247,6 @@ class AlertOutbox:
         return keys
 
     def mark(self, key: str) -> None:
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write("\n" + json.dumps({"key": key, "time": datetime.now(UTC).isoformat()}) + "\n")

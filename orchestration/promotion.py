@@ -209,7 +209,8 @@ def decide(
         checks += [check_guard(report, g, rules.confidence) for g in guards_for(rules, model, task)]
         budget = ratchet_budget_for(rules, task)
         if reference is not None and budget is not None:
-            checks.append(ratchet_check(report, reference, budget))  # primary metrics: higher is better
+            direction = spec_class(task).primary_direction
+            checks.append(ratchet_check(report, reference, budget, direction))
     b = rules.baseline
     if b.first_version if first else b.later_versions:
         guard = spec_class(task).baseline_guard(b, report.metric)

@@ -38,7 +38,7 @@ from flywheel.errors import FlywheelError
 from flywheel.faults import crash_point
 from flywheel.files import file_lock
 from flywheel.layout import StateLayout
-from flywheel.tasks import spec_for
+from flywheel.tasks import spec_class, spec_for
 from orchestration import history, mlflow_store
 from orchestration.live_plot import log_live_plot
 from orchestration.mlflow_store import CANDIDATE, CHAMPION, PREVIOUS, quiet_mlflow, use_credentials
@@ -247,7 +247,6 @@ class Registry:
         log_live_plot(self.settings, self, model, version, log=logging.getLogger("flywheel.registry").warning)
 
     def _decide(self, model: str, version: int, review_files: list[Path] | None) -> Verdict:
-
         info = self.models.info(model)
         tags = self.version_tags(model, version)
         if tags.get(VERDICT) not in (None, "pending"):
@@ -265,7 +264,8 @@ class Registry:
                 stale=True,
             )
         else:
-            reference = None if current is None else self.reference(model, run.evaluated.metric)
+            direction = spec_class(self.models.info(model).task).primary_direction
+            reference = None if current is None else self.reference(model, run.evaluated.metric, direction)
             verdict = decide(
                 run.evaluated,
                 self.settings.promotion,
@@ -296,10 +296,11 @@ class Registry:
         self._apply(model, decision)
         return verdict
 
-    def reference(self, model: str, metric: str):
+    def reference(self, model: str, metric: str, direction: str = "max"):
         """The ratchet's reference (``orchestration.promotion``): the pinned
         ``promotion.reference_version`` of ``model``, else the promoted version with the best
-        golden ``metric`` (each read from its own version folder's evaluation report)."""
+        golden ``metric`` (the highest, or the lowest for a ``direction`` of ``min``; each read
+        from its own version folder's evaluation report)."""
 
         pinned = self.settings.promotion.reference_version.get(model)
         promoted = {
@@ -318,7 +319,8 @@ class Registry:
             if not folder.has_report():
                 continue
             value = folder.report().value("golden", "candidate", metric)
-            if value is not None and (best is None or value > best.value):
+            better = best is None or (value < best.value if direction == "min" else value > best.value)
+            if value is not None and better:
                 best = Reference(version, value, pinned=pinned is not None)
         return best
 

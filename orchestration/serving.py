@@ -38,7 +38,6 @@ class AdapterModel(PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context):
-
         meta = json.loads(Path(context.artifacts["meta"]).read_text())
         self.labels = meta["labels"]
         self.spec = spec_class(meta["task"]).from_serving_meta(meta)
@@ -97,7 +96,6 @@ class ChampionPredictor:
     """
 
     def __init__(self, settings, log=None):
-
         from mlflow import MlflowClient
 
         quiet_mlflow()
@@ -118,7 +116,6 @@ class ChampionPredictor:
     # ---- the Predictor protocol ---------------------------------------------------------
 
     def predict(self, model_name: str, inputs: list):
-
         loaded = self._current(model_name, "champion")
         if loaded is None:
             raise NotServed(
@@ -129,7 +126,6 @@ class ChampionPredictor:
         return self._answer(loaded, model_name, inputs)
 
     def shadow(self, model_name: str, inputs: list):
-
         champion = self._served.get((model_name, "champion"))
         candidate = self._current(model_name, CANDIDATE)
         if candidate is None or champion is None or candidate.version == champion.version:
@@ -137,7 +133,6 @@ class ChampionPredictor:
         return self._answer(candidate, model_name, inputs)
 
     def _answer(self, loaded: _Loaded, model_name: str, inputs: list):
-
         spec = loaded.spec
         wrong = [i for i, x in enumerate(inputs) if getattr(x, spec.serving_input) is None]
         if wrong:
@@ -164,7 +159,6 @@ class ChampionPredictor:
             raise
 
     def _lock(self, key: tuple[str, str]):
-
         with self._locks_lock:
             return self._locks.setdefault(key, threading.Lock())
 
@@ -220,7 +214,6 @@ class ChampionPredictor:
             return fresh
 
     def _watch(self) -> None:
-
         with self._locks_lock:
             if self._watcher is None:
                 self._watcher = threading.Thread(target=self._follow, name="alias-watch", daemon=True)

@@ -21,7 +21,6 @@ from training.model_store import ModelStore
 
 
 def part_health(settings) -> dict[str, str]:
-
     out = {}
     if settings.embedded_broker:
         up = port_open(settings.broker.host, settings.broker.port)

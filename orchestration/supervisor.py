@@ -90,7 +90,6 @@ class Supervisor:
     # ---- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
-
         if any(p.name == "http" for p in self.parts):
             check_exposure(self.settings)  # before anything starts: a clear error, not a crash loop
         self._instance_lock = hold_instance_lock(
@@ -177,7 +176,6 @@ class Supervisor:
             self.broker_rotations += 1
 
     def _restart_broker(self) -> None:
-
         if self.broker is None:
             return  # an external broker: not ours to restart
         started = time.monotonic()
@@ -362,7 +360,6 @@ def live_monitor(settings, log: Callable = print) -> Periodic:
     """The live monitor (the same function as `flywheel model monitor --once`)."""
 
     def check(stop: threading.Event) -> None:
-
         if not stop.is_set():
             monitor_once(settings, log=log)
 
@@ -374,7 +371,6 @@ def review_queue(settings, log: Callable = print) -> Periodic:
     clients: list = []
 
     def check(stop: threading.Event) -> None:
-
         if not clients:
             clients.append(FeedbackClient(settings))
         queue = ReviewQueue(settings)  # each run is a new thread: its own connection, closed here

@@ -58,7 +58,6 @@ def folder(settings) -> Path:
 
 
 def _env(settings) -> dict[str, str]:
-
     base = folder(settings)
     return {
         **os.environ,
@@ -71,7 +70,6 @@ def _env(settings) -> dict[str, str]:
 
 
 def _write_conf(settings, cluster: Cluster, address: str = "127.0.0.1", bind: str = "127.0.0.1") -> None:
-
     base = folder(settings)
     conf = base / "conf"
     if conf.exists():

@@ -142,7 +142,6 @@ class ConsumerWatch:
         self.checked = 0.0
 
     def _epoch(self) -> str | None:
-
         epoch = current_epoch(self.settings)
         return epoch.id if epoch else None
 
@@ -342,7 +341,6 @@ class Ingestor:
                 self._write([sample_row(r, now, self.images) for r in joined], clean_offsets)
 
         def settle() -> None:
-
             if reviews:
                 self.queue.add(reviews)
             all_fates = [Fate(r.event_id, CLEAN) for r in records]
@@ -424,7 +422,6 @@ class Ingestor:
         return reviews, fates + duplicates, dead
 
     def _prediction_records(self, messages: list, stats: IngestStats) -> list:
-
         records = []
         for m in messages:
             try:

@@ -56,7 +56,6 @@ class PredictionRecord:
     shadow_of: str | None = None
 
     def to_json(self) -> bytes:
-
         data = {
             "prediction_id": self.prediction_id,
             "model_name": self.model_name,
@@ -127,12 +126,10 @@ class PredictionLog:
     ``JournalWriteError`` from the journal). Thread-safe (one ``DurableProducer``)."""
 
     def __init__(self, settings, **producer_overrides: Any):
-
         self.topic = Topics.from_settings(settings).predictions
         self.producer = DurableProducer(settings, **producer_overrides)
 
     def log(self, records: list[PredictionRecord]) -> None:
-
         entries = [Entry(self.topic, r.prediction_id.encode(), r.to_json(), r.prediction_id) for r in records]
         errors = [e for e in self.producer.deliver(entries) if e is not None]
         if errors:

@@ -57,14 +57,12 @@ class FailedAttempts:
         return kept
 
     def wait_s(self, client: str, now: float | None = None) -> float:
-
         now = time.monotonic() if now is None else now
         with self._lock:
             recent = self._recent(client, now)
             return self.window_s - (now - recent[0]) if len(recent) >= self.limit else 0.0
 
     def failed(self, client: str, now: float | None = None) -> None:
-
         now = time.monotonic() if now is None else now
         with self._lock:
             self._failures.setdefault(client, []).append(now)
@@ -77,7 +75,6 @@ log = logging.getLogger("flywheel.review")
 
 
 def item_json(settings, item: Item) -> dict[str, Any]:
-
     record = item.record
     return {
         "event_id": item.event_id,

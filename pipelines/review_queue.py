@@ -279,7 +279,6 @@ class ReviewQueue:
             return self._sync(timeout_s, max_records) if mine else 0
 
     def _sync(self, timeout_s: float, max_records: int) -> int:
-
         settings = self.settings
         topic = Topics.from_settings(settings).review
         marks = {
@@ -614,7 +613,6 @@ class ReviewQueue:
 
 
 def _spec_uncertainty(record: RoutedRecord) -> float:
-
     try:
         return float(spec_class(record.task).review_uncertainty(record))
     except FlywheelError:

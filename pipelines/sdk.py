@@ -75,7 +75,6 @@ class FeedbackClient:
     when librdkafka cannot recover (a broker that came back empty)."""
 
     def __init__(self, settings: Settings, *, check_connection: bool = True, **producer_overrides: Any):
-
         self.settings = settings
         self.topic = Topics.from_settings(settings).raw
         if check_connection:
@@ -185,7 +184,6 @@ class FeedbackClient:
 
 
 def _event_id_of(value: bytes) -> str | None:
-
     try:
         event_id = json.loads(value).get("event_id")
     except (ValueError, AttributeError):

@@ -287,7 +287,6 @@ class Durability:
 
 
 def durability(settings) -> Durability:
-
     layout = StateLayout.of(settings)
     epoch = current_epoch(settings)
     state = read_state(settings)

@@ -130,7 +130,6 @@ def evaluate(
 
 
 def _sets(adapter: TaskSpec, labels: list[str], models: dict, holdouts: dict, batch_size: int) -> dict:
-
     sets = {}
     for set_name, frame in holdouts.items():
         entry = SetScores(len(frame))

@@ -27,7 +27,6 @@ from training.version import VersionFolder
 
 
 def seed_everything(seed: int) -> None:
-
     import numpy as np
     import torch
 

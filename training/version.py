@@ -127,7 +127,6 @@ class VersionFolder:
         write_json_atomic(self.path / self.EVAL, report.to_dict(), indent=2, default=str)
 
     def report(self):
-
         return EvalReport.from_dict(json.loads((self.path / self.EVAL).read_text()))
 
     def has_report(self) -> bool:
@@ -138,7 +137,6 @@ class VersionFolder:
         (self.path / "gate.txt").write_text(report.text() + "\n")
 
     def data_gate(self):
-
         return DataGateReport.from_dict(json.loads((self.path / self.GATE).read_text()))
 
     def save_label_screen(self, report) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from flywheel.errors import DataError
 from flywheel.tasks.label_checks import LabelFlags
@@ -33,6 +33,7 @@ class TaskSpec:
     lora_targets: ClassVar[list[str]]
     modules_to_save: ClassVar[list[str]] = []
     primary_metric: ClassVar[str]
+    primary_direction: ClassVar[Literal["max", "min"]] = "max"  # is a higher primary metric better?
     shown_metrics: ClassVar[tuple[str, ...]]  # the review table's metrics, the primary first
     sample_columns: ClassVar[list[str]]  # a training sample's columns besides sample_id, confidence
     feast_fields: ClassVar[dict[str, str]]  # Feast feature → Feast type name this task fills

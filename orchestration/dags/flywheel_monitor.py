@@ -32,7 +32,6 @@ from orchestration.monitor import monitor_once
 def flywheel_monitor():
     @task
     def monitor() -> list[dict]:
-
         results = monitor_once(load_settings(), log=print)
         failed = [r for r in results if r.state == "failed"]
         if failed:

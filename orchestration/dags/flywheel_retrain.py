@@ -25,7 +25,6 @@ from orchestration.flow import readiness
 
 
 def _settings():
-
     return load_settings()
 
 
@@ -46,7 +45,6 @@ def _model() -> str:
 def flywheel_retrain():
     @task.short_circuit
     def ready() -> bool:
-
         r = readiness(_settings(), _model())
         print(
             f"{r.model}: {r.new_samples} new labelled samples (need {r.threshold}); per class {r.per_class}"
@@ -55,7 +53,6 @@ def flywheel_retrain():
 
     @task
     def retrain() -> dict:
-
         outcome = retrain(_settings(), _model(), if_ready=True, progress=False, log=print)
         print(f"{outcome.model} v{outcome.version}: {outcome.status} {outcome.reasons}")
         if outcome.status == "failed":

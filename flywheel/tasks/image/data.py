@@ -1,4 +1,4 @@
-"""The ``image`` task's samples, Feast columns, the data gate's checks and the training dataset."""
+"""The image-restoration task's samples, Feast columns, the data gate's checks and the training dataset."""
 
 from __future__ import annotations
 
@@ -43,7 +43,6 @@ class ImageDataset:
         return len(self.inputs)
 
     def _image(self, uri: str):
-
         return _center_crop(to_tensor(decode_png(self.store.get(uri), self.limits)), self.patch)
 
     def __getitem__(self, i: int) -> dict:
@@ -189,7 +188,6 @@ class ImageData(ImageFields):
         mark(small, f"image side under {MIN_SIDE} px")
 
     def shown_example(self, row) -> dict[str, Any]:
-
         return {"input": shown(row["input_uri"], 80), "size": f"{row['width']}x{row['height']}"}
 
     def expectations(self, frame, labels: list[str], gate) -> list[Suite]:

@@ -1,4 +1,4 @@
-"""The ``image`` task's the learner: building and saving the model, the baseline, forward pass,
+"""The image-restoration task's learner: building and saving the model, the baseline, forward pass,
 losses and metrics."""
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ NET_FILE = "adapter_net.json"  # "adapter_*": copied with the adapter into MLflo
 
 
 def _net_config(overrides: dict | None = None):
-
     return RestorationNetConfig.from_dict({**RestorationNetConfig().to_dict(), **(overrides or {})})
 
 
@@ -42,14 +41,12 @@ class ImageModel(ImageFields):
     cpu_threads = 1  # see flywheel.tasks.base.cpu_threads: one thread is faster for this network
 
     def build(self, labels: list[str], version_dir: Path | None = None):
-
         cfg = self.net
         if version_dir is not None and (Path(version_dir) / NET_FILE).is_file():
             cfg = RestorationNetConfig.from_dict(json.loads((Path(version_dir) / NET_FILE).read_text()))
         return build_denoiser(cfg)
 
     def save_architecture(self, model, folder: Path) -> None:
-
         (Path(folder) / NET_FILE).write_text(json.dumps(self.net.to_dict(), indent=2) + "\n")
 
     def fit_baseline(self, data, labels: list[str], seed: int = 0):
@@ -62,7 +59,6 @@ class ImageModel(ImageFields):
         return model(batch["pixel_values"])
 
     def task_loss(self, outputs, batch: dict):
-
         return charbonnier(outputs.float(), batch["target"].float())
 
     def distill_loss(self, outputs, teacher_outputs, temperature: float):
@@ -72,7 +68,6 @@ class ImageModel(ImageFields):
         return F.mse_loss(outputs.float(), teacher_outputs.float())
 
     def evidence(self, outputs, batch: dict) -> dict[str, list]:
-
         target = batch["target"].float()
         out = outputs.float().clamp(0, 1)
         return {"psnr": psnr(out, target).tolist(), "ssim": ssim(out, target).tolist()}

@@ -1,4 +1,4 @@
-"""The ``image`` task's policy: the primary metric, the promotion gate's default guards,
+"""The image-restoration task's policy: the primary metric, the promotion gate's default guards,
 floors, baseline and ratchet."""
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ class ImagePolicy(ImageFields):
 
     @classmethod
     def default_guards(cls) -> list:
-
         return [
             # absolute dB, from measured retraining noise (bench/bench_image_verdicts.py: seed
             # std 0.04 dB, noise-only lower bounds up to +0.055 dB): 0.2 dB is ~5 sd; the 5 %

@@ -1,4 +1,4 @@
-"""The ``image`` task's review: the review note's artifacts, the label screen, the review
+"""The image-restoration task's review: the review note's artifacts, the label screen, the review
 queue's view and answers."""
 
 from __future__ import annotations
@@ -163,7 +163,6 @@ class ImageReview(ImageFields):
         return to_tensor(decode_png(self._store().get(uri), self.limits)).numpy()
 
     def _pair_checks(self, champion, frame) -> list:
-
         if not len(frame):
             return []
         data = self.dataset(frame, [])

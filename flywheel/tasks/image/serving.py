@@ -1,4 +1,4 @@
-"""The ``image`` task's serving: the pyfunc's input and answer, the smoke test, the live value
+"""The image-restoration task's serving: the pyfunc's input and answer, the smoke test, the live value
 of a labelled prediction."""
 
 from __future__ import annotations

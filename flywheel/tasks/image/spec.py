@@ -39,7 +39,6 @@ class ImageRestoration(ImageData, ImageModel, ImageServing, ImageReview, ImagePo
     name = "image-restoration"
 
     def __init__(self, store=None, limits=None, net: dict | None = None, patch: int = PATCH):
-
         self.store = store
         self.limits = limits or ImageLimits()
         self.net = _net_config(net)
@@ -47,7 +46,6 @@ class ImageRestoration(ImageData, ImageModel, ImageServing, ImageReview, ImagePo
 
     @classmethod
     def from_settings(cls, settings) -> ImageRestoration:
-
         cfg = settings.images
         limits = ImageLimits(cfg.min_side, cfg.max_side, cfg.max_pixels)
         return cls(open_image_store(settings.image_store_uri), limits, cfg.net, cfg.patch)
@@ -57,6 +55,5 @@ class ImageRestoration(ImageData, ImageModel, ImageServing, ImageReview, ImagePo
 
     @classmethod
     def from_serving_meta(cls, meta: dict) -> ImageRestoration:
-
         limits = ImageLimits(*meta["limits"]) if meta.get("limits") else None
         return cls(limits=limits)

@@ -1,4 +1,4 @@
-"""The ``text`` task's samples, Feast columns, the data gate's checks and the training dataset."""
+"""The text-classification task's samples, Feast columns, the data gate's checks and the training dataset."""
 
 from __future__ import annotations
 
@@ -113,7 +113,6 @@ class TextData(TextFields):
         )
 
     def shown_example(self, row) -> dict[str, Any]:
-
         return {"label": shown(row["label"], 40), "text": shown(row["text"], 60)}
 
     def expectations(self, frame, labels: list[str], gate) -> list[Suite]:

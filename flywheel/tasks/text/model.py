@@ -1,4 +1,4 @@
-"""The ``text`` task's the learner: building and saving the model, the baseline, forward pass,
+"""The text-classification task's learner: building and saving the model, the baseline, forward pass,
 losses and metrics."""
 
 from __future__ import annotations

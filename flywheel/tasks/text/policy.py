@@ -1,4 +1,4 @@
-"""The ``text`` task's policy: the primary metric, the promotion gate's default guards, floors,
+"""The text-classification task's policy: the primary metric, the promotion gate's default guards, floors,
 baseline and ratchet."""
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ class TextPolicy(TextFields):
 
     @classmethod
     def default_guards(cls) -> list:
-
         return [
             Guard(metric="accuracy", holdout="golden", tolerance=0.005, detect=0.05),
             Guard(metric="accuracy", holdout="old", tolerance=0.01, detect=0.06),

@@ -1,4 +1,4 @@
-"""The ``text`` task's review: the review note's artifacts, the label screen, the review
+"""The text-classification task's review: the review note's artifacts, the label screen, the review
 queue's view and answers."""
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ def confusion_png(report, path: Path) -> Path | None:
 
 
 def misclassified(adapter, labels, model, golden, limit: int = 10) -> str:
-
     if not len(golden):
         return "no golden set\n"
     logits = predict(adapter, model, adapter.dataset(golden, labels))
@@ -119,7 +118,6 @@ class TextReview(TextFields):
         return LabelFlags(reasons, suggested)
 
     def flagged_event(self, row, model_name: str, suggested) -> dict[str, Any] | None:
-
         return feedback_event(
             str(row["sample_id"]),
             model_name,
