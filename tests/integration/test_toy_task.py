@@ -43,13 +43,13 @@ def sample(i, prefix):
     return {"sample_id": f"{prefix}{i}", "x": x, "y": sum(w * v for w, v in zip(W, x)) + rng.gauss(0, 0.05)}
 
 seed = tmp / "seed.jsonl"
-seed.write_text("\n".join(json.dumps(sample(i, "s")) for i in range(400)) + "\n")
+seed.write_text("\n".join(json.dumps(sample(i, "s")) for i in range(240)) + "\n")
 first = bootstrap_model(settings, "toy", "toy-regression", seed, progress=False)
 
 store = open_store(settings)
 now = datetime.now(UTC)
 rows = []
-for i in range(120):
+for i in range(80):
     s = sample(i, "n")
     rows.append({"sample_id": s["sample_id"], "event_timestamp": now, "ingested_at": now, "model_name": "toy",
                  "task": "toy-regression", "source": "test", "label_source": "user",
@@ -78,7 +78,7 @@ def test_a_third_task_defined_only_in_tests_runs_the_whole_flow(tmp_path):
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["first"] == "promoted", result
     assert result["first_mae"] < result["baseline_mae"], result  # the MLP beats the mean predictor
-    assert result["ready"] and result["new"] == 120, result
+    assert result["ready"] and result["new"] == 80, result
     assert result["second"] == "promoted" and result["second_version"] == 2, result
     assert result["champion"] == 2, result
     # lower is better for MAE: the ratchet's best version and its budget follow the task's direction
