@@ -28,10 +28,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from flywheel.errors import FlywheelError
-from flywheel.kafka import Topics, client_config, group_id
+from flywheel.kafka import Topics
 from flywheel.tasks import spec_class
 from orchestration import history
 from pipelines import flink_cluster, job_health
+from pipelines.lag import consumer_lags, topic_ends
 from pipelines.live import LedgerError, LiveLedger
 from pipelines.records import DlqRecord, RecordError
 from pipelines.review_queue import ReviewQueue
@@ -84,29 +85,6 @@ class DlqReasons:
                     return dict(self.counts)
 
 
-def end_offsets(consumer, parts, timeout_s: float = 5.0) -> dict[str, dict[int, int]]:
-    """Each partition's end offset (high watermark) as a fetch answers it. Not ListOffsets:
-    the embedded tansu answers ListOffsets(latest) wrongly for multi-record batches."""
-    from confluent_kafka import TopicPartition
-
-    if not parts:
-        return {}
-    consumer.assign(parts)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        consumer.consume(len(parts), 0.1)
-        ends: dict[str, dict[int, int]] = {}
-        for tp in parts:
-            high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)[1]
-            if high >= 0:
-                ends.setdefault(tp.topic, {})[tp.partition] = high
-        if sum(len(v) for v in ends.values()) == len(parts):
-            return ends
-        if time.monotonic() > deadline:
-            missing = len(parts) - sum(len(v) for v in ends.values())
-            raise TimeoutError(f"no high watermark for {missing} partition(s) within {timeout_s}s")
-
-
 class StateCollector(Collector):
     """The loop's state as gauges, read at each scrape (see the module docstring)."""
 
@@ -149,34 +127,9 @@ class StateCollector(Collector):
     # ---- sources -------------------------------------------------------------------
 
     def _kafka(self):
-        from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
-        from confluent_kafka.admin import AdminClient
-
         s = self.settings
         topics = Topics.from_settings(s)
-        consumer = Consumer(
-            client_config(
-                s,
-                **{
-                    "group.id": "flywheel-metrics",  # never joined: partitions are assigned
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "max.partition.fetch.bytes": 1024,  # a fetch is for its high watermark, not data
-                    "fetch.wait.max.ms": s.kafka.fetch_wait_ms,
-                },
-            )
-        )
-        try:
-            metadata = consumer.list_topics(timeout=3)
-            parts = [
-                TopicPartition(topic, p, 0)
-                for topic in topics.all()
-                if topic in metadata.topics
-                for p in metadata.topics[topic].partitions
-            ]
-            ends = end_offsets(consumer, parts)
-        finally:
-            consumer.close()
+        ends = topic_ends(s)
         offsets = GaugeMetricFamily(
             "flywheel_topic_offset",
             "Sum of the topic's partition end offsets: its records, plus one marker per transaction "
@@ -186,7 +139,6 @@ class StateCollector(Collector):
         for topic in topics.all():
             offsets.add_metric([topic.rsplit(".", 1)[-1]], sum(ends.get(topic, {}).values()))
         yield offsets
-        admin = AdminClient(client_config(s))
         lag = GaugeMetricFamily(
             "flywheel_consumer_lag",
             "End offset minus the group's committed offset, summed over the topic's partitions (on "
@@ -194,17 +146,8 @@ class StateCollector(Collector):
             "about one per partition)",
             labels=["group", "topic"],
         )
-        for group, topic in (
-            (group_id(s, s.stream.group_id), topics.raw),
-            (group_id(s, s.feast.group_id), topics.clean),
-        ):
-            request = ConsumerGroupTopicPartitions(
-                group, [TopicPartition(topic, p) for p in ends.get(topic, {})]
-            )
-            (future,) = admin.list_consumer_group_offsets([request], request_timeout=5).values()
-            committed = {tp.partition: tp.offset for tp in future.result().topic_partitions}
-            behind = sum(max(0, end - max(committed.get(p, 0), 0)) for p, end in ends.get(topic, {}).items())
-            lag.add_metric([group, topic.rsplit(".", 1)[-1]], behind)
+        for row in consumer_lags(s, ends):
+            lag.add_metric([row.group, row.topic], row.behind)
         yield lag
 
     def _durability(self):

@@ -15,6 +15,7 @@ from orchestration.monitor import judge, watched
 from orchestration.registry import CANDIDATE, CHAMPION, PREVIOUS, Registry
 from orchestration.supervisor import read_health
 from pipelines import flink_cluster, job_health
+from pipelines.lag import consumer_lags, topic_ends
 from pipelines.live import LedgerError, LiveLedger
 from pipelines.settler import durability
 from training.model_store import ModelStore
@@ -48,6 +49,7 @@ def part_health(settings) -> dict[str, str]:
 
     for i, line in enumerate(durability(settings).lines()):
         out[f"durability {i + 1}" if i else "durability"] = line
+    out["lag"] = lag_line(settings)
     job = stream_job_health(settings)
     if job is not None:
         out["stream"] = f"{out['stream']}; {job}"
@@ -55,6 +57,20 @@ def part_health(settings) -> dict[str, str]:
     if cluster is not None:
         out["flink cluster"] = cluster
     return out
+
+
+def lag_line(settings) -> str:
+    """Each consumer's records not yet committed past, per topic (``pipelines.lag``)."""
+    from confluent_kafka import KafkaException
+
+    try:
+        lags = consumer_lags(settings, topic_ends(settings, timeout_s=3.0))
+    except (KafkaException, TimeoutError) as exc:
+        return f"not read: the broker did not answer ({exc})"
+    by: dict[str, list[str]] = {}
+    for row in lags:
+        by.setdefault(row.consumer, []).append(f"{row.topic} {row.behind:,}")
+    return "; ".join(f"{who} behind on {', '.join(parts)}" for who, parts in by.items())
 
 
 def flink_cluster_health(settings) -> str | None:
