@@ -24,7 +24,6 @@ the length and the CRC: the good prefix is kept and the tear is reported, never 
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
 import secrets
@@ -35,9 +34,10 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from flywheel.errors import BrokerError
+from flywheel.locks import held_elsewhere, try_lock
 
 MAGIC = b"FWJ1"
 _HEAD = struct.Struct(">4sII")
@@ -212,15 +212,16 @@ class JournalWriter:
         self._lock = threading.Lock()
         self._segment = -1
         self._file: BinaryIO | None = None
-        self._lock_file: BinaryIO | None = None
+        self._lock_file: IO | None = None
         self._total_checked_at = 0.0
         self._total = 0
 
     def _open(self) -> BinaryIO:
         self.folder.mkdir(parents=True, exist_ok=True)
         if self._lock_file is None:
-            self._lock_file = open(self.folder / "lock", "a+b")  # noqa: SIM115 - held for the process's life
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._lock_file = try_lock(self.folder / "lock", "a+b")  # held for the process's life
+            if self._lock_file is None:
+                raise JournalWriteError(f"{self.folder} is another writer's; each writer has its own folder")
         if self._file is not None:
             self._file.close()
         self._segment += 1
@@ -309,16 +310,7 @@ def _fsync_dir(folder: Path) -> None:
 
 def writer_alive(folder: Path) -> bool:
     """True while the writer of ``folder`` holds its lock."""
-    try:
-        with open(folder / "lock", "a+b") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(f, fcntl.LOCK_UN)
-            return False
-    except FileNotFoundError:
-        return False
+    return held_elsewhere(folder / "lock")
 
 
 def read_cursor(folder: Path) -> Position:

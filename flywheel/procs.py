@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import os
 import signal
 from pathlib import Path
 from typing import IO
 
 from flywheel.errors import FlywheelError
+from flywheel.locks import try_lock
 
 _PR_SET_PDEATHSIG = 1
 
@@ -35,13 +35,9 @@ def hold_instance_lock(path: Path, what: str) -> IO[str]:
     returned file open for as long as the lock must be held.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "a+")  # noqa: SIM115 - held open on purpose for the process lifetime
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "unknown"
-        f.close()
+    f = try_lock(path, "a+")
+    if f is None:
+        holder = path.read_text().strip() or "unknown"
         raise AlreadyRunning(
             f"another {what} (pid {holder}) is using {path.parent}; stop it first, or use another "
             "state_dir (FLYWHEEL_STATE_DIR)"

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from flywheel.files import file_lock
+from flywheel.locks import file_lock
 
 
 def store_lock(state_dir: str | Path, name: str, timeout_s: float = 600.0):

@@ -17,8 +17,8 @@ import typer
 from rich.table import Table
 
 from flywheel.cli import console, err_console, grouped, settings_of
-from flywheel.files import LockBusy, file_lock
 from flywheel.layout import StateLayout
+from flywheel.locks import LockBusy, file_lock
 from orchestration import history
 from orchestration.flow import EXIT_BUSY, bootstrap_model, retrain
 from orchestration.monitor import monitor_once

@@ -25,8 +25,8 @@ from feature_repo.definitions import CREATED
 from feature_repo.store import open_store, sample_entities
 from flywheel.errors import FlywheelError
 from flywheel.faults import crash_point
-from flywheel.files import LockBusy, file_lock
 from flywheel.layout import StateLayout
+from flywheel.locks import LockBusy, file_lock
 from flywheel.tasks import spec_for
 from orchestration import history
 from orchestration.registry import Registry

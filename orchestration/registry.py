@@ -36,8 +36,8 @@ from pathlib import Path
 
 from flywheel.errors import FlywheelError
 from flywheel.faults import crash_point
-from flywheel.files import file_lock
 from flywheel.layout import StateLayout
+from flywheel.locks import file_lock
 from flywheel.tasks import spec_class, spec_for
 from orchestration import history, mlflow_store
 from orchestration.live_plot import log_live_plot

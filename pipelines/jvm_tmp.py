@@ -18,7 +18,6 @@ kills any process still running with a dead job's folder before removing the fol
 from __future__ import annotations
 
 import atexit
-import fcntl
 import logging
 import os
 import secrets
@@ -27,19 +26,10 @@ import signal
 from pathlib import Path
 from typing import IO
 
+from flywheel.locks import try_lock
+
 log = logging.getLogger(__name__)
 _HELD: list[IO[str]] = []  # locks held for the life of this process
-
-
-def _locked(path: Path) -> IO[str] | None:
-    """``path`` opened and flocked (exclusive) if nobody else holds it, else None."""
-    f = open(path, "a")  # noqa: SIM115 - returned open: the lock lives as long as the file
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        return None
-    return f
 
 
 def _same_file(f: IO[str], path: Path) -> bool:
@@ -56,7 +46,7 @@ def sweep(root: Path) -> list[Path]:
     if not root.is_dir():
         return removed
     for lock_path in sorted(root.glob("*.lock")):
-        f = _locked(lock_path)
+        f = try_lock(lock_path)
         if f is None:
             continue  # its job is alive
         with f:
@@ -117,7 +107,7 @@ def claim(root: Path) -> Path:
         log.info("removed %d temp folder(s) left by stopped jobs under %s", len(removed), root)
     while True:
         lock_path = root / f"{os.getpid()}-{secrets.token_hex(4)}.lock"
-        f = _locked(lock_path)
+        f = try_lock(lock_path)
         # a sweep in another process may have taken and removed the file between open and lock
         if f is not None and _same_file(f, lock_path):
             break

@@ -17,7 +17,6 @@ last item read and its event id, to notice a topic that was recreated empty).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import sqlite3
@@ -31,6 +30,7 @@ from typing import Any
 from flywheel.errors import FlywheelError
 from flywheel.kafka import Topics
 from flywheel.layout import StateLayout
+from flywheel.locks import file_lock, tried
 from flywheel.model_info import model_names
 from flywheel.names import check_reviewer_id
 from flywheel.tasks import spec_class, tasks
@@ -260,16 +260,13 @@ class ReviewQueue:
     def exclusive(self, wait: bool = False) -> Iterator[bool]:
         """Hold the queue's worker lock (one process at a time syncs and sends); yields False
         when another holds it and ``wait`` is False."""
-        lock = open(self.path.with_suffix(".worker.lock"), "a")  # noqa: SIM115 - closed below
-        try:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            lock.close()
+        path = self.path.with_suffix(".worker.lock")
+        if wait:
+            with file_lock(path, timeout_s=None):
+                yield True
+        else:
+            with tried(path) as mine:
+                yield mine
 
     def sync(self, timeout_s: float = 30.0, wait: bool = False, max_records: int = 5000) -> int:
         """Copy the review topic's new records into the queue; return how many were new.

@@ -25,7 +25,6 @@ Only one settler runs at a time (a lock next to the journal); the writers never 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import shutil
 import time
@@ -47,6 +46,7 @@ from flywheel.journal import (
 )
 from flywheel.kafka import producer_config
 from flywheel.layout import StateLayout
+from flywheel.locks import try_lock
 from pipelines.fates import FATES, FateLedger
 
 
@@ -119,13 +119,11 @@ def settle(settings, log=print, now: float | None = None) -> SettleReport:
     report = SettleReport()
     if not root.is_dir():
         return report
-    lock = open(root / "settler.lock", "a+b")  # noqa: SIM115 - closed in finally
+    lock = try_lock(root / "settler.lock", "a+b")  # one settler at a time; closed in finally
+    if lock is None:
+        report.skipped = True
+        return report
     try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            report.skipped = True
-            return report
         now = time.time() if now is None else now
         state = SettlerState.load(layout.settler_state)
         epoch = read_epoch(settings.state_dir) if settings.embedded_broker else None

@@ -23,8 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from flywheel.errors import FlywheelError
-from flywheel.files import file_lock, write_json_atomic
+from flywheel.files import write_json_atomic
 from flywheel.layout import StateLayout
+from flywheel.locks import file_lock
 from flywheel.model_info import ModelInfo, ModelNotFound, model_names, read_model_info
 from training.version import VersionFolder
 
