@@ -59,7 +59,7 @@ class LedgerError(FlywheelError):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class LiveOutcome:
     """One labelled prediction of a version."""
 
     version: int
@@ -289,7 +289,7 @@ class LiveLedger:
         latest: bool = True,
         shadow: bool = False,
         served: bool = True,
-    ) -> list[Outcome]:
+    ) -> list[LiveOutcome]:
         """The version's labelled predictions in the prediction-time range, oldest first:
         the latest ``limit`` of them (or the earliest, ``latest=False``); with ``max_delay``
         only labels received within that many seconds of their prediction."""
@@ -315,7 +315,7 @@ class LiveLedger:
             sql += " LIMIT ?"
             args.append(limit)
         rows = self.conn.execute(sql, args).fetchall()
-        found = [Outcome(v, p, lab, val, bool(s)) for v, p, lab, val, s in rows]
+        found = [LiveOutcome(v, p, lab, val, bool(s)) for v, p, lab, val, s in rows]
         return found[::-1] if latest else found
 
     def per_version(self, model: str) -> list[VersionLive]:

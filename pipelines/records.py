@@ -54,10 +54,10 @@ __all__ = [
     "DlqRecord",
     "DuplicateRecord",
     "Origin",
-    "Outcome",
     "RawCopy",
     "RecordError",
     "RoutedRecord",
+    "Routing",
     "clean_event",
     "dlq_record",
     "mask_pii",
@@ -156,7 +156,7 @@ def origin_of(value: bytes | str) -> Origin:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Routing:
     """What ``process_raw`` decided for one raw record.
 
     ``destination`` is DLQ, REVIEW or CLEAN; ``record`` is the JSON to write there (for
@@ -605,7 +605,7 @@ class DuplicateRecord:
 
 def _route_valid(
     value: bytes | None, thresholds: dict[str, float], default_threshold: float, origin: Origin
-) -> Outcome:
+) -> Routing:
     if value is None:
         raise InvalidEventError(EMPTY, [("", "record has no value (tombstone)")])
     event = parse_event(bytes(value))
@@ -614,7 +614,7 @@ def _route_valid(
     record = RoutedRecord.of(event, low, masks, origin, truncated).to_json()
     if len(record.encode("utf-8")) > MAX_RECORD_BYTES:
         raise InvalidEventError(TOO_LARGE, [("", f"the routed record exceeds {MAX_RECORD_BYTES} bytes")])
-    return Outcome(destination, record, event.event_id)
+    return Routing(destination, record, event.event_id)
 
 
 def process_raw(
@@ -624,7 +624,7 @@ def process_raw(
     thresholds: dict[str, float] | None = None,
     default_threshold: float = 0.5,
     max_dlq_raw_bytes: int = DEFAULT_DLQ_RAW_BYTES,
-) -> Outcome:
+) -> Routing:
     """Decide where one raw record goes; never raises.
 
     A valid event comes back parsed and validated once, normalised, PII-masked and routed
@@ -638,11 +638,11 @@ def process_raw(
     except Exception as exc:  # noqa: BLE001 - no record may stop the job: it goes to the DLQ
         error = InvalidEventError(INTERNAL_ERROR, [("", f"{type(exc).__name__}: {exc}"[:_MAX_MESSAGE_CHARS])])
     try:
-        return Outcome(DLQ, dlq_record(value, key, error, origin, max_dlq_raw_bytes))
+        return Routing(DLQ, dlq_record(value, key, error, origin, max_dlq_raw_bytes))
     except Exception as exc:  # noqa: BLE001 - even the DLQ record failed: keep the bare facts
         message = f"{error.code}; then building the DLQ record failed: {type(exc).__name__}: {exc}"
         raw = None if value is None else RawCopy(len(value))
-        return Outcome(
+        return Routing(
             DLQ, DlqRecord(INTERNAL_ERROR, message[:_MAX_MESSAGE_CHARS], origin, raw=raw).to_json()
         )
 

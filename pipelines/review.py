@@ -21,7 +21,7 @@ from flywheel.model_info import read_model_info
 from flywheel.names import REVIEW_SOURCE_PREFIX, REVIEW_SUFFIX, check_reviewer_id, review_source
 from flywheel.tasks import spec_class
 from pipelines.records import Origin, RoutedRecord
-from pipelines.review_queue import NotAllowed, ReviewError, ReviewQueue, UnknownModel, Verdict
+from pipelines.review_queue import NotAllowed, ReviewError, ReviewQueue, UnknownModel, VoteResult
 
 
 def review_event_id(event_id: str) -> str:
@@ -156,7 +156,7 @@ def answer(
     reviewer: str,
     given: str | None,
     undo_window_s: float = 0.0,
-) -> Verdict:
+) -> VoteResult:
     """Record a reviewer's answer (None: skip) after checking who they are and the answer."""
     check_reviewer(settings, reviewer)
     item = queue.get(event_id)
@@ -172,7 +172,7 @@ def answer(
     return queue.vote(model, event_id, reviewer, given, undo_window_s=undo_window_s)
 
 
-def settle(settings, queue: ReviewQueue, model: str, event_id: str, reviewer: str, given: str) -> Verdict:
+def settle(settings, queue: ReviewQueue, model: str, event_id: str, reviewer: str, given: str) -> VoteResult:
     """A lead's answer to an escalated item (final at once)."""
     known = settings.review.reviewers
     if reviewer not in known or not known[reviewer].lead:

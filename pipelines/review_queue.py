@@ -114,7 +114,7 @@ class Item:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class VoteResult:
     """Where an item stands after a vote: ``status`` and, when agreed, the answer."""
 
     event_id: str
@@ -125,7 +125,7 @@ class Verdict:
 
 
 @dataclass(frozen=True)
-class Decision:
+class AgreedAnswer:
     """An agreed answer waiting to be sent: the item's record, the answer, who agreed."""
 
     record: RoutedRecord
@@ -460,7 +460,7 @@ class ReviewQueue:
         answer: str | None,
         now: float | None = None,
         undo_window_s: float = 0.0,
-    ) -> Verdict:
+    ) -> VoteResult:
         """Record ``reviewer``'s answer to an item (``None``: a skip). The answer can be undone
         for ``undo_window_s``; it is sent once the item is agreed and every vote is final."""
         check_reviewer_id(reviewer)
@@ -482,7 +482,9 @@ class ReviewQueue:
             )
             return self._decide(db, event_id, now)
 
-    def settle(self, model: str, event_id: str, lead: str, answer: str, now: float | None = None) -> Verdict:
+    def settle(
+        self, model: str, event_id: str, lead: str, answer: str, now: float | None = None
+    ) -> VoteResult:
         """A lead's answer to an escalated item: it becomes the agreed answer, from the lead
         and the reviewers who gave it. Kept apart from the votes (agreement rates count the
         reviewers' own answers) and final at once."""
@@ -502,7 +504,7 @@ class ReviewQueue:
                 "decided_at = ? WHERE event_id = ?",
                 (answer, ",".join(sorted(agreeing | {lead})), lead, now, event_id),
             )
-            return Verdict(event_id, AGREED, answer, len(agreeing) + 1, self.required)
+            return VoteResult(event_id, AGREED, answer, len(agreeing) + 1, self.required)
 
     def undo(self, model: str, reviewer: str, now: float | None = None) -> str | None:
         """Take back ``reviewer``'s last answer or skip on ``model`` while its undo window is
@@ -545,7 +547,7 @@ class ReviewQueue:
             raise NotInQueue(f"{event_id[:130]!r} is not in model {model!r}'s review queue")
         return row[0]
 
-    def _decide(self, db, event_id: str, now: float) -> Verdict:
+    def _decide(self, db, event_id: str, now: float) -> VoteResult:
         answers = {
             reviewer: answer
             for reviewer, answer in db.execute(
@@ -566,8 +568,8 @@ class ReviewQueue:
                         "UPDATE items SET status = 'escalated', decided_at = ? WHERE event_id = ?",
                         (now, event_id),
                     )
-                    return Verdict(event_id, ESCALATED, None, len(answers), self.required)
-            return Verdict(event_id, PENDING, None, len(answers), self.required)
+                    return VoteResult(event_id, ESCALATED, None, len(answers), self.required)
+            return VoteResult(event_id, PENDING, None, len(answers), self.required)
         if len(set(answers.values())) == 1:
             (answer,) = set(answers.values())
             db.execute(
@@ -575,15 +577,15 @@ class ReviewQueue:
                 "WHERE event_id = ?",
                 (answer, ",".join(sorted(answers)), now, event_id),
             )
-            return Verdict(event_id, AGREED, answer, len(answers), self.required)
+            return VoteResult(event_id, AGREED, answer, len(answers), self.required)
         db.execute(
             "UPDATE items SET status = 'escalated', decided_at = ? WHERE event_id = ?", (now, event_id)
         )
-        return Verdict(event_id, ESCALATED, None, len(answers), self.required)
+        return VoteResult(event_id, ESCALATED, None, len(answers), self.required)
 
     # ---- sending agreed answers ----------------------------------------------------
 
-    def due(self, now: float | None = None, limit: int = 500) -> list[Decision]:
+    def due(self, now: float | None = None, limit: int = 500) -> list[AgreedAnswer]:
         """Agreed answers not sent yet whose votes are all past their undo window."""
         now = time.time() if now is None else now
         rows = self.db.execute(
@@ -593,7 +595,7 @@ class ReviewQueue:
             "ORDER BY i.decided_at LIMIT ?",
             (now, limit),
         ).fetchall()
-        return [Decision(RoutedRecord.from_json(r), a, who.split(",")) for r, a, who in rows]
+        return [AgreedAnswer(RoutedRecord.from_json(r), a, who.split(",")) for r, a, who in rows]
 
     def mark_sent(self, event_ids: list[str], now: float | None = None) -> None:
         now = time.time() if now is None else now

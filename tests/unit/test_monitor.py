@@ -216,7 +216,7 @@ def test_looking_after_every_batch_of_labels_keeps_false_rollbacks_rare(settings
 
     from flywheel.tasks.text import TextClassification
     from orchestration.monitor import Watch, judge
-    from pipelines.live import Outcome
+    from pipelines.live import LiveOutcome
 
     class Ledger:
         def __init__(self, new, old):
@@ -232,8 +232,8 @@ def test_looking_after_every_batch_of_labels_keeps_false_rollbacks_rare(settings
     watch = Watch("sentiment", 2, 1, now - timedelta(hours=1), "promote")
     alarms = naive = 0
     for _ in range(200):
-        old = [Outcome(1, 0.0, 0.0, float(rng.random() < 0.75)) for _ in range(1000)]
-        new = [Outcome(2, 0.0, 0.0, float(rng.random() < 0.75)) for _ in range(1600)]
+        old = [LiveOutcome(1, 0.0, 0.0, float(rng.random() < 0.75)) for _ in range(1000)]
+        new = [LiveOutcome(2, 0.0, 0.0, float(rng.random() < 0.75)) for _ in range(1600)]
         states = {
             judge(s, Ledger(new[:n], old), TextClassification, watch, now).state for n in range(25, 1601, 25)
         }
