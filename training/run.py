@@ -27,11 +27,6 @@ from training.trainer import FitResult, fit, version_roles
 from training.version import Lineage, VersionFolder
 
 
-def adapter_for(settings, task: str) -> TaskSpec:
-    """The spec of ``task`` as the settings configure it (``flywheel.tasks.spec_for``)."""
-    return spec_for(settings, task)
-
-
 def champion_dir(models: ModelStore, run: TrainedRun) -> Path | None:
     """The folder of the champion ``run`` is trained from and compared with (None for a first version)."""
     return None if run.champion is None else models.version_dir(run.model, run.champion)
@@ -69,7 +64,7 @@ def bootstrap(
     data,
     labels: list[str] | None = None,
     golden=None,
-    adapter: TaskSpec | None = None,
+    spec: TaskSpec | None = None,
     progress: bool = True,
 ) -> TrainedRun:
     """Train the first version of a new model from a labelled DataFrame (or file); fix its golden set.
@@ -81,34 +76,34 @@ def bootstrap(
     """
 
     cfg = settings.training
-    adapter = adapter or adapter_for(settings, task)
-    frame = adapter.load_samples(data)
+    spec = spec or spec_for(settings, task)
+    frame = spec.load_samples(data)
     if "confidence" not in frame:
         frame["confidence"] = 1.0
-    labels = labels or adapter.labels_of(frame)
-    frame, held = quarantine(frame, labels, cfg.data_gate, adapter)
+    labels = labels or spec.labels_of(frame)
+    frame, held = quarantine(frame, labels, cfg.data_gate, spec)
     if golden is None:
-        rest, golden = stratified_share(frame, cfg.golden_fraction, salt="golden:", column=adapter.strata)
+        rest, golden = stratified_share(frame, cfg.golden_fraction, salt="golden:", column=spec.strata)
     else:
-        golden = adapter.load_samples(golden)
-        golden, held_golden = quarantine(golden.assign(confidence=1.0), labels, cfg.data_gate, adapter)
+        golden = spec.load_samples(golden)
+        golden, held_golden = quarantine(golden.assign(confidence=1.0), labels, cfg.data_gate, spec)
         held = held.add(held_golden)
         rest = frame[~frame["sample_id"].isin(golden["sample_id"])]
     golden = golden.reset_index(drop=True)
     train, val, old_holdout = split_by_hash(rest, cfg.holdout_fraction, cfg.validation_fraction)
-    train, gate = check_batch(train, labels, cfg.data_gate, adapter)
+    train, gate = check_batch(train, labels, cfg.data_gate, spec)
     gate.quarantine = held.add(gate.quarantine)
     if not gate.success:
         raise DataRejected(gate)
     cut = datetime.now(UTC)
     models = ModelStore(settings.state_dir)
     info = ModelInfo(
-        name=name, task=task, labels=list(labels), base_model=str(getattr(adapter, "base_model", ""))
+        name=name, task=task, labels=list(labels), base_model=str(getattr(spec, "base_model", ""))
     )
-    models.create(info, golden[["sample_id", *adapter.sample_columns]], rest, watermark=cut)
+    models.create(info, golden[["sample_id", *spec.sample_columns]], rest, watermark=cut)
     folder = models.new_run(name)
     folder.save_data_gate(gate)
-    old = stratified_sample(old_holdout, cfg.max_old_holdout, cfg.seed, column=adapter.strata)
+    old = stratified_sample(old_holdout, cfg.max_old_holdout, cfg.seed, column=spec.strata)
     holdouts = {"golden": golden, "old": old}
     lineage = Lineage(
         window_start=None,
@@ -123,9 +118,9 @@ def bootstrap(
     )
     folder.save_lineage(lineage)
     run = TrainedRun(name, folder, lineage, None, data_gate=gate)
-    run.fit = fit(adapter, labels, train, val, cfg, folder, progress=progress)
-    roles = version_roles(adapter, labels, folder.path)
-    run.report = evaluate(adapter, labels, roles, holdouts, cfg.eval_batch_size)
+    run.fit = fit(spec, labels, train, val, cfg, folder, progress=progress)
+    roles = version_roles(spec, labels, folder.path)
+    run.report = evaluate(spec, labels, roles, holdouts, cfg.eval_batch_size)
     run.report.model = name
     folder.save_report(run.report)
     return run
@@ -158,7 +153,7 @@ def screen(settings, run: TrainedRun) -> TrainedRun:
 
     gate_cfg = settings.training.data_gate
     info = ModelStore(settings.state_dir).info(run.model)
-    labels, spec = info.labels, adapter_for(settings, info.task)
+    labels, spec = info.labels, spec_for(settings, info.task)
     train, validation, holdouts = run.folder.dataset()
     validation, held_val = quarantine(validation, labels, gate_cfg, spec)
     new_holdout, held_new = quarantine(holdouts["new"], labels, gate_cfg, spec)
@@ -180,16 +175,16 @@ def screen(settings, run: TrainedRun) -> TrainedRun:
 
 
 def fit_run(
-    settings, run: TrainedRun, adapter: TaskSpec | None = None, progress: bool = True, should_stop=None
+    settings, run: TrainedRun, spec: TaskSpec | None = None, progress: bool = True, should_stop=None
 ) -> TrainedRun:
     """The fit step: the student starts from the champion, which is also the teacher."""
 
     models = ModelStore(settings.state_dir)
     info = models.info(run.model)
     train, validation, _ = run.folder.dataset()
-    adapter = adapter or adapter_for(settings, info.task)
+    spec = spec or spec_for(settings, info.task)
     run.fit = fit(
-        adapter,
+        spec,
         info.labels,
         train,
         validation,
@@ -202,15 +197,15 @@ def fit_run(
     return run
 
 
-def evaluate_run(settings, run: TrainedRun, adapter: TaskSpec | None = None) -> TrainedRun:
+def evaluate_run(settings, run: TrainedRun, spec: TaskSpec | None = None) -> TrainedRun:
     """The evaluate step: baseline, champion and candidate on the same holdouts; eval.json."""
 
     models = ModelStore(settings.state_dir)
     info = models.info(run.model)
-    adapter = adapter or adapter_for(settings, info.task)
+    spec = spec or spec_for(settings, info.task)
     _, _, holdouts = run.folder.dataset()
-    roles = version_roles(adapter, info.labels, run.path, champion_dir(models, run))
-    run.report = evaluate(adapter, info.labels, roles, holdouts, settings.training.eval_batch_size)
+    roles = version_roles(spec, info.labels, run.path, champion_dir(models, run))
+    run.report = evaluate(spec, info.labels, roles, holdouts, settings.training.eval_batch_size)
     run.report.model, run.report.champion_version = run.model, run.champion
     run.folder.save_report(run.report)
     return run
@@ -230,7 +225,7 @@ def train(
     name: str,
     feast_store=None,
     cut: datetime | None = None,
-    adapter: TaskSpec | None = None,
+    spec: TaskSpec | None = None,
     progress: bool = True,
 ) -> TrainedRun:
     """dataset → data gate → label screen → LoRA + distillation → evaluate vs champion
@@ -242,5 +237,5 @@ def train(
     run = prepare(settings, name, feast_store, cut)
     screen(settings, run)
     run.label_screen = screen_run(settings, run)
-    fit_run(settings, run, adapter, progress)
-    return evaluate_run(settings, run, adapter)
+    fit_run(settings, run, spec, progress)
+    return evaluate_run(settings, run, spec)

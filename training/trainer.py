@@ -35,22 +35,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def lora_model(adapter: TaskSpec, labels: list[str], cfg: TrainingSettings):
+def lora_model(spec: TaskSpec, labels: list[str], cfg: TrainingSettings):
     """A new version's model: the task's base model with fresh LoRA weights and trainable head."""
     from peft import LoraConfig, get_peft_model
 
-    base = adapter.build(labels)
+    base = spec.build(labels)
     config = LoraConfig(
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
         lora_dropout=cfg.lora.dropout,
-        target_modules=cfg.lora.target_modules or adapter.lora_targets,
-        modules_to_save=adapter.modules_to_save or None,
+        target_modules=cfg.lora.target_modules or spec.lora_targets,
+        modules_to_save=spec.modules_to_save or None,
     )
     return get_peft_model(base, config)
 
 
-def load_adapter_model(adapter: TaskSpec, labels: list[str], path: Path, trainable: bool = False):
+def load_adapter_model(spec: TaskSpec, labels: list[str], path: Path, trainable: bool = False):
     """A saved version: the base model plus the adapter (LoRA weights and the saved head)."""
     import torch
     from peft import PeftModel
@@ -59,7 +59,7 @@ def load_adapter_model(adapter: TaskSpec, labels: list[str], path: Path, trainab
     # touching the caller's RNG (``fit`` loads the champion after seeding with training.seed).
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = PeftModel.from_pretrained(adapter.build(labels, path), str(path), is_trainable=trainable)
+        model = PeftModel.from_pretrained(spec.build(labels, path), str(path), is_trainable=trainable)
     if not trainable:
         model.eval()
     return model
@@ -84,7 +84,7 @@ class Stopped(FlywheelError):
 class FitInputs:
     """What a fit trains on and from: the task, the data, the settings and the teacher."""
 
-    adapter: TaskSpec
+    spec: TaskSpec
     labels: list[str]
     train: Any  # DataFrame
     val: Any  # DataFrame (may be empty)
@@ -118,23 +118,23 @@ class _Session:
 def _build(inputs: FitInputs, precompute_teacher: bool) -> _Session:
     import torch
 
-    adapter, labels, cfg, champion_dir = inputs.adapter, inputs.labels, inputs.cfg, inputs.champion_dir
+    spec, labels, cfg, champion_dir = inputs.spec, inputs.labels, inputs.cfg, inputs.champion_dir
     seed_everything(cfg.seed)
     device, autocast = pick_device()
     use_teacher = champion_dir is not None and cfg.distill_alpha > 0
-    train_ds = adapter.dataset(inputs.train, labels)
-    val_ds = adapter.dataset(inputs.val, labels) if len(inputs.val) else None
-    baseline = adapter.fit_baseline(train_ds, labels, cfg.seed)
+    train_ds = spec.dataset(inputs.train, labels)
+    val_ds = spec.dataset(inputs.val, labels) if len(inputs.val) else None
+    baseline = spec.fit_baseline(train_ds, labels, cfg.seed)
     if champion_dir is not None:
-        student = load_adapter_model(adapter, labels, champion_dir, trainable=True)
+        student = load_adapter_model(spec, labels, champion_dir, trainable=True)
     else:
-        student = lora_model(adapter, labels, cfg)
+        student = lora_model(spec, labels, cfg)
         if baseline is not None:
-            adapter.init_from_baseline(student, baseline)
-    teacher = load_adapter_model(adapter, labels, champion_dir) if use_teacher and champion_dir else None
+            spec.init_from_baseline(student, baseline)
+    teacher = load_adapter_model(spec, labels, champion_dir) if use_teacher and champion_dir else None
     teacher_out = None
-    if teacher is not None and precompute_teacher and adapter.cache_teacher:
-        teacher_out = predict(adapter, teacher, train_ds, cfg.eval_batch_size, device)
+    if teacher is not None and precompute_teacher and spec.cache_teacher:
+        teacher_out = predict(spec, teacher, train_ds, cfg.eval_batch_size, device)
     if teacher is not None:
         teacher.to(device)
     student.to(device)
@@ -142,7 +142,7 @@ def _build(inputs: FitInputs, precompute_teacher: bool) -> _Session:
     lora: list[Any] = []
     for name, p in student.named_parameters():
         if p.requires_grad:
-            (head if any(m in name for m in adapter.modules_to_save) else lora).append(p)
+            (head if any(m in name for m in spec.modules_to_save) else lora).append(p)
     optimizer = torch.optim.AdamW(
         [
             {"params": lora, "lr": cfg.learning_rate},
@@ -166,7 +166,7 @@ def _build(inputs: FitInputs, precompute_teacher: bool) -> _Session:
 
 
 def _trainable_state(s: _Session) -> dict:
-    mods = s.inputs.adapter.modules_to_save
+    mods = s.inputs.spec.modules_to_save
     return {
         k: v.detach().clone()
         for k, v in s.student.state_dict().items()
@@ -176,13 +176,13 @@ def _trainable_state(s: _Session) -> dict:
 
 def _validate(s: _Session, record: dict) -> float:
     """Adds the validation figures to ``record``; returns the score to maximise."""
-    adapter, cfg = s.inputs.adapter, s.inputs.cfg
+    spec, cfg = s.inputs.spec, s.inputs.cfg
     if s.val_ds is not None:
         found, record["val_loss"] = evidence_of(
-            adapter, s.student, s.val_ds, cfg.eval_batch_size, s.device, loss=True
+            spec, s.student, s.val_ds, cfg.eval_batch_size, s.device, loss=True
         )
-        metric = adapter.primary_metric
-        record["val_" + metric] = adapter.metrics(found, s.inputs.labels)[metric]
+        metric = spec.primary_metric
+        record["val_" + metric] = spec.metrics(found, s.inputs.labels)[metric]
         return -record["val_loss"]
     return -record.get("train_loss", math.inf)
 
@@ -191,7 +191,7 @@ def _epoch(s: _Session, epoch: int, bar, started: float, should_stop) -> dict:
     """One pass over the shuffled training data (or what is left of the step budget)."""
     import torch
 
-    adapter, cfg = s.inputs.adapter, s.inputs.cfg
+    spec, cfg = s.inputs.spec, s.inputs.cfg
     s.student.train()
     order = torch.randperm(len(s.inputs.train), generator=s.generator).tolist()
     losses = []
@@ -202,15 +202,15 @@ def _epoch(s: _Session, epoch: int, bar, started: float, should_stop) -> dict:
             raise Stopped(f"training stopped at step {s.step} of {s.total}; nothing was saved")
         b = {k: v.to(s.device) for k, v in b.items()}
         with torch.autocast(s.device.type, dtype=s.autocast, enabled=s.autocast is not None):
-            out = adapter.forward(s.student, b)
-            loss = adapter.task_loss(out, b)
+            out = spec.forward(s.student, b)
+            loss = spec.task_loss(out, b)
             if s.teacher is not None:
                 if s.teacher_out is not None:
                     t_out = s.teacher_out[sel].to(s.device)
                 else:
                     with torch.no_grad():
-                        t_out = adapter.forward(s.teacher, b)
-                loss = loss + cfg.distill_alpha * adapter.distill_loss(out, t_out, cfg.temperature)
+                        t_out = spec.forward(s.teacher, b)
+                loss = loss + cfg.distill_alpha * spec.distill_loss(out, t_out, cfg.temperature)
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(s.params, cfg.grad_clip)
@@ -226,18 +226,18 @@ def _epoch(s: _Session, epoch: int, bar, started: float, should_stop) -> dict:
 
 
 def _save(s: _Session, folder: VersionFolder, history: list[dict], best_epoch: int) -> None:
-    inputs, adapter = s.inputs, s.inputs.adapter
+    inputs, spec = s.inputs, s.inputs.spec
     folder.path.mkdir(parents=True, exist_ok=True)
     s.student.save_pretrained(str(folder.path), safe_serialization=True)
-    adapter.save_architecture(s.student, folder.path)
+    spec.save_architecture(s.student, folder.path)
     if s.baseline is not None:
-        adapter.save_baseline(s.baseline, folder.path)
+        spec.save_baseline(s.baseline, folder.path)
     folder.save_training_record(
         {
-            "task": adapter.name,
+            "task": spec.name,
             "labels": inputs.labels,
-            "base_model": str(getattr(adapter, "base_model", "")),
-            "max_length": getattr(adapter, "max_length", None),
+            "base_model": str(getattr(spec, "base_model", "")),
+            "max_length": getattr(spec, "max_length", None),
             "teacher": str(inputs.champion_dir) if inputs.champion_dir else None,
             "device": str(s.device),
             "training": json.loads(inputs.cfg.model_dump_json()),
@@ -250,7 +250,7 @@ def _save(s: _Session, folder: VersionFolder, history: list[dict], best_epoch: i
 
 
 def fit(
-    adapter: TaskSpec,
+    spec: TaskSpec,
     labels: list[str],
     train,
     val,
@@ -274,13 +274,13 @@ def fit(
     true, :class:`Stopped` is raised before anything is saved.
     """
 
-    with cpu_threads(adapter):  # the task's CPU threads for the whole fit
+    with cpu_threads(spec):  # the task's CPU threads for the whole fit
         folder = (
             out_dir
             if isinstance(out_dir, VersionFolder)
             else VersionFolder(Path(out_dir), Path(out_dir).name)
         )
-        s = _build(FitInputs(adapter, labels, train, val, cfg, champion_dir), precompute_teacher)
+        s = _build(FitInputs(spec, labels, train, val, cfg, champion_dir), precompute_teacher)
         history: list[dict[str, Any]] = []
         best, best_epoch, best_state, bad_epochs = -math.inf, 0, None, 0
         if (
@@ -328,10 +328,10 @@ def result_dict(result: FitResult) -> dict:
     return d
 
 
-def version_roles(adapter: TaskSpec, labels: list[str], folder: Path, champion_dir: Path | None = None):
+def version_roles(spec: TaskSpec, labels: list[str], folder: Path, champion_dir: Path | None = None):
     """The models an evaluation of the version in ``folder`` scores: the candidate, the baseline
     saved beside it and, for a retrain, the champion it was trained from."""
-    roles = {"champion": load_adapter_model(adapter, labels, champion_dir)} if champion_dir else {}
-    roles["candidate"] = load_adapter_model(adapter, labels, folder)
-    roles["baseline"] = adapter.load_baseline(labels, folder)
+    roles = {"champion": load_adapter_model(spec, labels, champion_dir)} if champion_dir else {}
+    roles["candidate"] = load_adapter_model(spec, labels, folder)
+    roles["baseline"] = spec.load_baseline(labels, folder)
     return roles

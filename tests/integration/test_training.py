@@ -24,10 +24,11 @@ def test_bootstrap_then_train_from_feast_with_distillation_and_replay(settings, 
     import torch
 
     from feature_repo.store import open_store
+    from flywheel.tasks import spec_for
     from flywheel.tasks.base import predict
     from training.dataset import NoNewData
     from training.model_store import Decision, ModelStore
-    from training.run import adapter_for, bootstrap, train
+    from training.run import bootstrap, train
     from training.trainer import load_adapter_model
 
     settings = small_training(settings)
@@ -42,11 +43,11 @@ def test_bootstrap_then_train_from_feast_with_distillation_and_replay(settings, 
     tolerance = settings.promotion.baseline.tolerance
     assert report.value("golden", "candidate") >= report.value("golden", "baseline") - tolerance
 
-    adapter = adapter_for(settings, "text-classification")
+    spec = spec_for(settings, "text-classification")
     labels = ["negative", "neutral", "positive"]
-    batch = adapter.dataset(seed.head(16), labels)
-    a = predict(adapter, load_adapter_model(adapter, labels, run1.path), batch)
-    b = predict(adapter, load_adapter_model(adapter, labels, run1.path), batch)
+    batch = spec.dataset(seed.head(16), labels)
+    a = predict(spec, load_adapter_model(spec, labels, run1.path), batch)
+    b = predict(spec, load_adapter_model(spec, labels, run1.path), batch)
     assert torch.equal(a, b)  # adapter round trip: identical logits
 
     # What the registry does when it registers run 1 as version 1 and promotes it:

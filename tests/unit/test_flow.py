@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from flywheel.files import file_lock
 from flywheel.layout import StateLayout
+from flywheel.locks import file_lock
 from flywheel.settings import load_settings
 from orchestration.flow import (
     EXIT_BUSY,
