@@ -144,18 +144,21 @@ def check_guard(
 
 def _floors(report: EvalReport, rules: PromotionRules, task: str) -> list[dict]:
     checks = []
+    spec = spec_class(task)
     for key, floor in floors_for(rules, task).items():
         holdout, metric = key.split(".", 1)
         value = report.value(holdout, "candidate", metric)
-        ok = value is not None and value >= floor
+        lower_is_better = metric == spec.primary_metric and spec.primary_direction == "min"
+        ok = value is not None and (value <= floor if lower_is_better else value >= floor)
         shown = "missing" if value is None else f"{value:.4f}"
+        bound = "ceiling" if lower_is_better else "floor"
         checks.append(
-            {"guard": key, "passed": ok, "candidate": value, "reason": f"{key} {shown} vs floor {floor}"}
+            {"guard": key, "passed": ok, "candidate": value, "reason": f"{key} {shown} vs {bound} {floor}"}
         )
     return checks
 
 
-def _baseline_gain(report: EvalReport, holdout: str, gain: float) -> dict:
+def _baseline_gain(report: EvalReport, holdout: str, gain: float, direction: str = "max") -> dict:
     """A first version must beat the baseline's mean by ``gain`` (e.g. an image model must
     restore: beat the degraded input's PSNR by a margin)."""
     name = f"{holdout}.{report.metric} gain over baseline"
@@ -163,8 +166,9 @@ def _baseline_gain(report: EvalReport, holdout: str, gain: float) -> dict:
     cand = report.value(holdout, "candidate")
     if base is None or cand is None:
         return {"guard": name, "passed": False, "reason": f"{name}: no baseline or candidate value"}
-    ok = cand - base >= gain
-    reason = f"{name}: {cand:.4f} vs baseline {base:.4f} ({cand - base:+.4f}; needs at least +{gain:g})"
+    better_by = cand - base if direction == "max" else base - cand
+    ok = better_by >= gain
+    reason = f"{name}: {cand:.4f} vs baseline {base:.4f} ({better_by:+.4f}; needs at least +{gain:g})"
     return {"guard": name, "passed": ok, "baseline": base, "candidate": cand, "reason": reason}
 
 
@@ -219,7 +223,7 @@ def decide(
             checks.append(check)
     gain = baseline_gain_for(rules, task) if first else None
     if gain is not None:
-        checks.append(_baseline_gain(report, b.holdout, gain))
+        checks.append(_baseline_gain(report, b.holdout, gain, spec_class(task).primary_direction))
     reasons = [c["reason"] for c in checks if not c["passed"]]
     notes = [c["reason"] for c in checks if c.get("underpowered")]
     return Verdict(not reasons, reasons, checks, notes)

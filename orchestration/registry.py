@@ -319,8 +319,9 @@ class Registry:
             if not folder.has_report():
                 continue
             value = folder.report().value("golden", "candidate", metric)
-            better = best is None or (value < best.value if direction == "min" else value > best.value)
-            if value is not None and better:
+            if value is None:
+                continue
+            if best is None or (value < best.value if direction == "min" else value > best.value):
                 best = Reference(version, value, pinned=pinned is not None)
         return best
 

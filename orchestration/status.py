@@ -63,9 +63,11 @@ def lag_line(settings) -> str:
     """Each consumer's records not yet committed past, per topic (``pipelines.lag``)."""
     from confluent_kafka import KafkaException
 
+    if settings.embedded_broker and not port_open(settings.broker.host, settings.broker.port):
+        return "not read: the embedded broker is down"
     try:
         lags = consumer_lags(settings, topic_ends(settings, timeout_s=3.0))
-    except (KafkaException, TimeoutError) as exc:
+    except (KafkaException, TimeoutError, ValueError) as exc:
         return f"not read: the broker did not answer ({exc})"
     by: dict[str, list[str]] = {}
     for row in lags:

@@ -165,7 +165,7 @@ def review_label(
     reviewer: Annotated[str, typer.Option(help="who you are: one of review.reviewers when configured")],
 ) -> None:
     """Answer a review item. Once review.required_reviews reviewers agree, the answer goes back
-    into the loop as feedback (label_source=review, source=review:<reviewers>)."""
+    into the loop as feedback (`label_source=review`, `source=review:<reviewers>`)."""
 
     settings = settings_of(ctx)
     with FeedbackClient(settings) as client:
@@ -276,7 +276,7 @@ def cluster_start(
     slots: Annotated[int, typer.Option(min=1, help="task slots per TaskManager")] = 2,
 ) -> None:
     """Start a standalone Flink cluster on loopback from PyFlink's own scripts (under
-    <state_dir>/flink-cluster)."""
+    `<state_dir>/flink-cluster`)."""
 
     cluster = flink_cluster.start(settings_of(ctx), taskmanagers, slots)
     console.print(f"Flink cluster: {cluster.rest} ({taskmanagers} TaskManager(s) x {slots} slots)")

@@ -66,6 +66,7 @@ def topic_ends(settings, timeout_s: float = 5.0) -> dict[str, dict[int, int]]:
                 "auto.offset.reset": "earliest",
                 "max.partition.fetch.bytes": 1024,  # a fetch is for its high watermark, not data
                 "fetch.wait.max.ms": settings.kafka.fetch_wait_ms,
+                "log_level": 2,  # a probe: connection errors become the caller's one-line answer
             },
         )
     )
@@ -103,6 +104,9 @@ def consumer_lags(settings, ends: dict[str, dict[int, int]] | None = None) -> li
     out = []
     for name, group, topic in consumers(settings):
         parts = ends.get(topic, {})
+        if not parts:  # the topic does not exist (yet): nothing to be behind on
+            out.append(ConsumerLag(name, group, topic.rsplit(".", 1)[-1], 0, 0, 0))
+            continue
         request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in parts])
         (future,) = admin.list_consumer_group_offsets([request], request_timeout=5).values()
         committed = {tp.partition: max(tp.offset, 0) for tp in future.result().topic_partitions}

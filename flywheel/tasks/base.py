@@ -151,8 +151,14 @@ class TaskSpec:
 
     @classmethod
     def baseline_guard(cls, rules, metric: str):
-        """The paired guard of a candidate against the baseline (``rules``: BaselineGuard)."""
-        return rules.guard(metric)
+        """The paired guard of a candidate against the baseline (``rules``: BaselineGuard),
+        in the primary metric's direction."""
+        guard = rules.guard(metric)
+        return (
+            guard.model_copy(update={"direction": cls.primary_direction})
+            if metric == cls.primary_metric
+            else guard
+        )
 
     @classmethod
     def default_baseline_gain(cls) -> float | None:

@@ -22,6 +22,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from flywheel.settings import load_settings
 from orchestration.flow import readiness
+from orchestration.flow import retrain as run_retrain
 
 
 def _settings():
@@ -53,7 +54,7 @@ def flywheel_retrain():
 
     @task
     def retrain() -> dict:
-        outcome = retrain(_settings(), _model(), if_ready=True, progress=False, log=print)
+        outcome = run_retrain(_settings(), _model(), if_ready=True, progress=False, log=print)
         print(f"{outcome.model} v{outcome.version}: {outcome.status} {outcome.reasons}")
         if outcome.status == "failed":
             raise RuntimeError("; ".join(outcome.reasons))
