@@ -38,6 +38,9 @@ def try_lock(path: Path, mode: str = "a") -> IO | None:
     except BlockingIOError:
         f.close()
         return None
+    except OSError:
+        f.close()  # e.g. no locks on this filesystem: the caller hears why, with nothing left open
+        raise
     return f
 
 

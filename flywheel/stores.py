@@ -17,7 +17,7 @@ from flywheel.locks import file_lock
 
 
 def store_lock(state_dir: str | Path, name: str, timeout_s: float = 600.0):
-    """Hold ``<state_dir>/locks/<name>.lock`` (``flywheel.files.file_lock``: LockBusy after
+    """Hold ``<state_dir>/locks/<name>.lock`` (``flywheel.locks.file_lock``: LockBusy after
     ``timeout_s`` of another process holding it)."""
     return file_lock(_locks(state_dir) / f"{name}.lock", timeout_s)
 
