@@ -109,8 +109,16 @@ def consumer_lags(settings, ends: dict[str, dict[int, int]] | None = None) -> li
             continue
         request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in parts])
         (future,) = admin.list_consumer_group_offsets([request], request_timeout=5).values()
-        committed = {tp.partition: max(tp.offset, 0) for tp in future.result().topic_partitions}
-        end = sum(parts.values())
-        done = sum(min(committed.get(p, 0), e) for p, e in parts.items())
+        committed = {tp.partition: tp.offset for tp in future.result().topic_partitions}
+        end, done = summed(parts, committed)
         out.append(ConsumerLag(name, group, topic.rsplit(".", 1)[-1], end, done, end - done))
     return out
+
+
+def summed(ends: dict[int, int], committed: dict[int, int]) -> tuple[int, int]:
+    """(end, committed) summed over a topic's partitions. A partition without a commit (none,
+    or librdkafka's negative "invalid offset") counts from 0; a commit past the end (the
+    partition was recreated emptier) counts as the end, never as negative lag."""
+    end = sum(ends.values())
+    done = sum(min(max(committed.get(p, 0), 0), e) for p, e in ends.items())
+    return end, done
