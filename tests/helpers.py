@@ -103,3 +103,20 @@ def mixed_traffic(n: int, seed: int = 0) -> tuple[list[bytes], dict[str, int]]:
             values.append(json.dumps(event).encode())
             originals.append(values[-1])
     return values, expected
+
+
+def tiny_text_spec(layers: int = 2, max_length: int = 16):
+    """The text-classification spec on a randomly initialised, tiny BERT (no checkpoint read)."""
+    from transformers import BertConfig
+
+    from flywheel.tasks import get_task
+
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    return get_task("text-classification", max_length=max_length, config=config)

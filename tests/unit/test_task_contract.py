@@ -17,22 +17,11 @@ import tests.toy_task  # noqa: F401  registers toy-regression
 from flywheel.settings import DataGateSettings, Guard, load_settings
 from flywheel.tasks import spec_class, spec_for, tasks
 from flywheel.tasks.base import Suite, collate
+from tests.helpers import tiny_text_spec
 
 
 def text_case(tmp_path):
-    from transformers import BertConfig
-
-    spec = spec_class("text-classification")(
-        max_length=16,
-        config=BertConfig(
-            vocab_size=30522,
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=64,
-        ),
-    )
+    spec = tiny_text_spec(layers=1)
     rows = [
         {"sample_id": f"t{i}", "text": f"words number {i}", "label": ["neg", "pos"][i % 2]} for i in range(8)
     ]

@@ -8,6 +8,7 @@ import pytest
 from flywheel.settings import DataGateSettings, load_settings
 from flywheel.tasks import get_task, tasks
 from flywheel.tasks.base import predict
+from tests.helpers import tiny_text_spec
 from training.data import bucket, split_by_hash, stratified_sample
 from training.data_gate import check_batch, quarantine
 
@@ -16,17 +17,7 @@ WORDS = {"negative": "awful terrible bad", "neutral": "table chair window", "pos
 
 
 def tiny_adapter():
-    from transformers import BertConfig
-
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    return get_task("text-classification", max_length=16, config=config)
+    return tiny_text_spec(layers=2)
 
 
 TEXT = get_task("text-classification")  # the data gate's checks are the spec's; no model is built
