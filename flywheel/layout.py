@@ -13,6 +13,8 @@
     registry/<name>.retrain.lock  one retrain of a model at a time
     registry/<name>.history.jsonl promotions, rejections, rollbacks
     review/queue.sqlite       the review queue: items, votes, agreed labels
+    privacy/                  subject.key (the pseudonym key), forgotten.sqlite (what was
+                              forgotten), forget/<id>.json (an erasure under way), audit.jsonl
     run/                      `flywheel run`: health, resolved config, logs, its lock
     broker.json, broker.log   the embedded broker's pid and port, its log
     feast/ mlflow.db mlartifacts/ flink-checkpoints/ flink-logs/
@@ -207,12 +209,40 @@ class StateLayout:
     def mlflow_artifacts(self) -> Path:
         return self.root.resolve() / "mlartifacts"
 
+    # ---- privacy (flywheel.privacy, orchestration.forget) ------------------------------
+
+    @property
+    def privacy(self) -> Path:
+        return self.root.resolve() / "privacy"
+
+    @property
+    def subject_key(self) -> Path:
+        """The per-install key of subject pseudonyms (``privacy.subject_key`` overrides it)."""
+        return self.privacy / "subject.key"
+
+    @property
+    def forgotten(self) -> Path:
+        """Event ids and subjects that were forgotten (``flywheel.privacy.Forgotten``)."""
+        return self.privacy / "forgotten.sqlite"
+
+    @property
+    def forget_journals(self) -> Path:
+        """One journal per erasure under way (``orchestration.forget``)."""
+        return self.privacy / "forget"
+
+    @property
+    def audit_log(self) -> Path:
+        """Deletion receipts, append-only (``orchestration.forget``)."""
+        return self.privacy / "audit.jsonl"
+
 
 SECRET_FILES = (
     "mlflow.db",
     "fates.sqlite",
     "review/queue.sqlite",
     "live/live.sqlite",
+    "privacy/subject.key",
+    "privacy/forgotten.sqlite",
     "run/flywheel.resolved.yaml",
 )
 

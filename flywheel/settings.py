@@ -71,6 +71,12 @@ class KafkaSettings(_Section):
         le=10_000,
         description="longest a consumer's fetch waits for data (tansu waits this long even with data ready)",
     )
+    retention_hours: float = Field(
+        168.0,
+        gt=0,
+        description="retention.ms of the topics Flywheel creates: raw events (with unmasked text and "
+        "subject ids) expire after this; the embedded broker ignores it and drops everything on rotation",
+    )
 
 
 class BrokerSettings(_Section):
@@ -376,6 +382,10 @@ class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8088, ge=1, le=65535)
     auth_token: SecretStr | None = Field(None, description="require 'Authorization: Bearer <token>'")
+    admin_token: SecretStr | None = Field(
+        None,
+        description="bearer token of the admin routes (erasure, lineage); unset = those routes answer 403",
+    )
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_batch: int = Field(1000, ge=1)
     body_timeout_s: float = Field(30.0, gt=0, description="a request body must arrive within this (408)")
@@ -383,6 +393,21 @@ class HttpSettings(_Section):
     max_connections: int = Field(
         200, ge=2, description="connections held at once; past it the oldest still sending headers goes"
     )
+
+    @model_validator(mode="after")
+    def _admin_token_apart(self) -> HttpSettings:
+        admin = self.admin_token.get_secret_value() if self.admin_token else None
+        if admin is not None and len(admin) < 16:
+            raise ValueError(
+                "http.admin_token needs at least 16 characters; make one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`"
+            )
+        if admin is not None and self.auth_token is not None and admin == self.auth_token.get_secret_value():
+            raise ValueError(
+                "http.admin_token equals http.auth_token: whoever may send feedback could erase data; "
+                "give the admin routes their own token"
+            )
+        return self
 
 
 class Reviewer(_Section):
@@ -509,6 +534,26 @@ class RunSettings(_Section):
     metrics_port: int | None = Field(9464, ge=1, le=65535, description="its port; unset = no endpoint")
 
 
+class PrivacySettings(_Section):
+    """Pseudonymised subjects and erasure (``flywheel.privacy``, ``flywheel forget``)."""
+
+    subject_key: SecretStr | None = Field(
+        None,
+        description="key of subject_id pseudonyms (32+ characters; the same on every machine of one "
+        "install); unset = a random key made once in <state_dir>/privacy/subject.key",
+    )
+
+    @field_validator("subject_key")
+    @classmethod
+    def _long_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError(
+                f"privacy.subject_key has {len(value.get_secret_value())} characters; it needs at least 32: "
+                "make one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        return value
+
+
 class ImageSettings(_Section):
     """Image tasks: where image bytes live, the bounds training and serving check, the network.
 
@@ -553,6 +598,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     review: ReviewSettings = Field(default_factory=ReviewSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
 
     # Filled in by load_settings; not a setting itself.
     _source_file: Path | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import textwrap
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +17,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flywheel.cli import console, err_console, grouped, settings_of
+from flywheel.cli import console, err_console, group, grouped, settings_of
 from flywheel.layout import StateLayout
 from flywheel.locks import LockBusy, file_lock
 
@@ -91,9 +92,12 @@ def repair_cmd(ctx: typer.Context, model: Annotated[str, typer.Argument(help="mo
     Refuses (exit 12) while a retrain of the model runs: its version is not abandoned, it is
     being decided by that retrain."""
     from orchestration.flow import EXIT_BUSY
+    from orchestration.forget import complete_pending
     from orchestration.registry import Registry
 
     settings = settings_of(ctx)
+    for receipt in complete_pending(settings, log=console.print):
+        console.print(f"erasure {receipt.receipt}: completed ({receipt.events} event ids)")
     try:
         with file_lock(StateLayout.of(settings).retrain_lock(model), timeout_s=0.5):
             done = Registry(settings).repair(model)
@@ -168,6 +172,7 @@ def serve_cmd(
 ) -> None:
     """The HTTP app: POST /v1/feedback, POST /v1/predict (each model's champion, following the
     alias), GET /healthz, /docs. (`flywheel serve-feedback` is the same command.)"""
+    from orchestration.admin_api import add_admin_routes
     from orchestration.metrics import register_state
     from orchestration.serving import ChampionPredictor
     from pipelines.http_api import serve
@@ -176,7 +181,7 @@ def serve_cmd(
     register_state(settings)  # /metrics shows the loop's state beside the app's counters
     http = settings.http.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
     settings = settings.model_copy(update={"http": http})
-    serve(settings, ChampionPredictor(settings))
+    serve(settings, ChampionPredictor(settings), extend=lambda app: add_admin_routes(app, settings))
 
 
 def status_cmd(
@@ -344,6 +349,130 @@ def history_cmd(
     console.print(table)
 
 
+def say(text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def forget_cmd(
+    ctx: typer.Context,
+    event_id: Annotated[str | None, typer.Option(help="erase this event (and its review answer)")] = None,
+    subject_id: Annotated[str | None, typer.Option(help="erase every event of this data subject")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="say what would be erased; change nothing")
+    ] = False,
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            "--retrain", help="then train a successor from the base model without it, through the gate"
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the receipt as JSON")] = False,
+) -> None:
+    """Erase one event or one data subject everywhere Flywheel keeps it: the Feast offline
+    and online stores, images, the review queue, the live ledger, dead letters, the models'
+    data copies; tag the MLflow versions that trained on it; write a receipt to the audit log.
+
+    Resubmitting a forgotten event or subject is refused (reason `forgotten`). Topic data
+    expires with kafka.retention_hours. A kill at any step leaves a journal that the next
+    `forget` or `model repair` completes. Exit codes: 0 done; 2 bad arguments; 10 the
+    successor (--retrain) was not promoted. See docs/guide/privacy.md.
+    """
+    from flywheel.errors import FlywheelError
+    from orchestration.flow import retrain as retrain_model
+    from orchestration.forget import ForgetError, forget
+
+    settings = settings_of(ctx)
+    try:
+        receipt = forget(settings, event_id, subject_id, dry_run, log=err_console.print)
+    except ForgetError as exc:
+        err_console.print(f"forget: {exc}")
+        raise typer.Exit(2) from None
+    except FlywheelError as exc:
+        err_console.print(f"forget: {exc}")
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(receipt.to_dict(), indent=2))
+    else:
+        what = "would erase" if dry_run else "erased"
+        say(f"{receipt.receipt}: {what} {receipt.events} event id(s) (by {receipt.by})")
+        for step, counts in receipt.removed.items():
+            say(f"  {step}: {counts}")
+    if not retrain or dry_run:
+        return
+    tagged = receipt.removed.get("mlflow", {}).get("versions_tagged", {})
+    models = sorted({key.split("/v")[0] for key in tagged})
+    worst = 0
+    for model in models:
+        outcome = retrain_model(settings, model, if_ready=False, wait_for_lock=True, from_base=True)
+        print_outcome(outcome)
+        worst = max(worst, outcome.exit_code)
+    if not models:
+        console.print("no version trained on the erased data: nothing to retrain")
+    raise typer.Exit(worst)
+
+
+def lineage_event_cmd(
+    ctx: typer.Context,
+    event_id: Annotated[str, typer.Argument(help="the event_id")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Where one event went: its fate, Feast rows, images, review item, the versions that
+    trained on it and the predictions they served."""
+    from orchestration.lineage import event_lineage
+
+    found = event_lineage(settings_of(ctx), event_id)
+    if as_json:
+        print(json.dumps(found.to_dict(), indent=2))
+        return
+    say(event_id + (" (forgotten)" if found.forgotten else ""))
+    say(f"  fate: {found.fate or 'none recorded'}")
+    files = ", ".join(f"{n} ({c})" for n, c in found.offline_files.items()) or "none"
+    say(f"  Feast offline: {files}; online row: {'yes' if found.online_row else 'no'}")
+    if found.images:
+        say(f"  images: {len(found.images)}")
+    if found.review_item:
+        say(f"  review item: {found.review_item['model']}, {found.review_item['status']}")
+    if found.review_answer:
+        say(f"  review answer: {found.review_answer['event_id']} ({found.review_answer['fate']})")
+    for use in found.versions:
+        roles = ", ".join(use.roles)
+        say(f"  {use.model} v{use.version}: {roles}; served {use.predictions_served} prediction(s)")
+    if not found.versions:
+        say("  no version used it")
+
+
+def lineage_version_cmd(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="model name")],
+    version: Annotated[int, typer.Argument(help="version number")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """A version's data by role, origin, label, source and ingestion day, with the SHA-256 of
+    its training id set (equal digests: the same samples)."""
+    from flywheel.errors import FlywheelError
+    from orchestration.lineage import version_lineage
+
+    try:
+        summary = version_lineage(settings_of(ctx), model, version)
+    except FlywheelError as exc:
+        err_console.print(str(exc))
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(summary.to_dict(), indent=2))
+        return
+    say(f"{model} v{version}: {summary.samples} sample ids")
+    for title, counts in (
+        ("by role", summary.by_role),
+        ("training, by origin", summary.by_origin),
+        ("training, by label", summary.by_label),
+        ("training, by source", summary.by_source),
+        ("training, by ingestion day", summary.by_day),
+    ):
+        say(f"  {title}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    say(f"  training ids sha256: {summary.train_ids_sha256}")
+    say(f"  erased since: {summary.forgotten}; lineage file: {summary.lineage_bytes} bytes")
+
+
 MODEL_COMMANDS = {
     "bootstrap": bootstrap_cmd,
     "retrain": retrain_cmd,
@@ -353,7 +482,16 @@ MODEL_COMMANDS = {
     "history": history_cmd,
     "monitor": monitor_cmd,
 }
-TOP_COMMANDS = {"run": run_cmd, "status": status_cmd, "serve": serve_cmd}
+TOP_COMMANDS: dict[str, Callable[..., None]] = {
+    "run": run_cmd,
+    "status": status_cmd,
+    "serve": serve_cmd,
+    "forget": forget_cmd,
+}
+LINEAGE_COMMANDS: dict[str, Callable[..., None]] = {
+    "event": lineage_event_cmd,
+    "version": lineage_version_cmd,
+}
 
 
 def register(app: typer.Typer) -> None:
@@ -362,3 +500,5 @@ def register(app: typer.Typer) -> None:
     for name, command in TOP_COMMANDS.items():
         app.command(name)(command)
     app.command("serve-feedback", hidden=True)(serve_cmd)
+    for name, command in LINEAGE_COMMANDS.items():
+        group(app, "lineage").command(name)(command)

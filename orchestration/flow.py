@@ -135,6 +135,7 @@ class Retrain:
     version: int | None = None
     outcome: Outcome | None = None
     step: str | None = None  # the step running now
+    from_base: bool = False  # every sample still held, fitted from the base model (after an erasure)
 
     def stopping(self) -> bool:
         return self.stop is not None and self.stop.is_set()
@@ -161,7 +162,7 @@ def step_repair(r: Retrain) -> None:
 
 
 def step_readiness(r: Retrain) -> None:
-    if not r.if_ready:
+    if not r.if_ready or r.from_base:
         return
     ready = readiness(r.settings, r.model)
     if not ready.ready:
@@ -173,7 +174,7 @@ def step_dataset(r: Retrain) -> None:
     if r.feast_store is None:
         r.feast_store = open_store(r.settings)
     r.cut = r.cut or datetime.now(UTC)
-    r.run = prepare(r.settings, r.model, r.feast_store, r.cut)
+    r.run = prepare(r.settings, r.model, r.feast_store, r.cut, from_base=r.from_base)
 
 
 def _refuse_window(r: Retrain, reasons: tuple[str, ...], by: str, quarantine) -> None:
@@ -292,10 +293,13 @@ def retrain(
     wait_for_lock: bool = False,
     stop: threading.Event | None = None,
     log: Callable[[str], None] | None = None,
+    from_base: bool = False,
 ) -> Outcome:
-    """One retrain of ``model`` (skipped when not ready). Concurrent calls: one runs, others are busy."""
+    """One retrain of ``model`` (skipped when not ready). Concurrent calls: one runs, others are busy.
+    ``from_base``: on every sample still held, from the base model (``flywheel forget --retrain``)."""
 
     r = Retrain(settings, model, if_ready, progress, cut, feast_store, stop, log or (lambda m: None))
+    r.from_base = from_base
     with contextlib.ExitStack() as held:
         try:  # busy means this lock only (an alias lock held too long is a failure, below)
             held.enter_context(

@@ -48,6 +48,7 @@ from training.model_store import Decision, ModelStore, Window
 from training.run import load_run
 
 VERDICT, RUN_ID, AGAINST = "flywheel.verdict", "flywheel.run_id", "flywheel.evaluated_against"
+TRAINED_ON_FORGOTTEN = "flywheel.trained_on_forgotten"  # how many erased samples it trained on
 FINAL_TAG = {
     "promote": "promoted",
     "force-promote": "force-promoted",
@@ -142,6 +143,14 @@ class Registry:
 
     def version_tags(self, model: str, version: int) -> dict[str, str]:
         return dict(self.client.get_model_version(model, str(version)).tags)
+
+    def tag_forgotten(self, model: str, version: int, count: int) -> bool:
+        """Tag ``version`` with how many erased samples it trained on (``flywheel forget``);
+        False when MLflow does not have the version."""
+        if not self._exists(model, version):
+            return False
+        self.client.set_model_version_tag(model, str(version), TRAINED_ON_FORGOTTEN, str(count))
+        return True
 
     def versions(self, model: str) -> list:
         from mlflow.exceptions import MlflowException

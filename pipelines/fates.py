@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flywheel.layout import StateLayout
+from flywheel.privacy import FORGOTTEN
 
 CLEAN, REVIEW, DLQ, DUPLICATE, PREDICTION = "clean", "review", "dlq", "duplicate", "prediction"
-FATES = (CLEAN, REVIEW, DLQ, DUPLICATE, PREDICTION)
+# an event of a forgotten id or subject (flywheel.privacy) that came again: stored nowhere
+FATES = (CLEAN, REVIEW, DLQ, DUPLICATE, PREDICTION, FORGOTTEN)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fates (
@@ -108,6 +110,23 @@ class FateLedger:
         counts.update(dict(self.db.execute("SELECT fate, COUNT(*) FROM fates GROUP BY fate")))
         counts["repeats"] = self.db.execute("SELECT COALESCE(SUM(repeats), 0) FROM fates").fetchone()[0]
         return counts
+
+    def forget(self, idents: list[str]) -> tuple[int, int]:
+        """Erasure: drop the dead letters of ``idents`` (they may hold a masked copy of the
+        event) and mark their fates ``forgotten``; return (fates marked, dead letters dropped)."""
+        marked = dropped = 0
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            for start in range(0, len(idents), 500):
+                chunk = idents[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                dropped += self.db.execute(
+                    f"DELETE FROM dead_letters WHERE ident IN ({marks})", chunk
+                ).rowcount
+                marked += self.db.execute(
+                    f"UPDATE fates SET fate = '{FORGOTTEN}' WHERE ident IN ({marks})", chunk
+                ).rowcount
+        return marked, dropped
 
     def prune(self, before: float) -> int:
         """Forget fates recorded before ``before`` (unix time); dead letters are kept."""

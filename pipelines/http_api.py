@@ -23,6 +23,7 @@ import hmac
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
@@ -34,6 +35,7 @@ from flywheel.events import NOT_UTF8, FeedbackEvent, Input, validate_event
 from flywheel.journal import JournalWriteError, SpoolFull
 from flywheel.jsonstrict import JsonProblem, loads_json
 from flywheel.names import MODEL_NAME_PATTERN
+from flywheel.privacy import FORGOTTEN
 from flywheel.redact import redact_text
 from flywheel.settings import Settings
 from pipelines.http_guard import BodyProblem, foreign_origin, is_json, is_loopback, read_body
@@ -161,11 +163,14 @@ def create_app(
     predictor: Predictor | None = None,
     prediction_log: Any = None,
     review_worker: bool = True,
+    extend: Callable[[Any], None] | None = None,
 ):
-    """Build the app. ``client`` is a FeedbackClient and ``prediction_log`` a
-    ``pipelines.predictions.PredictionLog`` (made on first use if omitted); without a
-    ``predictor`` ``/v1/predict`` answers 503. ``review_worker``: keep the review queue in
-    step with the review topic and send agreed answers while the app runs (``review_api``)."""
+    """Build the app. ``extend(app)`` adds routes of a later stage (``flywheel serve`` adds the
+    admin routes of ``orchestration.admin_api``: erasure and lineage). ``client`` is a
+    FeedbackClient and ``prediction_log`` a ``pipelines.predictions.PredictionLog`` (made on
+    first use if omitted); without a ``predictor`` ``/v1/predict`` answers 503.
+    ``review_worker``: keep the review queue in step with the review topic and send agreed
+    answers while the app runs (``review_api``)."""
     from fastapi import BackgroundTasks, FastAPI, Request
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
@@ -362,6 +367,17 @@ def create_app(
                 errors=problems,
                 errors_total=total,
             )
+        refused = await run_in_threadpool(_forgotten_problems, get_client(), events)
+        if refused:
+            FEEDBACK.labels("forgotten").inc(len(events))
+            return error(
+                422,
+                FORGOTTEN,
+                f"{len(refused)} event(s) were erased on request (`flywheel forget`), by their event_id or "
+                "their subject_id, and cannot be submitted again; nothing was sent",
+                errors=refused[:MAX_PROBLEMS],
+                errors_total=len(refused),
+            )
         try:
             result = await run_in_threadpool(lambda: get_client().submit_many(events))
         except (SpoolFull, JournalWriteError) as exc:
@@ -462,6 +478,8 @@ def create_app(
         }
 
     add_review_routes(app, settings, get_queue, get_client, ErrorBody)
+    if extend is not None:
+        extend(app)
 
     def openapi() -> dict[str, Any]:
         """FastAPI's document, with the contract models the raw-body endpoints read, this
@@ -493,6 +511,12 @@ def create_app(
             "description": "a reviewer's token (review.reviewers); the /review page sends it as a cookie",
         }
         schemas["ReviewAnswer"] = ReviewAnswerIn.model_json_schema()
+        if settings.http.admin_token is not None or extend is not None:
+            schemes["admin"] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "http.admin_token: erasure and lineage, apart from the feedback token",
+            }
         app.openapi_schema = doc
         return doc
 
@@ -522,6 +546,19 @@ def _validate_batch(items: list) -> tuple[list[FeedbackEvent], list[dict[str, An
         elif event is not None:
             events.append(event)
     return events, problems, total, bad_items
+
+
+def _forgotten_problems(client, events: list[FeedbackEvent]) -> list[dict[str, Any]]:
+    """One problem per event of a forgotten id or subject (a client without the check: none)."""
+    check = getattr(client, "forgotten_ids", None)
+    if check is None:
+        return []
+    gone = check([(e.event_id, e.subject_id) for e in events])
+    return [
+        {"index": i, "field": "event_id", "message": f"{e.event_id} was erased on request"}
+        for i, e in enumerate(events)
+        if e.event_id in gone
+    ]
 
 
 def _index(loc: tuple) -> int:
@@ -570,11 +607,11 @@ def check_exposure(settings: Settings) -> None:
         )
 
 
-def serve(settings: Settings, predictor: Predictor | None = None) -> None:
+def serve(settings: Settings, predictor: Predictor | None = None, extend=None) -> None:
     import uvicorn
 
     check_exposure(settings)
-    app = create_app(settings, predictor=predictor)
+    app = create_app(settings, predictor=predictor, extend=extend)
     from pipelines.http_server import protocol_for
 
     uvicorn.run(

@@ -6,7 +6,8 @@ from prometheus_client import Counter
 
 FEEDBACK = Counter(
     "flywheel_http_feedback_events",
-    "Feedback events POSTed to /v1/feedback by outcome: accepted (Kafka confirmed), invalid, not_delivered",
+    "Feedback events POSTed to /v1/feedback by outcome: accepted (Kafka confirmed), invalid, "
+    "forgotten (erased on request), not_delivered",
     ["outcome"],
 )
 PREDICTIONS = Counter(

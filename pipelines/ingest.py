@@ -28,15 +28,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from feature_repo.definitions import CREATED, FEATURES, JOIN_KEY, TIMESTAMP
+from feature_repo.definitions import CREATED, FEATURES, JOIN_KEY, SUBJECT, TIMESTAMP
 from feature_repo.online_write import OnlineWriter
 from feature_repo.store import open_store, write_offline_batch
 from flywheel.broker import current_epoch
 from flywheel.errors import BrokerError, FlywheelError
 from flywheel.images import open_image_store
 from flywheel.kafka import Topics, client_config, group_id
+from flywheel.privacy import ERASURE_LOCK, Forgotten
+from flywheel.stores import store_lock
 from flywheel.tasks import spec_class
-from pipelines.fates import CLEAN, DLQ, DUPLICATE, PREDICTION, REVIEW, Fate, FateLedger
+from pipelines.fates import CLEAN, DLQ, DUPLICATE, FORGOTTEN, PREDICTION, REVIEW, Fate, FateLedger
 from pipelines.live import LiveLedger
 from pipelines.predictions import PredictionRecord, PredictionRecordError
 from pipelines.records import DlqRecord, DuplicateRecord, RecordError, RoutedRecord
@@ -83,6 +85,7 @@ def sample_row(record: RoutedRecord | bytes, ingested_at: datetime, images=None)
             "low_confidence": record.low_confidence,
             "label_source": record.label_source,
             "pii_masks": record.pii_masks,
+            SUBJECT: record.subject,
         }
     )
     try:
@@ -119,6 +122,7 @@ class IngestStats:
     predictions: int = 0  # prediction-log records kept in the live ledger
     bad_predictions: int = 0  # prediction-log records not written by the serving app (logged, skipped)
     retries: int = 0
+    forgotten: int = 0  # records of forgotten events or subjects (replays), stored nowhere
     seconds: float = 0.0
     last_offsets: dict[int, int] = field(default_factory=dict)  # of the clean topic
 
@@ -196,6 +200,7 @@ class Ingestor:
 
         self.fates = FateLedger.of(settings)
         self.queue = ReviewQueue(settings)
+        self.forgotten = Forgotten.of(settings)
         self._pruned_at = 0.0
         self._online = None  # an OnlineWriter, made on the first write (it reads the registry)
 
@@ -347,8 +352,17 @@ class Ingestor:
             all_fates += [Fate(p.prediction_id, PREDICTION) for p in served]
             self.fates.record(all_fates + fates, _epoch_number(self.settings), dead)
 
-        self._with_retry(write, stats)
-        self._with_retry(settle, stats)
+        # Checked, written and settled under the erasure lock: a `forget` (orchestration.forget)
+        # either finds this batch's rows, or this batch finds its tombstones.
+        with store_lock(self.settings.state_dir, ERASURE_LOCK):
+            gone = self.forgotten.which((r.event_id, r.subject) for r in records + reviews)
+            if gone:  # a replay of forgotten data: nothing of it is stored again
+                records = [r for r in records if r.event_id not in gone]
+                reviews = [r for r in reviews if r.event_id not in gone]
+                fates = [f for f in fates if f.ident not in gone] + [Fate(i, FORGOTTEN) for i in sorted(gone)]
+                stats.forgotten += len(gone)
+            self._with_retry(write, stats)
+            self._with_retry(settle, stats)
         if self.after_write:
             self.after_write(clean_offsets)
         consumer.commit(

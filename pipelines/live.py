@@ -275,6 +275,72 @@ class LiveLedger:
             gone += self.conn.execute("DELETE FROM pending WHERE received_at < ?", (cutoff,)).rowcount
         return gone
 
+    def forget(self, event_ids: list[str]) -> dict[str, int]:
+        """Erasure: the outcomes and waiting feedback of ``event_ids``, and the served
+        predictions they were joined to (with their shadows), in one transaction; returns the
+        rows deleted per table."""
+        counts = {"outcomes": 0, "pending": 0, "predictions": 0}
+        with self.conn:
+            for start in range(0, len(event_ids), 400):
+                chunk = event_ids[start : start + 400]
+                marks = ",".join("?" * len(chunk))
+                pids = {
+                    r[0]
+                    for r in self.conn.execute(
+                        f"SELECT outcome_id FROM outcomes WHERE event_id IN ({marks}) AND shadow=0 "
+                        "AND outcome_id NOT LIKE 'event:%'",
+                        chunk,
+                    )
+                }
+                pids.update(
+                    r[0]
+                    for r in self.conn.execute(
+                        f"SELECT prediction_id FROM pending WHERE event_id IN ({marks})", chunk
+                    )
+                )
+                counts["outcomes"] += self.conn.execute(
+                    f"DELETE FROM outcomes WHERE event_id IN ({marks})", chunk
+                ).rowcount
+                counts["pending"] += self.conn.execute(
+                    f"DELETE FROM pending WHERE event_id IN ({marks})", chunk
+                ).rowcount
+                ordered = sorted(pids)
+                for first in range(0, len(ordered), 400):
+                    part = ordered[first : first + 400]
+                    pm = ",".join("?" * len(part))
+                    counts["predictions"] += self.conn.execute(
+                        f"DELETE FROM predictions WHERE prediction_id IN ({pm}) OR shadow_of IN ({pm})",
+                        part + part,
+                    ).rowcount
+        return counts
+
+    def pending_of_subject(self, subject: str) -> list[str]:
+        """Event ids of feedback waiting for its prediction whose event names ``subject``."""
+        if self.db is None:
+            return []
+        rows = self.conn.execute(
+            "SELECT event_id FROM pending WHERE json_extract(record, '$.event.subject_id') = ?", (subject,)
+        )
+        return [r[0] for r in rows]
+
+    def outcome_count(self, event_ids: list[str]) -> int:
+        """How many outcomes the ledger holds for ``event_ids`` (lineage)."""
+        if self.db is None or not event_ids:
+            return 0
+        marks = ",".join("?" * len(event_ids[:400]))
+        row = self.conn.execute(f"SELECT COUNT(*) FROM outcomes WHERE event_id IN ({marks})", event_ids[:400])
+        return row.fetchone()[0]
+
+    def served_count(self, model: str, version: int) -> int:
+        """Predictions ``version`` served (not shadows) still in the ledger (kept
+        ``monitor.retention_days``)."""
+        if self.db is None:
+            return 0
+        return self.conn.execute(
+            "SELECT COUNT(*) FROM predictions WHERE model=? AND version=? AND shadow_of IS NULL",
+            (model, version),
+        ).fetchone()[0]
+
     # ---- the readers: the monitor, status ---------------------------------------------
 
     def outcomes(

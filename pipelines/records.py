@@ -45,6 +45,7 @@ from flywheel.events import (
     FeedbackEvent,
     parse_event,
 )
+from flywheel.privacy import pseudonym
 from pipelines.pii import mask_pii
 
 __all__ = [
@@ -322,6 +323,12 @@ class RoutedRecord:
     @property
     def event_id(self) -> str:
         return self.event["event_id"]
+
+    @property
+    def subject(self) -> str | None:
+        """The subject's pseudonym (``flywheel.privacy``), if the event named one."""
+        value = self.event.get("subject_id")
+        return value if isinstance(value, str) else None
 
     @property
     def event_time(self) -> datetime:
@@ -603,12 +610,25 @@ class DuplicateRecord:
         return cls(_get(data, "event_id", "a string"), Origin.from_dict(_get(data, "origin", "an object")))
 
 
+def pseudonymised(event: FeedbackEvent, subject_key: bytes | None) -> FeedbackEvent:
+    """``event`` with its ``subject_id`` replaced by the pseudonym (``flywheel.privacy``);
+    without a key the subject is dropped, never stored as it came."""
+    if event.subject_id is None:
+        return event
+    stored = pseudonym(subject_key, event.subject_id) if subject_key else None
+    return event.model_copy(update={"subject_id": stored})
+
+
 def _route_valid(
-    value: bytes | None, thresholds: dict[str, float], default_threshold: float, origin: Origin
+    value: bytes | None,
+    thresholds: dict[str, float],
+    default_threshold: float,
+    origin: Origin,
+    subject_key: bytes | None = None,
 ) -> Routing:
     if value is None:
         raise InvalidEventError(EMPTY, [("", "record has no value (tombstone)")])
-    event = parse_event(bytes(value))
+    event = pseudonymised(parse_event(bytes(value)), subject_key)
     event, masks, truncated = clean_event(event)
     destination, low = route(event, thresholds.get(event.model_name, default_threshold))
     record = RoutedRecord.of(event, low, masks, origin, truncated).to_json()
@@ -624,6 +644,7 @@ def process_raw(
     thresholds: dict[str, float] | None = None,
     default_threshold: float = 0.5,
     max_dlq_raw_bytes: int = DEFAULT_DLQ_RAW_BYTES,
+    subject_key: bytes | None = None,
 ) -> Routing:
     """Decide where one raw record goes; never raises.
 
@@ -632,7 +653,7 @@ def process_raw(
     holds raw PII. Anything else is a DLQ outcome with a reason code.
     """
     try:
-        return _route_valid(value, thresholds or {}, default_threshold, origin)
+        return _route_valid(value, thresholds or {}, default_threshold, origin, subject_key)
     except InvalidEventError as exc:
         error = exc
     except Exception as exc:  # noqa: BLE001 - no record may stop the job: it goes to the DLQ
@@ -656,12 +677,13 @@ def route_raw(
     thresholds: dict[str, float] | None = None,
     default_threshold: float = 0.5,
     max_dlq_raw_bytes: int = DEFAULT_DLQ_RAW_BYTES,
+    subject_key: bytes | None = None,
 ) -> tuple[str, str | None, str, str | None]:
     """The stream job's one Python step: ``process_raw`` as flat values,
     (destination, event_id, record, the duplicate record to write if ``event_id`` was seen
     before); never raises."""
     origin = Origin(topic, partition, offset)
-    out = process_raw(value, key, origin, thresholds, default_threshold, max_dlq_raw_bytes)
+    out = process_raw(value, key, origin, thresholds, default_threshold, max_dlq_raw_bytes, subject_key)
     if out.destination == DLQ or out.event_id is None:
         return out.destination, None, out.record, None
     return out.destination, out.event_id, out.record, DuplicateRecord(out.event_id, origin).to_json()

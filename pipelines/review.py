@@ -201,6 +201,7 @@ def review_event(item: RoutedRecord, given: str, reviewers: list[str]) -> dict:
         source=review_source(reviewers),
         model_version=item.model_version,
         prediction_id=item.prediction_id,  # the served prediction reviewed, if it was one
+        subject_id=item.subject,  # the item's pseudonym: the answer is erased with its subject
     )
 
 

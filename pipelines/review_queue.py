@@ -375,6 +375,33 @@ class ReviewQueue:
             raise NotInQueue(f"{event_id[:130]!r} is not in the review queue (see `flywheel review list`)")
         return row[0]
 
+    # ---- erasure (orchestration.forget) -----------------------------------------------
+
+    def items_of_subject(self, subject: str) -> list[str]:
+        """The event ids of the items whose event names ``subject`` (a pseudonym)."""
+        rows = self.db.execute(
+            "SELECT event_id FROM items WHERE json_extract(record, '$.event.subject_id') = ?", (subject,)
+        )
+        return [r[0] for r in rows]
+
+    def lookup(self, event_id: str) -> tuple[str, str] | None:
+        """(model, status) of ``event_id``'s item, or None when it has none."""
+        row = self.db.execute(
+            "SELECT model_name, status FROM items WHERE event_id = ?", (event_id,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def forget(self, event_ids: list[str]) -> int:
+        """Erasure: the items of ``event_ids`` and their votes; returns the items deleted."""
+        deleted = 0
+        with self._write() as db:
+            for start in range(0, len(event_ids), 500):
+                chunk = event_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                db.execute(f"DELETE FROM votes WHERE event_id IN ({marks})", chunk)
+                deleted += db.execute(f"DELETE FROM items WHERE event_id IN ({marks})", chunk).rowcount
+        return deleted
+
     def escalated(self, model: str) -> list[tuple[Item, dict[str, str]]]:
         """Escalated items of ``model`` with each reviewer's answer."""
         out = []

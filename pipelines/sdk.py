@@ -22,6 +22,7 @@ from flywheel.errors import DeliveryError, FlywheelError, InvalidEventError
 from flywheel.events import FeedbackEvent, validate_event
 from flywheel.journal import Entry, new_ident
 from flywheel.kafka import Topics, check_reachable, unreachable_hint
+from flywheel.privacy import FORGOTTEN, Forgotten, pseudonym
 from flywheel.producer import DurableProducer
 from flywheel.settings import Settings, load_settings
 
@@ -80,6 +81,7 @@ class FeedbackClient:
         if check_connection:
             check_reachable(settings)
         self.producer = DurableProducer(settings, **producer_overrides)
+        self.forgotten = Forgotten.of(settings)
         self._closed = False
 
     @classmethod
@@ -109,6 +111,7 @@ class FeedbackClient:
 
         result = SubmitResult()
         entries: list[tuple[int, Entry]] = []
+        subjects: list[str | None] = []
         for index, raw in enumerate(events):
             try:
                 event = validate_event(raw)
@@ -128,8 +131,42 @@ class FeedbackClient:
             entries.append(
                 (index, Entry(self.topic, event.event_id.encode(), event.to_json_bytes(), event.event_id))
             )
+            subjects.append(event.subject_id)
+        entries = self._refuse_forgotten(result, entries, subjects, on_progress)
         self._deliver(result, entries, on_progress)
         return result
+
+    def forgotten_ids(self, pairs: Iterable[tuple[str, str | None]]) -> set[str]:
+        """Of ``(event_id, subject_id or None)`` pairs, the event ids that were erased
+        (``flywheel forget``), by their id or by their subject."""
+        key = self.forgotten.key
+        return self.forgotten.which((e, pseudonym(key, s) if s else None) for e, s in pairs)
+
+    def _refuse_forgotten(self, result: SubmitResult, entries: list, subjects: list, on_progress) -> list:
+        """``entries`` less the events of a forgotten id or subject, each rejected with reason
+        ``forgotten`` (``flywheel.privacy``)."""
+        gone = self.forgotten_ids([(e.ident, s) for (_, e), s in zip(entries, subjects, strict=True)])
+        if not gone:
+            return entries
+        for index, entry in entries:
+            if entry.ident in gone:
+                result.rejected.append(
+                    Rejected(
+                        index,
+                        entry.ident,
+                        FORGOTTEN,
+                        [
+                            (
+                                "event_id",
+                                "this event, or the subject it names, was erased on request (`flywheel "
+                                "forget`); it cannot be submitted again",
+                            )
+                        ],
+                    )
+                )
+        if on_progress:
+            on_progress(len(gone))
+        return [(i, e) for i, e in entries if e.ident not in gone]
 
     def send_raw(self, values: list[bytes], on_progress: Callable[[int], None] | None = None) -> SubmitResult:
         """Send bytes as they are, unvalidated (replaying captured traffic): the stream job

@@ -29,6 +29,7 @@ from flywheel.errors import FlywheelError
 from flywheel.events import MAX_RECORD_BYTES
 from flywheel.kafka import Topics, group_id, java_kafka_properties
 from flywheel.layout import StateLayout
+from flywheel.privacy import subject_key
 from flywheel.settings import Settings, load_settings
 from pipelines import job_health, jvm_tmp
 from pipelines.job_health import report_python_step
@@ -147,6 +148,7 @@ def route_function(settings: Settings, raw_topic: str):
     default_threshold = settings.stream.review_threshold
     max_dlq_raw = settings.stream.dlq_max_raw_bytes
     report_to = str(StateLayout.of(settings).stream_python_step)
+    subject = subject_key(settings)  # subject ids are pseudonymised before any topic past raw holds them
 
     class Route(ScalarFunction):
         def open(self, function_context) -> None:
@@ -155,7 +157,15 @@ def route_function(settings: Settings, raw_topic: str):
         def eval(self, key, value, partition, offset):
             return Row(
                 *route_raw(
-                    value, key, raw_topic, partition, offset, thresholds, default_threshold, max_dlq_raw
+                    value,
+                    key,
+                    raw_topic,
+                    partition,
+                    offset,
+                    thresholds,
+                    default_threshold,
+                    max_dlq_raw,
+                    subject,
                 )
             )
 

@@ -159,11 +159,15 @@ def openapi_document() -> dict:
     """The document on default settings, whatever this shell's FLYWHEEL_* variables say."""
     import os
 
+    from orchestration.admin_api import add_admin_routes
     from pipelines.http_api import create_app
 
     for name in [n for n in os.environ if n.startswith(ENV_PREFIX)]:
         del os.environ[name]
-    return create_app(Settings(), review_worker=False).openapi()
+    settings = Settings()
+    return create_app(
+        settings, review_worker=False, extend=lambda app: add_admin_routes(app, settings)
+    ).openapi()
 
 
 def http_page(doc: dict) -> str:

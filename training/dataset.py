@@ -28,6 +28,7 @@ from feature_repo.definitions import CREATED, JOIN_KEY
 from feature_repo.store import historical_samples
 from flywheel.errors import FlywheelError
 from flywheel.names import reviewers_of
+from flywheel.privacy import Forgotten
 from flywheel.tasks import spec_for
 from training.data import split_by_hash, stratified_sample
 from training.model_store import ModelStore
@@ -99,6 +100,11 @@ def build_dataset(settings, models: ModelStore, feast_store, name: str, cut: dat
     boot = models.bootstrap_data(name).assign(confidence=lambda f: f.get("confidence", 1.0))
     parts = [boot[columns]] + ([older[columns]] if older is not None and len(older) else [])
     old = pd.concat(parts)
+    new, old = without_forgotten(settings, new), without_forgotten(settings, old)
+    if new.empty:
+        raise NoNewData(
+            f"model {name!r} has no labelled samples left after its watermark once erased ones are out"
+        )
     old = old[~old["sample_id"].isin(golden["sample_id"])]
     if spec.strata is not None:  # a sample of a class the model does not have is not replayed
         old = old[old[spec.strata].isin(info.labels)]
@@ -107,6 +113,67 @@ def build_dataset(settings, models: ModelStore, feast_store, name: str, cut: dat
     data.counts["new_left_out"] = left_out
     data.counts["review_labels"] = review_labels(new["source"])
     return data
+
+
+def build_full_dataset(settings, models: ModelStore, feast_store, name: str, cut: datetime) -> TrainingData:
+    """The dataset of a retrain from the base model (after an erasure, ``flywheel forget
+    --retrain``): every labelled sample still held up to ``cut`` (feedback of every window
+    not refused, and the bootstrap data), nothing erased, flagged or held out. Splits and
+    holdouts as for a window: the feedback's splits are the new side, the bootstrap data's
+    the old."""
+    import pandas as pd
+
+    cfg = settings.training
+    info = models.info(name)
+    spec = spec_for(settings, info.task)
+    columns = train_columns(spec)
+    golden = models.golden(name)
+    feedback = labelled_samples(settings, feast_store, spec, name, None, cut)
+    flagged = set(models.state(name).flagged)
+    feedback = feedback[~feedback["sample_id"].isin(flagged | set(golden["sample_id"]))]
+    for window in models.state(name).excluded_windows:
+        inside = feedback[CREATED] <= pd.Timestamp(window.end)
+        if window.start:
+            inside &= feedback[CREATED] > pd.Timestamp(window.start)
+        feedback = feedback[~inside]
+    boot = models.bootstrap_data(name).assign(confidence=lambda f: f.get("confidence", 1.0))
+    boot = boot[~boot["sample_id"].isin(golden["sample_id"])]
+    if spec.strata is not None:
+        feedback = feedback[feedback[spec.strata].isin(info.labels)]
+        boot = boot[boot[spec.strata].isin(info.labels)]
+    feedback, boot = without_forgotten(settings, feedback), without_forgotten(settings, boot[columns])
+    h, v = cfg.holdout_fraction, cfg.validation_fraction
+    new_train, new_val, new_holdout = split_by_hash(feedback[columns], h, v)
+    old_train, old_val, old_holdout = split_by_hash(boot.drop_duplicates("sample_id"), h, v)
+    old_holdout = stratified_sample(old_holdout, cfg.max_old_holdout, cfg.seed, column=spec.strata)
+    train = pd.concat([new_train.assign(origin="new"), old_train.assign(origin="replay")], ignore_index=True)
+    validation = pd.concat([new_val, old_val], ignore_index=True)
+    data = TrainingData(
+        train=train,
+        validation=validation,
+        holdouts={"golden": golden, "old": old_holdout, "new": new_holdout},
+        window=(None, cut),
+        counts={
+            "new_samples": len(feedback),
+            "new_train": len(new_train),
+            "replay": len(old_train),
+            "validation": len(validation),
+            "golden": len(golden),
+            "old_holdout": len(old_holdout),
+            "new_holdout": len(new_holdout),
+        },
+    )
+    data.counts["review_labels"] = review_labels(feedback["source"])
+    return data
+
+
+def without_forgotten(settings, frame):
+    """``frame`` less the samples erased on request (``flywheel.privacy.Forgotten``): a replay
+    of a forgotten event that reached the store anyway is never trained on."""
+    forgotten = Forgotten.of(settings)
+    gone = forgotten.which((i, None) for i in frame["sample_id"])
+    forgotten.close()
+    return frame[~frame["sample_id"].isin(gone)] if gone else frame
 
 
 def cap_window(new, max_new: int | None, seed: int, strata: str | None):

@@ -189,6 +189,32 @@ class ModelStore:
 
         return pd.read_parquet(self.layout.bootstrap_data(name))
 
+    def erase_samples(self, name: str, sample_ids: set[str]) -> int:
+        """Erasure: the golden set and the bootstrap data without ``sample_ids`` (each file
+        rewritten atomically, only when it holds one); returns the rows removed."""
+        import pandas as pd
+
+        removed = 0
+        for path in (self.layout.golden(name), self.layout.bootstrap_data(name)):
+            frame = pd.read_parquet(path)
+            keep = frame[~frame["sample_id"].isin(sample_ids)]
+            if len(keep) < len(frame):
+                removed += len(frame) - len(keep)
+                tmp = path.with_name(f".{path.name}.tmp")
+                keep.to_parquet(tmp, index=False)
+                os.replace(tmp, path)
+        return removed
+
+    def folders(self, name: str) -> list[VersionFolder]:
+        """Every run and version folder of ``name`` (versions first, by number)."""
+        found = [self.version(name, n) for n in self.versions(name)]
+        runs = self.layout.runs(name)
+        if runs.is_dir():
+            found += [
+                VersionFolder(p, VersionFolder.run_id_of(p)) for p in sorted(runs.iterdir()) if p.is_dir()
+            ]
+        return found
+
     # ---- runs and versions ---------------------------------------------------------
 
     def new_run(self, name: str) -> VersionFolder:

@@ -18,13 +18,18 @@ from flywheel.errors import FlywheelError
 from flywheel.tasks import TaskSpec, spec_for
 from training.data import split_by_hash, stratified_sample, stratified_share
 from training.data_gate import DataGateReport, DataRejected, check_batch, quarantine
-from training.dataset import build_dataset
+from training.dataset import build_dataset, build_full_dataset
 from training.evaluate import EvalReport, evaluate
 from training.label_screen import screen_run
 from training.model_store import ModelInfo, ModelStore
 from training.screen_report import LabelScreenReport
 from training.trainer import FitResult, fit, version_roles
 from training.version import Lineage, VersionFolder
+
+
+def teacher_dir(models: ModelStore, run: TrainedRun) -> Path | None:
+    """The folder the student starts from and distils (the champion's; none from the base)."""
+    return None if run.lineage.from_base else champion_dir(models, run)
 
 
 def champion_dir(models: ModelStore, run: TrainedRun) -> Path | None:
@@ -117,6 +122,7 @@ def bootstrap(
         bootstrap=True,
     )
     folder.save_lineage(lineage)
+    folder.save_dataset(train, val, holdouts)  # and with it the per-record lineage
     run = TrainedRun(name, folder, lineage, None, data_gate=gate)
     run.fit = fit(spec, labels, train, val, cfg, folder, progress=progress)
     roles = version_roles(spec, labels, folder.path)
@@ -126,9 +132,13 @@ def bootstrap(
     return run
 
 
-def prepare(settings, name: str, feast_store=None, cut: datetime | None = None) -> TrainedRun:
+def prepare(
+    settings, name: str, feast_store=None, cut: datetime | None = None, from_base: bool = False
+) -> TrainedRun:
     """The dataset step: the new window since the watermark (up to ``cut``), replay and holdouts,
-    saved in a new run folder. Raises NoNewData when the window is empty."""
+    saved in a new run folder. Raises NoNewData when the window is empty. ``from_base``: every
+    sample still held instead (``training.dataset.build_full_dataset``), for a fit from the base
+    model with no teacher, so that nothing erased reaches the new version through its teacher."""
 
     models = ModelStore(settings.state_dir)
     champion = models.champion(name)
@@ -139,10 +149,11 @@ def prepare(settings, name: str, feast_store=None, cut: datetime | None = None) 
         )
     if feast_store is None:
         feast_store = open_store(settings)
-    data = build_dataset(settings, models, feast_store, name, cut or datetime.now(UTC))
+    build = build_full_dataset if from_base else build_dataset
+    data = build(settings, models, feast_store, name, cut or datetime.now(UTC))
     folder = models.new_run(name)
     folder.save_dataset(data.train, data.validation, data.holdouts)
-    lineage = Lineage(**data.lineage(), champion=champion)
+    lineage = Lineage(**data.lineage(), champion=champion, from_base=from_base)
     folder.save_lineage(lineage)
     return TrainedRun(name, folder, lineage, champion)
 
@@ -190,7 +201,7 @@ def fit_run(
         validation,
         settings.training,
         run.folder,
-        champion_dir(models, run),
+        teacher_dir(models, run),
         progress,
         should_stop=should_stop,
     )

@@ -9,12 +9,15 @@ runs/<run id>/ or versions/v<N>/
     gate.json, gate.txt   the data gate's report (``training.data_gate.DataGateReport``)
     eval.json             the evaluation report (``training.evaluate.EvalReport``)
     data/*.parquet        the run's dataset (train, validation, holdouts)
+    samples.parquet       :class:`SampleLineage`: every sample id of the dataset and its role
     review/               what a reviewer reads: confusion matrix, misclassified examples
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,7 @@ class Lineage:
     flagged: int = 0  # sent to review by the label screen (left out of training)
     bootstrap: bool = False
     champion: int | None = None  # the teacher and the version compared against
+    from_base: bool = False  # trained from the base model with no teacher (a retrain after an erasure)
     review_labels: dict[str, int] = field(default_factory=dict)  # reviewer → new samples they labelled
 
     def to_dict(self) -> dict:
@@ -54,6 +58,67 @@ class Lineage:
     def from_dict(cls, d: dict) -> Lineage:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+ROLES = ("train", "validation", "golden", "old", "new")  # golden, old, new: the holdouts
+# a frame without an origin column: the bootstrap's training set, or a split of the window
+_DEFAULT_ORIGIN = {"train": "bootstrap", "validation": "new", "golden": "golden", "old": "old", "new": "new"}
+
+
+@dataclass
+class SampleLineage:
+    """Per-record lineage of one run: each sample id of its dataset, its role (``ROLES``),
+    origin (``new`` window, ``replay`` of old data, ``bootstrap``) and label (when the task
+    has classes). Stored sorted, dictionary-encoded and zstd-compressed (a few bytes per id:
+    ``bench/bench_forget.py`` measures it)."""
+
+    frame: Any  # DataFrame: sample_id, role, origin, label
+
+    @classmethod
+    def of(cls, train, validation, holdouts: dict) -> SampleLineage:
+        import pandas as pd
+
+        parts = []
+        for role, part in (("train", train), ("validation", validation), *holdouts.items()):
+            origin = part.get("origin", _DEFAULT_ORIGIN[role])
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "sample_id": part["sample_id"].astype(str).to_numpy(),
+                        "role": role,
+                        "origin": origin if isinstance(origin, str) else origin.to_numpy(),
+                        "label": part["label"].to_numpy() if "label" in part else None,
+                    }
+                )
+            )
+        frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["sample_id"])
+        return cls(frame.sort_values(["role", "sample_id"], kind="stable").reset_index(drop=True))
+
+    def save(self, path: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(self.frame, preserve_index=False)
+        tmp = path.with_name(f".{path.name}.tmp")
+        pq.write_table(
+            table, tmp, compression="zstd", compression_level=9, use_dictionary=["role", "origin", "label"]
+        )
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> SampleLineage:
+        import pandas as pd
+
+        return cls(pd.read_parquet(path))
+
+    def ids(self, role: str | None = None) -> set[str]:
+        frame = self.frame if role is None else self.frame[self.frame["role"] == role]
+        return set(frame["sample_id"])
+
+    def digest(self, role: str = "train") -> str:
+        """SHA-256 of the sorted ids of ``role``, one per line: equal digests, equal sets."""
+        text = "\n".join(sorted(self.ids(role)))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -79,13 +144,14 @@ class TrainingRecord:
 
 
 class VersionFolder:
-    RUN_ID, CONFIG, LINEAGE, EVAL, GATE, SCREEN = (
+    RUN_ID, CONFIG, LINEAGE, EVAL, GATE, SCREEN, SAMPLES = (
         "run_id",
         "training_config.json",
         "data.json",
         "eval.json",
         "gate.json",
         "screen.json",
+        "samples.parquet",
     )
 
     def __init__(self, path: Path, run_id: str):
@@ -150,7 +216,7 @@ class VersionFolder:
 
     def artifacts(self) -> list[Path]:
         """The run's records, logged with it to MLflow."""
-        names = (self.CONFIG, self.LINEAGE, self.GATE, "gate.txt", self.SCREEN, self.EVAL)
+        names = (self.CONFIG, self.LINEAGE, self.GATE, "gate.txt", self.SCREEN, self.EVAL, self.SAMPLES)
         return [self.path / n for n in names if (self.path / n).is_file()]
 
     def adapter_files(self) -> list[Path]:
@@ -159,12 +225,36 @@ class VersionFolder:
     # ---- dataset ---------------------------------------------------------------------
 
     def save_dataset(self, train, validation, holdouts: dict) -> None:
+        """The dataset's frames, and its per-record lineage (``samples.parquet``) beside them."""
         data = self.path / "data"
         data.mkdir(exist_ok=True)
         train.to_parquet(data / "train.parquet", index=False)
         validation.to_parquet(data / "validation.parquet", index=False)
         for key, frame in holdouts.items():
             frame.to_parquet(data / f"holdout_{key}.parquet", index=False)
+        SampleLineage.of(train, validation, holdouts).save(self.path / self.SAMPLES)
+
+    def sample_lineage(self) -> SampleLineage | None:
+        """Every sample id of the run's dataset and its role (None for a run made before it was kept)."""
+        path = self.path / self.SAMPLES
+        return SampleLineage.load(path) if path.is_file() else None
+
+    def erase_samples(self, sample_ids: set[str]) -> int:
+        """Erasure: rewrite the dataset frames without ``sample_ids`` (each file atomically);
+        the lineage keeps the ids, so which versions learned from them stays known. Returns
+        the rows removed."""
+        import pandas as pd
+
+        removed = 0
+        for path in sorted((self.path / "data").glob("*.parquet")):
+            frame = pd.read_parquet(path)
+            keep = frame[~frame["sample_id"].isin(sample_ids)]
+            if len(keep) < len(frame):
+                removed += len(frame) - len(keep)
+                tmp = path.with_name(f".{path.name}.tmp")
+                keep.to_parquet(tmp, index=False)
+                os.replace(tmp, path)
+        return removed
 
     def dataset(self):
         """(train, validation, holdouts) as saved by :meth:`save_dataset`."""

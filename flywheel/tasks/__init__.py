@@ -14,12 +14,21 @@ from __future__ import annotations
 from flywheel.tasks import image as _image  # each task package registers its spec
 from flywheel.tasks import text as _text
 from flywheel.tasks.base import BASELINE_FILE, TaskSpec
-from flywheel.tasks.registry import all_feast_fields, get_task, register, spec_class, spec_for, tasks
+from flywheel.tasks.registry import (
+    all_feast_fields,
+    all_image_columns,
+    get_task,
+    register,
+    spec_class,
+    spec_for,
+    tasks,
+)
 
 __all__ = [
     "BASELINE_FILE",
     "TaskSpec",
     "all_feast_fields",
+    "all_image_columns",
     "get_task",
     "register",
     "spec_class",

@@ -37,6 +37,7 @@ class TaskSpec:
     shown_metrics: ClassVar[tuple[str, ...]]  # the review table's metrics, the primary first
     sample_columns: ClassVar[list[str]]  # a training sample's columns besides sample_id, confidence
     feast_fields: ClassVar[dict[str, str]]  # Feast feature → Feast type name this task fills
+    image_columns: ClassVar[tuple[str, ...]] = ()  # Feast columns naming image-store URIs (erasure)
     strata: ClassVar[str | None] = None  # the column samples are stratified by (None: plain hash)
     cache_teacher: ClassVar[bool] = True  # teacher outputs small enough to compute once per fit
     baseline_caption: ClassVar[str] = "baseline"

@@ -44,3 +44,8 @@ def all_feast_fields() -> dict[str, str]:
     for name in tasks():
         fields.update(_REGISTRY[name].feast_fields)
     return fields
+
+
+def all_image_columns() -> tuple[str, ...]:
+    """Every task's Feast columns that name image-store URIs (erasure deletes those images)."""
+    return tuple(dict.fromkeys(c for name in tasks() for c in _REGISTRY[name].image_columns))

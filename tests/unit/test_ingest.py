@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from feature_repo.definitions import CREATED, FEATURES, JOIN_KEY, TIMESTAMP
+from feature_repo.definitions import CREATED, FEATURES, JOIN_KEY, SUBJECT, TIMESTAMP
 from flywheel.events import validate_event
 from pipelines.ingest import IngestError, batch_name, sample_row
 from pipelines.records import Origin, RoutedRecord
@@ -19,7 +19,7 @@ NOW = datetime(2026, 11, 25, tzinfo=UTC)
 def test_a_routed_record_becomes_a_row_with_every_feature():
     event = validate_event(make_event(3, feedback={"accepted": True}))
     row = sample_row(RoutedRecord.of(event, True, 2, Origin("t.raw", 1, 9)).to_json().encode(), NOW)
-    assert set(row) == {JOIN_KEY, TIMESTAMP, CREATED, *FEATURES}
+    assert set(row) == {JOIN_KEY, TIMESTAMP, CREATED, SUBJECT, *FEATURES}
     assert row[JOIN_KEY] == "evt-000003"
     assert row[TIMESTAMP] == datetime(2026, 11, 1, 12, tzinfo=UTC)
     assert row["label"] == "positive"  # an accepted prediction is a verified label

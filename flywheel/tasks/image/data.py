@@ -83,6 +83,7 @@ class ImageData(ImageFields):
         "width": "Int64",
         "height": "Int64",
     }
+    image_columns = ("input_uri", "target_uri", "prediction_uri")
     strata = None
 
     @classmethod
