@@ -53,7 +53,7 @@ def subject_key(settings) -> bytes:
         return configured.get_secret_value().encode("utf-8")
     path = StateLayout.of(settings).subject_key
     try:
-        return path.read_bytes()
+        return _checked(path, path.read_bytes())
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -70,7 +70,10 @@ def subject_key(settings) -> bytes:
         pass
     finally:
         tmp.unlink(missing_ok=True)
-    key = path.read_bytes()
+    return _checked(path, path.read_bytes())
+
+
+def _checked(path: Path, key: bytes) -> bytes:
     if len(key) != 32:
         raise PrivacyError(
             f"{path} holds {len(key)} bytes, not a 32-byte key; restore it from a backup (pseudonyms "

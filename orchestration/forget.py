@@ -154,7 +154,7 @@ def forget(
         started_at=datetime.now(UTC).isoformat(),
     )
     if dry_run:
-        _resolve(settings, erasure)
+        _resolve(settings, erasure, dry_run=True)
         return Receipt(
             erasure.receipt,
             erasure.by,
@@ -211,7 +211,7 @@ def _tombstones(settings, erasure: Erasure) -> dict[str, int]:
     return {"event_ids": len(erasure.event_ids), "subjects": int(erasure.subject is not None)}
 
 
-def _resolve(settings, erasure: Erasure) -> dict[str, int]:
+def _resolve(settings, erasure: Erasure, dry_run: bool = False) -> dict[str, int]:
     ids = set(erasure.event_ids)
     if erasure.subject:
         queue = ReviewQueue(settings)
@@ -230,6 +230,12 @@ def _resolve(settings, erasure: Erasure) -> dict[str, int]:
     erasure.event_ids = sorted(_events_for(sorted(ids)))
     erasure.files = match.files
     erasure.uris = sorted(match.uris)
+    if not dry_run:  # each id is forgotten by itself too: datasets and lineage look ids up
+        forgotten = Forgotten.of(settings)
+        try:
+            forgotten.add(erasure.receipt, erasure.event_ids)
+        finally:
+            forgotten.close()
     return {"events": len(erasure.event_ids), "offline_files": len(match.files)}
 
 
