@@ -123,7 +123,8 @@ def main() -> None:
     print("|---|---|")
     for n in (10_000, 100_000):
         for kind in ("sequential", "uuid"):
-            print(f"| {n:,} ids, {kind} ids (`fb-0000123` / 32 hex) | {lineage_bytes(n, kind):.2f} |")
+            shown = "`fb-0000123`" if kind == "sequential" else "32 hex digits"
+            print(f"| {n:,} ids, {kind} ({shown}) | {lineage_bytes(n, kind):.2f} |")
     print(f"(state in {state}; cpu count {os.cpu_count()})")
 
 

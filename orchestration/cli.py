@@ -96,7 +96,7 @@ def repair_cmd(ctx: typer.Context, model: Annotated[str, typer.Argument(help="mo
     from orchestration.registry import Registry
 
     settings = settings_of(ctx)
-    for receipt in complete_pending(settings, log=console.print):
+    for receipt in complete_pending(settings):
         console.print(f"erasure {receipt.receipt}: completed ({receipt.events} event ids)")
     try:
         with file_lock(StateLayout.of(settings).retrain_lock(model), timeout_s=0.5):

@@ -60,6 +60,7 @@ from pipelines.review import review_event_id
 from pipelines.review_queue import ReviewQueue
 from training.model_store import ModelStore
 
+FORGET_LOCK = "forget"  # stores.store_lock name: one erasure at a time
 STEPS = (
     "tombstones",
     "resolve",
@@ -142,9 +143,19 @@ def forget(
 
     if (event_id is None) == (subject_id is None):
         raise ForgetError("name exactly one of --event-id or --subject-id")
+    if event_id is not None and not event_id.strip():
+        raise ForgetError("--event-id is empty")
+    if subject_id is not None and not subject_id.strip():
+        raise ForgetError("--subject-id is empty")
     if not dry_run:
-        for receipt in complete_pending(settings, log=log):
-            log(f"completed the erasure {receipt.receipt} that was cut short")
+        with store_lock(settings.state_dir, FORGET_LOCK):  # one erasure at a time
+            for receipt in _complete_pending(settings):
+                log(f"completed the erasure {receipt.receipt} that was cut short")
+            return _start(settings, event_id, subject_id)
+    return _start(settings, event_id, subject_id, dry_run=True)
+
+
+def _start(settings, event_id: str | None, subject_id: str | None, dry_run: bool = False) -> Receipt:
     subject = pseudonym(subject_key(settings), subject_id) if subject_id is not None else None
     erasure = Erasure(
         receipt="fg-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8],
@@ -168,23 +179,28 @@ def forget(
     folder = StateLayout.of(settings).forget_journals
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     erasure.save(folder)
-    return _run(settings, erasure, folder, log)
+    return _run(settings, erasure, folder)
 
 
-def complete_pending(settings, log=print) -> list[Receipt]:
+def complete_pending(settings) -> list[Receipt]:
     """Run the steps left of every erasure a crash cut short (``forget`` and ``model repair``)."""
+    with store_lock(settings.state_dir, FORGET_LOCK):
+        return _complete_pending(settings)
+
+
+def _complete_pending(settings) -> list[Receipt]:
     folder = StateLayout.of(settings).forget_journals
     if not folder.is_dir():
         return []
     done = []
     for path in sorted(folder.glob("fg-*.json")):
-        done.append(_run(settings, Erasure.load(path), folder, log))
+        done.append(_run(settings, Erasure.load(path), folder))
     for stray in folder.glob(".fg-*.tmp"):  # a journal write cut short: the journal before it stands
         stray.unlink()
     return done
 
 
-def _run(settings, erasure: Erasure, folder: Path, log) -> Receipt:
+def _run(settings, erasure: Erasure, folder: Path) -> Receipt:
     for step in STEPS:
         if step in erasure.done:
             continue

@@ -38,6 +38,7 @@ from flywheel.errors import FlywheelError
 from flywheel.faults import crash_point
 from flywheel.layout import StateLayout
 from flywheel.locks import file_lock
+from flywheel.privacy import Forgotten
 from flywheel.tasks import spec_class, spec_for
 from orchestration import history, mlflow_store
 from orchestration.live_plot import log_live_plot
@@ -115,6 +116,18 @@ def _params(run) -> dict[str, str]:
         **{f"data.{k}": v for k, v in run.lineage.to_dict().items()},
     }
     return {k: str(v) for k, v in params.items()}
+
+
+def trained_on_forgotten(settings, folder) -> int:
+    """How many samples the run in ``folder`` trained or validated on were erased since."""
+    lineage = folder.sample_lineage()
+    if lineage is None:
+        return 0
+    forgotten = Forgotten.of(settings)
+    try:
+        return len(forgotten.which((i, None) for i in lineage.ids("train") | lineage.ids("validation")))
+    finally:
+        forgotten.close()
 
 
 class Registry:
@@ -229,6 +242,9 @@ class Registry:
             "flywheel.data_gate_success": str(run.data_gate.success),
             "flywheel.code_revision": revision,
         }
+        erased = trained_on_forgotten(self.settings, run.folder)
+        if erased:  # erased while this run trained (forget tags versions that exist; this one did not)
+            tags[TRAINED_ON_FORGOTTEN] = str(erased)
         notices = io.StringIO()  # "Registered model ... already exists", "Created version"
         with contextlib.redirect_stderr(notices):
             created = mlflow.register_model(logged.model_uri, run.model, tags=tags)

@@ -148,3 +148,27 @@ def test_a_routed_record_exposes_only_a_string_subject():
     event = validate_event(make_event(1, subject_id="ps1:" + "a" * 32))
     record = RoutedRecord.of(event, False, 0, Origin("t", 0, 0))
     assert record.subject == "ps1:" + "a" * 32
+
+
+def test_a_receipt_after_a_torn_audit_line_starts_its_own_line_and_is_written_once(settings):
+    from flywheel.layout import StateLayout
+    from orchestration.forget import STEPS, Erasure, _receipt, receipts
+
+    audit = StateLayout.of(settings).audit_log
+    audit.parent.mkdir(parents=True)
+    audit.write_text('{"receipt": "fg-old", "by": "ev')  # a kill mid-append
+    erasure = Erasure("fg-new", "subject", "ps1:" + "a" * 32, ["e1", "e2"], "2026-12-07T00:00:00+00:00")
+    erasure.counts = {"feast_offline": {"rows": 2}}
+    _receipt(settings, erasure)
+    _receipt(settings, erasure)  # a retry after a kill between the append and the journal's removal
+    (receipt,) = receipts(settings)
+    assert (
+        receipt.receipt == "fg-new"
+        and receipt.events == 2
+        and receipt.removed == {"feast_offline": {"rows": 2}}
+    )
+    assert (
+        "e1" not in audit.read_text().replace(receipt.event_ids_sha256, "")
+        and "ps1:" not in audit.read_text()
+    )
+    assert STEPS[0] == "tombstones" and STEPS[-1] == "receipt"
