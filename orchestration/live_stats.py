@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from statistics import NormalDist
 
 
@@ -83,19 +83,26 @@ class LiveComparison:
     confidence: float
     p_value: float  # of H0 "the drop is within tolerance"
     worse: bool  # the data show a drop beyond tolerance at this confidence
+    direction: str = "max"  # "min": a lower value is better (the bounds then are of old - new)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def describe(self, unit: str = "") -> str:
         verdict = "WORSE" if self.worse else "not shown worse"
+        better = "higher" if self.direction == "max" else "lower"
         return (
             f"{verdict}: live {self.metric} {self.mean_new:.4g}{unit} (n={self.n_new}) vs "
-            f"{self.mean_old:.4g}{unit} (n={self.n_old}); difference {self.difference:+.4g}{unit}, "
-            f"{self.confidence:.0%} upper bound {self.upper:+.4g}{unit} "
+            f"{self.mean_old:.4g}{unit} (n={self.n_old}); difference {self.difference:+.4g}{unit} "
+            f"({better} is better), {self.confidence:.0%} upper bound of the gain {self.upper:+.4g}{unit} "
             f"vs tolerance -{self.tolerance:g}{unit} "
             f"({self.test}, p={self.p_value:.3g})"
         )
+
+
+def _flipped(flip, interval: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = sorted((flip(interval[0]), flip(interval[1])))
+    return lo, hi
 
 
 def compare(
@@ -105,12 +112,32 @@ def compare(
     tolerance: float,
     confidence: float = 0.95,
     binary: bool | None = None,
+    direction: str = "max",
 ) -> LiveComparison:
-    """New against old (see the module docstring); ``binary`` defaults to "every value is 0 or 1"."""
+    """New against old (see the module docstring); ``binary`` defaults to "every value is 0 or 1".
+    ``direction="min"`` (a lower value is better, an error): the test runs on the gain
+    old - new, so *worse* still means "the data show a loss beyond tolerance"; the means and
+    the difference (new - old) are reported as measured."""
     if not new or not old:
         raise ValueError(f"comparing needs values of both versions (new {len(new)}, old {len(old)})")
     if binary is None:
         binary = all(v in (0.0, 1.0) for v in new) and all(v in (0.0, 1.0) for v in old)
+    if direction == "min":
+        flip = (lambda v: 1.0 - v) if binary else (lambda v: -v)
+        gained = compare(
+            metric, [flip(v) for v in new], [flip(v) for v in old], tolerance, confidence, binary
+        )
+        return replace(
+            gained,
+            mean_new=flip(gained.mean_new),
+            mean_old=flip(gained.mean_old),
+            difference=-gained.difference,
+            interval_new=_flipped(flip, gained.interval_new),
+            interval_old=_flipped(flip, gained.interval_old),
+            direction="min",
+        )
+    if direction != "max":
+        raise ValueError(f"direction is 'max' or 'min', not {direction!r}")
     n1, n2 = len(new), len(old)
     m1, m2 = sum(new) / n1, sum(old) / n2
     diff = m1 - m2

@@ -144,7 +144,14 @@ def judge(settings, ledger, spec, watch: Watch, now: datetime) -> MonitorResult:
     n = reached[-1]
     level = 1 - (1 - m.confidence) / len(looks)
     tolerance = tolerance_for(settings, spec)
-    comparison = compare(metric, [o.value for o in new[:n]], [o.value for o in old], tolerance, level)
+    comparison = compare(
+        metric,
+        [o.value for o in new[:n]],
+        [o.value for o in old],
+        tolerance,
+        level,
+        direction=spec.live_direction,
+    )
     look = f"look {len(reached)} of {len(looks)}"
     text = f"v{watch.new} against v{watch.old} ({look}): {comparison.describe(spec.live_unit)}"
     if comparison.worse:

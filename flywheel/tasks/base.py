@@ -49,6 +49,7 @@ class TaskSpec:
     live_metric: ClassVar[str]  # what the live monitor compares, per labelled prediction
     live_tolerance: ClassVar[float]  # the live drop allowed by default (monitor.tolerance unset)
     live_unit: ClassVar[str] = ""  # how a live value is shown (" dB")
+    live_direction: ClassVar[Literal["max", "min"]] = "max"  # is a higher live value better?
 
     @classmethod
     def from_settings(cls, settings) -> TaskSpec:

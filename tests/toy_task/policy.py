@@ -10,6 +10,7 @@ class ToyPolicy(ToyFields):
     primary_metric = "mae"
     primary_direction = "min"
     live_metric = "mae"
+    live_direction = "min"  # an error: the monitor rolls back when it rises
     shown_metrics = ("mae",)
     default_min_new_samples = 60
 

@@ -54,3 +54,20 @@ def test_false_alarm_rate_is_near_the_confidence_level():
 def test_compare_needs_both_versions():
     with pytest.raises(ValueError, match="both versions"):
         compare("accuracy", [], [1.0], tolerance=0.0)
+
+
+def test_an_error_metric_is_worse_when_it_rises_not_when_it_falls():
+    rng = random.Random(2)
+    old = [abs(rng.gauss(1.0, 0.3)) for _ in range(300)]
+    up = [abs(rng.gauss(1.4, 0.3)) for _ in range(300)]
+    down = [abs(rng.gauss(0.6, 0.3)) for _ in range(300)]
+    rising = compare("mae", up, old, tolerance=0.05, direction="min")
+    assert rising.worse and rising.difference > 0 and rising.mean_new > rising.mean_old
+    assert rising.interval_new[0] < rising.mean_new < rising.interval_new[1]
+    assert "lower is better" in rising.describe()
+    assert not compare("mae", down, old, tolerance=0.05, direction="min").worse
+    assert compare("mae", down, old, tolerance=0.05).worse  # read as "higher is better" it would roll back
+    errors = compare("error", [1.0] * 400 + [0.0] * 600, [1.0] * 300 + [0.0] * 700, 0.02, direction="min")
+    assert errors.worse and errors.test.startswith("Newcombe") and errors.mean_new == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="direction"):
+        compare("mae", up, old, tolerance=0.0, direction="down")

@@ -67,6 +67,7 @@ def test_the_spec_is_registered_under_its_name_and_declares_its_contract(case):
     name, spec, _, _ = case
     assert spec.name == name and spec_class(name) is type(spec)
     assert spec.primary_metric in spec.shown_metrics and spec.primary_direction in ("max", "min")
+    assert spec.live_direction in ("max", "min")
     assert set(spec.feast_fields) >= {c for c in spec.sample_columns if c in spec.feast_fields}
     assert spec.serving_input and spec.serving_output
 
