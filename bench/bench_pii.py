@@ -18,8 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.pii import _EMAIL_RE  # noqa: E402
-from pipelines.records import mask_pii  # noqa: E402
+from pipelines.pii import _EMAIL_RE, mask_pii  # noqa: E402
 from tests import pii_corpus  # noqa: E402
 
 OLD_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")

@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -41,15 +42,18 @@ from flywheel.errors import ConfigError
 from flywheel.layout import StateLayout
 from flywheel.stores import store_lock
 
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
+
 REPO_DIR = Path(__file__).resolve().parent
 _ARROW_TYPES = {"String": "string", "Float64": "float64", "Bool": "bool_", "Int64": "int64"}
 
 
-def feast_dir(settings) -> Path:
+def feast_dir(settings: Settings) -> Path:
     return StateLayout.of(settings).feast
 
 
-def offline_dir(settings) -> Path:
+def offline_dir(settings: Settings) -> Path:
     return feast_dir(settings) / "offline" / FEATURE_VIEW
 
 
@@ -66,7 +70,7 @@ def offline_schema():
     return pa.schema(fields)
 
 
-def repo_config(settings):
+def repo_config(settings: Settings):
     """The Feast RepoConfig: the YAML template of this repo with paths from the settings."""
     from feast.repo_config import RepoConfig
 
@@ -92,7 +96,7 @@ def repo_config(settings):
     return RepoConfig(repo_path=repo, **conf)
 
 
-def redis_connection_string(settings) -> str:
+def redis_connection_string(settings: Settings) -> str:
     """Feast's Redis connection string: ``feast.redis_connection_string`` plus the password
     (JSON-quoted: Feast parses each ``key=value`` as JSON, so a password of digits stays a
     string)."""
@@ -103,7 +107,7 @@ def redis_connection_string(settings) -> str:
     return text
 
 
-def open_store(settings, apply: bool = True):
+def open_store(settings: Settings, apply: bool = True):
     """A FeatureStore for the settings; with ``apply`` the definitions are applied if missing."""
     from feast import FeatureStore
 
@@ -131,7 +135,7 @@ def _compact_online(store, doing: str):
     return CompactSqliteOnlineStore()
 
 
-def online_sample_ids(settings, store=None) -> set[str]:
+def online_sample_ids(settings: Settings, store=None) -> set[str]:
     """The sample ids of every row of the online store (SQLite: ``CompactSqliteOnlineStore``)."""
 
     store = store or open_store(settings, apply=False)
@@ -140,7 +144,7 @@ def online_sample_ids(settings, store=None) -> set[str]:
     return {key.entity_values[0].string_val for key in keys}
 
 
-def delete_online(settings, sample_ids: list[str], store=None) -> int:
+def delete_online(settings: Settings, sample_ids: list[str], store=None) -> int:
     """Delete the online rows of ``sample_ids``; return how many there were."""
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
@@ -151,7 +155,7 @@ def delete_online(settings, sample_ids: list[str], store=None) -> int:
     return online.delete_keys(store.config, store.get_feature_view(FEATURE_VIEW), keys)
 
 
-def online_has(settings, sample_ids: list[str], store=None) -> set[str]:
+def online_has(settings: Settings, sample_ids: list[str], store=None) -> set[str]:
     """Which of ``sample_ids`` have an online row (SQLite online store; none before the first apply)."""
     from feast.errors import FeatureViewNotFoundException
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
@@ -184,7 +188,9 @@ class OfflineMatch:
     uris: set[str]
 
 
-def find_offline(settings, sample_ids: set[str], subjects: set[str], uri_columns=()) -> OfflineMatch:
+def find_offline(
+    settings: Settings, sample_ids: set[str], subjects: set[str], uri_columns=()
+) -> OfflineMatch:
     """The offline rows of ``sample_ids`` or of ``subjects`` (pseudonyms), by a filtered scan
     that reads only the id and subject columns (and the URI columns of the matching files)."""
     import pyarrow.compute as pc
@@ -212,7 +218,7 @@ def find_offline(settings, sample_ids: set[str], subjects: set[str], uri_columns
     return OfflineMatch(files, found, uris)
 
 
-def erase_offline(settings, files: list[str], sample_ids: set[str]) -> int:
+def erase_offline(settings: Settings, files: list[str], sample_ids: set[str]) -> int:
     """Rewrite each of ``files`` without the rows of ``sample_ids`` (atomically: a new file
     beside it, then a rename; a file left empty is removed). Other files are not touched.
     Idempotent, so an erasure cut short is completed by running it again. Returns the rows removed."""
@@ -238,7 +244,7 @@ def erase_offline(settings, files: list[str], sample_ids: set[str]) -> int:
     return removed
 
 
-def offline_uris(settings, uri_columns, skip: set[str]) -> set[str]:
+def offline_uris(settings: Settings, uri_columns, skip: set[str]) -> set[str]:
     """The image URIs named by offline rows other than those of ``skip`` (what must stay)."""
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
@@ -254,7 +260,7 @@ def offline_uris(settings, uri_columns, skip: set[str]) -> set[str]:
     return kept
 
 
-def apply_definitions(settings, store=None) -> list[str]:
+def apply_definitions(settings: Settings, store=None) -> list[str]:
     """Register the entity, sources, view and service (idempotent); return their names."""
 
     store = store or open_store(settings, apply=False)
@@ -262,7 +268,7 @@ def apply_definitions(settings, store=None) -> list[str]:
         return _apply(settings, store)
 
 
-def _apply(settings, store) -> list[str]:
+def _apply(settings: Settings, store) -> list[str]:
     """Apply the definitions; the caller holds the ``feast`` store lock."""
 
     _seed_offline(settings)
@@ -271,7 +277,7 @@ def _apply(settings, store) -> list[str]:
     return [o.name for o in objects.values()]
 
 
-def _seed_offline(settings) -> None:
+def _seed_offline(settings: Settings) -> None:
     """An empty parquet with the schema: retrieval over a directory needs at least one file."""
 
     directory = offline_dir(settings)
@@ -290,7 +296,7 @@ def _atomic_write(table, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_offline_batch(settings, rows, name: str) -> Path:
+def write_offline_batch(settings: Settings, rows, name: str) -> Path:
     """Append one micro-batch as a new file: ``rows`` are dicts (straight to Arrow columns)
     or a DataFrame, with the offline schema's columns.
 

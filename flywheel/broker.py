@@ -22,11 +22,15 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flywheel import procs
 from flywheel.errors import BrokerError
 from flywheel.files import write_json_atomic
 from flywheel.layout import StateLayout
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 
 def tansu_binary() -> str:
@@ -83,7 +87,7 @@ def read_epoch(state_dir: Path) -> Epoch | None:
         ) from exc
 
 
-def current_epoch(settings) -> Epoch | None:
+def current_epoch(settings: Settings) -> Epoch | None:
     """The embedded broker's epoch for readers that only compare it: None with an external
     broker, before the first start, or while the file cannot be read."""
     if not settings.embedded_broker:
@@ -263,5 +267,5 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def for_settings(settings) -> EmbeddedBroker:
+def for_settings(settings: Settings) -> EmbeddedBroker:
     return EmbeddedBroker(settings.state_dir, settings.broker.host, settings.broker.port)

@@ -27,9 +27,13 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flywheel.errors import FlywheelError
 from flywheel.layout import StateLayout
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 PSEUDONYM = re.compile(r"^ps1:[0-9a-f]{32}$")
 FORGOTTEN = "forgotten"  # the reason code of a refused event, and the ingestor's fate
@@ -45,7 +49,7 @@ class PrivacyError(FlywheelError):
     """The pseudonym key cannot be read or made."""
 
 
-def subject_key(settings) -> bytes:
+def subject_key(settings: Settings) -> bytes:
     """The install's pseudonym key: ``privacy.subject_key``, or the key file (made on first use)."""
 
     configured = settings.privacy.subject_key
@@ -113,7 +117,7 @@ class Forgotten:
         self._db: sqlite3.Connection | None = None
 
     @classmethod
-    def of(cls, settings) -> Forgotten:
+    def of(cls, settings: Settings) -> Forgotten:
         return cls(StateLayout.of(settings).forgotten, subject_key(settings))
 
     def _conn(self, create: bool = False) -> sqlite3.Connection | None:

@@ -20,12 +20,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flywheel.broker import read_epoch
 from flywheel.journal import Entry, JournalWriter
 from flywheel.kafka import producer_config
 from flywheel.layout import StateLayout
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 log = logging.getLogger("flywheel.producer")
 
@@ -51,7 +54,7 @@ _journals: dict[str, JournalWriter] = {}
 _journals_lock = threading.Lock()
 
 
-def journal_for(settings) -> JournalWriter | None:
+def journal_for(settings: Settings) -> JournalWriter | None:
     """This process's journal writer under the settings' state dir (one per process and
     folder, shared by every producer in it); None when ``journal.enabled`` is off."""
 
@@ -69,7 +72,7 @@ def journal_for(settings) -> JournalWriter | None:
 class DurableProducer:
     """Journal, produce, confirm; rebuilt when librdkafka cannot recover by itself. Thread-safe."""
 
-    def __init__(self, settings, journal: JournalWriter | None = None, **overrides: Any):
+    def __init__(self, settings: Settings, journal: JournalWriter | None = None, **overrides: Any):
         self.settings = settings
         self.journal = journal if journal is not None else journal_for(settings)
         self.overrides = overrides

@@ -39,6 +39,9 @@ from training.trainer import Stopped, version_roles
 
 if TYPE_CHECKING:
     from flywheel.settings import Settings
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
     from orchestration.registry import Registry
     from training.data_gate import Quarantine
     from training.evaluate import EvalReport
@@ -72,12 +75,12 @@ class Readiness:
         return self.new_samples >= self.threshold and per_class_ok
 
 
-def retrain_threshold(settings, spec) -> int:
+def retrain_threshold(settings: Settings, spec) -> int:
     """New samples that trigger a retrain: the setting, or the task's default when unset."""
     return settings.training.min_new_samples or spec.default_min_new_samples
 
 
-def readiness(settings, model: str) -> Readiness:
+def readiness(settings: Settings, model: str) -> Readiness:
     """New labelled samples of ``model`` ingested since its watermark, counted in Feast's
     offline files (the same samples the dataset builder retrieves, without the join)."""
 
@@ -318,7 +321,7 @@ def retrain(
             return Outcome(model, "failed", reasons=[f"{type(exc).__name__}{where}: {exc}"])
 
 
-def review_files(settings, run) -> list[Path]:
+def review_files(settings: Settings, run) -> list[Path]:
     """The task's review artifacts (plots, examples) and the report, beside the version."""
 
     models = ModelStore(settings.state_dir)

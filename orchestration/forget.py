@@ -40,7 +40,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from feature_repo import store as feast_store
 from flywheel.errors import ConfigError, FlywheelError
@@ -59,6 +59,9 @@ from pipelines.live import LiveLedger
 from pipelines.review import review_event_id
 from pipelines.review_queue import ReviewQueue
 from training.model_store import ModelStore
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 FORGET_LOCK = "forget"  # stores.store_lock name: one erasure at a time
 STEPS = (
@@ -155,7 +158,9 @@ def forget(
     return _start(settings, event_id, subject_id, dry_run=True)
 
 
-def _start(settings, event_id: str | None, subject_id: str | None, dry_run: bool = False) -> Receipt:
+def _start(
+    settings: Settings, event_id: str | None, subject_id: str | None, dry_run: bool = False
+) -> Receipt:
     subject = pseudonym(subject_key(settings), subject_id) if subject_id is not None else None
     erasure = Erasure(
         receipt="fg-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8],
@@ -182,13 +187,13 @@ def _start(settings, event_id: str | None, subject_id: str | None, dry_run: bool
     return _run(settings, erasure, folder)
 
 
-def complete_pending(settings) -> list[Receipt]:
+def complete_pending(settings: Settings) -> list[Receipt]:
     """Run the steps left of every erasure a crash cut short (``forget`` and ``model repair``)."""
     with store_lock(settings.state_dir, FORGET_LOCK):
         return _complete_pending(settings)
 
 
-def _complete_pending(settings) -> list[Receipt]:
+def _complete_pending(settings: Settings) -> list[Receipt]:
     folder = StateLayout.of(settings).forget_journals
     if not folder.is_dir():
         return []
@@ -200,7 +205,7 @@ def _complete_pending(settings) -> list[Receipt]:
     return done
 
 
-def _run(settings, erasure: Erasure, folder: Path) -> Receipt:
+def _run(settings: Settings, erasure: Erasure, folder: Path) -> Receipt:
     for step in STEPS:
         if step in erasure.done:
             continue
@@ -217,7 +222,7 @@ def _run(settings, erasure: Erasure, folder: Path) -> Receipt:
 # ---- the steps --------------------------------------------------------------------------
 
 
-def _tombstones(settings, erasure: Erasure) -> dict[str, int]:
+def _tombstones(settings: Settings, erasure: Erasure) -> dict[str, int]:
     forgotten = Forgotten.of(settings)
     try:
         with store_lock(settings.state_dir, ERASURE_LOCK):  # the ingestor's batch write waits
@@ -227,7 +232,7 @@ def _tombstones(settings, erasure: Erasure) -> dict[str, int]:
     return {"event_ids": len(erasure.event_ids), "subjects": int(erasure.subject is not None)}
 
 
-def _resolve(settings, erasure: Erasure, dry_run: bool = False) -> dict[str, int]:
+def _resolve(settings: Settings, erasure: Erasure, dry_run: bool = False) -> dict[str, int]:
     ids = set(erasure.event_ids)
     if erasure.subject:
         queue = ReviewQueue(settings)
@@ -255,12 +260,12 @@ def _resolve(settings, erasure: Erasure, dry_run: bool = False) -> dict[str, int
     return {"events": len(erasure.event_ids), "offline_files": len(match.files)}
 
 
-def _feast_offline(settings, erasure: Erasure) -> dict[str, int]:
+def _feast_offline(settings: Settings, erasure: Erasure) -> dict[str, int]:
     rows = feast_store.erase_offline(settings, sorted(erasure.files), set(erasure.event_ids))
     return {"rows": rows, "files_rewritten": len(erasure.files)}
 
 
-def _feast_online(settings, erasure: Erasure) -> dict[str, Any]:
+def _feast_online(settings: Settings, erasure: Erasure) -> dict[str, Any]:
     if not erasure.event_ids:
         return {"rows": 0}
     try:
@@ -269,7 +274,7 @@ def _feast_online(settings, erasure: Erasure) -> dict[str, Any]:
         return {"rows": 0, "skipped": str(exc)}
 
 
-def _images(settings, erasure: Erasure) -> dict[str, int]:
+def _images(settings: Settings, erasure: Erasure) -> dict[str, int]:
     if not erasure.uris:
         return {"deleted": 0, "kept_shared": 0}
     kept = feast_store.offline_uris(settings, all_image_columns(), set(erasure.event_ids))
@@ -285,7 +290,7 @@ def _images(settings, erasure: Erasure) -> dict[str, int]:
     return {"deleted": deleted, "kept_shared": len(set(erasure.uris) & kept)}
 
 
-def _review_queue(settings, erasure: Erasure) -> dict[str, int]:
+def _review_queue(settings: Settings, erasure: Erasure) -> dict[str, int]:
     queue = ReviewQueue(settings)
     try:
         return {"items": queue.forget(erasure.event_ids)}
@@ -293,7 +298,7 @@ def _review_queue(settings, erasure: Erasure) -> dict[str, int]:
         queue.close()
 
 
-def _live_ledger(settings, erasure: Erasure) -> dict[str, int]:
+def _live_ledger(settings: Settings, erasure: Erasure) -> dict[str, int]:
     ledger = LiveLedger.of(settings)
     try:
         return ledger.forget(erasure.event_ids)
@@ -301,7 +306,7 @@ def _live_ledger(settings, erasure: Erasure) -> dict[str, int]:
         ledger.close()
 
 
-def _fates(settings, erasure: Erasure) -> dict[str, int]:
+def _fates(settings: Settings, erasure: Erasure) -> dict[str, int]:
     ledger = FateLedger.of(settings)
     try:
         marked, dropped = ledger.forget(erasure.event_ids)
@@ -310,7 +315,7 @@ def _fates(settings, erasure: Erasure) -> dict[str, int]:
     return {"fates_marked": marked, "dead_letters": dropped}
 
 
-def _model_data(settings, erasure: Erasure) -> dict[str, int]:
+def _model_data(settings: Settings, erasure: Erasure) -> dict[str, int]:
     models = ModelStore(settings.state_dir)
     ids = set(erasure.event_ids)
     golden_or_bootstrap = copies = folders = 0
@@ -323,7 +328,7 @@ def _model_data(settings, erasure: Erasure) -> dict[str, int]:
     return {"golden_and_bootstrap_rows": golden_or_bootstrap, "dataset_rows": copies, "folders": folders}
 
 
-def _mlflow(settings, erasure: Erasure) -> dict[str, Any]:
+def _mlflow(settings: Settings, erasure: Erasure) -> dict[str, Any]:
     """Tag every version that trained on a forgotten sample with the count (all erasures so far)."""
     ids = set(erasure.event_ids)
     models = ModelStore(settings.state_dir)
@@ -348,7 +353,7 @@ def _mlflow(settings, erasure: Erasure) -> dict[str, Any]:
     return {"versions_tagged": tagged}
 
 
-def _receipt(settings, erasure: Erasure) -> None:
+def _receipt(settings: Settings, erasure: Erasure) -> None:
     """Append the receipt unless an earlier try appended it already (then the journal stayed)."""
     path = StateLayout.of(settings).audit_log
     if any(r.receipt == erasure.receipt for r in receipts(settings)):
@@ -391,7 +396,7 @@ def _receipt_of(erasure: Erasure) -> Receipt:
     )
 
 
-def receipts(settings) -> list[Receipt]:
+def receipts(settings: Settings) -> list[Receipt]:
     """The audit log's receipts, oldest first (a torn last line, from a kill mid-append, is skipped)."""
     path = StateLayout.of(settings).audit_log
     if not path.is_file():

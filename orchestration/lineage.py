@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from feature_repo import store as feast_store
 from feature_repo.definitions import CREATED, JOIN_KEY
@@ -28,6 +28,9 @@ from pipelines.live import LiveLedger
 from pipelines.review import review_event_id
 from pipelines.review_queue import ReviewQueue
 from training.model_store import ModelStore
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 
 @dataclass
@@ -55,7 +58,7 @@ class EventLineage:
         return asdict(self)
 
 
-def event_lineage(settings, event_id: str) -> EventLineage:
+def event_lineage(settings: Settings, event_id: str) -> EventLineage:
     fates = FateLedger.of(settings)
     forgotten = Forgotten.of(settings)
     try:
@@ -119,7 +122,7 @@ class VersionSummary:
         return asdict(self)
 
 
-def version_lineage(settings, model: str, version: int) -> VersionSummary:
+def version_lineage(settings: Settings, model: str, version: int) -> VersionSummary:
     folder = ModelStore(settings.state_dir).version(model, version)
     lineage = folder.sample_lineage()
     if lineage is None:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flywheel.tasks import spec_for
 from orchestration import history
 from pipelines.live import LiveLedger
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 GAP_S = 30.0  # predictions further apart than this (per hour plotted) are not joined by a line
 PLOTTED = 20_000  # the latest labelled predictions plotted per version
@@ -76,7 +80,7 @@ def plot_live(ledger, entries, model: str, spec, path: Path, window: int = 50) -
     return path
 
 
-def log_live_plot(settings, registry, model: str, version: int, log=print) -> bool:
+def log_live_plot(settings: Settings, registry, model: str, version: int, log=print) -> bool:
     """The live plot, logged under ``live/`` to the MLflow run of ``version``: with each
     champion move (a promotion, a forced one, an automatic rollback). Never raises: a plot
     must not fail the decision it illustrates (a failure is reported through ``log``)."""

@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from prometheus_client import REGISTRY, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -32,14 +33,18 @@ from flywheel.kafka import Topics
 from flywheel.tasks import spec_class
 from orchestration import history
 from pipelines import flink_cluster, job_health
+from pipelines.dlq import DlqRecord
 from pipelines.lag import consumer_lags, topic_ends
 from pipelines.live import LedgerError, LiveLedger
-from pipelines.records import DlqRecord, RecordError
+from pipelines.records import RecordError
 from pipelines.review_queue import ReviewQueue
 from pipelines.settler import durability
 from pipelines.stream_job import job_name
 from pipelines.topic_reader import read_new
 from training.model_store import ModelStore
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 log = logging.getLogger("flywheel.metrics")
 
@@ -60,7 +65,7 @@ class DlqReasons:
     """DLQ records by reason code, read incrementally (the DLQ is small; the marks notice a
     recreated topic, and then it is counted again from its start)."""
 
-    def __init__(self, settings):
+    def __init__(self, settings: Settings):
         self.settings = settings
         self.marks: dict[int, tuple[int, str]] = {}
         self.counts: Counter[str] = Counter()
@@ -88,7 +93,7 @@ class DlqReasons:
 class StateCollector(Collector):
     """The loop's state as gauges, read at each scrape (see the module docstring)."""
 
-    def __init__(self, settings):
+    def __init__(self, settings: Settings):
         self.settings = settings
         self.dlq = DlqReasons(settings)
 
@@ -277,7 +282,7 @@ class StateCollector(Collector):
 _registered: dict[str, StateCollector] = {}
 
 
-def register_state(settings, registry=REGISTRY) -> StateCollector:
+def register_state(settings: Settings, registry=REGISTRY) -> StateCollector:
     """Add the state collector of ``settings`` to ``registry`` (once per state dir)."""
     key = f"{id(registry)}:{settings.state_dir}"
     if key not in _registered:
@@ -286,7 +291,7 @@ def register_state(settings, registry=REGISTRY) -> StateCollector:
     return _registered[key]
 
 
-def serve_metrics(settings, log=print):
+def serve_metrics(settings: Settings, log=print):
     """``flywheel run``'s metrics endpoint on ``run.metrics_host:run.metrics_port`` (off when
     the port is unset); a port in use is said, not fatal."""
     from prometheus_client import start_http_server

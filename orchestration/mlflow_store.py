@@ -13,15 +13,19 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from typing import TYPE_CHECKING
 
 from flywheel.errors import ConfigError
 from flywheel.stores import prepare
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 log = logging.getLogger("flywheel.mlflow")
 CHAMPION, PREVIOUS, CANDIDATE = "champion", "previous", "candidate"  # the registry's aliases
 
 
-def ensure(settings) -> None:
+def ensure(settings: Settings) -> None:
     """Prepare the tracking store of ``settings`` if it is the local SQLite one (else nothing)."""
     import mlflow
 
@@ -79,10 +83,13 @@ def quiet_mlflow() -> None:
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial ... tables"
 
 
-def use_credentials(settings) -> None:
+def use_credentials(settings: Settings) -> None:
     """MLflow takes a tracking server's basic-auth credentials from the environment: set them
     from ``mlflow.username`` / ``mlflow.password`` (a process talks to one tracking server)."""
 
     if settings.mlflow.username is not None:
+        password = settings.mlflow.password
+        if password is None:  # the settings refuse a username alone; a copy made without validation
+            raise ConfigError("mlflow.username is set without mlflow.password; set both or neither")
         os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlflow.username
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = settings.mlflow.password.get_secret_value()
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password.get_secret_value()

@@ -32,6 +32,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from flywheel.layout import StateLayout
@@ -42,6 +43,9 @@ from orchestration.live_plot import log_live_plot
 from orchestration.live_stats import LiveComparison, compare
 from orchestration.registry import CHAMPION, Registry, RegistryError
 from pipelines.live import LiveLedger
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 WATCHED = ("promote", "force-promote")
 ROLLBACKS = ("rollback", "auto-rollback")
@@ -94,7 +98,7 @@ def in_cooldown(entries: list[history.Entry], now: datetime, cooldown_s: float) 
     return datetime.fromtimestamp(ends, UTC) if now.timestamp() < ends else None
 
 
-def tolerance_for(settings, spec) -> float:
+def tolerance_for(settings: Settings, spec) -> float:
     return settings.monitor.tolerance.get(spec.name, spec.live_tolerance)
 
 
@@ -107,7 +111,7 @@ def planned_looks(min_labelled: int, window_labelled: int) -> list[int]:
     return looks
 
 
-def judge(settings, ledger, spec, watch: Watch, now: datetime) -> MonitorResult:
+def judge(settings: Settings, ledger, spec, watch: Watch, now: datetime) -> MonitorResult:
     """The verdict on one watched promotion, from the ledger (no side effects).
 
     Planned looks (group-sequential, Bonferroni alpha spending): B is judged when its
@@ -163,7 +167,9 @@ def judge(settings, ledger, spec, watch: Watch, now: datetime) -> MonitorResult:
     return MonitorResult(watch.model, state, text, comparison, watch.new)
 
 
-def check_model(settings, registry, ledger, model: str, now: datetime | None = None) -> MonitorResult:
+def check_model(
+    settings: Settings, registry, ledger, model: str, now: datetime | None = None
+) -> MonitorResult:
     """Look at one model; roll it back if its promoted champion is worse (module docstring)."""
 
     now = now or datetime.now(UTC)
@@ -239,7 +245,7 @@ class AlertOutbox:
     automatic rollback is alerted once, even when a crash came between the rollback and its
     alert; a refused rollback is alerted once per promotion and message."""
 
-    def __init__(self, settings, model: str):
+    def __init__(self, settings: Settings, model: str):
         self.path = StateLayout.of(settings).alerts(model)
 
     def sent(self) -> set[str]:
@@ -261,7 +267,9 @@ class AlertOutbox:
             os.fsync(f.fileno())
 
 
-def send_alerts(settings, registry, model: str, result: MonitorResult, log: Callable[[str], None]) -> None:
+def send_alerts(
+    settings: Settings, registry, model: str, result: MonitorResult, log: Callable[[str], None]
+) -> None:
     """Alert every automatic rollback of the history not alerted yet (and log the live plot
     to the version it took out), and a failed look once."""
     outbox = AlertOutbox(settings, model)
@@ -282,7 +290,9 @@ def send_alerts(settings, registry, model: str, result: MonitorResult, log: Call
             outbox.mark(key)
 
 
-def alert(settings, result: MonitorResult, log: Callable[[str], None], evidence: dict | None = None) -> None:
+def alert(
+    settings: Settings, result: MonitorResult, log: Callable[[str], None], evidence: dict | None = None
+) -> None:
     """An alert: a log line, and a JSON POST to ``monitor.webhook_url`` when set (a failed
     webhook is reported, never raised: the rollback already happened)."""
     log(f"ALERT {result.model}: {result.state}: {result.message}")

@@ -33,6 +33,7 @@ import subprocess
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flywheel.errors import FlywheelError
 from flywheel.faults import crash_point
@@ -47,6 +48,9 @@ from orchestration.promotion import Reference, Verdict, decide
 from orchestration.review_note import description
 from training.model_store import Decision, ModelStore, Window
 from training.run import load_run
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 VERDICT, RUN_ID, AGAINST = "flywheel.verdict", "flywheel.run_id", "flywheel.evaluated_against"
 TRAINED_ON_FORGOTTEN = "flywheel.trained_on_forgotten"  # how many erased samples it trained on
@@ -118,7 +122,7 @@ def _params(run) -> dict[str, str]:
     return {k: str(v) for k, v in params.items()}
 
 
-def trained_on_forgotten(settings, folder) -> int:
+def trained_on_forgotten(settings: Settings, folder) -> int:
     """How many samples the run in ``folder`` trained or validated on were erased since."""
     lineage = folder.sample_lineage()
     if lineage is None:
@@ -131,7 +135,7 @@ def trained_on_forgotten(settings, folder) -> int:
 
 
 class Registry:
-    def __init__(self, settings):
+    def __init__(self, settings: Settings):
         import mlflow
         from mlflow import MlflowClient
 

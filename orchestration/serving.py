@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlflow.pyfunc.model import PythonModel
 
@@ -24,6 +25,9 @@ from orchestration import mlflow_store
 from orchestration.mlflow_store import CANDIDATE, quiet_mlflow, use_credentials
 from pipelines.http_api import NotServed, Served
 from training.trainer import load_adapter_model
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 
 def serving_meta(spec, labels: list[str], record) -> dict:
@@ -47,7 +51,7 @@ class AdapterModel(PythonModel):
         return self.spec.serve(self.model, model_input, self.labels)
 
 
-def load_version(settings, model: str, version: int | str = "champion"):
+def load_version(settings: Settings, model: str, version: int | str = "champion"):
     """A version of ``model`` ready to ``predict``: a number, or an alias (``champion`` by
     default), from the configured tracking store (no process-wide MLflow state is assumed)."""
     import mlflow
@@ -95,7 +99,7 @@ class ChampionPredictor:
     alias when it differs from the champion (it is followed the same way).
     """
 
-    def __init__(self, settings, log=None):
+    def __init__(self, settings: Settings, log=None):
         from mlflow import MlflowClient
 
         quiet_mlflow()

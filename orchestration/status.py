@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flywheel.broker import port_open
 from flywheel.tasks import spec_class
@@ -20,8 +20,11 @@ from pipelines.live import LedgerError, LiveLedger
 from pipelines.settler import durability
 from training.model_store import ModelStore
 
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
-def part_health(settings) -> dict[str, str]:
+
+def part_health(settings: Settings) -> dict[str, str]:
     out = {}
     if settings.embedded_broker:
         up = port_open(settings.broker.host, settings.broker.port)
@@ -59,7 +62,7 @@ def part_health(settings) -> dict[str, str]:
     return out
 
 
-def lag_line(settings) -> str:
+def lag_line(settings: Settings) -> str:
     """Each consumer's records not yet committed past, per topic (``pipelines.lag``)."""
     from confluent_kafka import KafkaException
 
@@ -75,7 +78,7 @@ def lag_line(settings) -> str:
     return "; ".join(f"{who} behind on {', '.join(parts)}" for who, parts in by.items())
 
 
-def flink_cluster_health(settings) -> str | None:
+def flink_cluster_health(settings: Settings) -> str | None:
     """This state dir's standalone Flink cluster and its jobs (`flywheel stream cluster`), if any."""
 
     cluster = flink_cluster.read(settings)
@@ -92,7 +95,7 @@ def flink_cluster_health(settings) -> str | None:
     )
 
 
-def stream_job_health(settings) -> str | None:
+def stream_job_health(settings: Settings) -> str | None:
     """The stream job's own report (state, Flink restarts, last exception), if it is running.
 
     A job that is restarting, failed or has stopped reporting is marked DEGRADED.
@@ -128,7 +131,7 @@ def _version_summary(registry, model: str, version: int | None) -> dict | None:
     }
 
 
-def model_status(settings, model: str) -> dict:
+def model_status(settings: Settings, model: str) -> dict:
     """Everything ``flywheel status`` says about a model, as plain JSON-ready data."""
 
     registry = Registry(settings)
@@ -160,7 +163,7 @@ def model_status(settings, model: str) -> dict:
     }
 
 
-def live_status(settings, model: str, spec) -> dict:
+def live_status(settings: Settings, model: str, spec) -> dict:
     """Live metrics per version (verified feedback on served predictions), the monitor's
     current verdict and the last automatic rollback (the alert)."""
 
@@ -205,7 +208,7 @@ def live_status(settings, model: str, spec) -> dict:
     }
 
 
-def status(settings) -> dict:
+def status(settings: Settings) -> dict:
     """The whole of ``flywheel status --json``: part health and every model."""
 
     return {

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from feature_repo.store import apply_definitions
 from flywheel.broker import EmbeddedBroker, for_settings, rss_bytes
@@ -46,6 +46,9 @@ from pipelines.review_queue import ReviewQueue
 from pipelines.sdk import FeedbackClient
 from pipelines.settler import read_state
 from training.model_store import ModelStore
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 PARTS = {
     "stream": ["stream", "run"],
@@ -326,7 +329,7 @@ class RunHealth:
     broker: dict = field(default_factory=dict)  # restarts, rotations, last_recovery_s
 
 
-def read_health(settings) -> RunHealth | None:
+def read_health(settings: Settings) -> RunHealth | None:
     """The report ``Supervisor.write_health`` keeps; None if there is none or it is unreadable
     (it is rewritten every half second without fsync: a power cut may leave it empty)."""
 
@@ -339,7 +342,7 @@ def read_health(settings) -> RunHealth | None:
         return None
 
 
-def readiness_check(settings, log: Callable = print) -> Periodic:
+def readiness_check(settings: Settings, log: Callable = print) -> Periodic:
     """Retrain every model that is ready (the same function as `flywheel model retrain --if-ready`)."""
 
     def check(stop: threading.Event) -> None:
@@ -356,7 +359,7 @@ def readiness_check(settings, log: Callable = print) -> Periodic:
     return Periodic("readiness check", settings.run.check_interval_s, check)
 
 
-def live_monitor(settings, log: Callable = print) -> Periodic:
+def live_monitor(settings: Settings, log: Callable = print) -> Periodic:
     """The live monitor (the same function as `flywheel model monitor --once`)."""
 
     def check(stop: threading.Event) -> None:
@@ -366,7 +369,7 @@ def live_monitor(settings, log: Callable = print) -> Periodic:
     return Periodic("live monitor", settings.monitor.interval_s, check)
 
 
-def review_queue(settings, log: Callable = print) -> Periodic:
+def review_queue(settings: Settings, log: Callable = print) -> Periodic:
     """The review queue's worker when no HTTP app runs it (the same step as `flywheel review sync`)."""
     clients: list = []
 

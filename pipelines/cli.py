@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -13,6 +13,9 @@ from rich.table import Table
 from flywheel.cli import console, err_console, settings_of, sub_app
 from flywheel.errors import BrokerError
 from flywheel.layout import StateLayout
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 # Exit codes of `flywheel submit`
 SUBMIT_OK, SUBMIT_REJECTED, SUBMIT_FAILED = 0, 1, 4
@@ -113,7 +116,7 @@ def features_apply(ctx: typer.Context) -> None:
     console.print(f"applied {', '.join(names)} to {feast_dir(settings)}")
 
 
-def _synced_queue(settings, client=None):
+def _synced_queue(settings: Settings, client=None):
     """The review queue, in step with the review topic and with due answers sent (when the
     broker answers; else what the queue holds, with a warning)."""
     from pipelines.review import sync_and_send

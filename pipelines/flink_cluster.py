@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -28,6 +29,9 @@ from flywheel.broker import free_port
 from flywheel.errors import FlywheelError
 from flywheel.layout import StateLayout
 from pipelines.stream_job import venv_python_path
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,11 +57,11 @@ def flink_home() -> Path:
     return Path(pyflink.__file__).resolve().parent
 
 
-def folder(settings) -> Path:
+def folder(settings: Settings) -> Path:
     return StateLayout.of(settings).flink_cluster
 
 
-def _env(settings) -> dict[str, str]:
+def _env(settings: Settings) -> dict[str, str]:
     base = folder(settings)
     return {
         **os.environ,
@@ -69,7 +73,9 @@ def _env(settings) -> dict[str, str]:
     }
 
 
-def _write_conf(settings, cluster: Cluster, address: str = "127.0.0.1", bind: str = "127.0.0.1") -> None:
+def _write_conf(
+    settings: Settings, cluster: Cluster, address: str = "127.0.0.1", bind: str = "127.0.0.1"
+) -> None:
     base = folder(settings)
     conf = base / "conf"
     if conf.exists():
@@ -116,7 +122,7 @@ def _link_lib(lib: Path) -> None:
         (lib / jar.name).symlink_to(jar)
 
 
-def _script(settings, name: str, *args: str) -> None:
+def _script(settings: Settings, name: str, *args: str) -> None:
     r = subprocess.run(
         ["bash", str(flink_home() / "bin" / name), *args], env=_env(settings), capture_output=True, text=True
     )
@@ -126,7 +132,7 @@ def _script(settings, name: str, *args: str) -> None:
         )
 
 
-def read(settings) -> Cluster | None:
+def read(settings: Settings) -> Cluster | None:
     path = folder(settings) / "cluster.json"
     return Cluster(**json.loads(path.read_text())) if path.is_file() else None
 
@@ -140,7 +146,7 @@ def overview(cluster: Cluster, timeout_s: float = 5.0) -> dict | None:
         return None
 
 
-def start(settings, taskmanagers: int = 1, slots: int = 2, timeout_s: float = 120.0) -> Cluster:
+def start(settings: Settings, taskmanagers: int = 1, slots: int = 2, timeout_s: float = 120.0) -> Cluster:
     """Start a JobManager and ``taskmanagers`` TaskManagers; wait until all registered."""
 
     if (known := read(settings)) is not None and overview(known) is not None:
@@ -157,7 +163,9 @@ def start(settings, taskmanagers: int = 1, slots: int = 2, timeout_s: float = 12
     return cluster
 
 
-def run_node(settings, role: str, address: str, rest_port: int = 8081, rpc_port: int = 6123, slots: int = 2):
+def run_node(
+    settings: Settings, role: str, address: str, rest_port: int = 8081, rpc_port: int = 6123, slots: int = 2
+):
     """Run one node of a cluster in the foreground (a container's process): the JobManager,
     or a TaskManager of the JobManager at ``address``. Never returns."""
     if role not in ("jobmanager", "taskmanager"):
@@ -167,7 +175,7 @@ def run_node(settings, role: str, address: str, rest_port: int = 8081, rpc_port:
     os.execve("/bin/bash", ["bash", script, "start-foreground"], _env(settings))
 
 
-def add_taskmanager(settings) -> None:
+def add_taskmanager(settings: Settings) -> None:
     _script(settings, "taskmanager.sh", "start")
 
 
@@ -184,7 +192,7 @@ def wait_for_taskmanagers(cluster: Cluster, n: int, timeout_s: float = 120.0) ->
     )
 
 
-def taskmanager_pids(settings) -> list[int]:
+def taskmanager_pids(settings: Settings) -> list[int]:
     pids = folder(settings) / "pids"
     out = []
     for path in pids.glob("*taskexecutor*.pid"):
@@ -192,7 +200,7 @@ def taskmanager_pids(settings) -> list[int]:
     return out
 
 
-def stop(settings) -> None:
+def stop(settings: Settings) -> None:
     """Stop every TaskManager and the JobManager of this state dir's cluster."""
     _script(settings, "taskmanager.sh", "stop-all")
     _script(settings, "jobmanager.sh", "stop-all")
@@ -200,7 +208,7 @@ def stop(settings) -> None:
 
 
 def submit(
-    settings,
+    settings: Settings,
     config_path: Path,
     parallelism: int | None = None,
     savepoint: str | None = None,
@@ -238,7 +246,7 @@ def jobs(cluster: Cluster) -> list[dict]:
     return httpx.get(f"{cluster.rest}/jobs/overview", timeout=10).json()["jobs"]
 
 
-def stop_with_savepoint(settings, job_id: str, timeout_s: float = 120.0) -> str:
+def stop_with_savepoint(settings: Settings, job_id: str, timeout_s: float = 120.0) -> str:
     """Stop ``job_id`` with a savepoint under ``<state_dir>/flink-savepoints``; return its path."""
     import httpx
 

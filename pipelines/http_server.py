@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 log = logging.getLogger("flywheel.http")
 
@@ -77,7 +81,7 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
 
-def protocol_for(settings) -> type[GuardedH11Protocol]:
+def protocol_for(settings: Settings) -> type[GuardedH11Protocol]:
     """The protocol class with this server's deadlines and cap."""
     return type(
         "FlywheelH11Protocol",

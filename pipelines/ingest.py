@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from feature_repo.definitions import CREATED, FEATURES, JOIN_KEY, SUBJECT, TIMESTAMP
 from feature_repo.online_write import OnlineWriter
@@ -38,12 +39,16 @@ from flywheel.kafka import Topics, client_config, group_id
 from flywheel.privacy import ERASURE_LOCK, Forgotten
 from flywheel.stores import store_lock
 from flywheel.tasks import spec_class
+from pipelines.dlq import DlqRecord
 from pipelines.fates import CLEAN, DLQ, DUPLICATE, FORGOTTEN, PREDICTION, REVIEW, Fate, FateLedger
 from pipelines.live import LiveLedger
 from pipelines.predictions import PredictionRecord, PredictionRecordError
-from pipelines.records import DlqRecord, DuplicateRecord, RecordError, RoutedRecord
+from pipelines.records import DuplicateRecord, RecordError, RoutedRecord
 from pipelines.review_queue import ReviewQueue
 from pipelines.settler import settle
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 30.0
 
@@ -102,7 +107,7 @@ def live_value(record: RoutedRecord) -> float | None:
     return spec_class(record.task).live_value(record)
 
 
-def _epoch_number(settings) -> int:
+def _epoch_number(settings: Settings) -> int:
     """The embedded broker's epoch (0 with an external broker): recorded beside each fate."""
 
     epoch = current_epoch(settings)
@@ -139,7 +144,7 @@ class ConsumerWatch:
 
     STUCK_S = 60.0
 
-    def __init__(self, settings):
+    def __init__(self, settings: Settings):
         self.settings = settings
         self.epoch = self._epoch()
         self.since = time.monotonic()
@@ -172,7 +177,7 @@ class Ingestor:
 
     def __init__(
         self,
-        settings,
+        settings: Settings,
         store=None,
         log: Callable[[str], None] = print,
         after_write: Callable[[dict], None] | None = None,

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flywheel.kafka import Topics, client_config, group_id
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ def end_offsets(consumer, parts, timeout_s: float = 5.0) -> dict[str, dict[int, 
             raise TimeoutError(f"no high watermark for {missing} partition(s) within {timeout_s}s")
 
 
-def topic_ends(settings, timeout_s: float = 5.0) -> dict[str, dict[int, int]]:
+def topic_ends(settings: Settings, timeout_s: float = 5.0) -> dict[str, dict[int, int]]:
     """Every partition's end offset of the loop's topics that exist: topic → partition → end."""
     from confluent_kafka import Consumer, TopicPartition
 
@@ -83,7 +87,7 @@ def topic_ends(settings, timeout_s: float = 5.0) -> dict[str, dict[int, int]]:
         consumer.close()
 
 
-def consumers(settings) -> list[tuple[str, str, str]]:
+def consumers(settings: Settings) -> list[tuple[str, str, str]]:
     """(consumer, group, topic) for every group that reads the loop's topics."""
     topics = Topics.from_settings(settings)
     stream = group_id(settings, settings.stream.group_id)
@@ -94,7 +98,7 @@ def consumers(settings) -> list[tuple[str, str, str]]:
     ]
 
 
-def consumer_lags(settings, ends: dict[str, dict[int, int]] | None = None) -> list[ConsumerLag]:
+def consumer_lags(settings: Settings, ends: dict[str, dict[int, int]] | None = None) -> list[ConsumerLag]:
     """Each consumer's lag on each of its topics (``ends``: from ``topic_ends``, read if omitted)."""
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
     from confluent_kafka.admin import AdminClient

@@ -14,7 +14,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -25,6 +25,9 @@ from flywheel.jsonstrict import JsonProblem, loads_json
 from flywheel.kafka import Topics
 from flywheel.names import MODEL_NAME_PATTERN
 from flywheel.producer import DurableProducer
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -125,7 +128,7 @@ class PredictionLog:
     were journaled and Kafka confirmed every one (or raises BrokerError, or ``SpoolFull`` /
     ``JournalWriteError`` from the journal). Thread-safe (one ``DurableProducer``)."""
 
-    def __init__(self, settings, **producer_overrides: Any):
+    def __init__(self, settings: Settings, **producer_overrides: Any):
         self.topic = Topics.from_settings(settings).predictions
         self.producer = DurableProducer(settings, **producer_overrides)
 

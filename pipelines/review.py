@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import hmac
 import time
+from typing import TYPE_CHECKING
 
 from flywheel.errors import FlywheelError
 from flywheel.events import MAX_ID_CHARS, feedback_event, validate_event
@@ -22,6 +23,9 @@ from flywheel.names import REVIEW_SOURCE_PREFIX, REVIEW_SUFFIX, check_reviewer_i
 from flywheel.tasks import spec_class
 from pipelines.records import Origin, RoutedRecord
 from pipelines.review_queue import NotAllowed, ReviewError, ReviewQueue, UnknownModel, VoteResult
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 
 def review_event_id(event_id: str) -> str:
@@ -58,7 +62,7 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
-def reviewer_for_token(settings, token: str | None) -> str | None:
+def reviewer_for_token(settings: Settings, token: str | None) -> str | None:
     """The configured reviewer whose token this is, else None. Compares SHA-256 digests in
     constant time (no timing hint of a token's length or its first differing character)."""
     if not token or not isinstance(token, str):
@@ -74,7 +78,7 @@ def reviewer_for_token(settings, token: str | None) -> str | None:
 SESSION_HOURS = 12
 
 
-def session_cookie(settings, reviewer: str, generation: int = 0, now: float | None = None) -> str:
+def session_cookie(settings: Settings, reviewer: str, generation: int = 0, now: float | None = None) -> str:
     """The page's session: ``reviewer.generation.expiry.signature``, signed with the
     reviewer's token (which the cookie does not hold); a new token ends every session of
     the old one, and signing out moves the reviewer's generation on (the review queue keeps
@@ -84,7 +88,7 @@ def session_cookie(settings, reviewer: str, generation: int = 0, now: float | No
     return f"{reviewer}.{generation}.{expiry}.{_session_signature(settings, reviewer, generation, expiry)}"
 
 
-def _session_signature(settings, reviewer: str, generation: int, expiry: int) -> str:
+def _session_signature(settings: Settings, reviewer: str, generation: int, expiry: int) -> str:
     key = _digest(settings.review.reviewers[reviewer].token.get_secret_value())
     message = f"flywheel-review|{reviewer}|{generation}|{expiry}".encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
@@ -118,7 +122,7 @@ def reviewer_for_session(
     )
 
 
-def check_reviewer(settings, reviewer: str) -> str:
+def check_reviewer(settings: Settings, reviewer: str) -> str:
     """``reviewer`` if it may review here: one of ``review.reviewers`` when any are configured."""
     check_reviewer_id(reviewer)
     known = settings.review.reviewers
@@ -133,7 +137,7 @@ def check_reviewer(settings, reviewer: str) -> str:
 # ---- what they answer -----------------------------------------------------------------
 
 
-def check_model(settings, model: str):
+def check_model(settings: Settings, model: str):
     """``model``'s ModelInfo; UnknownModel (404) unless it exists in this state dir."""
 
     try:
@@ -142,14 +146,14 @@ def check_model(settings, model: str):
         raise UnknownModel(str(exc)) from exc
 
 
-def choices(settings, model: str, task: str) -> list[str]:
+def choices(settings: Settings, model: str, task: str) -> list[str]:
     """The answers a reviewer picks from for ``model`` (its labels; accept/reject for images)."""
 
     return spec_class(task).review_choices(check_model(settings, model).labels)
 
 
 def answer(
-    settings,
+    settings: Settings,
     queue: ReviewQueue,
     model: str,
     event_id: str,
@@ -172,7 +176,9 @@ def answer(
     return queue.vote(model, event_id, reviewer, given, undo_window_s=undo_window_s)
 
 
-def settle(settings, queue: ReviewQueue, model: str, event_id: str, reviewer: str, given: str) -> VoteResult:
+def settle(
+    settings: Settings, queue: ReviewQueue, model: str, event_id: str, reviewer: str, given: str
+) -> VoteResult:
     """A lead's answer to an escalated item (final at once)."""
     known = settings.review.reviewers
     if reviewer not in known or not known[reviewer].lead:
@@ -235,7 +241,7 @@ def _send_due(queue: ReviewQueue, client, now: float | None) -> int:
     return len(sent)
 
 
-def queue_flagged(settings, spec, model: str, flagged, reasons: dict, suggested: dict) -> int:
+def queue_flagged(settings: Settings, spec, model: str, flagged, reasons: dict, suggested: dict) -> int:
     """Put samples the label screen flagged (``training.label_screen``; ``flagged``: their
     rows) in the review queue, each with its reason as ``flag``; return how many. Raises
     FlywheelError when one cannot be queued: the retrain fails and is retried, rather than

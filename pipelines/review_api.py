@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flywheel.errors import BrokerError, FlywheelError
 from flywheel.jsonstrict import JsonProblem, loads_json
+from flywheel.settings import Settings
 from flywheel.tasks import spec_class
 from pipelines import review
 from pipelines.http_guard import BodyProblem, foreign_origin, is_json, read_body
@@ -74,7 +75,7 @@ class FailedAttempts:
 log = logging.getLogger("flywheel.review")
 
 
-def item_json(settings, item: Item) -> dict[str, Any]:
+def item_json(settings: Settings, item: Item) -> dict[str, Any]:
     record = item.record
     return {
         "event_id": item.event_id,
@@ -95,7 +96,7 @@ def item_json(settings, item: Item) -> dict[str, Any]:
 class ReviewWorker:
     """Moves review-topic items into the queue and sends due answers, in a thread."""
 
-    def __init__(self, settings, queue: ReviewQueue, get_client):
+    def __init__(self, settings: Settings, queue: ReviewQueue, get_client):
         self.settings, self.queue, self.get_client = settings, queue, get_client
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="review-worker", daemon=True)

@@ -13,6 +13,10 @@ import secrets
 from functools import cache
 from pathlib import Path
 from string import Template
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 ASSETS = Path(__file__).resolve().parent / "review_assets"
 
@@ -22,7 +26,7 @@ def _asset(name: str) -> str:
     return (ASSETS / name).read_text(encoding="utf-8")
 
 
-def render_page(settings, reviewer: str | None, models: dict[str, int]) -> tuple[str, str]:
+def render_page(settings: Settings, reviewer: str | None, models: dict[str, int]) -> tuple[str, str]:
     """The page for ``reviewer`` (None: the sign-in form) and the nonce of its script/style."""
     nonce = secrets.token_urlsafe(16)
     esc = html.escape

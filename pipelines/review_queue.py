@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flywheel.errors import FlywheelError
 from flywheel.kafka import Topics
@@ -36,6 +36,9 @@ from flywheel.names import check_reviewer_id
 from flywheel.tasks import spec_class, tasks
 from pipelines.records import RecordError, RoutedRecord
 from pipelines.topic_reader import read_new
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 PENDING, AGREED, ESCALATED = "pending", "agreed", "escalated"
 
@@ -168,7 +171,7 @@ class ReviewQueue:
     """The review queue of one state dir. Safe to use from several processes (SQLite WAL,
     one transaction per action); ``sync`` runs in one process at a time (a file lock)."""
 
-    def __init__(self, settings, uncertainty=None):
+    def __init__(self, settings: Settings, uncertainty=None):
         self.settings = settings
         self.required = settings.review.required_reviews
         self.path = StateLayout.of(settings).review_queue

@@ -30,6 +30,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flywheel.broker import current_epoch, read_epoch
 from flywheel.files import write_json_atomic
@@ -48,6 +49,9 @@ from flywheel.kafka import producer_config
 from flywheel.layout import StateLayout
 from flywheel.locks import try_lock
 from pipelines.fates import FATES, FateLedger
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 
 @dataclass
@@ -106,11 +110,11 @@ class SettlerState:
         write_json_atomic(path, self.__dict__)
 
 
-def read_state(settings) -> SettlerState:
+def read_state(settings: Settings) -> SettlerState:
     return SettlerState.load(StateLayout.of(settings).settler_state)
 
 
-def settle(settings, log=print, now: float | None = None) -> SettleReport:
+def settle(settings: Settings, log=print, now: float | None = None) -> SettleReport:
     """One pass (see the module docstring). Never raises for a broker that is down: what
     could not be re-delivered is tried again next pass."""
 
@@ -223,7 +227,7 @@ def _settle_writer(
     return again, (again[-1].end if again else None)
 
 
-def _redeliver(settings, frames: list[Framed]) -> int:
+def _redeliver(settings: Settings, frames: list[Framed]) -> int:
     """Produce ``frames`` again; return how many Kafka did not confirm."""
     from confluent_kafka import Producer
 
@@ -284,7 +288,7 @@ class Durability:
         return out
 
 
-def durability(settings) -> Durability:
+def durability(settings: Settings) -> Durability:
     layout = StateLayout.of(settings)
     epoch = current_epoch(settings)
     state = read_state(settings)

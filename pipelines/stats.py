@@ -22,14 +22,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flywheel.errors import BrokerError
 from flywheel.kafka import Topics, client_config
 from flywheel.layout import StateLayout
 from pipelines import records
 
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
-def read_topic(settings, topic: str, timeout_s: float = 60.0, isolation: str = "read_committed") -> list:
+
+def read_topic(
+    settings: Settings, topic: str, timeout_s: float = 60.0, isolation: str = "read_committed"
+) -> list:
     """Every committed message of ``topic``, read from the beginning to the current end
     (``isolation="read_uncommitted"``: also those of open or aborted transactions, to diagnose)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -99,7 +105,7 @@ class Accounting:
         return self.raw - self.accounted
 
 
-def accounting(settings) -> Accounting:
+def accounting(settings: Settings) -> Accounting:
     topics = Topics.from_settings(settings)
     counts = {"raw": len(read_topic(settings, topics.raw))}
     redelivered = 0
@@ -137,7 +143,7 @@ def settle(
         sleep(max(0.0, min(poll_s, deadline - clock())))
 
 
-def wait_until_balanced(settings, timeout_s: float, poll_s: float = 1.0) -> Accounting:
+def wait_until_balanced(settings: Settings, timeout_s: float, poll_s: float = 1.0) -> Accounting:
     """Wait until every raw record is in an output topic (the stream job caught up); return
     the accounting. TimeoutError if that did not happen within ``timeout_s``."""
     layout = StateLayout.of(settings)

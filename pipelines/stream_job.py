@@ -1,7 +1,7 @@
 """The PyFlink clean/route job. It only wires the functions of ``pipelines.records``.
 
 All Table API / SQL: the Kafka table source (raw bytes + partition/offset metadata), one
-Python scalar UDF per record (``records.route_raw``: parse, validate once, normalise,
+Python scalar UDF per record (``transform.route_raw``: parse, validate once, normalise,
 mask, route, serialise; PyFlink thread mode, so Python runs inside the JVM), dedupe as a
 SQL over-window count per ``event_id`` (Java state in RocksDB, TTL'd), and one
 exactly-once Kafka sink for the four outputs (one transaction per checkpoint). See
@@ -33,7 +33,8 @@ from flywheel.privacy import subject_key
 from flywheel.settings import Settings, load_settings
 from pipelines import job_health, jvm_tmp
 from pipelines.job_health import report_python_step
-from pipelines.records import DLQ, REVIEW, route_raw
+from pipelines.records import DLQ, REVIEW
+from pipelines.transform import route_raw
 
 JAR_NAMES = ("flink-connector-kafka.jar", "kafka-clients.jar")
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +138,7 @@ def sink_ddl(settings: Settings, table: str, name: str, topics: list[str]) -> st
 
 
 def route_function(settings: Settings, raw_topic: str):
-    """The job's one Python step: a scalar UDF around ``records.route_raw`` (parse, validate
+    """The job's one Python step: a scalar UDF around ``transform.route_raw`` (parse, validate
     once, normalise, mask, route, serialise), returning (destination, event_id, record,
     duplicate record)."""
     from pyflink.common import Row

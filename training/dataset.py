@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from feature_repo.definitions import CREATED, JOIN_KEY
 from feature_repo.store import historical_samples
@@ -32,6 +32,9 @@ from flywheel.privacy import Forgotten
 from flywheel.tasks import spec_for
 from training.data import split_by_hash, stratified_sample
 from training.model_store import ModelStore
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 
 def train_columns(spec) -> list[str]:
@@ -60,7 +63,7 @@ class TrainingData:
         }
 
 
-def labelled_samples(settings, feast_store, spec, model_name: str, start, end):
+def labelled_samples(settings: Settings, feast_store, spec, model_name: str, start, end):
     """Samples (with a verified answer) of a model ingested in ``(start, end]``
     (``train_columns(spec)`` + ingested_at)."""
 
@@ -70,7 +73,9 @@ def labelled_samples(settings, feast_store, spec, model_name: str, start, end):
     return rows.rename(columns={JOIN_KEY: "sample_id"})[columns].reset_index(drop=True)
 
 
-def build_dataset(settings, models: ModelStore, feast_store, name: str, cut: datetime) -> TrainingData:
+def build_dataset(
+    settings: Settings, models: ModelStore, feast_store, name: str, cut: datetime
+) -> TrainingData:
     import pandas as pd
 
     cfg = settings.training
@@ -115,7 +120,9 @@ def build_dataset(settings, models: ModelStore, feast_store, name: str, cut: dat
     return data
 
 
-def build_full_dataset(settings, models: ModelStore, feast_store, name: str, cut: datetime) -> TrainingData:
+def build_full_dataset(
+    settings: Settings, models: ModelStore, feast_store, name: str, cut: datetime
+) -> TrainingData:
     """The dataset of a retrain from the base model (after an erasure, ``flywheel forget
     --retrain``): every labelled sample still held up to ``cut`` (feedback of every window
     not refused, and the bootstrap data), nothing erased, flagged or held out. Splits and
@@ -167,7 +174,7 @@ def build_full_dataset(settings, models: ModelStore, feast_store, name: str, cut
     return data
 
 
-def without_forgotten(settings, frame):
+def without_forgotten(settings: Settings, frame):
     """``frame`` less the samples erased on request (``flywheel.privacy.Forgotten``): a replay
     of a forgotten event that reached the store anyway is never trained on."""
     forgotten = Forgotten.of(settings)

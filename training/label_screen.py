@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from flywheel.errors import FlywheelError
 from flywheel.names import is_review_answer
@@ -31,6 +32,9 @@ from flywheel.tasks import spec_for
 from training.model_store import ModelStore
 from training.screen_report import LabelScreenReport, kind_of
 from training.trainer import load_adapter_model
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 EXAMPLES = 8
 
@@ -45,7 +49,7 @@ class LabelsSuspect(FlywheelError):
         super().__init__(report.reason())
 
 
-def screen_run(settings, run, to_review: Callable | None = None) -> LabelScreenReport:
+def screen_run(settings: Settings, run, to_review: Callable | None = None) -> LabelScreenReport:
     """Screen ``run``'s new window (see the module docstring): flagged samples go out of the
     run's saved dataset; raises LabelsSuspect for a window with too many.
 

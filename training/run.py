@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from feature_repo.store import open_store
 from flywheel.errors import FlywheelError
@@ -25,6 +26,9 @@ from training.model_store import ModelInfo, ModelStore
 from training.screen_report import LabelScreenReport
 from training.trainer import FitResult, fit, version_roles
 from training.version import Lineage, VersionFolder
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 
 def teacher_dir(models: ModelStore, run: TrainedRun) -> Path | None:
@@ -158,7 +162,7 @@ def prepare(
     return TrainedRun(name, folder, lineage, champion)
 
 
-def screen(settings, run: TrainedRun) -> TrainedRun:
+def screen(settings: Settings, run: TrainedRun) -> TrainedRun:
     """The data gate step: quarantine the samples it judges one by one (out of training and of
     the new holdout), then validate the training batch. Raises DataRejected for the batch."""
 
@@ -208,7 +212,7 @@ def fit_run(
     return run
 
 
-def evaluate_run(settings, run: TrainedRun, spec: TaskSpec | None = None) -> TrainedRun:
+def evaluate_run(settings: Settings, run: TrainedRun, spec: TaskSpec | None = None) -> TrainedRun:
     """The evaluate step: baseline, champion and candidate on the same holdouts; eval.json."""
 
     models = ModelStore(settings.state_dir)

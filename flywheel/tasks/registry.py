@@ -4,10 +4,13 @@ so each registers itself before anyone looks one up."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flywheel.errors import FlywheelError
 from flywheel.tasks.base import TaskSpec
+
+if TYPE_CHECKING:
+    from flywheel.settings import Settings
 
 _REGISTRY: dict[str, type[TaskSpec]] = {}
 
@@ -29,7 +32,7 @@ def get_task(task: str, **kwargs: Any) -> TaskSpec:
     return spec_class(task)(**kwargs)
 
 
-def spec_for(settings, task: str) -> TaskSpec:
+def spec_for(settings: Settings, task: str) -> TaskSpec:
     """The spec of ``task`` as the settings configure it."""
     return spec_class(task).from_settings(settings)
 

@@ -13,10 +13,10 @@ from feature_repo.store import historical_samples, open_store
 from flywheel.images import open_image_store, png_b64, png_size
 from flywheel.kafka import Topics
 from orchestration.serving import ChampionPredictor
+from pipelines.dlq import DlqRecord
 from pipelines.http_api import create_app
 from pipelines.ingest import Ingestor
 from pipelines.live import LiveLedger
-from pipelines.records import DlqRecord
 from pipelines.stats import read_topic
 from tests.helpers import small_training
 from tests.integration.kafka_utils import produce_raw

@@ -14,8 +14,8 @@ from flywheel.broker import free_port
 from flywheel.kafka import Topics
 from flywheel.settings import load_settings
 from orchestration.metrics import StateCollector
+from pipelines.dlq import DlqRecord
 from pipelines.ingest import Ingestor
-from pipelines.records import DlqRecord
 from pipelines.review_queue import ReviewQueue
 from pipelines.stats import read_topic
 from tests.helpers import mixed_traffic

@@ -14,8 +14,9 @@ import pytest
 
 from feature_repo.definitions import JOIN_KEY
 from feature_repo.store import historical_samples, open_store
+from pipelines.dlq import DlqRecord
 from pipelines.ingest import Ingestor
-from pipelines.records import DlqRecord, RoutedRecord
+from pipelines.records import RoutedRecord
 from pipelines.stats import accounting, read_topic
 from tests.helpers import mixed_traffic
 from tests.integration.kafka_utils import produce_raw
@@ -77,12 +78,13 @@ def per_partition(settings, topic: str) -> str:
 
 def assert_same_as_reference(settings) -> None:
     """Differential: every output record of the job is byte for byte what the per-record
-    reference functions give for its raw record (``records.process_raw``), and deduplication
+    reference functions give for its raw record (``transform.process_raw``), and deduplication
     kept one copy per event_id (whichever the job saw first) and wrote a ``DuplicateRecord``
     for each other copy."""
     from collections import defaultdict
 
-    from pipelines.records import DLQ, DuplicateRecord, Origin, process_raw
+    from pipelines.records import DLQ, DuplicateRecord, Origin
+    from pipelines.transform import process_raw
 
     prefix = settings.kafka.topic_prefix
     stream = settings.stream

@@ -119,7 +119,9 @@ def test_fit_lowers_the_loss_saves_and_reloads_identical_outputs_and_serves_pngs
 
 
 def test_broken_images_go_to_the_dead_letter_topic_with_the_reason():
-    from pipelines.records import DLQ, DlqRecord, Origin, process_raw
+    from pipelines.dlq import DlqRecord
+    from pipelines.records import DLQ, Origin
+    from pipelines.transform import process_raw
     from training.image_corpus import feedback_events
 
     good = feedback_events(pairs(1), "den")[0]

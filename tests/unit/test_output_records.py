@@ -9,15 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from flywheel.events import validate_event
-from pipelines.records import (
-    DlqRecord,
-    DuplicateRecord,
-    Origin,
-    RawCopy,
-    RecordError,
-    RoutedRecord,
-    origin_of,
-)
+from pipelines.dlq import DlqRecord, RawCopy
+from pipelines.records import DuplicateRecord, Origin, RecordError, RoutedRecord, origin_of
 from pipelines.stats import Accounting, settle
 from tests.helpers import make_event
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.records import mask_pii
+from pipelines.pii import mask_pii
 from tests import pii_corpus
 
 ROWS = pii_corpus.load()

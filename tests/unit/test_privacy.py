@@ -17,7 +17,8 @@ from flywheel.errors import ConfigError, InvalidEventError
 from flywheel.events import json_schema, validate_event
 from flywheel.privacy import PSEUDONYM, Forgotten, PrivacyError, event_digest, pseudonym, subject_key
 from flywheel.settings import load_settings
-from pipelines.records import Origin, RoutedRecord, pseudonymised, route_raw
+from pipelines.records import Origin, RoutedRecord
+from pipelines.transform import pseudonymised, route_raw
 from tests.helpers import make_event
 from training.version import SampleLineage
 

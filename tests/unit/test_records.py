@@ -10,20 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flywheel.events import MAX_RECORD_BYTES, MAX_TEXT_CHARS, validate_event
-from pipelines import records
-from pipelines.records import (
-    CLEAN,
-    DLQ,
-    REVIEW,
-    DlqRecord,
-    Origin,
-    RoutedRecord,
-    mask_pii,
-    normalise_text,
-    origin_of,
-    process_raw,
-    route,
-)
+from pipelines import transform
+from pipelines.dlq import DlqRecord
+from pipelines.pii import mask_pii
+from pipelines.records import CLEAN, DLQ, REVIEW, Origin, RoutedRecord, origin_of
+from pipelines.transform import normalise_text, process_raw, route
 from tests.helpers import make_event
 
 ORIGIN = Origin("feedback.raw", 2, 41)
@@ -165,7 +156,7 @@ def test_unexpected_exception_becomes_an_internal_error_dlq_record(monkeypatch):
     def boom(event):
         raise ZeroDivisionError("planted")
 
-    monkeypatch.setattr(records, "clean_event", boom)
+    monkeypatch.setattr(transform, "clean_event", boom)
     out = process_raw(raw_event(), b"k", ORIGIN)
     record = DlqRecord.from_json(out.record)
     assert out.destination == DLQ
