@@ -10,7 +10,6 @@ The admin token is apart from the feedback token (``http.auth_token``): whoever 
 feedback may not erase it. With no admin token set the routes answer 403.
 """
 
-import hmac
 import re
 from typing import Any
 
@@ -19,6 +18,7 @@ from pydantic import BaseModel
 from flywheel.errors import FlywheelError
 from orchestration.forget import forget
 from orchestration.lineage import event_lineage
+from pipelines.http_body import ErrorBody, bearer_ok, error
 
 _EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -35,11 +35,6 @@ class ReceiptOut(BaseModel):
     dry_run: bool
 
 
-class AdminError(BaseModel):
-    error: str
-    message: str
-
-
 def add_admin_routes(app, settings) -> None:
     from fastapi import Request
     from fastapi.responses import JSONResponse
@@ -47,7 +42,7 @@ def add_admin_routes(app, settings) -> None:
 
     token = settings.http.admin_token.get_secret_value() if settings.http.admin_token else None
     errors = {
-        status: {"model": AdminError, "description": text}
+        status: {"model": ErrorBody, "description": text}
         for status, text in (
             (401, "no or wrong admin token"),
             (403, "admin routes are off (http.admin_token unset)"),
@@ -55,16 +50,10 @@ def add_admin_routes(app, settings) -> None:
         )
     }
 
-    def error(status: int, code: str, message: str) -> JSONResponse:
-        return JSONResponse({"error": code, "message": message}, status_code=status)
-
     def refused(request: Request) -> JSONResponse | None:
         if token is None:
             return error(403, "admin_off", "the admin routes are off; set http.admin_token to use them")
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode("utf-8", "surrogatepass"), token.encode()
-        ):
+        if not bearer_ok(request, token):
             return error(401, "unauthorized", "send 'Authorization: Bearer <http.admin_token>'")
         return None
 

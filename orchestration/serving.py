@@ -23,7 +23,7 @@ from mlflow.pyfunc.model import PythonModel
 from flywheel.tasks import spec_class
 from orchestration import mlflow_store
 from orchestration.mlflow_store import CANDIDATE, quiet_mlflow, use_credentials
-from pipelines.http_api import NotServed, Served
+from pipelines.predict_api import NotServed, Served
 from training.trainer import load_adapter_model
 
 if TYPE_CHECKING:

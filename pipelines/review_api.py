@@ -30,6 +30,7 @@ from flywheel.jsonstrict import JsonProblem, loads_json
 from flywheel.settings import Settings
 from flywheel.tasks import spec_class
 from pipelines import review
+from pipelines.http_body import ErrorBody, error
 from pipelines.http_guard import BodyProblem, foreign_origin, is_json, read_body
 from pipelines.review_page import render_page
 from pipelines.review_queue import Item, ReviewError, ReviewQueue
@@ -150,9 +151,9 @@ _WHY = {
 }
 
 
-def add_review_routes(app, settings, get_queue, get_client, error_model) -> None:
-    """Add the review page and API to ``app`` (a FastAPI app); ``error_model`` documents the
-    error answers (the app's one error body)."""
+def add_review_routes(app, settings: Settings, get_queue, get_client) -> None:
+    """Add the review page and API to ``app`` (a FastAPI app); errors have the app's one
+    shape (``pipelines.http_body``)."""
     from fastapi import Request
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.concurrency import run_in_threadpool
@@ -162,12 +163,9 @@ def add_review_routes(app, settings, get_queue, get_client, error_model) -> None
     def documented(*statuses: int) -> dict:
         bearer: dict[str, Any] = {"security": [{"reviewer": []}]}
         return {
-            "responses": {s: {"model": error_model, "description": _WHY[s]} for s in statuses},
+            "responses": {s: {"model": ErrorBody, "description": _WHY[s]} for s in statuses},
             "openapi_extra": bearer,
         }
-
-    def error(status: int, code: str, message: str) -> JSONResponse:
-        return JSONResponse({"error": code, "message": message}, status_code=status)
 
     def session_reviewer(request: Request) -> str | None:
         return review.reviewer_for_session(

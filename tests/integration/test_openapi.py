@@ -36,7 +36,8 @@ from schemathesis.python.asgi import shutdown_lifespans
 
 from flywheel.broker import free_port
 from flywheel.settings import load_settings
-from pipelines.http_api import NotServed, Served, create_app
+from pipelines.http_api import create_app
+from pipelines.predict_api import NotServed, Served
 from tests.helpers import make_event
 
 pytestmark = [pytest.mark.integration]

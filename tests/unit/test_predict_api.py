@@ -7,7 +7,8 @@ from fastapi.testclient import TestClient
 
 from flywheel.errors import BrokerError
 from flywheel.settings import load_settings
-from pipelines.http_api import NotServed, Served, create_app
+from pipelines.http_api import create_app
+from pipelines.predict_api import NotServed, Served
 
 
 class FakePredictor:
