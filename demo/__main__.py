@@ -111,6 +111,7 @@ def traffic_round(settings, serving, chunk, i, corrupt, rng, truth, console, fee
 
 def review_round(settings, rng, truth, console) -> None:
     """A simulated reviewer works the durable review queue (what the /review page does)."""
+    from pipelines import review_sync
     from pipelines.review import answer, send_due
     from pipelines.review_queue import ReviewQueue
     from pipelines.sdk import FeedbackClient
@@ -118,7 +119,7 @@ def review_round(settings, rng, truth, console) -> None:
 
     queue = ReviewQueue(settings)
     try:
-        queue.sync(wait=True)
+        review_sync.sync(queue, wait=True)
         items = queue.pending(MODEL)
         reviewed = [i for i in items if rng.random() < 0.6]
         # (items left unlabelled stay in the queue; a later round's reviewer may take them)

@@ -119,6 +119,7 @@ def features_apply(ctx: typer.Context) -> None:
 def _synced_queue(settings: Settings, client=None):
     """The review queue, in step with the review topic and with due answers sent (when the
     broker answers; else what the queue holds, with a warning)."""
+    from pipelines import review_sync
     from pipelines.review import sync_and_send
     from pipelines.review_queue import ReviewQueue
 
@@ -127,7 +128,7 @@ def _synced_queue(settings: Settings, client=None):
         if client is not None:
             sync_and_send(queue, client)
         else:
-            queue.sync(timeout_s=20)
+            review_sync.sync(queue, timeout_s=20)
     except BrokerError as exc:
         err_console.print(f"[yellow]the broker did not answer ({exc}); showing the stored queue[/yellow]")
     return queue

@@ -21,6 +21,7 @@ from flywheel.events import MAX_ID_CHARS, feedback_event, validate_event
 from flywheel.model_info import read_model_info
 from flywheel.names import REVIEW_SOURCE_PREFIX, REVIEW_SUFFIX, check_reviewer_id, review_source
 from flywheel.tasks import spec_class
+from pipelines import review_sync
 from pipelines.records import Origin, RoutedRecord
 from pipelines.review_queue import NotAllowed, ReviewError, ReviewQueue, UnknownModel, VoteResult
 
@@ -214,7 +215,7 @@ def review_event(item: RoutedRecord, given: str, reviewers: list[str]) -> dict:
 def sync_and_send(queue: ReviewQueue, client, timeout_s: float = 20.0) -> tuple[int, int]:
     """The review queue's worker step: new review-topic items into the queue, then every
     agreed answer past its undo window into the loop; returns (items added, answers sent)."""
-    added = queue.sync(timeout_s=timeout_s)
+    added = review_sync.sync(queue, timeout_s=timeout_s)
     return added, send_due(queue, client)
 
 
@@ -222,7 +223,7 @@ def send_due(queue: ReviewQueue, client, now: float | None = None, wait: bool = 
     """Send every agreed answer past its undo window; return how many Kafka confirmed. One the
     contract refuses is kept out of the queue's sending with its reason (shown in stats).
     One process sends at a time: while another does, this returns 0 (or waits, ``wait``)."""
-    with queue.exclusive(wait) as mine:
+    with review_sync.exclusive(queue, wait) as mine:
         return _send_due(queue, client, now) if mine else 0
 
 

@@ -1,7 +1,8 @@
 """The review queue's durable store (SQLite under the state dir): its one owner.
 
-The stream job writes low-confidence unlabelled predictions to the review topic; ``sync``
-copies them here (with the topic offsets, in the same transaction), so the queue survives
+The stream job writes low-confidence unlabelled predictions to the review topic;
+``pipelines.review_sync`` copies them here (``add_synced``: with the topic offsets, in the same
+transaction), so the queue survives
 a broker restart (the embedded broker keeps topics in memory) and a restart of every
 process. Reviewers' votes live here too. An item is decided when ``review.required_reviews``
 reviewers answered: the same answer → ``agreed``, else ``escalated`` (a lead settles it).
@@ -18,7 +19,6 @@ last item read and its event id, to notice a topic that was recreated empty).
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 import threading
 import time
@@ -28,14 +28,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flywheel.errors import FlywheelError
-from flywheel.kafka import Topics
 from flywheel.layout import StateLayout
-from flywheel.locks import file_lock, tried
 from flywheel.model_info import model_names
 from flywheel.names import check_reviewer_id
 from flywheel.tasks import spec_class, tasks
-from pipelines.records import RecordError, RoutedRecord
-from pipelines.topic_reader import read_new
+from pipelines.records import RoutedRecord
 
 if TYPE_CHECKING:
     from flywheel.settings import Settings
@@ -259,54 +256,27 @@ class ReviewQueue:
         )
         return db.total_changes - before
 
-    @contextmanager
-    def exclusive(self, wait: bool = False) -> Iterator[bool]:
-        """Hold the queue's worker lock (one process at a time syncs and sends); yields False
-        when another holds it and ``wait`` is False."""
-        path = self.path.with_suffix(".worker.lock")
-        if wait:
-            with file_lock(path, timeout_s=None):
-                yield True
-        else:
-            with tried(path) as mine:
-                yield mine
+    def sync_marks(self, topic: str) -> dict[int, tuple[int, str]]:
+        """Where the last sync of ``topic`` left off: partition → (offset, event id)."""
+        rows = self.db.execute(
+            "SELECT partition, last_offset, last_event_id FROM offsets WHERE topic = ?", (topic,)
+        )
+        return {p: (o, e) for p, o, e in rows}
 
-    def sync(self, timeout_s: float = 30.0, wait: bool = False, max_records: int = 5000) -> int:
-        """Copy the review topic's new records into the queue; return how many were new.
-        Another process syncing at the same time makes this call a no-op (returns 0) unless
-        ``wait``."""
-        with self.exclusive(wait) as mine:
-            return self._sync(timeout_s, max_records) if mine else 0
-
-    def _sync(self, timeout_s: float, max_records: int) -> int:
-        settings = self.settings
-        topic = Topics.from_settings(settings).review
-        marks = {
-            p: (o, e)
-            for p, o, e in self.db.execute(
-                "SELECT partition, last_offset, last_event_id FROM offsets WHERE topic = ?", (topic,)
-            )
-        }
-        batch = read_new(settings, topic, marks, timeout_s, max_records)
-        records, bad = [], 0
-        for value in batch.values:
-            try:
-                records.append(RoutedRecord.from_json(value))
-            except RecordError:
-                bad += 1  # the stream job wrote it, so this is a bug; counted, never fatal
+    def add_synced(
+        self, topic: str, records: list[RoutedRecord], marks: dict[int, tuple[int, str]], reset: list[int]
+    ) -> int:
+        """Queue ``records`` read from ``topic`` and move its marks, in one transaction (so a
+        crash never queues a record twice nor skips one); return how many were new."""
         known, _ = self.known_models(records)  # the others are dead-lettered by the ingestor
         with self._write() as db:
             added = self._insert(db, known, time.time())
-            for partition in batch.reset:
+            for partition in reset:
                 db.execute("DELETE FROM offsets WHERE topic = ? AND partition = ?", (topic, partition))
             db.executemany(
                 "INSERT OR REPLACE INTO offsets(topic, partition, last_offset, last_event_id) "
                 "VALUES (?, ?, ?, ?)",
-                [(topic, p, o, e) for p, (o, e) in batch.marks.items()],
-            )
-        if bad:
-            logging.getLogger("flywheel.review").warning(
-                "%d review-topic record(s) are not routed records and were left out", bad
+                [(topic, p, o, e) for p, (o, e) in marks.items()],
             )
         return added
 

@@ -14,6 +14,7 @@ from flywheel.broker import free_port
 from flywheel.kafka import Topics
 from flywheel.settings import load_settings
 from orchestration.metrics import StateCollector
+from pipelines import review_sync
 from pipelines.dlq import DlqRecord
 from pipelines.ingest import Ingestor
 from pipelines.review_queue import ReviewQueue
@@ -48,7 +49,7 @@ def test_metrics_show_the_runs_topics_dlq_reasons_lag_and_review_queue(settings)
     assert settled_accounting(settings).balanced
     Ingestor(settings, open_store(settings)).run(until_caught_up=True)
     queue = ReviewQueue(settings)
-    queue.sync()
+    review_sync.sync(queue)
     m = scrape(settings)
     for source in ("kafka", "dlq", "stream_job", "review_queue", "models", "durability"):
         assert m[("flywheel_metrics_source_up", (("source", source),))] == 1, source

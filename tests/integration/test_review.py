@@ -18,7 +18,7 @@ from flywheel.events import validate_event
 from flywheel.kafka import Topics, ensure_topics
 from flywheel.model_info import ModelInfo, write_model_info
 from flywheel.settings import load_settings
-from pipelines import review
+from pipelines import review, review_sync
 from pipelines.ingest import Ingestor
 from pipelines.records import Origin, RoutedRecord
 from pipelines.review_queue import ReviewQueue
@@ -78,7 +78,7 @@ def test_only_answers_two_reviewers_agree_on_reach_feast_and_readiness(settings)
         s, produce_raw(s, [json.dumps(unlabelled(i, c)).encode() for i, c in enumerate([0.2, 0.3, 0.4])])
     )
     queue = ReviewQueue(s)
-    assert queue.sync() == 3
+    assert review_sync.sync(queue) == 3
     # the least confident first: 0.2, 0.3, 0.4
     assert [i.event_id for i in queue.pending("sentiment")] == ["rv-000", "rv-001", "rv-002"]
     review.answer(s, queue, "sentiment", "rv-000", "alice", "negative")
@@ -117,7 +117,7 @@ def test_the_queue_survives_a_broker_restart_and_reads_the_recreated_topic(tmp_p
         topic = Topics.from_settings(s).review
         produce_raw(s, [routed(unlabelled(i, 0.3, "old"), i) for i in range(4)], topic=topic)
         queue = ReviewQueue(s)
-        assert queue.sync() == 4
+        assert review_sync.sync(queue) == 4
         review.answer(s, queue, "sentiment", "old-000", "ann", "neutral", undo_window_s=3600)
         broker.stop()
         broker.start()
@@ -128,9 +128,9 @@ def test_the_queue_survives_a_broker_restart_and_reads_the_recreated_topic(tmp_p
         assert len(queue.pending("sentiment")) == 3  # old-000 was answered (and waits to be sent)
         assert queue.status("old-000") == "agreed" and queue.get("old-000").votes == 1
         produce_raw(s, [routed(unlabelled(i, 0.3, "new"), i) for i in range(6)], topic=topic)
-        assert queue.sync(max_records=4) == 4  # a backlog is read over several calls ...
-        assert queue.sync() == 2  # ... each going on from the last
-        assert queue.sync() == 0  # read once
+        assert review_sync.sync(queue, max_records=4) == 4  # a backlog is read over several calls ...
+        assert review_sync.sync(queue) == 2  # ... each going on from the last
+        assert review_sync.sync(queue) == 0  # read once
         assert len(queue.pending("sentiment")) == 9
     finally:
         broker.stop()
