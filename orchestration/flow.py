@@ -29,6 +29,7 @@ from flywheel.layout import StateLayout
 from flywheel.locks import LockBusy, file_lock
 from flywheel.tasks import spec_for
 from orchestration import history
+from orchestration.registration import register
 from orchestration.registry import Registry
 from pipelines.review import queue_flagged
 from training.data_gate import DataRejected
@@ -238,7 +239,7 @@ def step_evaluate(r: Retrain) -> None:
 def step_register(r: Retrain) -> None:
     if r.registry is None:
         raise RuntimeError(f"{r.model}: the register step ran before repair opened the registry")
-    r.version = r.registry.register(r.trained)
+    r.version = register(r.registry, r.trained)
 
 
 def step_decide(r: Retrain) -> None:
@@ -352,7 +353,7 @@ def bootstrap_model(
             if ModelStore(settings.state_dir).exists(name):
                 registry.repair(name)  # a bootstrap a crash interrupted may still be decided
             run = bootstrap(settings, name, task, data, labels, golden, progress=progress)
-            version = registry.register(run)
+            version = register(registry, run)
             verdict = registry.decide(name, version, review_files(settings, run))
     except LockBusy:
         return Outcome(name, "busy", reasons=["another bootstrap or retrain of this model is running"])

@@ -1,4 +1,4 @@
-"""The MLflow registry: register candidates, decide them, move aliases, roll back, repair.
+"""The MLflow registry's alias state machine: decide candidates, move aliases, roll back, repair.
 
 Registered model = model name; a version's number is the same in MLflow, in its folder
 (``versions/v<N>``), in the history and in ``flywheel status``. Aliases: ``champion``
@@ -7,11 +7,8 @@ registered). A version carries params, the gate metrics, the data window and sam
 counts, the data gate's result, the resolved config, the code revision, a review note and
 review artifacts.
 
-**Registering** is: log the run and the pyfunc model → create the version *with* its tags
-(``flywheel.verdict=pending``, the run id, the champion it was evaluated against) in one
-call → move the run's folder to ``versions/v<N>`` → alias ``candidate``. A crash before the
-version exists leaves only an unregistered MLflow run (the window is retrained next time);
-after, :meth:`Registry.repair` finds the pending version and finishes it.
+**Registering** a run is ``orchestration.registration``; a version it leaves pending (a
+crash after the version exists) is finished by :meth:`Registry.repair`.
 
 **Deciding** (promote, reject) and **rolling back** are one state machine under the model's
 alias lock: the verdict and review note are written, then the move is journalled in the
@@ -25,12 +22,8 @@ each step boundary for fault-injection tests.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
-import subprocess
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,7 +32,6 @@ from flywheel.errors import FlywheelError
 from flywheel.faults import crash_point
 from flywheel.layout import StateLayout
 from flywheel.locks import file_lock
-from flywheel.privacy import Forgotten
 from flywheel.tasks import spec_class, spec_for
 from orchestration import history, mlflow_store
 from orchestration.live_plot import log_live_plot
@@ -71,67 +63,9 @@ class RegistryError(FlywheelError):
     exit_code = 7
 
 
-def code_revision() -> str:
-    here = Path(__file__).parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=here
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5, cwd=here
-        ).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def alias_lock(state_dir: Path, model: str, timeout_s: float = 600):
     """The lock of a model's alias moves (decide, rollback, repair)."""
     return file_lock(StateLayout.of(state_dir).alias_lock(model), timeout_s)
-
-
-def _params(run) -> dict[str, str]:
-    record = run.folder.training_record()
-    t = record.training
-    keys = (
-        "epochs",
-        "min_steps",
-        "batch_size",
-        "max_length",
-        "learning_rate",
-        "head_learning_rate",
-        "distill_alpha",
-        "temperature",
-        "replay_ratio",
-        "seed",
-    )
-    params = {
-        "task": record.task,
-        "labels": ",".join(record.labels),
-        "base_model": Path(record.base_model).name,
-        "lora_r": t["lora"]["r"],
-        "lora_alpha": t["lora"]["alpha"],
-        "lora_dropout": t["lora"]["dropout"],
-        **{k: t[k] for k in keys},
-        "teacher_version": run.champion,
-        "best_epoch": record.best_epoch,
-        "steps": record.steps,
-        "device": record.device,
-        **{f"data.{k}": v for k, v in run.lineage.to_dict().items()},
-    }
-    return {k: str(v) for k, v in params.items()}
-
-
-def trained_on_forgotten(settings: Settings, folder) -> int:
-    """How many samples the run in ``folder`` trained or validated on were erased since."""
-    lineage = folder.sample_lineage()
-    if lineage is None:
-        return 0
-    forgotten = Forgotten.of(settings)
-    try:
-        return len(forgotten.which((i, None) for i in lineage.ids("train") | lineage.ids("validation")))
-    finally:
-        forgotten.close()
 
 
 class Registry:
@@ -180,84 +114,6 @@ class Registry:
 
     def pending(self, model: str) -> list[int]:
         return [int(v.version) for v in self.versions(model) if v.tags.get(VERDICT) == "pending"]
-
-    def _experiment(self, model: str) -> str:
-        import mlflow
-
-        name = f"flywheel/{model}"
-        exp = mlflow.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        location = f"{self.settings.mlflow_artifact_location.rstrip('/')}/{model}"
-        return mlflow.create_experiment(name, artifact_location=location)
-
-    # ---- registering ---------------------------------------------------------------
-
-    def register(self, run) -> int:
-        """Log ``run`` (a ``training.run.TrainedRun``) and its pyfunc model, create the MLflow
-        version with its tags, move the run's folder to that version's; returns the number."""
-        import mlflow
-
-        from orchestration.serving import AdapterModel, serving_meta
-
-        info = self.models.info(run.model)
-        record = run.folder.training_record()
-        meta = serving_meta(spec_for(self.settings, info.task), info.labels, record)
-        revision = code_revision()
-        with mlflow.start_run(
-            experiment_id=self._experiment(run.model), run_name=f"{run.model}-{run.folder.run_id}"
-        ):
-            mlflow.log_params(_params(run))
-            mlflow.log_metrics(run.report.flat_metrics())
-            mlflow.set_tags(
-                {
-                    "flywheel.model": run.model,
-                    RUN_ID: run.folder.run_id,
-                    "flywheel.code_revision": revision,
-                    "flywheel.data_gate_success": str(run.data_gate.success),
-                }
-            )
-            for path in run.folder.artifacts():
-                mlflow.log_artifact(str(path), "run")
-            with tempfile.TemporaryDirectory() as tmp:
-                meta_path = Path(tmp) / "meta.json"
-                meta_path.write_text(json.dumps(meta))
-                adapter_dir = Path(tmp) / "adapter"
-                adapter_dir.mkdir()
-                for f in run.folder.adapter_files():
-                    (adapter_dir / f.name).write_bytes(f.read_bytes())
-                logged = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=AdapterModel(),
-                    artifacts={"adapter": str(adapter_dir), "meta": str(meta_path)},
-                    pip_requirements=["torch", "transformers", "peft", "pandas"],
-                )
-        crash_point("register.logged")
-        lineage = run.lineage
-        tags = {
-            VERDICT: "pending",
-            RUN_ID: run.folder.run_id,
-            AGAINST: str(run.champion) if run.champion else "none",
-            "flywheel.window_start": str(lineage.window_start),
-            "flywheel.window_end": str(lineage.window_end),
-            "flywheel.new_samples": str(lineage.new_samples),
-            "flywheel.replayed_samples": str(lineage.replay),
-            "flywheel.quarantined_samples": str(lineage.quarantined),
-            "flywheel.data_gate_success": str(run.data_gate.success),
-            "flywheel.code_revision": revision,
-        }
-        erased = trained_on_forgotten(self.settings, run.folder)
-        if erased:  # erased while this run trained (forget tags versions that exist; this one did not)
-            tags[TRAINED_ON_FORGOTTEN] = str(erased)
-        notices = io.StringIO()  # "Registered model ... already exists", "Created version"
-        with contextlib.redirect_stderr(notices):
-            created = mlflow.register_model(logged.model_uri, run.model, tags=tags)
-        version = int(created.version)
-        crash_point("register.created")
-        run.folder = self.models.adopt(run.model, run.folder.run_id, version)
-        crash_point("register.adopted")
-        self.client.set_registered_model_alias(run.model, CANDIDATE, str(version))
-        return version
 
     # ---- deciding ------------------------------------------------------------------
 

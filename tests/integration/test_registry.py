@@ -15,6 +15,7 @@ import pytest
 from flywheel.broker import free_port, port_open
 from orchestration import history
 from orchestration.flow import bootstrap_model, retrain
+from orchestration.registration import register
 from orchestration.registry import CHAMPION, PREVIOUS, Registry, RegistryError
 from tests.helpers import small_training
 from tests.integration.feast_utils import feed_labelled
@@ -143,7 +144,7 @@ def test_promote_reject_rollback_history_and_a_race(settings, corpus):
     feed_labelled(s, store, corpus.sample(80, random_state=7), prefix="c")
     trained = train(s, "sentiment", store, progress=False)
     rejected_windows = len(ModelStore(s.state_dir).state("sentiment").rejected_windows)
-    versions = [registry.register(clone_run(s, trained, 1)) for _ in range(2)]
+    versions = [register(registry, clone_run(s, trained, 1)) for _ in range(2)]
     verdicts = {}
 
     def decide(version):
@@ -190,7 +191,7 @@ def test_a_crash_at_any_step_of_a_decision_is_repaired_and_the_loop_goes_on(sett
     trained = train(s, "sentiment", store, progress=False)
 
     def register_and_decide(run):
-        return registry.decide("sentiment", registry.register(run))
+        return registry.decide("sentiment", register(registry, run))
 
     for point in CRASH_POINTS:
         champion = registry.alias_version("sentiment", CHAMPION)
