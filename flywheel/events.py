@@ -342,6 +342,19 @@ class FeedbackEvent(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
+def subject_problem(subject_id: str) -> str | None:
+    """What is wrong with ``subject_id`` as the contract's field (None: nothing), for callers
+    that take it outside an event (``DELETE /v1/subjects/{subject_id}``)."""
+    if not 1 <= len(subject_id) <= MAX_ID_CHARS:
+        return f"has {len(subject_id)} characters; 1 to {MAX_ID_CHARS} are allowed"
+    for check in (_no_controls, _visible):
+        try:
+            check(subject_id)
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
 def _problems(exc: ValidationError) -> list[tuple[str, str]]:
     out = []
     for err in exc.errors(include_url=False):

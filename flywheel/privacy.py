@@ -35,13 +35,14 @@ from flywheel.layout import StateLayout
 if TYPE_CHECKING:
     from flywheel.settings import Settings
 
-PSEUDONYM = re.compile(r"^ps1:[0-9a-f]{32}$")
+PSEUDONYM = re.compile(r"ps1:[0-9a-f]{32}")  # use fullmatch
 FORGOTTEN = "forgotten"  # the reason code of a refused event, and the ingestor's fate
 ERASURE_LOCK = "erasure"  # stores.store_lock name: the ingestor's batch write vs. a forget's tombstones
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (digest TEXT PRIMARY KEY, receipt TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS subjects (pseudonym TEXT PRIMARY KEY, receipt TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -90,7 +91,7 @@ def pseudonym(key: bytes, subject_id: str) -> str:
     """The stored form of ``subject_id``: ``ps1:`` + 32 hex digits of HMAC-SHA256 (a value
     that already has that shape is returned as it is)."""
 
-    if PSEUDONYM.match(subject_id):
+    if PSEUDONYM.fullmatch(subject_id):
         return subject_id
     digest = hmac.new(key, subject_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
     return "ps1:" + digest[:32]
@@ -130,8 +131,23 @@ class Forgotten:
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
             self.path.chmod(0o600)
+            self._check_key(db)
             self._db = db
         return self._db
+
+    def _check_key(self, db: sqlite3.Connection) -> None:
+        """The list's digests and pseudonyms were made under one key: another key would match
+        none of them and let every forgotten event back in. Refuse it, saying why."""
+        mark = hmac.new(self.key, b"forgotten-list", hashlib.sha256).hexdigest()[:16]
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('key', ?)", (mark,))
+        held = db.execute("SELECT value FROM meta WHERE name = 'key'").fetchone()[0]
+        if held != mark:
+            db.close()
+            raise PrivacyError(
+                f"{self.path} was written under another pseudonym key than this one "
+                "(privacy.subject_key or <state_dir>/privacy/subject.key changed): forgotten events "
+                "and subjects would no longer be recognised. Restore the key it was written with"
+            )
 
     def add(self, receipt: str, event_ids: Iterable[str] = (), subjects: Iterable[str] = ()) -> None:
         """Remember ``event_ids`` and ``subjects`` (pseudonyms) as forgotten (idempotent)."""

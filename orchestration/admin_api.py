@@ -16,12 +16,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from flywheel.errors import FlywheelError
+from flywheel.events import subject_problem
 from orchestration.forget import forget
 from orchestration.lineage import event_lineage
-from pipelines.http_body import ErrorBody, bearer_ok, error
+from pipelines.http_body import ErrorBody, bearer_ok, error, hidden
 
-_EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # the contract's Id (fullmatch)
 
 
 class ReceiptOut(BaseModel):
@@ -30,7 +30,7 @@ class ReceiptOut(BaseModel):
     started_at: str
     finished_at: str
     events: int
-    event_ids_sha256: str
+    event_ids_hmac: str
     removed: dict[str, Any]
     dry_run: bool
 
@@ -58,7 +58,7 @@ def add_admin_routes(app, settings) -> None:
         return None
 
     @app.delete(
-        "/v1/subjects/{subject_id}",
+        "/v1/subjects/{subject_id:path}",  # a subject id may hold '/'; it is the rest of the path
         response_model=ReceiptOut,
         responses=errors,
         summary="erase every event of one data subject (flywheel forget --subject-id)",
@@ -68,16 +68,18 @@ def add_admin_routes(app, settings) -> None:
         no = refused(request)
         if no is not None:
             return no
-        if not subject_id.strip() or len(subject_id) > 128 or _CONTROL.search(subject_id):
-            return error(
-                422, "invalid_subject", "a subject_id has 1 to 128 characters and no control characters"
-            )
+        problem = subject_problem(subject_id)
+        if problem is not None:
+            return error(422, "invalid_subject", f"subject_id {problem}; send it as the contract takes it")
         try:
             receipt = await run_in_threadpool(
                 lambda: forget(settings, subject_id=subject_id, dry_run=dry_run, log=lambda _m: None)
             )
         except FlywheelError as exc:
             return error(503, "erasure_failed", f"{exc}; the erasure's journal completes it on the next try")
+        except Exception as exc:  # noqa: BLE001 - a store behind it failed (MLflow down): said, retried
+            message = "a store could not be reached; the erasure's journal completes it on the next try"
+            return hidden(503, "erasure_incomplete", message, exc)
         return receipt.to_dict()
 
     @app.get(
@@ -90,7 +92,7 @@ def add_admin_routes(app, settings) -> None:
         no = refused(request)
         if no is not None:
             return no
-        if not _EVENT_ID.match(event_id):
+        if not _EVENT_ID.fullmatch(event_id):
             return error(422, "invalid_event_id", "an event_id has 1 to 128 of A-Z a-z 0-9 . _ : -")
         found = await run_in_threadpool(event_lineage, settings, event_id)
         return found.to_dict()

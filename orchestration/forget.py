@@ -34,6 +34,7 @@ Topic data is not rewritten: it expires with ``kafka.retention_hours`` on an ext
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import uuid
@@ -90,12 +91,25 @@ class Erasure:
     receipt: str
     by: str  # "event" | "subject"
     subject: str | None  # the pseudonym (never the subject id)
-    event_ids: list[str]
+    event_ids: list[str]  # everything erased: the events and their review answers' ids
     started_at: str
+    found: list[str] = field(default_factory=list)  # the events named or found (no synthetic ids)
     files: dict[str, int] = field(default_factory=dict)  # offline file → rows of these events
     uris: list[str] = field(default_factory=list)  # images the rows named
     counts: dict[str, Any] = field(default_factory=dict)  # step → what it removed
     done: list[str] = field(default_factory=list)
+
+    @classmethod
+    def new(cls, settings: Settings, event_id: str | None, subject_id: str | None) -> Erasure:
+        subject = pseudonym(subject_key(settings), subject_id) if subject_id is not None else None
+        return cls(
+            receipt="fg-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8],
+            by="subject" if subject else "event",
+            subject=subject,
+            event_ids=_events_for([event_id]) if event_id else [],
+            started_at=datetime.now(UTC).isoformat(),
+            found=[event_id] if event_id else [],
+        )
 
     @classmethod
     def load(cls, path: Path) -> Erasure:
@@ -104,9 +118,25 @@ class Erasure:
     def save(self, folder: Path) -> None:
         write_json_atomic(folder / f"{self.receipt}.json", asdict(self))
 
-    def digest(self) -> str:
-        """SHA-256 of the sorted event ids: names the set without naming its members."""
-        return hashlib.sha256("\n".join(sorted(self.event_ids)).encode()).hexdigest()
+    def digest(self, key: bytes) -> str:
+        """HMAC-SHA256 (under the install's pseudonym key) of the sorted event ids: names the
+        set without naming its members, and cannot be confirmed by guessing an id."""
+        return hmac.new(key, "\n".join(sorted(self.found)).encode(), hashlib.sha256).hexdigest()
+
+    def receipt_of(self, key: bytes, dry_run: bool = False) -> Receipt:
+        removed = {k: v for k, v in self.counts.items() if k not in ("tombstones", "resolve")}
+        if dry_run:
+            removed = {"offline_rows": sum(self.files.values()), "offline_files": len(self.files)}
+        return Receipt(
+            self.receipt,
+            self.by,
+            self.started_at,
+            datetime.now(UTC).isoformat(),
+            len(self.found),
+            self.digest(key),
+            removed,
+            dry_run=dry_run,
+        )
 
 
 @dataclass
@@ -118,7 +148,7 @@ class Receipt:
     started_at: str
     finished_at: str
     events: int
-    event_ids_sha256: str
+    event_ids_hmac: str
     removed: dict[str, Any]
     dry_run: bool = False
 
@@ -135,14 +165,18 @@ def _events_for(event_ids: list[str]) -> list[str]:
 
 
 def forget(
-    settings,
+    settings: Settings,
     event_id: str | None = None,
     subject_id: str | None = None,
     dry_run: bool = False,
     log=print,
 ) -> Receipt:
     """Erase one event or every event of one subject (see the module docstring); returns the
-    receipt. ``dry_run`` resolves and counts, and changes nothing."""
+    receipt. ``dry_run`` resolves and counts, and changes nothing.
+
+    The new erasure's tombstones and resolution come first (from then on its events are
+    refused everywhere); then any erasure a crash cut short is completed (one that still
+    fails is reported and left for the next try, never blocking this one); then the rest."""
 
     if (event_id is None) == (subject_id is None):
         raise ForgetError("name exactly one of --event-id or --subject-id")
@@ -150,73 +184,52 @@ def forget(
         raise ForgetError("--event-id is empty")
     if subject_id is not None and not subject_id.strip():
         raise ForgetError("--subject-id is empty")
-    if not dry_run:
-        with store_lock(settings.state_dir, FORGET_LOCK):  # one erasure at a time
-            for receipt in _complete_pending(settings):
-                log(f"completed the erasure {receipt.receipt} that was cut short")
-            return _start(settings, event_id, subject_id)
-    return _start(settings, event_id, subject_id, dry_run=True)
-
-
-def _start(
-    settings: Settings, event_id: str | None, subject_id: str | None, dry_run: bool = False
-) -> Receipt:
-    subject = pseudonym(subject_key(settings), subject_id) if subject_id is not None else None
-    erasure = Erasure(
-        receipt="fg-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8],
-        by="subject" if subject else "event",
-        subject=subject,
-        event_ids=_events_for([event_id]) if event_id else [],
-        started_at=datetime.now(UTC).isoformat(),
-    )
+    erasure = Erasure.new(settings, event_id, subject_id)
     if dry_run:
         _resolve(settings, erasure, dry_run=True)
-        return Receipt(
-            erasure.receipt,
-            erasure.by,
-            erasure.started_at,
-            datetime.now(UTC).isoformat(),
-            len(erasure.event_ids),
-            erasure.digest(),
-            {"offline_rows": sum(erasure.files.values()), "offline_files": len(erasure.files)},
-            dry_run=True,
-        )
-    folder = StateLayout.of(settings).forget_journals
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    erasure.save(folder)
-    return _run(settings, erasure, folder)
+        return erasure.receipt_of(subject_key(settings), dry_run=True)
+    with store_lock(settings.state_dir, FORGET_LOCK):  # one erasure at a time
+        folder = StateLayout.of(settings).forget_journals
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        erasure.save(folder)
+        _run(settings, erasure, folder, until="resolve")
+        for path in sorted(folder.glob("fg-*.json")):
+            if path.stem == erasure.receipt:
+                continue
+            try:
+                done = _run(settings, Erasure.load(path), folder)
+                log(f"completed the erasure {done.receipt} that was cut short")
+            except Exception as exc:  # noqa: BLE001 - one stuck erasure must not block a new one
+                log(f"the erasure {path.stem} that was cut short still fails ({type(exc).__name__}: {exc})")
+        return _run(settings, erasure, folder)
 
 
 def complete_pending(settings: Settings) -> list[Receipt]:
-    """Run the steps left of every erasure a crash cut short (``forget`` and ``model repair``)."""
+    """Run the steps left of every erasure a crash cut short (``model repair``)."""
     with store_lock(settings.state_dir, FORGET_LOCK):
-        return _complete_pending(settings)
+        folder = StateLayout.of(settings).forget_journals
+        if not folder.is_dir():
+            return []
+        done = [_run(settings, Erasure.load(path), folder) for path in sorted(folder.glob("fg-*.json"))]
+        for stray in folder.glob(".fg-*.tmp"):  # a journal write cut short: the journal before it stands
+            stray.unlink()
+        return done
 
 
-def _complete_pending(settings: Settings) -> list[Receipt]:
-    folder = StateLayout.of(settings).forget_journals
-    if not folder.is_dir():
-        return []
-    done = []
-    for path in sorted(folder.glob("fg-*.json")):
-        done.append(_run(settings, Erasure.load(path), folder))
-    for stray in folder.glob(".fg-*.tmp"):  # a journal write cut short: the journal before it stands
-        stray.unlink()
-    return done
-
-
-def _run(settings: Settings, erasure: Erasure, folder: Path) -> Receipt:
+def _run(settings: Settings, erasure: Erasure, folder: Path, until: str | None = None) -> Receipt:
+    """Run the steps of ``erasure`` not done yet (up to and including ``until``)."""
     for step in STEPS:
-        if step in erasure.done:
-            continue
-        crash_point(f"forget:{step}")
-        result = _STEP_FUNCTIONS[step](settings, erasure)
-        if result is not None:
-            erasure.counts[step] = result
-        erasure.done.append(step)
-        erasure.save(folder)
+        if step not in erasure.done:
+            crash_point(f"forget:{step}")
+            result = _STEP_FUNCTIONS[step](settings, erasure)
+            if result is not None:
+                erasure.counts[step] = result
+            erasure.done.append(step)
+            erasure.save(folder)
+        if step == until:
+            return erasure.receipt_of(subject_key(settings))
     (folder / f"{erasure.receipt}.json").unlink(missing_ok=True)
-    return _receipt_of(erasure)
+    return erasure.receipt_of(subject_key(settings))
 
 
 # ---- the steps --------------------------------------------------------------------------
@@ -248,6 +261,7 @@ def _resolve(settings: Settings, erasure: Erasure, dry_run: bool = False) -> dic
     subjects = {erasure.subject} if erasure.subject else set()
     match = feast_store.find_offline(settings, ids, subjects, all_image_columns())
     ids.update(match.sample_ids)
+    erasure.found = sorted((ids - set(erasure.event_ids)) | set(erasure.found))
     erasure.event_ids = sorted(_events_for(sorted(ids)))
     erasure.files = match.files
     erasure.uris = sorted(match.uris)
@@ -268,16 +282,24 @@ def _feast_offline(settings: Settings, erasure: Erasure) -> dict[str, int]:
 def _feast_online(settings: Settings, erasure: Erasure) -> dict[str, Any]:
     if not erasure.event_ids:
         return {"rows": 0}
+    from feast.errors import FeatureViewNotFoundException
+
     try:
         return {"rows": feast_store.delete_online(settings, erasure.event_ids)}
     except ConfigError as exc:  # Redis: said in the receipt, and the erasure goes on
         return {"rows": 0, "skipped": str(exc)}
+    except FeatureViewNotFoundException:  # nothing was ever ingested here: no online rows
+        return {"rows": 0}
 
 
 def _images(settings: Settings, erasure: Erasure) -> dict[str, int]:
     if not erasure.uris:
         return {"deleted": 0, "kept_shared": 0}
-    kept = feast_store.offline_uris(settings, all_image_columns(), set(erasure.event_ids))
+    erased = set(erasure.event_ids)
+    kept = feast_store.offline_uris(settings, all_image_columns(), erased)
+    models = ModelStore(settings.state_dir)
+    for name in model_names(settings.state_dir):  # golden, bootstrap and run datasets name images too
+        kept |= models.image_uris(name, all_image_columns(), erased)
     store = open_image_store(settings.image_store_uri)
     deleted = 0
     for uri in erasure.uris:
@@ -358,7 +380,7 @@ def _receipt(settings: Settings, erasure: Erasure) -> None:
     path = StateLayout.of(settings).audit_log
     if any(r.receipt == erasure.receipt for r in receipts(settings)):
         return
-    line = json.dumps(_receipt_of(erasure).to_dict(), sort_keys=True) + "\n"
+    line = json.dumps(erasure.receipt_of(subject_key(settings)).to_dict(), sort_keys=True) + "\n"
     if path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
         line = "\n" + line  # after a torn last line (a kill mid-append), on a line of its own
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -382,18 +404,6 @@ _STEP_FUNCTIONS = {
     "mlflow": _mlflow,
     "receipt": _receipt,
 }
-
-
-def _receipt_of(erasure: Erasure) -> Receipt:
-    return Receipt(
-        erasure.receipt,
-        erasure.by,
-        erasure.started_at,
-        datetime.now(UTC).isoformat(),
-        len(erasure.event_ids),
-        erasure.digest(),
-        {k: v for k, v in erasure.counts.items() if k not in ("tombstones", "resolve")},
-    )
 
 
 def receipts(settings: Settings) -> list[Receipt]:

@@ -115,7 +115,7 @@ class VersionSummary:
     by_label: dict[str, int]  # training samples
     by_source: dict[str, int]  # training samples (from the offline store; "bootstrap" when not there)
     by_day: dict[str, int]  # training samples by ingestion day
-    forgotten: int  # training samples erased since
+    forgotten: int  # training and validation samples erased since
     lineage_bytes: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,9 +140,10 @@ def version_lineage(settings: Settings, model: str, version: int) -> VersionSumm
     )
     sources = Counter(s if isinstance(s, str) else "bootstrap" for s in joined["source"])
     days = Counter(t.date().isoformat() if t == t and t is not None else "bootstrap" for t in joined[CREATED])
+    learned = frame[frame["role"].isin(("train", "validation"))]["sample_id"]
     forgotten = Forgotten.of(settings)
-    try:
-        erased = len(forgotten.which((i, None) for i in train["sample_id"]))
+    try:  # train and validation, as the MLflow tag flywheel.trained_on_forgotten counts
+        erased = len(forgotten.which((i, None) for i in learned))
     finally:
         forgotten.close()
     labels = Counter(str(v) for v in train["label"] if v is not None and v == v)

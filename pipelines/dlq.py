@@ -50,11 +50,17 @@ def _unescape(text: str) -> str:
     return _JSON_ESCAPE.sub(decode, text) if "\\" in text else text
 
 
+_SUBJECT = re.compile(r'("subject_id"\s*:\s*)"[^"]*"?')
+
+
 def masked_prefix(text: str, max_chars: int) -> tuple[str, int]:
     """(the first ``max_chars`` of ``text`` PII-masked, masks): JSON escapes decoded, and
-    masked with a margin past the cut, so PII straddling the cut is masked whole."""
+    masked with a margin past the cut, so PII straddling the cut is masked whole. A
+    ``subject_id`` value is masked whole (``[SUBJECT]``): a refused event never reaches the
+    pseudonym step, and its subject must not outlive an erasure in the DLQ."""
     masked, masks = mask_pii(_unescape(text[: max_chars + _MASK_MARGIN]))
-    return masked[:max_chars], masks
+    masked, subjects = _SUBJECT.subn(r'\1"[SUBJECT]"', masked)
+    return masked[:max_chars], masks + subjects
 
 
 def masked_head(data: bytes, max_chars: int) -> tuple[str, bool, int]:

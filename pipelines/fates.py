@@ -113,8 +113,10 @@ class FateLedger:
 
     def forget(self, idents: list[str]) -> tuple[int, int]:
         """Erasure: drop the dead letters of ``idents`` (they may hold a masked copy of the
-        event) and mark their fates ``forgotten``; return (fates marked, dead letters dropped)."""
+        event) and give each the fate ``forgotten``; return (fates written, dead letters dropped)."""
         marked = dropped = 0
+        now = time.time()
+        self.db.execute("PRAGMA secure_delete=ON")
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             for start in range(0, len(idents), 500):
@@ -123,9 +125,14 @@ class FateLedger:
                 dropped += self.db.execute(
                     f"DELETE FROM dead_letters WHERE ident IN ({marks})", chunk
                 ).rowcount
-                marked += self.db.execute(
-                    f"UPDATE fates SET fate = '{FORGOTTEN}' WHERE ident IN ({marks})", chunk
+                # every erased id gets the fate, known or not: a copy still in the edge journal is
+                # then settled (trimmed) by the settler, never re-delivered
+                marked += self.db.executemany(
+                    "INSERT INTO fates(ident, fate, epoch, at) VALUES (?, ?, 0, ?) "
+                    f"ON CONFLICT(ident) DO UPDATE SET fate = '{FORGOTTEN}'",
+                    [(i, FORGOTTEN, now) for i in chunk],
                 ).rowcount
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return marked, dropped
 
     def prune(self, before: float) -> int:

@@ -10,6 +10,7 @@ adds routes through ``create_app(extend=...)`` (``flywheel serve`` adds the admi
 ``orchestration.admin_api``). Run it with ``flywheel serve``.
 """
 
+import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -205,10 +206,22 @@ def check_exposure(settings: Settings) -> None:
         )
 
 
+def _redact_subject_paths(record: logging.LogRecord) -> bool:
+    """The access log names no data subject: ``/v1/subjects/<id>`` is logged as
+    ``/v1/subjects/[SUBJECT]`` (an erasure request must not leave the id it erases in a log)."""
+    args = record.args
+    if isinstance(args, tuple) and len(args) >= 3:
+        path = args[2]
+        if isinstance(path, str) and path.startswith("/v1/subjects/"):
+            record.args = (*args[:2], "/v1/subjects/[SUBJECT]", *args[3:])
+    return True
+
+
 def serve(settings: Settings, predictor: Predictor | None = None, extend=None) -> None:
     import uvicorn
 
     check_exposure(settings)
+    logging.getLogger("uvicorn.access").addFilter(_redact_subject_paths)
     app = create_app(settings, predictor=predictor, extend=extend)
     from pipelines.http_server import protocol_for
 

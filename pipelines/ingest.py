@@ -361,9 +361,11 @@ class Ingestor:
         # either finds this batch's rows, or this batch finds its tombstones.
         with store_lock(self.settings.state_dir, ERASURE_LOCK):
             gone = self.forgotten.which((r.event_id, r.subject) for r in records + reviews)
+            gone |= self.forgotten.which((i, None) for i in dead)  # dead letters keyed by event id
             if gone:  # a replay of forgotten data: nothing of it is stored again
                 records = [r for r in records if r.event_id not in gone]
                 reviews = [r for r in reviews if r.event_id not in gone]
+                dead = {i: body for i, body in dead.items() if i not in gone}
                 fates = [f for f in fates if f.ident not in gone] + [Fate(i, FORGOTTEN) for i in sorted(gone)]
                 stats.forgotten += len(gone)
             self._with_retry(write, stats)

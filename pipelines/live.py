@@ -280,6 +280,7 @@ class LiveLedger:
         predictions they were joined to (with their shadows), in one transaction; returns the
         rows deleted per table."""
         counts = {"outcomes": 0, "pending": 0, "predictions": 0}
+        self.conn.execute("PRAGMA secure_delete=ON")
         with self.conn:
             for start in range(0, len(event_ids), 400):
                 chunk = event_ids[start : start + 400]
@@ -312,6 +313,7 @@ class LiveLedger:
                         f"DELETE FROM predictions WHERE prediction_id IN ({pm}) OR shadow_of IN ({pm})",
                         part + part,
                     ).rowcount
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return counts
 
     def pending_of_subject(self, subject: str) -> list[str]:

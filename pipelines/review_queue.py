@@ -31,6 +31,7 @@ from flywheel.errors import FlywheelError
 from flywheel.layout import StateLayout
 from flywheel.model_info import model_names
 from flywheel.names import check_reviewer_id
+from flywheel.privacy import Forgotten
 from flywheel.tasks import spec_class, tasks
 from pipelines.records import RoutedRecord
 
@@ -269,6 +270,8 @@ class ReviewQueue:
         """Queue ``records`` read from ``topic`` and move its marks, in one transaction (so a
         crash never queues a record twice nor skips one); return how many were new."""
         known, _ = self.known_models(records)  # the others are dead-lettered by the ingestor
+        gone = Forgotten.of(self.settings).which((r.event_id, r.subject) for r in known)
+        known = [r for r in known if r.event_id not in gone]  # erased on request: never queued again
         with self._write() as db:
             added = self._insert(db, known, time.time())
             for partition in reset:
@@ -367,12 +370,14 @@ class ReviewQueue:
     def forget(self, event_ids: list[str]) -> int:
         """Erasure: the items of ``event_ids`` and their votes; returns the items deleted."""
         deleted = 0
+        self.db.execute("PRAGMA secure_delete=ON")  # erased rows are overwritten, not left in free pages
         with self._write() as db:
             for start in range(0, len(event_ids), 500):
                 chunk = event_ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 db.execute(f"DELETE FROM votes WHERE event_id IN ({marks})", chunk)
                 deleted += db.execute(f"DELETE FROM items WHERE event_id IN ({marks})", chunk).rowcount
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # and the WAL no longer holds them
         return deleted
 
     def escalated(self, model: str) -> list[tuple[Item, dict[str, str]]]:

@@ -175,10 +175,12 @@ class FeedbackClient:
         ``~raw-`` id, the name its fate is recorded under (``flywheel.journal.new_ident``)."""
 
         result = SubmitResult()
-        entries = []
+        entries, subjects = [], []
         for index, value in enumerate(values):
             ident = _event_id_of(value) or new_ident()
             entries.append((index, Entry(self.topic, ident.encode(), bytes(value), ident)))
+            subjects.append(_subject_of(value))
+        entries = self._refuse_forgotten(result, entries, subjects, on_progress)
         self._deliver(result, entries, on_progress, named=lambda i, e: _event_id_of(e.value) or f"<line {i}>")
         return result
 
@@ -220,12 +222,20 @@ class FeedbackClient:
         self.close()
 
 
-def _event_id_of(value: bytes) -> str | None:
+def _field_of(value: bytes, name: str) -> str | None:
     try:
-        event_id = json.loads(value).get("event_id")
-    except (ValueError, AttributeError):
+        found = json.loads(value).get(name)
+    except (ValueError, AttributeError, RecursionError):
         return None
-    return event_id if isinstance(event_id, str) and event_id else None
+    return found if isinstance(found, str) and found else None
+
+
+def _event_id_of(value: bytes) -> str | None:
+    return _field_of(value, "event_id")
+
+
+def _subject_of(value: bytes) -> str | None:
+    return _field_of(value, "subject_id")
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,25 @@ class ModelStore:
                 os.replace(tmp, path)
         return removed
 
+    def image_uris(self, name: str, columns: tuple[str, ...], skip: set[str]) -> set[str]:
+        """The image URIs the model's golden set, bootstrap data and run datasets name, for
+        samples other than ``skip`` (erasure keeps an image another sample still names)."""
+        import pandas as pd
+
+        paths = [self.layout.golden(name), self.layout.bootstrap_data(name)]
+        for folder in self.folders(name):
+            paths += sorted((folder.path / "data").glob("*.parquet"))
+        found: set[str] = set()
+        for path in paths:
+            if not path.is_file():
+                continue
+            frame = pd.read_parquet(path)
+            frame = frame[~frame["sample_id"].isin(skip)] if "sample_id" in frame else frame
+            for column in columns:
+                if column in frame:
+                    found.update(u for u in frame[column].dropna().unique() if isinstance(u, str))
+        return found
+
     def folders(self, name: str) -> list[VersionFolder]:
         """Every run and version folder of ``name`` (versions first, by number)."""
         found = [self.version(name, n) for n in self.versions(name)]
