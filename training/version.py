@@ -234,17 +234,44 @@ class VersionFolder:
             frame.to_parquet(data / f"holdout_{key}.parquet", index=False)
         SampleLineage.of(train, validation, holdouts).save(self.path / self.SAMPLES)
 
+    def _erase_examples(self, sample_ids: set[str]) -> int:
+        """Examples (sample id, shown text) of erased samples out of gate.json, gate.txt and
+        screen.json; returns how many were dropped. The per-record lineage loses their labels."""
+        dropped = 0
+        if (self.path / self.GATE).is_file():
+            gate = self.data_gate()
+            keep = [e for e in gate.quarantine.examples if e.get("sample_id") not in sample_ids]
+            if len(keep) < len(gate.quarantine.examples):
+                dropped += len(gate.quarantine.examples) - len(keep)
+                gate.quarantine.examples = keep
+                self.save_data_gate(gate)
+        screen = self.label_screen()
+        if screen is not None:
+            keep = [e for e in screen.examples if e.get("sample_id") not in sample_ids]
+            if len(keep) < len(screen.examples):
+                dropped += len(screen.examples) - len(keep)
+                screen.examples = keep
+                self.save_label_screen(screen)
+        lineage = self.sample_lineage()
+        if lineage is not None and lineage.frame["sample_id"].isin(sample_ids).any():
+            frame = lineage.frame.copy()
+            frame.loc[frame["sample_id"].isin(sample_ids), "label"] = None
+            SampleLineage(frame).save(self.path / self.SAMPLES)
+        return dropped
+
     def sample_lineage(self) -> SampleLineage | None:
         """Every sample id of the run's dataset and its role (None for a run made before it was kept)."""
         path = self.path / self.SAMPLES
         return SampleLineage.load(path) if path.is_file() else None
 
     def erase_samples(self, sample_ids: set[str]) -> int:
-        """Erasure: rewrite the dataset frames without ``sample_ids`` (each file atomically);
-        the lineage keeps the ids, so which versions learned from them stays known. Returns
-        the rows removed."""
+        """Erasure: rewrite the dataset frames without ``sample_ids`` (each file atomically),
+        and the data gate's and label screen's reports without their examples of them; the
+        lineage keeps the ids (not their labels), so which versions learned from them stays
+        known. Returns the rows removed."""
         import pandas as pd
 
+        self._erase_examples(sample_ids)
         removed = 0
         for path in sorted((self.path / "data").glob("*.parquet")):
             frame = pd.read_parquet(path)

@@ -207,3 +207,32 @@ def test_a_receipt_after_a_torn_audit_line_starts_its_own_line_and_is_written_on
         "e1" not in audit.read_text().replace(receipt.event_ids_hmac, "") and "ps1:" not in audit.read_text()
     )
     assert STEPS[0] == "tombstones" and STEPS[-1] == "receipt"
+
+
+def test_a_version_folder_forgets_examples_and_labels_but_keeps_the_ids(tmp_path):
+    import pandas as pd
+
+    from training.data_gate import DataGateReport, Quarantine
+    from training.screen_report import LabelScreenReport
+    from training.version import VersionFolder
+
+    folder = VersionFolder.create(tmp_path / "v2", "run-1")
+    train = pd.DataFrame(
+        {"sample_id": ["a", "b"], "text": ["secret a", "b"], "label": ["x", "y"], "origin": "new"}
+    )
+    folder.save_dataset(train, train.head(0), {"golden": train.head(0)})
+    examples = [
+        {"sample_id": "a", "reason": "too_long", "text": "secret a"},
+        {"sample_id": "b", "reason": "r"},
+    ]
+    folder.save_data_gate(DataGateReport(True, 2, quarantine=Quarantine(2, {"too_long": 2}, list(examples))))
+    folder.save_label_screen(LabelScreenReport(flagged=2, examples=list(examples)))
+    assert folder.erase_samples({"a"}) == 1
+    for name in ("gate.json", "gate.txt", "screen.json", "data/train.parquet"):
+        assert b"secret a" not in (folder.path / name).read_bytes(), name
+    lineage = folder.sample_lineage()
+    assert lineage.ids() == {"a", "b"}  # who learned from what stays known ...
+    assert lineage.frame.set_index("sample_id")["label"].isna().to_dict() == {
+        "a": True,
+        "b": False,
+    }  # ... not what
