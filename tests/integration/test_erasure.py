@@ -103,9 +103,11 @@ def test_forget_a_subject_everywhere_killed_at_every_step_then_retrain_without_i
     assert dry.returncode == 0 and json.loads(dry.stdout)["dry_run"], dry.stderr[-2000:]
     assert find_offline(s, set(), {alice}).sample_ids  # a dry run changes nothing
 
-    # Killed with SIGKILL before every step in turn: each run completes the journal up to the next.
+    # Killed with SIGKILL before every step in turn: `forget` dies before its first step, then
+    # each `model repair` takes the journal one step further and dies before the next.
     for step in STEPS:
-        run = flywheel(config, "forget", "--subject-id", ALICE, env={"FLYWHEEL_CRASH_AT": f"forget:{step}"})
+        again = ("forget", "--subject-id", ALICE) if step == STEPS[0] else ("model", "repair", "sentiment")
+        run = flywheel(config, *again, env={"FLYWHEEL_CRASH_AT": f"forget:{step}"})
         assert run.returncode == -signal.SIGKILL, (step, run.stdout[-1500:], run.stderr[-1500:])
     repaired = flywheel(config, "model", "repair", "sentiment")
     assert repaired.returncode == 0 and "erasure fg-" in repaired.stdout, repaired.stdout + repaired.stderr
@@ -144,16 +146,23 @@ def test_forget_a_subject_everywhere_killed_at_every_step_then_retrain_without_i
     assert FateLedger.of(s).fate_of("alice-late") == "forgotten"
     assert not find_offline(s, alice_ids | {"alice-late"}, {alice}).sample_ids
 
+    # An erasure cut short is completed by the next `forget` too (before its own steps go on).
+    bob_first, bob_id = sorted(v2.ids("train") - alice_ids)[:2]
+    cut = flywheel(config, "forget", "--event-id", bob_first, env={"FLYWHEEL_CRASH_AT": "forget:images"})
+    assert (
+        cut.returncode == -signal.SIGKILL and len(list(StateLayout.of(s).forget_journals.glob("*.json"))) == 1
+    )
     # Forgetting one of Bob's events with --retrain: v3, from the base model, learned from none of it.
-    bob_id = sorted(v2.ids("train") - alice_ids)[0]
     again = flywheel(config, "forget", "--event-id", bob_id, "--retrain", timeout=900)
     assert again.returncode in (0, 10), again.stdout[-3000:] + again.stderr[-3000:]
+    assert "cut short" in again.stderr and len(receipts(s)) == 3, again.stderr[-2000:]
+    assert not list(StateLayout.of(s).forget_journals.glob("*.json"))
     v3_folder = ModelStore(s.state_dir).version("sentiment", 3)
     assert v3_folder.lineage().from_base
     v3 = v3_folder.sample_lineage()
-    assert v3 is not None and not v3.ids() & (alice_ids | {bob_id})
+    assert v3 is not None and not v3.ids() & (alice_ids | {bob_id, bob_first})
     assert int(Registry(s).version_tags("sentiment", 2)[TRAINED_ON_FORGOTTEN]) == len(
-        (alice_ids | {bob_id}) & (v2.ids("train") | v2.ids("validation"))
+        (alice_ids | {bob_id, bob_first}) & (v2.ids("train") | v2.ids("validation"))
     )
     assert Forgotten.of(s).counts()["subjects"] == 1
 
