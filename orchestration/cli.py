@@ -390,6 +390,12 @@ def forget_cmd(
     except FlywheelError as exc:
         err_console.print(f"forget: {exc}")
         raise typer.Exit(1) from None
+    except Exception as exc:  # noqa: BLE001 - a store behind a step (MLflow) failed: said, exit 1
+        err_console.print(
+            f"forget: a step failed ({type(exc).__name__}: {exc}); its tombstones are written and "
+            "the journal stays: the next `flywheel forget` or `flywheel model repair` completes it"
+        )
+        raise typer.Exit(1) from None
     if as_json:
         print(json.dumps(receipt.to_dict(), indent=2))
     else:
