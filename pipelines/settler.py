@@ -184,20 +184,24 @@ def _settle_writer(
     tears: list[Tear] = []
     frames = list(unsettled(folder, tears))
     report.tears += [t.describe() for t in tears]
-    # A void covers the records of its ident written *before* it: a client told "not delivered"
-    # sends the same event again, and that later record was acknowledged (found by the 2-hour
-    # soak: matching voids by ident alone trimmed such retries unfated, and 6 were lost).
-    voided_at: dict[str, Position] = {}
+    # A void covers one record: the latest of its ident written before it (the delivery that
+    # failed). Not the later ones: a client told "not delivered" sends the event again, and
+    # that retry was acknowledged (the first 2-hour soak lost 6 such retries). Not the earlier
+    # ones either: an event acknowledged once and then resent in a batch that failed is still
+    # acknowledged (the third soak lost 36 that way, when the broker then lost the first copy).
+    latest: dict[str, Position] = {}
+    voided: set[Position] = set()
     for f in frames:
-        if f.kind == VOID:
-            voided_at[f.entry.ident] = f.end
+        if f.kind == RECORD:
+            latest[f.entry.ident] = f.end
+        elif f.kind == VOID and f.entry.ident in latest:
+            voided.add(latest.pop(f.entry.ident))
     records = [f for f in frames if f.kind == RECORD]
     fated = ledger.known(f.entry.ident for f in records)
     settled_upto: Position | None = None
     pending: list[Framed] = []
     for f in frames:
-        void = voided_at.get(f.entry.ident)
-        done = f.kind == VOID or f.entry.ident in fated or (void is not None and f.end < void)
+        done = f.kind == VOID or f.entry.ident in fated or f.end in voided
         if not pending and done:
             settled_upto = f.end
             if f.kind == RECORD:

@@ -147,3 +147,23 @@ def test_a_void_covers_only_the_earlier_records_of_its_ident_not_a_retry_after_i
     report = settle(settings, log=lambda _m: None)
     assert report.unsettled == 1 and report.trimmed == 2  # x's retry waits for its fate; the voided go
     writer.close()
+
+
+def test_a_void_does_not_cover_an_earlier_acknowledged_copy_of_its_ident(tmp_path):
+    """An event acknowledged once, then resent in a batch that failed: the failed resend is
+    voided, the acknowledged copy still waits for its fate (the third 2-hour soak lost 36 such
+    events when the broker lost the first copy and the void had trimmed it)."""
+    from flywheel.journal import Entry, JournalWriter
+    from flywheel.layout import StateLayout
+    from flywheel.settings import load_settings
+    from pipelines.settler import settle
+
+    settings = load_settings(state_dir=tmp_path)
+    writer = JournalWriter(StateLayout.of(settings).journal, 1 << 20, fsync=False)
+    x = Entry("raw", None, b'{"event_id": "x"}', "x")
+    writer.append([x])  # acknowledged (202)
+    writer.append([x])  # the client resends its batch after another item's 503 ...
+    writer.void([x])  # ... and that resend fails
+    report = settle(settings, log=lambda _m: None)
+    assert report.unsettled == 1 and report.trimmed == 0  # the acknowledged copy waits for a fate
+    writer.close()
