@@ -85,7 +85,10 @@ def add_feedback_routes(app, settings, get_client, token: str | None) -> None:
                 errors=problems,
                 errors_total=total,
             )
-        refused = await run_in_threadpool(_forgotten_problems, get_client(), events)
+        try:  # the client is made on first use: an unreachable broker is a 503, as for sending
+            refused = await run_in_threadpool(lambda: _forgotten_problems(get_client(), events))
+        except BrokerError as exc:
+            return hidden(503, "kafka_unavailable", "Kafka is unavailable; retry", exc)
         if refused:
             FEEDBACK.labels("forgotten").inc(len(events))
             return error(
