@@ -11,28 +11,14 @@ feedback may not erase it. With no admin token set the routes answer 403.
 """
 
 import re
-from typing import Any
-
-from pydantic import BaseModel
 
 from flywheel.errors import FlywheelError
 from flywheel.events import subject_problem
-from orchestration.forget import forget
+from orchestration.forget import Receipt, forget
 from orchestration.lineage import event_lineage
 from pipelines.http_body import ErrorBody, bearer_ok, error, hidden
 
 _EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # the contract's Id (fullmatch)
-
-
-class ReceiptOut(BaseModel):
-    receipt: str
-    by: str
-    started_at: str
-    finished_at: str
-    events: int
-    event_ids_hmac: str
-    removed: dict[str, Any]
-    dry_run: bool
 
 
 def add_admin_routes(app, settings) -> None:
@@ -59,7 +45,7 @@ def add_admin_routes(app, settings) -> None:
 
     @app.delete(
         "/v1/subjects/{subject_id:path}",  # a subject id may hold '/'; it is the rest of the path
-        response_model=ReceiptOut,
+        response_model=Receipt,
         responses=errors,
         summary="erase every event of one data subject (flywheel forget --subject-id)",
         openapi_extra={"security": [{"admin": []}]},

@@ -27,7 +27,7 @@ from flywheel.files import write_json_atomic
 from flywheel.layout import StateLayout
 from flywheel.locks import file_lock
 from flywheel.model_info import ModelInfo, ModelNotFound, model_names, read_model_info
-from training.version import VersionFolder
+from training.version import VersionFolder, erase_rows
 
 __all__ = ["Decision", "ModelInfo", "ModelNotFound", "ModelState", "ModelStore", "Window"]
 
@@ -192,18 +192,7 @@ class ModelStore:
     def erase_samples(self, name: str, sample_ids: set[str]) -> int:
         """Erasure: the golden set and the bootstrap data without ``sample_ids`` (each file
         rewritten atomically, only when it holds one); returns the rows removed."""
-        import pandas as pd
-
-        removed = 0
-        for path in (self.layout.golden(name), self.layout.bootstrap_data(name)):
-            frame = pd.read_parquet(path)
-            keep = frame[~frame["sample_id"].isin(sample_ids)]
-            if len(keep) < len(frame):
-                removed += len(frame) - len(keep)
-                tmp = path.with_name(f".{path.name}.tmp")
-                keep.to_parquet(tmp, index=False)
-                os.replace(tmp, path)
-        return removed
+        return erase_rows([self.layout.golden(name), self.layout.bootstrap_data(name)], sample_ids)
 
     def image_uris(self, name: str, columns: tuple[str, ...], skip: set[str]) -> set[str]:
         """The image URIs the model's golden set, bootstrap data and run datasets name, for

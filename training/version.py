@@ -60,6 +60,23 @@ class Lineage:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+def erase_rows(paths: list[Path], sample_ids: set[str]) -> int:
+    """Rewrite each parquet of ``paths`` that holds rows of ``sample_ids`` without them (a temp
+    file, then a rename); return the rows removed."""
+    import pandas as pd
+
+    removed = 0
+    for path in paths:
+        frame = pd.read_parquet(path)
+        keep = frame[~frame["sample_id"].isin(sample_ids)]
+        if len(keep) < len(frame):
+            removed += len(frame) - len(keep)
+            tmp = path.with_name(f".{path.name}.tmp")
+            keep.to_parquet(tmp, index=False)
+            os.replace(tmp, path)
+    return removed
+
+
 ROLES = ("train", "validation", "golden", "old", "new")  # golden, old, new: the holdouts
 # a frame without an origin column: the bootstrap's training set, or a split of the window
 _DEFAULT_ORIGIN = {"train": "bootstrap", "validation": "new", "golden": "golden", "old": "old", "new": "new"}
@@ -269,19 +286,9 @@ class VersionFolder:
         and the data gate's and label screen's reports without their examples of them; the
         lineage keeps the ids (not their labels), so which versions learned from them stays
         known. Returns the rows removed."""
-        import pandas as pd
 
         self._erase_examples(sample_ids)
-        removed = 0
-        for path in sorted((self.path / "data").glob("*.parquet")):
-            frame = pd.read_parquet(path)
-            keep = frame[~frame["sample_id"].isin(sample_ids)]
-            if len(keep) < len(frame):
-                removed += len(frame) - len(keep)
-                tmp = path.with_name(f".{path.name}.tmp")
-                keep.to_parquet(tmp, index=False)
-                os.replace(tmp, path)
-        return removed
+        return erase_rows(sorted((self.path / "data").glob("*.parquet")), sample_ids)
 
     def dataset(self):
         """(train, validation, holdouts) as saved by :meth:`save_dataset`."""
