@@ -64,8 +64,8 @@ def main() -> None:
     parser.add_argument(
         "--rotate-mb",
         type=int,
-        default=150,
-        help="journal.rotate_broker_mb (low, so rotations happen in the soak)",
+        default=None,
+        help="journal.rotate_broker_mb (default: the setting's default; 150 makes rotations frequent)",
     )
     parser.add_argument("--no-model", action="store_true", help="skip the model: no predictions, no retrain")
     parser.add_argument("--json", type=Path, help="also write the report here")
@@ -78,7 +78,7 @@ def main() -> None:
         batch=20,
         run={"check_interval_s": args.retrain_every_min * 60, "metrics_port": None},
         training={"min_new_samples": 500, "max_new_samples": 2000},  # a retrain finishes within the soak
-        journal={"rotate_broker_mb": args.rotate_mb},
+        journal={"rotate_broker_mb": args.rotate_mb} if args.rotate_mb else {},
     )
     print(f"soak: {args.minutes:.0f} min at {args.rate:.0f} events/s; state in {workdir}", flush=True)
     if not args.no_model:
@@ -111,7 +111,7 @@ def main() -> None:
     print(f"| history entries (bootstrap, promotions, rejections, rollbacks) | {retrains} |")
     print(f"| retrain runs started and not finished | {started_runs} |")
     print(
-        f"| broker restarts (after kills) / rotations (over {args.rotate_mb} MB) | "
+        f"| broker restarts (after kills) / rotations (over {drill.settings.journal.rotate_broker_mb} MB) | "
         f"{broker.get('restarts', '?')} / {broker.get('rotations', '?')} |"
     )
     print(f"| `flywheel run` exit code | {rc} |")
