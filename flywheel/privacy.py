@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from flywheel.errors import FlywheelError
 from flywheel.layout import StateLayout
+from flywheel.stores import sqlite_schema
 
 if TYPE_CHECKING:
     from flywheel.settings import Settings
@@ -39,6 +40,7 @@ PSEUDONYM = re.compile(r"ps1:[0-9a-f]{32}")  # use fullmatch
 FORGOTTEN = "forgotten"  # the reason code of a refused event, and the ingestor's fate
 ERASURE_LOCK = "erasure"  # stores.store_lock name: the ingestor's batch write vs. a forget's tombstones
 
+SCHEMA_VERSION = 1  # PRAGMA user_version (flywheel.stores.sqlite_schema)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (digest TEXT PRIMARY KEY, receipt TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS subjects (pseudonym TEXT PRIMARY KEY, receipt TEXT NOT NULL, at REAL NOT NULL);
@@ -129,7 +131,7 @@ class Forgotten:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
+            sqlite_schema(db, _SCHEMA, SCHEMA_VERSION, self.path)  # once, whoever comes first
             self.path.chmod(0o600)
             self._check_key(db)
             self._db = db

@@ -36,29 +36,34 @@ def ensure(settings: Settings) -> None:
 
 
 def _open_or_migrate(uri: str) -> None:
-    from mlflow.exceptions import MlflowException
+    """Create a new store, or migrate one of an older schema to this MLflow's (saying so), or
+    refuse one a newer MLflow wrote. MLflow would migrate an old store missing some tables by
+    itself, silently, under a lock in this machine's temp dir only: the schema is read first."""
+    from alembic.script import ScriptDirectory
     from mlflow.store.db.utils import (
+        _get_alembic_config,
         _get_latest_schema_revision,
+        _get_schema_version,
         _upgrade_db,
         create_sqlalchemy_engine_with_retry,
     )
     from mlflow.tracking._tracking_service.utils import _get_sqlalchemy_store  # as a client opens it
 
-    try:
-        _get_sqlalchemy_store(uri, None)  # creates the tables of a new store
-        return
-    except MlflowException as exc:
-        if "out-of-date database schema" not in str(exc):
-            raise
     head = _get_latest_schema_revision()
-    log.warning("the MLflow store %s is of another schema: migrating it to %s (once)", uri, head)
+    engine = create_sqlalchemy_engine_with_retry(uri)
     try:
-        _upgrade_db(create_sqlalchemy_engine_with_retry(uri))
-    except Exception as exc:  # alembic's error for a revision this MLflow does not know
-        if "Can't locate revision" in str(exc) or "No such revision" in str(exc):
-            raise newer_store_error(uri, exc) from exc
-        raise
-    _get_sqlalchemy_store(uri, None)
+        found = _get_schema_version(engine)  # None: a new store
+        if found is not None and found != head:
+            try:
+                ScriptDirectory.from_config(_get_alembic_config(uri)).get_revision(found)
+            except Exception as exc:  # alembic's error for a revision this MLflow does not know
+                raise newer_store_error(uri, exc) from exc
+            said = "the MLflow store %s has schema %s, this MLflow uses %s: migrating it (once)"
+            log.warning(said, uri, found, head)
+            _upgrade_db(engine)
+    finally:
+        engine.dispose()
+    _get_sqlalchemy_store(uri, None)  # creates the tables of a new store
 
 
 def newer_store_error(uri: str, exc: Exception) -> ConfigError:

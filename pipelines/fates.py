@@ -25,11 +25,13 @@ from pathlib import Path
 
 from flywheel.layout import StateLayout
 from flywheel.privacy import FORGOTTEN
+from flywheel.stores import sqlite_schema
 
 CLEAN, REVIEW, DLQ, DUPLICATE, PREDICTION = "clean", "review", "dlq", "duplicate", "prediction"
 # an event of a forgotten id or subject (flywheel.privacy) that came again: stored nowhere
 FATES = (CLEAN, REVIEW, DLQ, DUPLICATE, PREDICTION, FORGOTTEN)
 
+SCHEMA_VERSION = 1  # PRAGMA user_version (flywheel.stores.sqlite_schema)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS fates (
     ident TEXT PRIMARY KEY,
@@ -61,7 +63,7 @@ class FateLedger:
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(_SCHEMA)
+        sqlite_schema(self.db, _SCHEMA, SCHEMA_VERSION, self.path)  # once, whoever comes first
 
     @classmethod
     def of(cls, settings) -> FateLedger:

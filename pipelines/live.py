@@ -33,6 +33,7 @@ from pathlib import Path
 
 from flywheel.errors import FlywheelError
 from flywheel.layout import StateLayout
+from flywheel.stores import sqlite_schema
 from pipelines.predictions import PredictionRecord
 from pipelines.records import RoutedRecord
 
@@ -104,10 +105,8 @@ class LiveLedger:
             self.db = sqlite3.connect(path, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
-            if self.db.execute("PRAGMA user_version").fetchone()[0] == 0:
-                self.db.executescript(SCHEMA)
-                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            self._check_version()
+            # once, whoever comes first; layouts before this one are not read (oldest)
+            sqlite_schema(self.db, SCHEMA, SCHEMA_VERSION, path, oldest=SCHEMA_VERSION)
         except sqlite3.DatabaseError as exc:
             raise LedgerError(
                 f"the live ledger {path} cannot be used ({exc}); move it aside and restart the "

@@ -32,6 +32,7 @@ from flywheel.layout import StateLayout
 from flywheel.model_info import model_names
 from flywheel.names import check_reviewer_id
 from flywheel.privacy import Forgotten
+from flywheel.stores import sqlite_schema
 from flywheel.tasks import spec_class, tasks
 from pipelines.records import RoutedRecord
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 PENDING, AGREED, ESCALATED = "pending", "agreed", "escalated"
 
+SCHEMA_VERSION = 1  # PRAGMA user_version (flywheel.stores.sqlite_schema)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items(
     event_id TEXT PRIMARY KEY,
@@ -177,10 +179,7 @@ class ReviewQueue:
         self._uncertainty = uncertainty or _spec_uncertainty
         self._local = threading.local()  # one connection per thread (the HTTP app has several)
         self._connections: list[sqlite3.Connection] = []
-        with self._write() as db:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+        sqlite_schema(self.db, _SCHEMA, SCHEMA_VERSION, self.path)  # once, whoever comes first
         self._import_legacy_ledger()
 
     @property
