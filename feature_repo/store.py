@@ -26,6 +26,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import yaml
 
 from feature_repo.definitions import (
@@ -58,7 +63,6 @@ def offline_dir(settings: Settings) -> Path:
 
 
 def offline_schema():
-    import pyarrow as pa
 
     fields = [
         pa.field(JOIN_KEY, pa.string()),
@@ -193,8 +197,6 @@ def find_offline(
 ) -> OfflineMatch:
     """The offline rows of ``sample_ids`` or of ``subjects`` (pseudonyms), by a filtered scan
     that reads only the id and subject columns (and the URI columns of the matching files)."""
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
 
     files: dict[str, int] = {}
     found: set[str] = set()
@@ -222,8 +224,6 @@ def erase_offline(settings: Settings, files: list[str], sample_ids: set[str]) ->
     """Rewrite each of ``files`` without the rows of ``sample_ids`` (atomically: a new file
     beside it, then a rename; a file left empty is removed). Other files are not touched.
     Idempotent, so an erasure cut short is completed by running it again. Returns the rows removed."""
-    import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
 
     removed = 0
     ids = sorted(sample_ids)
@@ -246,8 +246,6 @@ def erase_offline(settings: Settings, files: list[str], sample_ids: set[str]) ->
 
 def offline_uris(settings: Settings, uri_columns, skip: set[str]) -> set[str]:
     """The image URIs named by offline rows other than those of ``skip`` (what must stay)."""
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
 
     directory = offline_dir(settings)
     if not uri_columns or not directory.is_dir():
@@ -289,7 +287,6 @@ def _seed_offline(settings: Settings) -> None:
 
 
 def _atomic_write(table, path: Path) -> None:
-    import pyarrow.parquet as pq
 
     tmp = path.parent.parent / f".tmp-{uuid.uuid4().hex}.parquet"  # outside the read directory
     pq.write_table(table, tmp)
@@ -303,7 +300,6 @@ def write_offline_batch(settings: Settings, rows, name: str) -> Path:
     ``name`` should identify the batch (the ingestor uses its Kafka offsets), so a batch
     that is written twice with the same offsets replaces its own file.
     """
-    import pyarrow as pa
 
     schema = offline_schema()
     if isinstance(rows, list):
@@ -332,7 +328,6 @@ def sample_entities(
     ``event_timestamp`` or ``ingested_at``). A sample written twice keeps its first
     ingestion time, so a re-delivered batch never moves a sample into a later window.
     """
-    import pyarrow.dataset as ds
 
     wanted = list(dict.fromkeys([JOIN_KEY, TIMESTAMP, CREATED, *columns]))
     if not offline_dir(settings).is_dir():  # nothing applied or ingested yet
@@ -360,7 +355,6 @@ def historical_samples(
 
     One row per sample (see the module docstring on dedupe on read), with ``ingested_at``.
     """
-    import pandas as pd
 
     entities = sample_entities(settings, model_name, start, end, window_on)[[JOIN_KEY, TIMESTAMP, CREATED]]
     if entities.empty:
@@ -373,7 +367,6 @@ def historical_samples(
 
 
 def _utc(ts: datetime):
-    import pandas as pd
 
     t = pd.Timestamp(ts)
     return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")

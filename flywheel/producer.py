@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from confluent_kafka import KafkaException, Producer
+
 from flywheel.broker import read_epoch
 from flywheel.journal import Entry, JournalWriter
 from flywheel.kafka import producer_config
@@ -85,7 +87,6 @@ class DurableProducer:
     # ---- the librdkafka producer and its replacement ------------------------------------
 
     def _new(self):
-        from confluent_kafka import Producer
 
         def on_error(err) -> None:
             if err.fatal():
@@ -153,8 +154,6 @@ class DurableProducer:
                     on_progress(1)
 
             return callback
-
-        from confluent_kafka import KafkaException
 
         try:
             for index, entry in enumerate(entries):

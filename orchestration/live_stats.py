@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from statistics import NormalDist
 
+from scipy import stats
+
 
 def _z(confidence: float) -> float:
     return NormalDist().inv_cdf(confidence)
@@ -154,7 +156,6 @@ def compare(
             metric, "Newcombe hybrid score interval", n1, n2, m1, m2, diff, lower, upper,
             (l1, u1), (l2, u2), tolerance, confidence, p, upper < -tolerance,
         )  # fmt: skip
-    from scipy import stats
 
     v1 = sum((v - m1) ** 2 for v in new) / (n1 - 1) if n1 > 1 else 0.0
     v2 = sum((v - m2) ** 2 for v in old) / (n2 - 1) if n2 > 1 else 0.0

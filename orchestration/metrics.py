@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, Histogram
+from prometheus_client import REGISTRY, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -294,7 +294,6 @@ def register_state(settings: Settings, registry=REGISTRY) -> StateCollector:
 def serve_metrics(settings: Settings, log=print):
     """``flywheel run``'s metrics endpoint on ``run.metrics_host:run.metrics_port`` (off when
     the port is unset); a port in use is said, not fatal."""
-    from prometheus_client import start_http_server
 
     port = settings.run.metrics_port
     if port is None:

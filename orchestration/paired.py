@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
+import numpy as np
+
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_POWER = 0.8
 
@@ -107,7 +109,6 @@ def paired_drop(
     tolerance + 0.045) is the drop the holdout should be large enough to catch; the sd used for
     that is the observed one, at least ``sd_floor`` (in the metric's units).
     """
-    import numpy as np
 
     a = np.asarray(champion, dtype=float)
     b = np.asarray(candidate, dtype=float)

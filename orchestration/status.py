@@ -6,6 +6,8 @@ import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from confluent_kafka import KafkaException
+
 from flywheel.broker import port_open
 from flywheel.tasks import spec_class
 from orchestration import history
@@ -64,7 +66,6 @@ def part_health(settings: Settings) -> dict[str, str]:
 
 def lag_line(settings: Settings) -> str:
     """Each consumer's records not yet committed past, per topic (``pipelines.lag``)."""
-    from confluent_kafka import KafkaException
 
     if settings.embedded_broker and not port_open(settings.broker.host, settings.broker.port):
         return "not read: the embedded broker is down"

@@ -9,7 +9,10 @@ Kafka before the 202 answer lists the accepted ids.
 
 from typing import Any
 
+from fastapi import Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from flywheel.errors import BrokerError, InvalidEventError
 from flywheel.events import FeedbackEvent, validate_event
@@ -27,9 +30,6 @@ class Accepted(BaseModel):
 
 def add_feedback_routes(app, settings, get_client, token: str | None) -> None:
     """Add ``POST /v1/feedback`` to ``app``; ``get_client()`` gives the FeedbackClient."""
-    from fastapi import Request
-    from fastapi.responses import JSONResponse
-    from starlette.concurrency import run_in_threadpool
 
     guarded: dict[str, Any] = {"security": [{"bearer": []}]} if token is not None else {}
     auth = (401,) if token is not None else ()

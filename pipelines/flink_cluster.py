@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import yaml
 
 from flywheel.broker import free_port
@@ -138,7 +139,6 @@ def read(settings: Settings) -> Cluster | None:
 
 
 def overview(cluster: Cluster, timeout_s: float = 5.0) -> dict | None:
-    import httpx
 
     try:
         return httpx.get(f"{cluster.rest}/overview", timeout=timeout_s).json()
@@ -241,14 +241,12 @@ def submit(
 
 
 def jobs(cluster: Cluster) -> list[dict]:
-    import httpx
 
     return httpx.get(f"{cluster.rest}/jobs/overview", timeout=10).json()["jobs"]
 
 
 def stop_with_savepoint(settings: Settings, job_id: str, timeout_s: float = 120.0) -> str:
     """Stop ``job_id`` with a savepoint under ``<state_dir>/flink-savepoints``; return its path."""
-    import httpx
 
     cluster = read(settings)
     if cluster is None:

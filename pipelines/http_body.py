@@ -13,7 +13,9 @@ import logging
 import uuid
 from typing import Any
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from flywheel.events import NOT_UTF8
 from flywheel.jsonstrict import JsonProblem, loads_json
@@ -65,7 +67,6 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 def error(status: int, code: str, message: str, **extra: Any):
     """The error answer (a ``JSONResponse``)."""
-    from fastapi.responses import JSONResponse
 
     return JSONResponse({"error": code, "message": message, **extra}, status_code=status)
 
@@ -95,7 +96,6 @@ def bearer_ok(request, token: str | None) -> bool:
 
 async def read_json(request, settings, token: str | None) -> tuple[Any, Any]:
     """The body as JSON data, after the token and size checks; or the error answer."""
-    from starlette.concurrency import run_in_threadpool
 
     limit = settings.http.max_body_bytes
     if token is not None and not bearer_ok(request, token):

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
 from feature_repo.definitions import CREATED, FEATURES, JOIN_KEY, SUBJECT, TIMESTAMP
 from feature_repo.online_write import OnlineWriter
 from feature_repo.store import open_store, write_offline_batch
@@ -219,7 +221,6 @@ class Ingestor:
         seen, after a broker restart under load, never to let a member join again (the
         chaos soak: no partition for minutes, consumer after consumer), while commits of an
         assigned consumer always worked."""
-        from confluent_kafka import Consumer, TopicPartition
 
         conf = client_config(
             self.settings,
@@ -266,7 +267,6 @@ class Ingestor:
         self, until_caught_up: bool = False, progress: Callable[[IngestStats], None] | None = None
     ) -> IngestStats:
         """Ingest until stopped (or, with ``until_caught_up``, until every partition is at its end)."""
-        from confluent_kafka import KafkaError
 
         feast = self.settings.feast
         stats = IngestStats()
@@ -331,7 +331,6 @@ class Ingestor:
         return stats
 
     def _write_and_commit(self, consumer, batch: list, stats: IngestStats) -> None:
-        from confluent_kafka import TopicPartition
 
         now = datetime.now(UTC)
         clean = [m for m in batch if m.topic() == self.topic]

@@ -14,6 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+
 from flywheel.kafka import Topics, client_config, group_id
 
 if TYPE_CHECKING:
@@ -36,7 +39,6 @@ class ConsumerLag:
 
 def end_offsets(consumer, parts, timeout_s: float = 5.0) -> dict[str, dict[int, int]]:
     """Each partition's end offset (high watermark) as a fetch answers it."""
-    from confluent_kafka import TopicPartition
 
     if not parts:
         return {}
@@ -58,7 +60,6 @@ def end_offsets(consumer, parts, timeout_s: float = 5.0) -> dict[str, dict[int, 
 
 def topic_ends(settings: Settings, timeout_s: float = 5.0) -> dict[str, dict[int, int]]:
     """Every partition's end offset of the loop's topics that exist: topic → partition → end."""
-    from confluent_kafka import Consumer, TopicPartition
 
     topics = Topics.from_settings(settings)
     consumer = Consumer(
@@ -100,8 +101,6 @@ def consumers(settings: Settings) -> list[tuple[str, str, str]]:
 
 def consumer_lags(settings: Settings, ends: dict[str, dict[int, int]] | None = None) -> list[ConsumerLag]:
     """Each consumer's lag on each of its topics (``ends``: from ``topic_ends``, read if omitted)."""
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-    from confluent_kafka.admin import AdminClient
 
     ends = topic_ends(settings) if ends is None else ends
     admin = AdminClient(client_config(settings))

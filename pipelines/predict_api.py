@@ -14,7 +14,9 @@ import random
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
+from fastapi import BackgroundTasks, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from flywheel.errors import BrokerError, FlywheelError
 from flywheel.events import Input
@@ -79,8 +81,6 @@ class Predictor(Protocol):
 
 def add_predict_routes(app, settings, predictor: Predictor | None, get_log, token: str | None) -> None:
     """Add ``POST /v1/predict`` to ``app``; ``get_log()`` gives the PredictionLog."""
-    from fastapi import BackgroundTasks, Request
-    from starlette.concurrency import run_in_threadpool
 
     guarded: dict[str, Any] = {"security": [{"bearer": []}]} if token is not None else {}
     auth = (401,) if token is not None else ()

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from flywheel.errors import DeliveryError, FlywheelError, InvalidEventError
 from flywheel.events import FeedbackEvent, validate_event
 from flywheel.journal import Entry, new_ident
@@ -263,7 +265,6 @@ class ServingClient:
     to send back with the feedback on them. Use as a context manager."""
 
     def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 60.0):
-        import httpx
 
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
@@ -281,7 +282,6 @@ class ServingClient:
         ``batch_size`` (the server's ``serving.max_batch``); each prediction carries the
         ``model_version`` that made it (a promotion may land between two requests).
         ServingError when not answered."""
-        import httpx
 
         items = [{"text": x} if isinstance(x, str) else x for x in inputs]
         predictions: list[dict[str, Any]] = []
@@ -306,7 +306,6 @@ class ServingClient:
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Until ``/healthz`` answers (the app is starting), or ServingError."""
-        import httpx
 
         deadline = time.monotonic() + timeout_s
         last = "no answer"

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from confluent_kafka import Producer
+
 from flywheel.broker import current_epoch, read_epoch
 from flywheel.files import write_json_atomic
 from flywheel.journal import (
@@ -233,7 +235,6 @@ def _settle_writer(
 
 def _redeliver(settings: Settings, frames: list[Framed]) -> int:
     """Produce ``frames`` again; return how many Kafka did not confirm."""
-    from confluent_kafka import Producer
 
     failed = [0]
 

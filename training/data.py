@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+import pandas as pd
+
 from flywheel.errors import DataError
 
 __all__ = ["DataError", "bucket", "split_by_hash", "stratified_sample", "stratified_share"]
@@ -28,7 +30,6 @@ def split_by_hash(frame, holdout: float, validation: float, salt: str = ""):
 def stratified_share(frame, fraction: float, salt: str, column: str | None = "label"):
     """(rest, share): ``fraction`` of every class (of all rows when ``column`` is None), chosen
     by hash, so the same rows every time."""
-    import pandas as pd
 
     keys = frame["sample_id"].map(lambda s: bucket(salt + s))
     picked = []
@@ -58,6 +59,5 @@ def stratified_sample(frame, n: int, seed: int = 0, column: str | None = "label"
         g.sample(n=max(1, round(len(g) * share)), random_state=seed)
         for _, g in frame.groupby(column, sort=True)
     ]
-    import pandas as pd
 
     return pd.concat(parts).sort_values("sample_id")

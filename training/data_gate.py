@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
+
 from flywheel.errors import FlywheelError
 from flywheel.settings import DataGateSettings
 from flywheel.tasks.base import shown
@@ -121,7 +123,6 @@ class DataGateReport:
 
 def _reasons(frame, labels: list[str], gate: DataGateSettings, spec):
     """A Series: why each row is quarantined ("" for rows that pass); the task's checks are its spec's."""
-    import pandas as pd
 
     reasons = pd.Series("", index=frame.index, dtype=object)
 

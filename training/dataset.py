@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
 from feature_repo.definitions import CREATED, JOIN_KEY
 from feature_repo.store import historical_samples
 from flywheel.errors import FlywheelError
@@ -76,7 +78,6 @@ def labelled_samples(settings: Settings, feast_store, spec, model_name: str, sta
 def build_dataset(
     settings: Settings, models: ModelStore, feast_store, name: str, cut: datetime
 ) -> TrainingData:
-    import pandas as pd
 
     cfg = settings.training
     info = models.info(name)
@@ -128,7 +129,6 @@ def build_full_dataset(
     not refused, and the bootstrap data), nothing erased, flagged or held out. Splits and
     holdouts as for a window: the feedback's splits are the new side, the bootstrap data's
     the old."""
-    import pandas as pd
 
     cfg = settings.training
     info = models.info(name)
@@ -202,7 +202,6 @@ def review_labels(sources) -> dict[str, int]:
 
 def assemble(cfg, spec, new, old, golden, window) -> TrainingData:
     """Splits, replay and holdouts of a run from its new window, the old data and the golden set."""
-    import pandas as pd
 
     columns = train_columns(spec)
     new, old = new[columns], old[columns]

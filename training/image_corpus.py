@@ -37,16 +37,16 @@ import hashlib
 import io
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageFilter
 
 from flywheel.events import MAX_ID_CHARS, MAX_IMAGE_B64_CHARS, event_time_text, feedback_event
 from flywheel.images import check_pair, png_b64
 from training.corpora import package_dir
 from training.data import DataError
-
-if TYPE_CHECKING:
-    import numpy as np
-    import pandas as pd
 
 _INSTALL = "run `make setup` (it installs requirements/data.txt)"
 PHOTO_FILES: dict[str, tuple[str, str]] = {
@@ -91,8 +91,6 @@ def _names(photo_names) -> tuple[str, ...]:
 
 @cache
 def _photo(name: str) -> np.ndarray:
-    import numpy as np
-    from PIL import Image
 
     package, relative = PHOTO_FILES[name]
     path = package_dir(package, _INSTALL) / relative
@@ -159,9 +157,6 @@ _SYNTAX = "write KIND:LEVEL steps joined by '+', e.g. noise:25, jpeg:20, blur:1.
 
 def degrade(array: np.ndarray, kind: str, level: float, seed: int) -> np.ndarray:
     """``array`` (uint8 [H, W, 3]) degraded one way; the same seed gives the same pixels."""
-
-    import numpy as np
-    from PIL import Image, ImageFilter
 
     if kind == "noise":
         rng = np.random.default_rng(_hash_int("noise", seed))
@@ -241,8 +236,6 @@ def drift_schedule(round_no: int) -> Degradation:
 
 
 def _bad_target(photo: np.ndarray, y: int, x: int, size: int, corrupt: str) -> np.ndarray:
-    import numpy as np
-    from PIL import Image, ImageFilter
 
     if corrupt == "misalign":  # the same scene, a few pixels off
         height, width = photo.shape[:2]
@@ -270,7 +263,6 @@ def restoration_frame(
     ``swap`` (every target belongs to another sample). The inputs are the same as without it;
     the sample ids say ``-bad-<corrupt>``, so they never collide with the good samples.
     """
-    import pandas as pd
 
     spec = Degradation.parse(degradation)
     if corrupt is not None and corrupt not in CORRUPTIONS:

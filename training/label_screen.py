@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import pandas as pd
+
 from flywheel.errors import FlywheelError
 from flywheel.names import is_review_answer
 from flywheel.tasks import spec_for
@@ -57,7 +59,6 @@ def screen_run(settings: Settings, run, to_review: Callable | None = None) -> La
     them in the review queue and returns how many (or raises): the retrain flow passes
     ``pipelines.review.queue_flagged``. Only then are they recorded as flagged for good; a
     candidate built without it (`flywheel model train`) leaves them out of itself only."""
-    import pandas as pd
 
     cfg = settings.training.label_screen
     models = ModelStore(settings.state_dir)

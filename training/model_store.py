@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
+
 from flywheel.errors import FlywheelError
 from flywheel.files import write_json_atomic
 from flywheel.layout import StateLayout
@@ -180,12 +182,10 @@ class ModelStore:
         return read_model_info(self.layout.root, name)
 
     def golden(self, name: str):
-        import pandas as pd
 
         return pd.read_parquet(self.layout.golden(name))
 
     def bootstrap_data(self, name: str):
-        import pandas as pd
 
         return pd.read_parquet(self.layout.bootstrap_data(name))
 
@@ -197,7 +197,6 @@ class ModelStore:
     def image_uris(self, name: str, columns: tuple[str, ...], skip: set[str]) -> set[str]:
         """The image URIs the model's golden set, bootstrap data and run datasets name, for
         samples other than ``skip`` (erasure keeps an image another sample still names)."""
-        import pandas as pd
 
         paths = [self.layout.golden(name), self.layout.bootstrap_data(name)]
         for folder in self.folders(name):

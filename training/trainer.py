@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from flywheel.errors import FlywheelError
@@ -27,7 +28,6 @@ from training.version import VersionFolder
 
 
 def seed_everything(seed: int) -> None:
-    import numpy as np
     import torch
 
     random.seed(seed)

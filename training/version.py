@@ -22,6 +22,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from flywheel.files import write_json_atomic
 from training.data_gate import DataGateReport
 from training.evaluate import EvalReport
@@ -63,7 +67,6 @@ class Lineage:
 def erase_rows(paths: list[Path], sample_ids: set[str]) -> int:
     """Rewrite each parquet of ``paths`` that holds rows of ``sample_ids`` without them (a temp
     file, then a rename); return the rows removed."""
-    import pandas as pd
 
     removed = 0
     for path in paths:
@@ -93,7 +96,6 @@ class SampleLineage:
 
     @classmethod
     def of(cls, train, validation, holdouts: dict) -> SampleLineage:
-        import pandas as pd
 
         parts = []
         for role, part in (("train", train), ("validation", validation), *holdouts.items()):
@@ -112,8 +114,6 @@ class SampleLineage:
         return cls(frame.sort_values(["role", "sample_id"], kind="stable").reset_index(drop=True))
 
     def save(self, path: Path) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
 
         table = pa.Table.from_pandas(self.frame, preserve_index=False)
         tmp = path.with_name(f".{path.name}.tmp")
@@ -124,7 +124,6 @@ class SampleLineage:
 
     @classmethod
     def load(cls, path: Path) -> SampleLineage:
-        import pandas as pd
 
         return cls(pd.read_parquet(path))
 
@@ -292,7 +291,6 @@ class VersionFolder:
 
     def dataset(self):
         """(train, validation, holdouts) as saved by :meth:`save_dataset`."""
-        import pandas as pd
 
         data = self.path / "data"
         holdouts = {k: pd.read_parquet(data / f"holdout_{k}.parquet") for k in HOLDOUTS}

