@@ -31,9 +31,13 @@ _URI_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s]*@[^\s,;/]*")
 _AT_TOKEN = re.compile(r"[^\s,;]*@[^\s,;]*")
 _OPTION_SECRET = re.compile(
     r"(?i)((?:^|(?<=[^A-Za-z0-9_.-]))[A-Za-z0-9_.-]*?"
-    r"(?:password|passwd|pass|pwd|secret|token|key|sig|signature|assertion|auth|credentials?)"
-    r"\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|[^\s,;&]+)"
+    r"(?:password|passwd|pass|pwd|secret|token|key|sig|signature|assertion|auth|authorization|credentials?"
+    r"|jwt|session|sessionid|cookie)"
+    r"\s*[=:]\s*)(?!(?:bearer|basic|digest|token)(?:\s|%20|\+))(\"[^\"]*\"|'[^']*'|[^\s,;&]+)"
 )
+
+# an HTTP credential after its scheme: "Authorization: Bearer <token>", "Basic <base64>"
+_SCHEME_CREDENTIAL = re.compile(r"(?i)\b((?:bearer|basic|digest|token)(?:\s+|%20|\+))[A-Za-z0-9._~+/=%-]{4,}")
 
 
 def _redact_userinfo(token: str) -> str:
@@ -56,4 +60,7 @@ def redact_text(text: str) -> str:
     ``key=value`` options replaced by REDACTED."""
     text = _URI_USERINFO.sub(lambda m: _redact_userinfo(m.group()), text)
     text = _AT_TOKEN.sub(lambda m: m.group() if REDACTED in m.group() else _redact_userinfo(m.group()), text)
-    return _OPTION_SECRET.sub(rf"\g<1>{REDACTED}", text)
+    text = _SCHEME_CREDENTIAL.sub(rf"\g<1>{REDACTED}", text)
+    return _OPTION_SECRET.sub(
+        lambda m: m.group() if m.group(2).endswith(REDACTED) else f"{m.group(1)}{REDACTED}", text
+    )

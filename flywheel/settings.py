@@ -381,7 +381,9 @@ class TrainingSettings(_Section):
 class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8088, ge=1, le=65535)
-    auth_token: SecretStr | None = Field(None, description="require 'Authorization: Bearer <token>'")
+    auth_token: SecretStr | None = Field(
+        None, description="require 'Authorization: Bearer <token>' (16+ characters; unset: loopback only)"
+    )
     admin_token: SecretStr | None = Field(
         None,
         description="bearer token of the admin routes (erasure, lineage); unset = those routes answer 403",
@@ -393,15 +395,23 @@ class HttpSettings(_Section):
     max_connections: int = Field(
         200, ge=2, description="connections held at once; past it the oldest still sending headers goes"
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses of reverse proxies whose X-Forwarded-For names the client (the sign-in "
+        "limit counts per client); empty: the connection's own address, and the header is ignored",
+    )
 
     @model_validator(mode="after")
     def _admin_token_apart(self) -> HttpSettings:
+        for name in ("auth_token", "admin_token"):
+            value = getattr(self, name)
+            if value is not None and len(value.get_secret_value().strip()) < 16:
+                raise ValueError(
+                    f"http.{name} needs at least 16 characters (an empty one would leave the routes open); "
+                    "make one with `python -c 'import secrets; print(secrets.token_urlsafe(24))'`, or "
+                    "leave it unset"
+                )
         admin = self.admin_token.get_secret_value() if self.admin_token else None
-        if admin is not None and len(admin) < 16:
-            raise ValueError(
-                "http.admin_token needs at least 16 characters; make one with "
-                "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`"
-            )
         if admin is not None and self.auth_token is not None and admin == self.auth_token.get_secret_value():
             raise ValueError(
                 "http.admin_token equals http.auth_token: whoever may send feedback could erase data; "

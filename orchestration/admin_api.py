@@ -12,6 +12,10 @@ feedback may not erase it. With no admin token set the routes answer 403.
 
 import re
 
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
 from flywheel.errors import FlywheelError
 from flywheel.events import subject_problem
 from orchestration.forget import Receipt, forget
@@ -22,9 +26,6 @@ _EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # the contract's Id (fullmatc
 
 
 def add_admin_routes(app, settings) -> None:
-    from fastapi import Request
-    from fastapi.responses import JSONResponse
-    from starlette.concurrency import run_in_threadpool
 
     token = settings.http.admin_token.get_secret_value() if settings.http.admin_token else None
     errors = {
@@ -33,6 +34,7 @@ def add_admin_routes(app, settings) -> None:
             (401, "no or wrong admin token"),
             (403, "admin routes are off (http.admin_token unset)"),
             (422, "the id is not a valid id"),
+            (503, "a store behind the route failed (the reply carries an error id; the log says more)"),
         )
     }
 
@@ -80,5 +82,8 @@ def add_admin_routes(app, settings) -> None:
             return no
         if not _EVENT_ID.fullmatch(event_id):
             return error(422, "invalid_event_id", "an event_id has 1 to 128 of A-Z a-z 0-9 . _ : -")
-        found = await run_in_threadpool(event_lineage, settings, event_id)
+        try:
+            found = await run_in_threadpool(event_lineage, settings, event_id)
+        except Exception as exc:  # noqa: BLE001 - a store behind it failed: said with an error id, logged
+            return hidden(503, "lineage_unavailable", "a store could not be read; try again later", exc)
         return found.to_dict()

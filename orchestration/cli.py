@@ -171,7 +171,7 @@ def serve_cmd(
     port: Annotated[int | None, typer.Option(help="default: http.port")] = None,
 ) -> None:
     """The HTTP app: POST /v1/feedback, POST /v1/predict (each model's champion, following the
-    alias), GET /healthz, /docs. (`flywheel serve-feedback` is the same command.)"""
+    alias), GET /healthz, /openapi.json. (`flywheel serve-feedback` is the same command.)"""
     from orchestration.admin_api import add_admin_routes
     from orchestration.metrics import register_state
     from orchestration.serving import ChampionPredictor

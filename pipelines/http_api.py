@@ -15,6 +15,11 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, Field
 
 from flywheel.errors import ConfigError
@@ -22,7 +27,7 @@ from flywheel.events import FeedbackEvent
 from flywheel.settings import Settings
 from pipelines.feedback_api import add_feedback_routes
 from pipelines.http_body import bearer_ok, error
-from pipelines.http_guard import is_loopback
+from pipelines.http_guard import AUTH_FAILURES, GuessLimit, LoopbackHosts, is_loopback
 from pipelines.predict_api import Predictor, PredictRequest, add_predict_routes
 from pipelines.predictions import PredictionLog
 from pipelines.review_api import ReviewAnswerIn, ReviewWorker, add_review_routes
@@ -32,8 +37,10 @@ from pipelines.sdk import FeedbackClient
 
 class Health(BaseModel):
     status: str = Field(description="ok, or degraded when this app's last Kafka delivery failed")
-    kafka: str
-    reason: str | None = Field(None, description="degraded: the last delivery error")
+    kafka: str | None = Field(None, description="the Kafka bootstrap servers (left out with a token set)")
+    reason: str | None = Field(
+        None, description="degraded: the last delivery error (with a token set, only that delivery fails)"
+    )
     producer_rebuilds: int = Field(0, description="times a stuck Kafka producer was replaced")
 
 
@@ -54,8 +61,6 @@ def create_app(
     first use if omitted); without a ``predictor`` ``/v1/predict`` answers 503.
     ``review_worker``: keep the review queue in step with the review topic and send agreed
     answers while the app runs (``review_api``)."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
 
     state: dict[str, Any] = {"client": client, "log": prediction_log, "queue": None}
 
@@ -114,8 +119,6 @@ def create_app(
     def metrics(request: Request):
         """Prometheus text format: this process's counters and whatever else is registered
         (``flywheel serve`` adds the loop's state, ``orchestration.metrics``)."""
-        from fastapi.responses import Response
-        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
         refused = operator_only(request)
         if refused is not None:
@@ -137,14 +140,18 @@ def create_app(
         # a client given to create_app may be any object with submit_many (tests): no health then
         healths = [h for n in ("client", "log") if (h := getattr(state[n], "health", None)) is not None]
         failing = [h for h in healths if h.degraded]
+        # /healthz answers without the token (probes send none): with a token set it names no
+        # address and no error text (both are in the log and in `flywheel status`)
+        reason = failing[0].last_error if failing else None
         body = {
             "status": "degraded" if failing else "ok",
-            "kafka": settings.bootstrap_servers,
-            "reason": failing[0].last_error if failing else None,
+            "kafka": settings.bootstrap_servers if token is None else None,
+            "reason": reason if token is None or reason is None else "kafka delivery failing",
             "producer_rebuilds": sum(h.rebuilds for h in healths),
         }
         return JSONResponse(body, status_code=503 if failing else 200)
 
+    app.add_middleware(GuessLimit)  # failed credentials per client address, every route: 429
     add_feedback_routes(app, settings, get_client, token)
     add_predict_routes(app, settings, predictor, get_log, token)
     add_review_routes(app, settings, get_queue, get_client)
@@ -156,7 +163,6 @@ def create_app(
         server's limits and, with a token, its bearer scheme."""
         if app.openapi_schema:
             return app.openapi_schema
-        from fastapi.openapi.utils import get_openapi
 
         doc = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
@@ -187,6 +193,20 @@ def create_app(
                 "scheme": "bearer",
                 "description": "http.admin_token: erasure and lineage, apart from the feedback token",
             }
+        for operations in doc.get("paths", {}).values():  # GuessLimit's answer, wherever 401 is one
+            for operation in operations.values():
+                answers = operation.get("responses", {})
+                if "401" in answers:
+                    answers.setdefault(
+                        "429",
+                        {
+                            "description": f"over {AUTH_FAILURES} failed credentials a minute from this "
+                            "address (Retry-After says when to try again)",
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+                            },
+                        },
+                    )
         app.openapi_schema = doc
         return doc
 
@@ -218,18 +238,24 @@ def _redact_subject_paths(record: logging.LogRecord) -> bool:
 
 
 def serve(settings: Settings, predictor: Predictor | None = None, extend=None) -> None:
-    import uvicorn
 
     check_exposure(settings)
     logging.getLogger("uvicorn.access").addFilter(_redact_subject_paths)
     app = create_app(settings, predictor=predictor, extend=extend)
+    if settings.http.auth_token is None:  # loopback only: no other host name (DNS rebinding)
+        app = LoopbackHosts(app)
     from pipelines.http_server import protocol_for
 
+    trusted = settings.http.trusted_proxies
     uvicorn.run(
         app,
         host=settings.http.host,
         port=settings.http.port,
         log_level="info",
+        # X-Forwarded-For only from the proxies named in http.trusted_proxies: anyone else could
+        # pick the address the failed-credentials limit counts
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
         http=protocol_for(settings),  # header deadline and connection cap (pipelines/http_server.py)
         h11_max_incomplete_event_size=64 * 1024,  # request line and headers: 64 KiB at most
     )

@@ -20,10 +20,12 @@ past their undo window, every ``review.sync_interval_s``.
 
 import logging
 import threading
-import time
 from typing import Any
 
+from fastapi import Request
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from flywheel.errors import BrokerError, FlywheelError
 from flywheel.jsonstrict import JsonProblem, loads_json
@@ -37,40 +39,6 @@ from pipelines.review_queue import Item, ReviewError, ReviewQueue
 
 COOKIE = "flywheel_reviewer"
 BODY_LIMIT = 64 * 1024
-SIGN_IN_FAILURES, SIGN_IN_WINDOW_S = 10, 60.0  # failed sign-ins per client address and window
-
-
-class FailedAttempts:
-    """Failed sign-ins per client address in a sliding window; past ``limit`` the address
-    waits until its oldest failure leaves the window (429). Bounded: at most 10,000
-    addresses are tracked, the stalest dropped first."""
-
-    def __init__(self, limit: int, window_s: float, max_clients: int = 10_000):
-        self.limit, self.window_s, self.max_clients = limit, window_s, max_clients
-        self._failures: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, client: str, now: float) -> list[float]:
-        kept = [t for t in self._failures.get(client, []) if now - t < self.window_s]
-        if kept:
-            self._failures[client] = kept
-        else:
-            self._failures.pop(client, None)
-        return kept
-
-    def wait_s(self, client: str, now: float | None = None) -> float:
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            recent = self._recent(client, now)
-            return self.window_s - (now - recent[0]) if len(recent) >= self.limit else 0.0
-
-    def failed(self, client: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            self._failures.setdefault(client, []).append(now)
-            if len(self._failures) > self.max_clients:
-                stalest = min(self._failures, key=lambda c: self._failures[c][-1])
-                del self._failures[stalest]
 
 
 log = logging.getLogger("flywheel.review")
@@ -154,9 +122,6 @@ _WHY = {
 def add_review_routes(app, settings: Settings, get_queue, get_client) -> None:
     """Add the review page and API to ``app`` (a FastAPI app); errors have the app's one
     shape (``pipelines.http_body``)."""
-    from fastapi import Request
-    from fastapi.responses import HTMLResponse, JSONResponse
-    from starlette.concurrency import run_in_threadpool
 
     window = settings.review.undo_window_s
 
@@ -171,8 +136,6 @@ def add_review_routes(app, settings: Settings, get_queue, get_client) -> None:
         return review.reviewer_for_session(
             settings, request.cookies.get(COOKIE), get_queue().session_generation
         )
-
-    sign_ins = FailedAttempts(SIGN_IN_FAILURES, SIGN_IN_WINDOW_S)
 
     def cross_site(request: Request) -> bool:
         """A browser's write from another origin (its Origin header names another host)."""
@@ -260,26 +223,18 @@ def add_review_routes(app, settings: Settings, get_queue, get_client) -> None:
 
     @app.post("/review/session", include_in_schema=False)
     async def sign_in(request: Request):
-        if not_json(request) or cross_site(request):  # no signing a victim in from another site
-            return error(415, "json_only", "sign in from the review page (application/json, same origin)")
-        client = request.client.host if request.client else "?"
-        wait = sign_ins.wait_s(client)
-        if wait:
-            return JSONResponse(
-                {
-                    "error": "too_many_attempts",
-                    "message": f"too many failed sign-ins; try again in {wait:.0f}s",
-                },
-                status_code=429,
-                headers={"Retry-After": str(int(wait) + 1)},
-            )
+        # no signing a victim in from another site; failed sign-ins are limited per client
+        # address with every other failed credential (http_guard.GuessLimit)
+        if cross_site(request):
+            return error(403, "cross_site", "sign in from the review page itself")
+        if not_json(request):
+            return error(415, "json_only", "sign in from the review page (application/json)")
         data, problem = await body(request)
         if problem is not None:
             return problem
         token = data.get("token")
         reviewer = review.reviewer_for_token(settings, token if isinstance(token, str) else None)
         if reviewer is None:
-            sign_ins.failed(client)
             return error(
                 401, "unauthorized", "that is not a reviewer token; ask for yours (review.reviewers)"
             )

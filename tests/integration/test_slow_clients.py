@@ -122,3 +122,21 @@ def test_three_hundred_slow_clients_do_not_lock_out_healthz(server):
     finally:
         for sock in slow:
             sock.close()
+
+
+def test_the_served_app_trusts_no_forwarded_address_and_answers_loopback_names_only(server):
+    """An attacker's re-run of issue 27: a new X-Forwarded-For on each guess reset the
+    failed-credentials limit (uvicorn trusted the header from 127.0.0.1), and a page whose
+    host name was re-pointed at 127.0.0.1 (DNS rebinding) was answered."""
+    url = f"http://127.0.0.1:{server}"
+    codes = [
+        httpx.get(
+            f"{url}/v1/review/models",
+            headers={"Authorization": f"Bearer guess-{i}", "X-Forwarded-For": f"203.0.113.{i}"},
+        ).status_code
+        for i in range(11)
+    ]
+    assert codes == [401] * 10 + [429]
+    rebound = httpx.get(f"{url}/healthz", headers={"Host": f"evil.example:{server}"})
+    assert rebound.status_code == 421 and rebound.json()["error"] == "host_not_allowed"
+    assert httpx.get(f"{url}/healthz").status_code == 200

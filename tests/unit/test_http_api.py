@@ -99,11 +99,11 @@ def test_body_limit(fake):
 
 
 def test_bearer_token(fake):
-    api = app_with(fake, auth_token="s3cret")
+    api = app_with(fake, auth_token="s3cret-token-123456")
     assert api.post("/v1/feedback", json=make_event()).status_code == 401
     wrong = api.post("/v1/feedback", json=make_event(), headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
-    ok = api.post("/v1/feedback", json=make_event(), headers={"Authorization": "Bearer s3cret"})
+    ok = api.post("/v1/feedback", json=make_event(), headers={"Authorization": "Bearer s3cret-token-123456"})
     assert ok.status_code == 202
     assert api.get("/healthz").status_code == 200
 
@@ -149,6 +149,11 @@ def test_no_open_server_beyond_loopback_without_a_token():
     check_exposure(load_settings(http={"host": "0.0.0.0", "auth_token": "a" * 20}))
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
         check_exposure(load_settings(http={"host": host}))
+    # an empty token (an empty secrets file exported as FLYWHEEL_HTTP__AUTH_TOKEN) or a short one
+    # would leave every route open: refused when the settings load, with how to make one
+    for weak in ("", "   ", "x", "a" * 15):
+        with pytest.raises(ConfigError, match=r"http\.auth_token needs at least 16 characters"):
+            load_settings(http={"host": "0.0.0.0", "auth_token": weak})
 
 
 def test_a_batch_with_a_million_problems_gets_a_short_reply_and_the_loop_stays_free(fake):
@@ -238,7 +243,7 @@ def test_a_client_gone_mid_body_is_one_log_line_not_a_traceback(caplog):
             yield b'{"a"'
             raise ClientDisconnect()
 
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.WARNING)  # what `flywheel serve` shows: the line must be at that level
     with pytest.raises(BodyProblem) as problem:
         asyncio.run(read_body(Gone(), 1000, 5))
     assert problem.value.code == "client_disconnect"
@@ -246,3 +251,75 @@ def test_a_client_gone_mid_body_is_one_log_line_not_a_traceback(caplog):
     assert (
         len(lines) == 1 and lines[0].exc_info is None and "went away after 4 bytes" in lines[0].getMessage()
     )
+
+
+def test_failed_credentials_are_limited_per_address_on_every_route(fake):
+    """Issue 27, attacker's re-run: bearer guesses had no limit (only the page's sign-in had)."""
+    from orchestration.admin_api import add_admin_routes
+
+    admin = "admin-token-0123456789"
+    settings = load_settings(http={"auth_token": "s3cret-token-123456", "admin_token": admin})
+    api = TestClient(create_app(settings, client=fake, extend=lambda app: add_admin_routes(app, settings)))
+    wrong = {"Authorization": "Bearer wrong-token-0123456789"}
+    routes = [
+        ("post", "/v1/feedback"),
+        ("get", "/metrics"),
+        ("get", "/v1/lineage/events/e1"),
+        ("get", "/v1/review/models"),
+        ("post", "/v1/predict"),
+    ]
+
+    def call(method, path, headers):
+        if method == "post":
+            return api.post(path, headers=headers, json={})
+        return api.get(path, headers=headers)
+
+    codes = [call(m, path, wrong).status_code for m, path in routes * 2]
+    assert codes == [401] * 10
+    for method, path in routes:  # the eleventh guess, anywhere, and even the right token: 429
+        blocked = call(method, path, {"Authorization": f"Bearer {admin}"})
+        assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0, path
+        assert blocked.json()["error"] == "too_many_attempts"
+    assert api.get("/healthz").status_code == 200  # no credentials: not limited
+
+
+def test_empty_token_is_not_an_open_server_and_healthz_names_nothing_with_a_token(fake):
+    token_app = app_with(fake, auth_token="s3cret-token-123456")
+    body = token_app.get("/healthz").json()
+    assert body["status"] == "ok" and body["kafka"] is None
+    assert app_with(fake).get("/healthz").json()["kafka"]  # without a token (loopback): the address
+
+
+def test_without_a_token_only_loopback_host_names_are_answered(fake):
+    """DNS rebinding: a page on evil.example re-pointed at 127.0.0.1 sends Host and Origin
+    evil.example, which match each other; the host name is what tells it apart."""
+    from pipelines.http_guard import LoopbackHosts
+
+    app = LoopbackHosts(create_app(load_settings(), client=fake))
+    for base in ("http://127.0.0.1:8088", "http://localhost:8088", "http://[::1]:8088"):
+        assert TestClient(app, base_url=base).post("/v1/feedback", json=make_event(1)).status_code == 202, (
+            base
+        )
+    rebound = TestClient(app, base_url="http://evil.example:8088")
+    r = rebound.post("/v1/feedback", json=make_event(2), headers={"Origin": "http://evil.example:8088"})
+    assert r.status_code == 421 and r.json()["error"] == "host_not_allowed"
+    assert rebound.get("/openapi.json").status_code == 421
+
+
+def test_a_failing_lineage_store_is_a_503_with_an_error_id_not_a_traceback(monkeypatch, caplog):
+    import logging
+
+    from orchestration import admin_api
+
+    def broken(*_a, **_k):
+        raise RuntimeError("postgresql://u:Zq9SECRETqq@db/x is down")
+
+    monkeypatch.setattr(admin_api, "event_lineage", broken)
+    admin = "admin-token-0123456789"
+    settings = load_settings(http={"admin_token": admin})
+    api = TestClient(create_app(settings, extend=lambda app: admin_api.add_admin_routes(app, settings)))
+    caplog.set_level(logging.WARNING)
+    r = api.get("/v1/lineage/events/e1", headers={"Authorization": f"Bearer {admin}"})
+    assert r.status_code == 503 and r.json()["error"] == "lineage_unavailable" and r.json()["error_id"]
+    assert "Zq9SECRETqq" not in r.text and "Zq9SECRETqq" not in caplog.text
+    assert not [rec for rec in caplog.records if rec.exc_info]

@@ -99,9 +99,9 @@ def test_limits_auth_and_the_predictors_refusals():
     assert r.status_code == 404 and r.json()["error"] == "no_champion"
     r = api().post("/v1/predict", json={"model_name": "sentiment", "inputs": [{"image_png_b64": "AAAA"}]})
     assert r.status_code == 422  # not a PNG: refused by the contract before the predictor
-    guarded = api(http={"auth_token": "s3cret"})
+    guarded = api(http={"auth_token": "s3cret-token-123456"})
     assert guarded.post("/v1/predict", json=body("x")).status_code == 401
-    ok = guarded.post("/v1/predict", json=body("x"), headers={"Authorization": "Bearer s3cret"})
+    ok = guarded.post("/v1/predict", json=body("x"), headers={"Authorization": "Bearer s3cret-token-123456"})
     assert ok.status_code == 200
     r = api().post("/v1/predict", content=b"\xff\xfe", headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.json()["error"] == "not_utf8"

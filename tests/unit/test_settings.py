@@ -118,6 +118,15 @@ def test_credentials_inside_uris_and_connection_strings_are_redacted():
         ("Endpoint=https;AccountKey=KEY123;", "Endpoint=https;AccountKey=**********;"),
         ("write to me@example.com", "write to me@example.com"),
         ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
+        # HTTP credentials (an attacker's review found these left in clear)
+        ("Authorization: Bearer Zq9SECRETqq", "Authorization: Bearer **********"),
+        ("GET /x?Authorization=Bearer%20Zq9SECRETqq&y=1", "GET /x?Authorization=Bearer%20**********&y=1"),
+        (
+            "https://h/cb?jwt=eyJhbGciOi.x.y&sessionid=Zq9SECRETqq",
+            "https://h/cb?jwt=**********&sessionid=**********",
+        ),
+        ("basic dXNlcjpwYXNz", "basic **********"),
+        ("the token is ok", "the token is ok"),
     ],
 )
 def test_redact_text(text, shown):
