@@ -73,12 +73,12 @@ def closed_within(sock: socket.socket, seconds: float) -> bytes | None:
 
 def test_each_kind_of_slow_client_is_closed_within_its_deadline(server):
     partial_headers = socket.create_connection(("127.0.0.1", server))
-    partial_headers.sendall(b"POST /v1/feedback HTTP/1.1\r\nHost: x\r\n")
+    partial_headers.sendall(b"POST /v1/feedback HTTP/1.1\r\nHost: 127.0.0.1\r\n")
     assert closed_within(partial_headers, 2 + 5) is not None
 
     partial_body = socket.create_connection(("127.0.0.1", server))
     partial_body.sendall(
-        b"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /v1/feedback HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b'Content-Length: 100\r\n\r\n{"a"'
     )
     reply = closed_within(partial_body, 3 + 5)
@@ -86,7 +86,7 @@ def test_each_kind_of_slow_client_is_closed_within_its_deadline(server):
 
     chunked = socket.create_connection(("127.0.0.1", server))
     chunked.sendall(
-        b"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /v1/feedback HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n"
     )
     started = time.monotonic()
@@ -112,7 +112,7 @@ def test_three_hundred_slow_clients_do_not_lock_out_healthz(server):
     for _ in range(300):
         try:
             sock = socket.create_connection(("127.0.0.1", server), timeout=5)
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never ends its headers
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never ends its headers
             slow.append(sock)
         except OSError:
             continue
