@@ -38,9 +38,15 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from flywheel.errors import FlywheelError
+from flywheel.lazy import lazy_import
 
 if TYPE_CHECKING:
     import numpy as np
+else:
+    np = lazy_import("numpy")
+
+
+Image = lazy_import("PIL.Image")
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -93,7 +99,6 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 def _to_rgb(im) -> np.ndarray:
     """A Pillow image of any PNG mode as uint8 [H, W, 3] (see the module docstring)."""
-    import numpy as np
 
     if im.mode == "RGB":
         return np.asarray(im, dtype=np.uint8).copy()
@@ -109,7 +114,6 @@ def _to_rgb(im) -> np.ndarray:
 
 def decode_png(data: bytes, limits: ImageLimits = ImageLimits()) -> np.ndarray:
     """PNG bytes → uint8 array [H, W, 3]; ImageError for anything else, too big, too small or broken."""
-    from PIL import Image
 
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ImageError(f"expected PNG bytes, got {type(data).__name__}")
@@ -151,7 +155,6 @@ def decode_png_b64(text: str, limits: ImageLimits = ImageLimits()) -> np.ndarray
 
 
 def _check_array(array) -> None:
-    import numpy as np
 
     if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         what = f"{array.dtype} array of shape {array.shape}" if isinstance(array, np.ndarray) else type(array)
@@ -160,7 +163,6 @@ def _check_array(array) -> None:
 
 def encode_png(array: np.ndarray) -> bytes:
     """uint8 [H, W, 3] → PNG bytes; the same pixels always give the same bytes (no metadata)."""
-    from PIL import Image
 
     _check_array(array)
     buffer = io.BytesIO()

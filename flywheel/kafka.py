@@ -10,10 +10,15 @@ from typing import TYPE_CHECKING, Any
 from flywheel.broker import current_epoch
 from flywheel.errors import BrokerError, ConfigError
 from flywheel.events import MAX_EVENT_BYTES, MAX_RECORD_BYTES
+from flywheel.lazy import lazy_import
 from flywheel.redact import REDACTED, SECRET_HINTS
 
 if TYPE_CHECKING:
     from flywheel.settings import KafkaSettings, Settings
+
+
+_confluent_kafka = lazy_import("confluent_kafka")
+_kafka_admin = lazy_import("confluent_kafka.admin")
 
 
 # librdkafka's own log lines (connection refused every 50 ms, ...) go to Python logging
@@ -100,13 +105,11 @@ def unreachable_hint(settings: Settings) -> str:
 
 def check_reachable(settings: Settings, timeout_s: float = 5.0) -> set[str]:
     """Return the cluster's topic names, or raise BrokerError saying what to do."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(client_config(settings))
+    admin = _kafka_admin.AdminClient(client_config(settings))
     try:
         metadata = admin.list_topics(timeout=timeout_s)
-    except KafkaException as exc:
+    except _confluent_kafka.KafkaException as exc:
         raise BrokerError(
             f"cannot reach Kafka at {settings.bootstrap_servers} within {timeout_s:.0f}s "
             f"({exc.args[0]}); {unreachable_hint(settings)}"
@@ -116,18 +119,16 @@ def check_reachable(settings: Settings, timeout_s: float = 5.0) -> set[str]:
 
 def ensure_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
     """Create the loop's topics if missing (idempotent). Returns the ones created."""
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
 
     topics = Topics.from_settings(settings).all()
     existing = check_reachable(settings)
     wanted = [t for t in topics if t not in existing]
     if not wanted:
         return []
-    admin = AdminClient(client_config(settings))
+    admin = _kafka_admin.AdminClient(client_config(settings))
     futures = admin.create_topics(
         [
-            NewTopic(
+            _kafka_admin.NewTopic(
                 t,
                 settings.kafka.partitions,
                 settings.kafka.replication_factor,
@@ -145,8 +146,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
         try:
             future.result(timeout=timeout_s)
             created.append(topic)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+        except _confluent_kafka.KafkaException as exc:
+            if exc.args[0].code() != _confluent_kafka.KafkaError.TOPIC_ALREADY_EXISTS:
                 raise BrokerError(f"could not create topic {topic}: {exc.args[0].str()}") from exc
     return created
 

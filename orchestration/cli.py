@@ -18,15 +18,30 @@ import typer
 from rich.table import Table
 
 from flywheel.cli import console, err_console, group, grouped, settings_of
+from flywheel.errors import FlywheelError
 from flywheel.layout import StateLayout
+from flywheel.lazy import lazy_import
 from flywheel.locks import LockBusy, file_lock
+
+_admin_api = lazy_import("orchestration.admin_api")
+_flow = lazy_import("orchestration.flow")
+_forget = lazy_import("orchestration.forget")
+history = lazy_import("orchestration.history")
+_lineage = lazy_import("orchestration.lineage")
+_metrics = lazy_import("orchestration.metrics")
+_monitor = lazy_import("orchestration.monitor")
+_registry = lazy_import("orchestration.registry")
+_serving = lazy_import("orchestration.serving")
+_status = lazy_import("orchestration.status")
+_supervisor = lazy_import("orchestration.supervisor")
+_http_api = lazy_import("pipelines.http_api")
+_training_cli = lazy_import("training.cli")
 
 
 def print_outcome(outcome) -> None:
-    from training.cli import print_report
 
     if outcome.report is not None:
-        print_report(outcome.report, f"{outcome.model} v{outcome.version}")
+        _training_cli.print_report(outcome.report, f"{outcome.model} v{outcome.version}")
     if outcome.quarantine is not None and outcome.quarantine.rows:
         for line in outcome.quarantine.lines():
             console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
@@ -54,10 +69,9 @@ def bootstrap_cmd(
     golden: Annotated[Path | None, typer.Option(help="golden set file (default: a share of data)")] = None,
 ) -> None:
     """Train version 1 of a new model, fix its golden set, register it and judge it against the floors."""
-    from orchestration.flow import bootstrap_model
 
     label_list = [x.strip() for x in labels.split(",")] if labels else None
-    outcome = bootstrap_model(settings_of(ctx), model, task, data, label_list, golden)
+    outcome = _flow.bootstrap_model(settings_of(ctx), model, task, data, label_list, golden)
     print_outcome(outcome)
     raise typer.Exit(outcome.exit_code)
 
@@ -77,9 +91,8 @@ def retrain_cmd(
     data gate or the label screen refused the window (recorded, not retried). Crontab:
     docs/guide/scheduling.md.
     """
-    from orchestration.flow import retrain
 
-    outcome = retrain(
+    outcome = _flow.retrain(
         settings_of(ctx), model, if_ready=if_ready, log=lambda m: err_console.print(f"[dim]{m}[/]")
     )
     print_outcome(outcome)
@@ -91,19 +104,16 @@ def repair_cmd(ctx: typer.Context, model: Annotated[str, typer.Argument(help="mo
 
     Refuses (exit 12) while a retrain of the model runs: its version is not abandoned, it is
     being decided by that retrain."""
-    from orchestration.flow import EXIT_BUSY
-    from orchestration.forget import complete_pending
-    from orchestration.registry import Registry
 
     settings = settings_of(ctx)
-    for receipt in complete_pending(settings):
+    for receipt in _forget.complete_pending(settings):
         console.print(f"erasure {receipt.receipt}: completed ({receipt.events} event ids)")
     try:
         with file_lock(StateLayout.of(settings).retrain_lock(model), timeout_s=0.5):
-            done = Registry(settings).repair(model)
+            done = _registry.Registry(settings).repair(model)
     except LockBusy:
         err_console.print(f"{model}: a retrain is running; it repairs and decides its own versions")
-        raise typer.Exit(EXIT_BUSY) from None
+        raise typer.Exit(_flow.EXIT_BUSY) from None
     for version, what in done:
         console.print(f"{model} v{version}: {what}")
     if not done:
@@ -117,9 +127,8 @@ def rollback_cmd(
     reason: Annotated[str, typer.Option(help="recorded in the history")] = "manual rollback",
 ) -> None:
     """Move the champion back (checks the target loads and predicts first)."""
-    from orchestration.registry import Registry
 
-    current, target = Registry(settings_of(ctx)).rollback(model, to, reason)
+    current, target = _registry.Registry(settings_of(ctx)).rollback(model, to, reason)
     console.print(f"{model}: champion v{current} -> v{target} (v{current} is now 'previous')")
 
 
@@ -132,7 +141,6 @@ def promote_cmd(
 ) -> None:
     """Make a version the champion by hand, past the gate (checks it loads and predicts first).
     The live monitor watches it like any promotion and rolls it back if it does worse."""
-    from orchestration.registry import Registry
 
     if not force:
         err_console.print(
@@ -140,7 +148,7 @@ def promote_cmd(
             "--force --reason TEXT (recorded in the history)"
         )
         raise typer.Exit(2)
-    before, after = Registry(settings_of(ctx)).force_promote(model, version, reason)
+    before, after = _registry.Registry(settings_of(ctx)).force_promote(model, version, reason)
     was = f"v{before}" if before is not None else "none"
     console.print(f"{model}: champion {was} -> v{after} (forced: {reason}); the live monitor watches it")
 
@@ -153,11 +161,10 @@ def monitor_cmd(
     """Compare each promoted champion's live metric with the previous champion's; roll back
     automatically when it is worse with confidence. Exit code 3 when a rollback was needed
     but refused or the monitor failed."""
-    from orchestration.monitor import monitor_once
 
     settings = settings_of(ctx)
     while True:
-        results = monitor_once(
+        results = _monitor.monitor_once(
             settings, [model] if model else None, log=lambda m: console.print(m, markup=False)
         )
         if once:
@@ -172,16 +179,16 @@ def serve_cmd(
 ) -> None:
     """The HTTP app: POST /v1/feedback, POST /v1/predict (each model's champion, following the
     alias), GET /healthz, /openapi.json. (`flywheel serve-feedback` is the same command.)"""
-    from orchestration.admin_api import add_admin_routes
-    from orchestration.metrics import register_state
-    from orchestration.serving import ChampionPredictor
-    from pipelines.http_api import serve
 
     settings = settings_of(ctx)
-    register_state(settings)  # /metrics shows the loop's state beside the app's counters
+    _metrics.register_state(settings)  # /metrics shows the loop's state beside the app's counters
     http = settings.http.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v})
     settings = settings.model_copy(update={"http": http})
-    serve(settings, ChampionPredictor(settings), extend=lambda app: add_admin_routes(app, settings))
+    _http_api.serve(
+        settings,
+        _serving.ChampionPredictor(settings),
+        extend=lambda app: _admin_api.add_admin_routes(app, settings),
+    )
 
 
 def status_cmd(
@@ -189,9 +196,8 @@ def status_cmd(
 ) -> None:
     """Per model: champion, previous and candidate with their metrics, samples waiting, readiness,
     last runs; health of the parts."""
-    from orchestration.status import status
 
-    data = status(settings_of(ctx))
+    data = _status.status(settings_of(ctx))
     if as_json:
         print(json.dumps(data, indent=2, default=str))
         return
@@ -283,21 +289,19 @@ def run_cmd(ctx: typer.Context) -> None:
     and serving), the periodic readiness check and the live monitor; restarts crashed parts;
     Ctrl-C / SIGTERM stop it cleanly
     (a retrain under way stops at its next step boundary)."""
-    from orchestration.metrics import serve_metrics
-    from orchestration.supervisor import Supervisor, live_monitor, readiness_check, review_queue
 
     settings = settings_of(ctx)
-    serve_metrics(settings, log=err_console.print)
+    _metrics.serve_metrics(settings, log=err_console.print)
     run = settings.run
     parts = tuple(
         name for name, on in (("stream", run.stream), ("ingest", run.ingest), ("http", run.http)) if on
     )
-    supervisor = Supervisor(settings, parts, log=err_console.print)
-    checks = [readiness_check(settings, log=err_console.print)]
+    supervisor = _supervisor.Supervisor(settings, parts, log=err_console.print)
+    checks = [_supervisor.readiness_check(settings, log=err_console.print)]
     if settings.monitor.enabled:
-        checks.append(live_monitor(settings, log=err_console.print))
+        checks.append(_supervisor.live_monitor(settings, log=err_console.print))
     if not settings.run.http:  # the HTTP app keeps the review queue in step when it runs
-        checks.append(review_queue(settings, log=err_console.print))
+        checks.append(_supervisor.review_queue(settings, log=err_console.print))
     supervisor.run_forever(checks)
     console.print("flywheel run: stopped")
 
@@ -308,7 +312,6 @@ def history_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Every promotion, rejection and rollback of a model: time, versions, reason, actor."""
-    from orchestration import history
 
     entries = history.read(settings_of(ctx).state_dir, model)
     if as_json:
@@ -377,14 +380,11 @@ def forget_cmd(
     `forget` or `model repair` completes. Exit codes: 0 done; 2 bad arguments; 10 the
     successor (--retrain) was not promoted. See docs/guide/privacy.md.
     """
-    from flywheel.errors import FlywheelError
-    from orchestration.flow import retrain as retrain_model
-    from orchestration.forget import ForgetError, forget
 
     settings = settings_of(ctx)
     try:
-        receipt = forget(settings, event_id, subject_id, dry_run, log=err_console.print)
-    except ForgetError as exc:
+        receipt = _forget.forget(settings, event_id, subject_id, dry_run, log=err_console.print)
+    except _forget.ForgetError as exc:
         err_console.print(f"forget: {exc}")
         raise typer.Exit(2) from None
     except FlywheelError as exc:
@@ -409,7 +409,7 @@ def forget_cmd(
     models = sorted({key.split("/v")[0] for key in tagged})
     worst = 0
     for model in models:
-        outcome = retrain_model(settings, model, if_ready=False, wait_for_lock=True, from_base=True)
+        outcome = _flow.retrain(settings, model, if_ready=False, wait_for_lock=True, from_base=True)
         print_outcome(outcome)
         worst = max(worst, outcome.exit_code)
     if not models:
@@ -424,9 +424,8 @@ def lineage_event_cmd(
 ) -> None:
     """Where one event went: its fate, Feast rows, images, review item, the versions that
     trained on it and the predictions they served."""
-    from orchestration.lineage import event_lineage
 
-    found = event_lineage(settings_of(ctx), event_id)
+    found = _lineage.event_lineage(settings_of(ctx), event_id)
     if as_json:
         print(json.dumps(found.to_dict(), indent=2))
         return
@@ -455,11 +454,9 @@ def lineage_version_cmd(
 ) -> None:
     """A version's data by role, origin, label, source and ingestion day, with the SHA-256 of
     its training id set (equal digests: the same samples)."""
-    from flywheel.errors import FlywheelError
-    from orchestration.lineage import version_lineage
 
     try:
-        summary = version_lineage(settings_of(ctx), model, version)
+        summary = _lineage.version_lineage(settings_of(ctx), model, version)
     except FlywheelError as exc:
         err_console.print(str(exc))
         raise typer.Exit(1) from None

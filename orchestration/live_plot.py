@@ -7,9 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from flywheel.lazy import lazy_import
 from flywheel.tasks import spec_for
 from orchestration import history
 from pipelines.live import LiveLedger
+
+_matplotlib = lazy_import("matplotlib")
+plt = lazy_import("matplotlib.pyplot")
 
 if TYPE_CHECKING:
     from flywheel.settings import Settings
@@ -33,10 +37,7 @@ def rolling(values: list[float], size: int) -> list[float]:
 def plot_live(ledger, entries, model: str, spec, path: Path, window: int = 50) -> Path:
     """A PNG at ``path``: per version, the rolling mean (``window`` labelled predictions) of
     the live metric by prediction time; a vertical line per champion move."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    _matplotlib.use("Agg")  # before pyplot loads (plt is lazy)
 
     fig, ax = plt.subplots(figsize=(8, 4))
     for live in ledger.per_version(model):

@@ -13,9 +13,22 @@ from rich.table import Table
 from flywheel.cli import console, err_console, settings_of, sub_app
 from flywheel.errors import BrokerError
 from flywheel.layout import StateLayout
+from flywheel.lazy import lazy_import
 
 if TYPE_CHECKING:
     from flywheel.settings import Settings
+
+_store = lazy_import("feature_repo.store")
+flink_cluster = lazy_import("pipelines.flink_cluster")
+_ingest = lazy_import("pipelines.ingest")
+_review = lazy_import("pipelines.review")
+_review_queue = lazy_import("pipelines.review_queue")
+_review_sync = lazy_import("pipelines.review_sync")
+_sdk = lazy_import("pipelines.sdk")
+_settler = lazy_import("pipelines.settler")
+_stats = lazy_import("pipelines.stats")
+_stream_job = lazy_import("pipelines.stream_job")
+_submit = lazy_import("pipelines.submit")
 
 # Exit codes of `flywheel submit`
 SUBMIT_OK, SUBMIT_REJECTED, SUBMIT_FAILED = 0, 1, 4
@@ -38,15 +51,13 @@ def submit(
     Exit code 0: all sent; 1: some lines rejected (the valid ones were sent);
     4: Kafka did not confirm some events (resubmitting is safe).
     """
-    from pipelines.sdk import FeedbackClient
-    from pipelines.submit import count_lines, submit_file
 
     if file != "-" and not Path(file).is_file():
         raise typer.BadParameter(f"{file} is not a file", param_hint="FILE")
     settings = settings_of(ctx)
-    total = count_lines(file)
+    total = _submit.count_lines(file)
     with (
-        FeedbackClient(settings) as client,
+        _sdk.FeedbackClient(settings) as client,
         Progress(
             TextColumn("submitting"),
             BarColumn(),
@@ -57,7 +68,7 @@ def submit(
         ) as progress,
     ):
         task = progress.add_task("submit", total=total)
-        report = submit_file(client, file, on_progress=lambda n: progress.advance(task, n), raw=raw)
+        report = _submit.submit_file(client, file, on_progress=lambda n: progress.advance(task, n), raw=raw)
     rate = report.sent / report.seconds if report.seconds else 0.0
     console.print(
         f"sent {report.sent}, rejected {len(report.rejected)}, failed {len(report.failed)} "
@@ -89,10 +100,9 @@ def ingest(
 
     Offsets are committed after each micro-batch is written; Ctrl-C stops cleanly.
     """
-    from pipelines.ingest import Ingestor
 
     settings = settings_of(ctx)
-    ingestor = Ingestor(settings, log=err_console.print)
+    ingestor = _ingest.Ingestor(settings, log=err_console.print)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: ingestor.stop())
     err_console.print(f"ingesting {ingestor.topic} into Feast ({settings.state_dir}/feast)")
@@ -109,26 +119,22 @@ def ingest(
 
 def features_apply(ctx: typer.Context) -> None:
     """Register the entity, push source, feature view and feature service (idempotent)."""
-    from feature_repo.store import apply_definitions, feast_dir
 
     settings = settings_of(ctx)
-    names = apply_definitions(settings)
-    console.print(f"applied {', '.join(names)} to {feast_dir(settings)}")
+    names = _store.apply_definitions(settings)
+    console.print(f"applied {', '.join(names)} to {_store.feast_dir(settings)}")
 
 
 def _synced_queue(settings: Settings, client=None):
     """The review queue, in step with the review topic and with due answers sent (when the
     broker answers; else what the queue holds, with a warning)."""
-    from pipelines import review_sync
-    from pipelines.review import sync_and_send
-    from pipelines.review_queue import ReviewQueue
 
-    queue = ReviewQueue(settings)
+    queue = _review_queue.ReviewQueue(settings)
     try:
         if client is not None:
-            sync_and_send(queue, client)
+            _review.sync_and_send(queue, client)
         else:
-            review_sync.sync(queue, timeout_s=20)
+            _review_sync.sync(queue, timeout_s=20)
     except BrokerError as exc:
         err_console.print(f"[yellow]the broker did not answer ({exc}); showing the stored queue[/yellow]")
     return queue
@@ -166,15 +172,13 @@ def review_label(
 ) -> None:
     """Answer a review item. Once review.required_reviews reviewers agree, the answer goes back
     into the loop as feedback (`label_source=review`, `source=review:<reviewers>`)."""
-    from pipelines.review import answer, send_due
-    from pipelines.sdk import FeedbackClient
 
     settings = settings_of(ctx)
-    with FeedbackClient(settings) as client:
+    with _sdk.FeedbackClient(settings) as client:
         queue = _synced_queue(settings, client)
         item = queue.get(event_id)
-        verdict = answer(settings, queue, item.model_name, event_id, reviewer, label)
-        sent = send_due(queue, client)
+        verdict = _review.answer(settings, queue, item.model_name, event_id, reviewer, label)
+        sent = _review.send_due(queue, client)
     said = {
         "pending": f"recorded; {verdict.required - verdict.votes} more reviewer(s) must answer",
         "agreed": f"agreed: {verdict.answer}" + (" (sent into the loop)" if sent else ""),
@@ -216,13 +220,10 @@ def review_escalated(
 def review_sync(ctx: typer.Context) -> None:
     """Move new review-topic items into the queue and send agreed answers (the HTTP app does
     this every review.sync_interval_s; run it from cron when no app runs)."""
-    from pipelines.review import sync_and_send
-    from pipelines.review_queue import ReviewQueue
-    from pipelines.sdk import FeedbackClient
 
     settings = settings_of(ctx)
-    with FeedbackClient(settings) as client:
-        added, sent = sync_and_send(ReviewQueue(settings), client, timeout_s=30)
+    with _sdk.FeedbackClient(settings) as client:
+        added, sent = _review.sync_and_send(_review_queue.ReviewQueue(settings), client, timeout_s=30)
     console.print(f"review queue: {added} new item(s), {sent} agreed answer(s) sent")
 
 
@@ -232,10 +233,9 @@ def stream_run(
     no_restore: Annotated[bool, typer.Option(help="ignore retained checkpoints")] = False,
 ) -> None:
     """Run the clean/route job on a local MiniCluster (unbounded unless --stop-offsets)."""
-    from pipelines.stream_job import parse_stop_offsets, run
 
-    stops = parse_stop_offsets(stop_offsets) if stop_offsets else None
-    run(settings_of(ctx), stops, restore=not no_restore, log=err_console.print)
+    stops = _stream_job.parse_stop_offsets(stop_offsets) if stop_offsets else None
+    _stream_job.run(settings_of(ctx), stops, restore=not no_restore, log=err_console.print)
 
 
 def stream_stats(ctx: typer.Context) -> None:
@@ -243,10 +243,8 @@ def stream_stats(ctx: typer.Context) -> None:
 
     Output topics are counted by distinct source record (partition, offset).
     """
-    from pipelines.settler import durability
-    from pipelines.stats import accounting
 
-    a = accounting(settings_of(ctx))
+    a = _stats.accounting(settings_of(ctx))
     table = Table("topic", "events", title="event accounting")
     for name in ("raw", "clean", "review", "dlq", "duplicates"):
         table.add_row(name, f"{getattr(a, name):,}")
@@ -257,7 +255,7 @@ def stream_stats(ctx: typer.Context) -> None:
             "counted once (see pipelines/stats.py)"
         )
 
-    state = durability(settings_of(ctx))
+    state = _settler.durability(settings_of(ctx))
     for line in state.lines():
         console.print(line)
     if a.balanced:
@@ -285,7 +283,6 @@ def cluster_start(
 ) -> None:
     """Start a standalone Flink cluster on loopback from PyFlink's own scripts (under
     `<state_dir>/flink-cluster`)."""
-    from pipelines import flink_cluster
 
     cluster = flink_cluster.start(settings_of(ctx), taskmanagers, slots)
     console.print(f"Flink cluster: {cluster.rest} ({taskmanagers} TaskManager(s) x {slots} slots)")
@@ -293,7 +290,6 @@ def cluster_start(
 
 def cluster_stop(ctx: typer.Context) -> None:
     """Stop this state dir's Flink cluster (its jobs stop with it; stop them with a savepoint first)."""
-    from pipelines import flink_cluster
 
     flink_cluster.stop(settings_of(ctx))
     console.print("Flink cluster stopped")
@@ -301,7 +297,6 @@ def cluster_stop(ctx: typer.Context) -> None:
 
 def cluster_add_taskmanager(ctx: typer.Context) -> None:
     """Start one more TaskManager (e.g. to replace one that died)."""
-    from pipelines import flink_cluster
 
     flink_cluster.add_taskmanager(settings_of(ctx))
     console.print("TaskManager started")
@@ -309,7 +304,6 @@ def cluster_add_taskmanager(ctx: typer.Context) -> None:
 
 def cluster_status(ctx: typer.Context) -> None:
     """The cluster's address, TaskManagers, slots and jobs."""
-    from pipelines import flink_cluster
 
     cluster = flink_cluster.read(settings_of(ctx))
     info = None if cluster is None else flink_cluster.overview(cluster)
@@ -334,7 +328,6 @@ def cluster_node(
 ) -> None:
     """Run one node of a Flink cluster in the foreground (a container's process, e.g. in
     docker-compose.yml), configured like `cluster start` but listening on all interfaces."""
-    from pipelines import flink_cluster
 
     flink_cluster.run_node(settings_of(ctx), role, address, rest_port, rpc_port, slots)
 
@@ -349,7 +342,6 @@ def stream_submit(
 ) -> None:
     """Submit the stream job to this state dir's Flink cluster (flink run -py; the connector jars
     and the Python code travel with the job); prints its job id."""
-    from pipelines import flink_cluster
 
     settings = settings_of(ctx)
     config = StateLayout.of(settings).flink_cluster / "flywheel.resolved.yaml"
@@ -364,7 +356,6 @@ def stream_stop(
 ) -> None:
     """Stop a job on the cluster with a savepoint; prints the path to resubmit from
     (`flywheel stream submit --from-savepoint PATH`), e.g. to upgrade the job."""
-    from pipelines import flink_cluster
 
     path = flink_cluster.stop_with_savepoint(settings_of(ctx), job_id)
     console.print(f"stopped with savepoint: {path}")

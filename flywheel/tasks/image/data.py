@@ -13,11 +13,14 @@ from flywheel.images import (
     decode_png,
     sha256_hex,
 )
+from flywheel.lazy import lazy_import
 from flywheel.tasks.base import Suite, read_table, shown
 from flywheel.tasks.image.fields import ImageFields
 from flywheel.tasks.image.network import (  # a cheap import: no torch
     to_tensor,
 )
+
+pd = lazy_import("pandas")
 
 PATCH = 48
 
@@ -65,7 +68,6 @@ def _center_crop(image, size: int):
 
 def pd_map(a, b, fn):
     """``fn(x, y)`` over two aligned Series, as a boolean Series."""
-    import pandas as pd
 
     return pd.Series([bool(fn(x, y)) for x, y in zip(a, b, strict=True)], index=a.index)
 
@@ -125,7 +127,6 @@ class ImageData(ImageFields):
         """A JSONL/CSV file (or a DataFrame), a pair per line: ``input_png_b64`` +
         ``target_png_b64``, or ``input_path`` + ``target_path`` (relative to the file). The
         images are checked (PNG, size bounds, same size) and written to the image store."""
-        import pandas as pd
 
         if isinstance(path, pd.DataFrame):
             if "input_uri" in path:  # already samples of the store

@@ -34,10 +34,15 @@ import functools
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from flywheel.lazy import lazy_import
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
     from peft import LoraConfig
+else:
+    np = lazy_import("numpy")
+
 
 #: Suffixes of the linears that get LoRA (peft matches ``name.endswith("." + suffix)``).
 LORA_TARGETS: tuple[str, ...] = (
@@ -255,7 +260,6 @@ def _check_images(pred: torch.Tensor, target: torch.Tensor) -> None:
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 H x W x 3 → float [3, H, W] in [0, 1]."""
-    import numpy as np
     import torch
 
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:

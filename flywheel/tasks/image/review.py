@@ -13,6 +13,7 @@ from flywheel.images import (
     decode_png,
     decode_png_b64,
 )
+from flywheel.lazy import lazy_import
 from flywheel.tasks.base import predict
 from flywheel.tasks.image.fields import ImageFields
 from flywheel.tasks.image.network import (  # a cheap import: no torch
@@ -22,6 +23,11 @@ from flywheel.tasks.image.network import (  # a cheap import: no torch
 )
 from flywheel.tasks.label_checks import LabelFlags, sharpness
 from flywheel.tasks.label_checks import check_pair as check_target
+
+np = lazy_import("numpy")
+
+_matplotlib = lazy_import("matplotlib")
+plt = lazy_import("matplotlib.pyplot")
 
 GRID_SAMPLES = 4
 
@@ -44,10 +50,7 @@ SCREEN_PSNR_MARGIN_DB = 6.0  # far: this much under the golden pairs' 5th percen
 def grid_png(data, roles: dict, path: Path) -> Path:
     """One row per sample of ``data`` (an ImageDataset), each image titled with its PSNR to the
     target; ``roles``: champion and candidate models (a missing one is left out)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    _matplotlib.use("Agg")  # before pyplot loads (plt is lazy)
     import torch
 
     items = [data[i] for i in range(len(data))]
@@ -118,7 +121,6 @@ class ImageReview(ImageFields):
         correlation, aligning gains over ``SCREEN_ALIGN_GAIN_DB``), blurred (its own
         high-frequency power well under the golden targets'), or far from the restoration
         (PSNR well under the golden pairs'); see ``flywheel.tasks.label_checks``."""
-        import numpy as np
 
         if not len(frame):
             return LabelFlags.none(0)

@@ -12,6 +12,7 @@ from flywheel.images import (
     decode_png_b64,
     png_b64,
 )
+from flywheel.lazy import lazy_import
 from flywheel.tasks.base import cpu_threads, pick_device
 from flywheel.tasks.image.fields import ImageFields
 from flywheel.tasks.image.network import (  # a cheap import: no torch
@@ -19,6 +20,9 @@ from flywheel.tasks.image.network import (  # a cheap import: no torch
     to_uint8,
 )
 from flywheel.tasks.label_checks import psnr_db
+
+np = lazy_import("numpy")
+pd = lazy_import("pandas")
 
 
 class ImageServing(ImageFields):
@@ -29,7 +33,6 @@ class ImageServing(ImageFields):
 
     def serve(self, model, model_input, labels: list[str]):
         """``image_png_b64`` column → restored PNGs (any size within the limits, one at a time)."""
-        import pandas as pd
         import torch
 
         device = pick_device()[0]
@@ -44,7 +47,6 @@ class ImageServing(ImageFields):
         return pd.DataFrame({"image_png_b64": out})
 
     def serving_example(self, golden):
-        import pandas as pd
 
         store = self._store()
         texts = [base64.b64encode(store.get(u)).decode() for u in golden["input_uri"].head(2)]
@@ -52,8 +54,6 @@ class ImageServing(ImageFields):
 
     @classmethod
     def serving_smoke(cls):
-        import numpy as np
-        import pandas as pd
 
         ramp = np.tile(np.arange(0, 256, 16, dtype=np.uint8)[:, None, None], (1, 16, 3))
         return pd.DataFrame({"image_png_b64": [png_b64(ramp)]})
@@ -67,7 +67,6 @@ class ImageServing(ImageFields):
         """PSNR (dB) of the predicted image against the target the user gave. Only explicit
         targets count: an accept (or a reject) says nothing about the pixels. The PNGs were
         checked by the event contract (or written by the serving app)."""
-        import numpy as np
 
         predicted, target = record.prediction_png_b64, record.given_target_png_b64
         if predicted is None or target is None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from flywheel.errors import DataError, FlywheelError
+from flywheel.lazy import lazy_import
 from flywheel.tasks.base import (
     Suite,
     read_table,
     shown,
 )
 from flywheel.tasks.text.fields import TextFields
+
+pd = lazy_import("pandas")
 
 
 class TextDataset:
@@ -62,7 +65,6 @@ class TextData(TextFields):
     def load_samples(self, path, text_column: str = "text", label_column: str = "label"):
         """A JSONL or CSV file with text and label columns → DataFrame(sample_id, text, label)
         (a DataFrame is taken as it is)."""
-        import pandas as pd
 
         if isinstance(path, pd.DataFrame):
             return path.copy()
@@ -118,7 +120,6 @@ class TextData(TextFields):
     def expectations(self, frame, labels: list[str], gate) -> list[Suite]:
         """Text and labels per sample, and the batch's class balance (offending labels named)."""
         import great_expectations as gx
-        import pandas as pd
 
         ex = gx.expectations
         samples = Suite(

@@ -23,6 +23,13 @@ from typing import Literal
 
 import torch
 
+from flywheel.lazy import lazy_import
+
+np = lazy_import("numpy")
+_sk_exceptions = lazy_import("sklearn.exceptions")
+_sk_linear = lazy_import("sklearn.linear_model")
+_sk_selection = lazy_import("sklearn.model_selection")
+
 HEAD_FILE = "adapter_head.json"  # "adapter_*": copied with the adapter into MLflow
 Pooling = Literal["mean", "cls", "max", "cls-pooler"]
 
@@ -105,11 +112,6 @@ def fit_probe(features, targets, num_labels: int, seed: int = 0) -> tuple:
     baseline. A label absent from the training data gets a zero row and a very low bias.
     """
 
-    import numpy as np
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(targets)
     present = np.unique(y)
@@ -122,15 +124,17 @@ def fit_probe(features, targets, num_labels: int, seed: int = 0) -> tuple:
     folds = int(min(5, counts.min()))
     best_c = 1.0
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", _sk_exceptions.ConvergenceWarning)
         if folds >= 2:
-            cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+            cv = _sk_selection.StratifiedKFold(folds, shuffle=True, random_state=seed)
             scores = {
-                c: cross_val_score(LogisticRegression(C=c, max_iter=1000), x, y, cv=cv).mean()
+                c: _sk_selection.cross_val_score(
+                    _sk_linear.LogisticRegression(C=c, max_iter=1000), x, y, cv=cv
+                ).mean()
                 for c in (1.0, 10.0, 100.0)
             }
             best_c = max(scores, key=lambda c: (round(scores[c], 6), -c))  # ties: stronger L2
-        probe = LogisticRegression(C=best_c, max_iter=2000).fit(x, y)
+        probe = _sk_linear.LogisticRegression(C=best_c, max_iter=2000).fit(x, y)
     coef, intercept = probe.coef_, probe.intercept_
     if len(present) == 2:  # sklearn's binary form: one row for the second class
         coef = np.vstack([-coef[0] / 2, coef[0] / 2])

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.events import feedback_event
+from flywheel.lazy import lazy_import
 from flywheel.tasks.base import (
     batches,
     pick_device,
@@ -15,12 +16,14 @@ from flywheel.tasks.base import (
 from flywheel.tasks.label_checks import LabelFlags, cross_validated_probs, flag_labels
 from flywheel.tasks.text.fields import TextFields
 
+np = lazy_import("numpy")
+
+_matplotlib = lazy_import("matplotlib")
+plt = lazy_import("matplotlib.pyplot")
+
 
 def confusion_png(report, path: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    _matplotlib.use("Agg")  # before pyplot loads (plt is lazy)
 
     golden = report.sets["golden"].roles if "golden" in report.sets else {}
     roles = [r for r in ("champion", "candidate") if "confusion" in golden.get(r, {})]
@@ -72,7 +75,6 @@ class TextReview(TextFields):
     def screen_labels(self, champion, frame, labels: list[str], golden):
         """Confident learning on the mean of the champion's probabilities and a cross-validated
         probe's on the champion's sentence embeddings (``flywheel.tasks.label_checks``)."""
-        import numpy as np
         import torch
 
         if not len(frame):

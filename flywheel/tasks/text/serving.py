@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from flywheel.lazy import lazy_import
 from flywheel.tasks.base import (
     predict,
 )
 from flywheel.tasks.text.fields import TextFields
+
+pd = lazy_import("pandas")
 
 
 class TextServing(TextFields):
@@ -19,7 +22,6 @@ class TextServing(TextFields):
 
     def serve(self, model, model_input, labels: list[str]):
         """``text`` column → ``label`` and ``confidence`` (the softmax's top class)."""
-        import pandas as pd
 
         frame = pd.DataFrame({"text": [str(t) for t in model_input["text"]]})
         logits = predict(self, model, self.dataset(frame, labels))
@@ -31,7 +33,6 @@ class TextServing(TextFields):
 
     @classmethod
     def serving_smoke(cls):
-        import pandas as pd
 
         return pd.DataFrame({"text": ["a smoke test of the served version"]})
 
