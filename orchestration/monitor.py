@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from flywheel.layout import StateLayout
 from flywheel.redact import redact_text
 from flywheel.tasks import spec_for
+from flywheel.tasks.protocols import Policy
 from orchestration import history
 from orchestration.live_plot import log_live_plot
 from orchestration.live_stats import LiveComparison, compare
@@ -98,7 +99,7 @@ def in_cooldown(entries: list[history.Entry], now: datetime, cooldown_s: float) 
     return datetime.fromtimestamp(ends, UTC) if now.timestamp() < ends else None
 
 
-def tolerance_for(settings: Settings, spec) -> float:
+def tolerance_for(settings: Settings, spec: Policy) -> float:
     return settings.monitor.tolerance.get(spec.name, spec.live_tolerance)
 
 
@@ -111,7 +112,7 @@ def planned_looks(min_labelled: int, window_labelled: int) -> list[int]:
     return looks
 
 
-def judge(settings: Settings, ledger, spec, watch: Watch, now: datetime) -> MonitorResult:
+def judge(settings: Settings, ledger, spec: Policy, watch: Watch, now: datetime) -> MonitorResult:
     """The verdict on one watched promotion, from the ledger (no side effects).
 
     Planned looks (group-sequential, Bonferroni alpha spending): B is judged when its

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from mlflow.pyfunc.model import PythonModel
 
 from flywheel.tasks import spec_class
+from flywheel.tasks.protocols import Server
 from orchestration import mlflow_store
 from orchestration.mlflow_store import CANDIDATE, quiet_mlflow, use_credentials
 from pipelines.predict_api import NotServed, Served
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from flywheel.settings import Settings
 
 
-def serving_meta(spec, labels: list[str], record) -> dict:
+def serving_meta(spec: Server, labels: list[str], record) -> dict:
     """What the pyfunc needs to rebuild a version of ``spec``'s task (``record``: the version's
     TrainingRecord)."""
     return {"task": spec.name, "labels": labels, **spec.serving_meta(record)}

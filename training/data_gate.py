@@ -28,6 +28,7 @@ import pandas as pd
 from flywheel.errors import FlywheelError
 from flywheel.settings import DataGateSettings
 from flywheel.tasks.base import shown
+from flywheel.tasks.protocols import DataSpec
 
 EXAMPLES_PER_REASON = 3
 
@@ -121,7 +122,7 @@ class DataGateReport:
         )
 
 
-def _reasons(frame, labels: list[str], gate: DataGateSettings, spec):
+def _reasons(frame, labels: list[str], gate: DataGateSettings, spec: DataSpec):
     """A Series: why each row is quarantined ("" for rows that pass); the task's checks are its spec's."""
 
     reasons = pd.Series("", index=frame.index, dtype=object)
@@ -141,7 +142,7 @@ def _reasons(frame, labels: list[str], gate: DataGateSettings, spec):
     return reasons
 
 
-def quarantine(frame, labels: list[str], gate: DataGateSettings, spec):
+def quarantine(frame, labels: list[str], gate: DataGateSettings, spec: DataSpec):
     """(the rows that pass, :class:`Quarantine` of those that do not); ``spec``: the task's."""
     reasons = _reasons(frame, labels, gate, spec)
     bad = reasons != ""
@@ -232,7 +233,7 @@ def _own_check(expectation: str, success: bool, observed: int, unexpected_count:
     }
 
 
-def check_batch(frame, labels: list[str], gate: DataGateSettings, spec):
+def check_batch(frame, labels: list[str], gate: DataGateSettings, spec: DataSpec):
     """Quarantine bad samples, then validate the rest: (clean frame, report)."""
     clean, held = quarantine(frame, labels, gate, spec)
     return clean, validate_batch(clean, labels, gate, spec, held)

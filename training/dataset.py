@@ -32,6 +32,7 @@ from flywheel.errors import FlywheelError
 from flywheel.names import reviewers_of
 from flywheel.privacy import Forgotten
 from flywheel.tasks import spec_for
+from flywheel.tasks.protocols import DataSpec
 from training.data import split_by_hash, stratified_sample
 from training.model_store import ModelStore
 
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from flywheel.settings import Settings
 
 
-def train_columns(spec) -> list[str]:
+def train_columns(spec: DataSpec) -> list[str]:
     """A training sample's columns: its id, the task's sample columns, and a confidence."""
     return ["sample_id", *spec.sample_columns, "confidence"]
 
@@ -65,7 +66,7 @@ class TrainingData:
         }
 
 
-def labelled_samples(settings: Settings, feast_store, spec, model_name: str, start, end):
+def labelled_samples(settings: Settings, feast_store, spec: DataSpec, model_name: str, start, end):
     """Samples (with a verified answer) of a model ingested in ``(start, end]``
     (``train_columns(spec)`` + ingested_at)."""
 
@@ -200,7 +201,7 @@ def review_labels(sources) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def assemble(cfg, spec, new, old, golden, window) -> TrainingData:
+def assemble(cfg, spec: DataSpec, new, old, golden, window) -> TrainingData:
     """Splits, replay and holdouts of a run from its new window, the old data and the golden set."""
 
     columns = train_columns(spec)

@@ -19,7 +19,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from flywheel.tasks.base import TaskSpec, cpu_threads, evidence_of
+from flywheel.tasks.base import cpu_threads, evidence_of
+from flywheel.tasks.protocols import Learner
 
 ROLES = ("baseline", "champion", "candidate")
 
@@ -116,7 +117,7 @@ class EvalReport:
 
 
 def evaluate(
-    spec: TaskSpec, labels: list[str], models: dict, holdouts: dict, batch_size: int = 128
+    spec: Learner, labels: list[str], models: dict, holdouts: dict, batch_size: int = 128
 ) -> EvalReport:
     """``models``: role → model (None is skipped); ``holdouts``: set name → DataFrame."""
 
@@ -129,7 +130,7 @@ def evaluate(
         )
 
 
-def _sets(spec: TaskSpec, labels: list[str], models: dict, holdouts: dict, batch_size: int) -> dict:
+def _sets(spec: Learner, labels: list[str], models: dict, holdouts: dict, batch_size: int) -> dict:
     sets = {}
     for set_name, frame in holdouts.items():
         entry = SetScores(len(frame))

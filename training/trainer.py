@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from flywheel.errors import FlywheelError
 from flywheel.settings import TrainingSettings
-from flywheel.tasks.base import TaskSpec, batches, cpu_threads, evidence_of, pick_device, predict
+from flywheel.tasks.base import batches, cpu_threads, evidence_of, pick_device, predict
+from flywheel.tasks.protocols import Learner
 from training.version import VersionFolder
 
 
@@ -35,7 +36,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def lora_model(spec: TaskSpec, labels: list[str], cfg: TrainingSettings):
+def lora_model(spec: Learner, labels: list[str], cfg: TrainingSettings):
     """A new version's model: the task's base model with fresh LoRA weights and trainable head."""
     from peft import LoraConfig, get_peft_model
 
@@ -50,7 +51,7 @@ def lora_model(spec: TaskSpec, labels: list[str], cfg: TrainingSettings):
     return get_peft_model(base, config)
 
 
-def load_adapter_model(spec: TaskSpec, labels: list[str], path: Path, trainable: bool = False):
+def load_adapter_model(spec: Learner, labels: list[str], path: Path, trainable: bool = False):
     """A saved version: the base model plus the adapter (LoRA weights and the saved head)."""
     import torch
     from peft import PeftModel
@@ -84,7 +85,7 @@ class Stopped(FlywheelError):
 class FitInputs:
     """What a fit trains on and from: the task, the data, the settings and the teacher."""
 
-    spec: TaskSpec
+    spec: Learner
     labels: list[str]
     train: Any  # DataFrame
     val: Any  # DataFrame (may be empty)
@@ -250,7 +251,7 @@ def _save(s: _Session, folder: VersionFolder, history: list[dict], best_epoch: i
 
 
 def fit(
-    spec: TaskSpec,
+    spec: Learner,
     labels: list[str],
     train,
     val,
@@ -328,7 +329,7 @@ def result_dict(result: FitResult) -> dict:
     return d
 
 
-def version_roles(spec: TaskSpec, labels: list[str], folder: Path, champion_dir: Path | None = None):
+def version_roles(spec: Learner, labels: list[str], folder: Path, champion_dir: Path | None = None):
     """The models an evaluation of the version in ``folder`` scores: the candidate, the baseline
     saved beside it and, for a retrain, the champion it was trained from."""
     roles = {"champion": load_adapter_model(spec, labels, champion_dir)} if champion_dir else {}

@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from flywheel.errors import DataError
+from flywheel.lazy import lazy_import
 from flywheel.tasks.label_checks import LabelFlags
+from flywheel.tasks.protocols import Learner
+
+pd = lazy_import("pandas")
 
 BASELINE_FILE = "baseline.safetensors"
 
@@ -195,7 +199,6 @@ class TaskSpec:
     @classmethod
     def serving_frame(cls, inputs: list) -> Any:
         """The DataFrame ``serve`` predicts from, for validated ``flywheel.events.Input`` objects."""
-        import pandas as pd
 
         return pd.DataFrame({cls.serving_input: [getattr(i, cls.serving_input) for i in inputs]})
 
@@ -273,8 +276,6 @@ def read_table(path: str | Path, needs: str):
     """A JSONL or CSV file as a DataFrame, with ``sample_id`` from a ``sample_id``/``id`` column
     or made from the file name and line; ``needs`` says what the file must hold (for errors)."""
 
-    import pandas as pd
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path} is not a file; give a JSONL or CSV file with {needs}")
@@ -308,7 +309,6 @@ class Suite:
 
 def shown(value, limit: int) -> str | None:
     """A value as an example in a report: None for a missing one, else its text, cut."""
-    import pandas as pd
 
     try:
         if pd.isna(value):
@@ -328,7 +328,7 @@ def pick_device():
 
 
 @contextmanager
-def cpu_threads(spec: TaskSpec):
+def cpu_threads(spec: Learner):
     """torch's intra-op threads set to the spec's ``cpu_threads`` for the block (on a CPU).
 
     A small network's ops are too small to split: two threads spin-wait on each other, and
@@ -361,7 +361,7 @@ def batches(dataset, size: int, order=None):
         yield sel, fast(sel) if fast is not None else collate([dataset[i] for i in sel])
 
 
-def predict(spec: TaskSpec, model, dataset, size: int = 128, device=None):
+def predict(spec: Learner, model, dataset, size: int = 128, device=None):
     """Outputs of ``model`` on a dataset, in eval mode, without gradients (on the CPU)."""
     import torch
 
@@ -376,7 +376,7 @@ def predict(spec: TaskSpec, model, dataset, size: int = 128, device=None):
 
 
 def evidence_of(
-    spec: TaskSpec, model, dataset, size: int = 128, device=None, loss: bool = False
+    spec: Learner, model, dataset, size: int = 128, device=None, loss: bool = False
 ) -> tuple[dict[str, list], float | None]:
     """(``spec.evidence`` of ``model`` over a whole dataset, and with ``loss`` the mean task
     loss), batch by batch: outputs are not kept."""

@@ -70,6 +70,11 @@ def test_the_spec_is_registered_under_its_name_and_declares_its_contract(case):
     assert spec.live_direction in ("max", "min")
     assert set(spec.feast_fields) >= {c for c in spec.sample_columns if c in spec.feast_fields}
     assert spec.serving_input and spec.serving_output
+    # the five caller groups' protocols (flywheel.tasks.protocols): each spec offers every one
+    from flywheel.tasks.protocols import DataSpec, Learner, Policy, Reviewer, Server
+
+    for protocol in (DataSpec, Learner, Server, Reviewer, Policy):
+        assert isinstance(spec, protocol), protocol.__name__
 
 
 def test_samples_load_and_pass_the_data_gate_checks(case):
