@@ -135,7 +135,7 @@ class Replay:
         from orchestration.promotion import decide
 
         rules = self.rules
-        if tolerance is not None:  # absolute-dB guards instead of the task's relative defaults
+        if tolerance is not None:  # these absolute-dB guards instead of the task's (0.2 dB)
             guards = [abs_guard("golden", tolerance), abs_guard("old", tolerance)]
             rules = rules.model_copy(update={"guards": {**rules.guards, TASK: guards}})
         return decide(report, rules, self.model, TASK, first=first, reference=reference)
@@ -186,7 +186,7 @@ def verdict_tables(rows: list[dict]) -> None:
     tols = " | ".join(f"abs {t:g} dB" for t in ABS_TOLERANCES)
     print(
         "| seed | round | golden champ → cand | old champ → cand | golden drop (LB95), n "
-        f"| old drop (LB95), n | default 5 % rel | {tols} |"
+        f"| old drop (LB95), n | default gate | {tols} |"
     )
     print("|---" * (7 + len(ABS_TOLERANCES)) + "|")
     for r in rows:
@@ -200,7 +200,7 @@ def verdict_tables(rows: list[dict]) -> None:
     print("\n| guard | honest rounds promoted | buggy rounds rejected |\n|---|---|---|")
     honest, buggy = [r for r in rows if r["kind"] == "honest"], [r for r in rows if r["kind"] == "buggy"]
     for key in ("default", *ABS_TOLERANCES):
-        name = "default 5 % relative" if key == "default" else f"absolute {key:g} dB"
+        name = "the default gate (0.2 dB guards + ratchet)" if key == "default" else f"absolute {key:g} dB"
         ok, bad = sum(r[key] == "promoted" for r in honest), sum(r[key] == "rejected" for r in buggy)
         print(f"| {name} | {ok} of {len(honest)} | {bad} of {len(buggy)} |")
 
