@@ -67,6 +67,8 @@ def sqlite_schema(
     from ``oldest`` on get the tables it lacks and the stamp (additive upgrades); a store of a
     newer version, or older than ``oldest`` (a layout that changed), is refused with the fix.
     ``db`` must not be inside a transaction."""
+    if db.execute("PRAGMA user_version").fetchone()[0] == version:
+        return  # the common case: made before; no write lock for a reader opening the store
     db.execute("BEGIN IMMEDIATE")
     try:
         found = db.execute("PRAGMA user_version").fetchone()[0]
