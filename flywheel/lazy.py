@@ -36,11 +36,7 @@ class LazyModule(ModuleType):
         return module
 
     def __getattr__(self, attr: str) -> Any:
-        if (
-            attr.startswith("__")
-            and attr.endswith("__")
-            and attr not in ("__version__", "__path__", "__file__")
-        ):
+        if attr.startswith("__") and attr.endswith("__") and attr not in _LOADING_DUNDERS:
             raise AttributeError(attr)  # copy, pickle and inspect probe dunders: no import for them
         return getattr(self._load(), attr)
 

@@ -22,7 +22,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from statistics import NormalDist
 
-from scipy import stats
+from flywheel.lazy import lazy_import
+
+stats = lazy_import("scipy.stats")  # the t tests only; `flywheel status` imports this module for wilson
 
 
 def _z(confidence: float) -> float:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import threading
 import time
 from urllib.parse import urlsplit
 
 from starlette.requests import ClientDisconnect
+from starlette.responses import JSONResponse
 
 
 def is_json(content_type: str | None) -> bool:
@@ -128,20 +128,6 @@ class FailedAttempts:
                 del self._failures[stalest]
 
 
-def _json_reply(status: int, body: dict, headers: tuple[tuple[bytes, bytes], ...] = ()) -> tuple[dict, dict]:
-    data = json.dumps(body).encode()
-    start = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(data)).encode()),
-            *headers,
-        ],
-    }
-    return start, {"type": "http.response.body", "body": data}
-
-
 class GuessLimit:
     """ASGI middleware: a request that carries credentials (an ``Authorization`` header, or
     the review page's sign-in) and is answered 401 counts as a failure of its client address
@@ -159,16 +145,15 @@ class GuessLimit:
         client = scope["client"][0] if scope.get("client") else "?"
         wait = self.failures.wait_s(client)
         if wait:
-            start, body = _json_reply(
-                429,
+            refused = JSONResponse(
                 {
                     "error": "too_many_attempts",
                     "message": f"too many failed credentials; try again in {wait:.0f}s",
                 },
-                ((b"retry-after", str(int(wait) + 1).encode()),),
+                status_code=429,
+                headers={"Retry-After": str(int(wait) + 1)},
             )
-            await send(start)
-            return await send(body)
+            return await refused(scope, receive, send)
         status = 0
 
         async def watch(message):
@@ -202,14 +187,13 @@ class LoopbackHosts:
             host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if not is_loopback(name.strip() or "?"):
-                start, body = _json_reply(
-                    421,
+                refused = JSONResponse(
                     {
                         "error": "host_not_allowed",
                         "message": "this server has no http.auth_token and answers loopback host names "
                         "only (localhost, 127.0.0.1, [::1]); set a token to serve other names",
                     },
+                    status_code=421,
                 )
-                await send(start)
-                return await send(body)
+                return await refused(scope, receive, send)
         return await self.app(scope, receive, send)

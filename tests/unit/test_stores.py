@@ -60,6 +60,23 @@ def test_an_mlflow_store_newer_than_this_mlflow_stops_with_the_fix(tmp_path):
     assert "requirements.lock" in str(refused.value)
 
 
+def run_at_once(code: str, state, n: int, timeout_s: float) -> list[tuple[str, str]]:
+    """``n`` Python processes running ``code`` with ``state`` as argv[1], started together;
+    their (stdout, stderr), after asserting each exited 0."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(state)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+    outs = [p.communicate(timeout=timeout_s) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    return outs
+
+
 OPEN_ALL = """
 import sys
 from flywheel.settings import load_settings
@@ -82,17 +99,7 @@ def test_six_processes_open_every_sqlite_store_of_a_fresh_state_dir_at_once(tmp_
     import sqlite3
 
     state = tmp_path / "state"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", OPEN_ALL, str(state)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(6)
-    ]
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    run_at_once(OPEN_ALL, state, 6, timeout_s=120)
     stamped = {}
     for path in sorted(state.rglob("*.sqlite")):
         with sqlite3.connect(path) as db:
@@ -166,17 +173,7 @@ def test_an_mlflow_store_of_an_older_schema_is_migrated_once_by_four_processes_a
     assert _get_schema_version(engine) == old.revision
     engine.dispose()
 
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", ENSURE, str(state)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(4)
-    ]
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    outs = run_at_once(ENSURE, state, 4, timeout_s=300)
     said = [line for _, err in outs for line in err.splitlines() if "migrating it" in line]
     assert len(said) == 1 and head in said[0] and old.revision in said[0], said  # once, from what to what
     engine = create_sqlalchemy_engine_with_retry(uri)
