@@ -14,7 +14,9 @@
    then confirm each candidate with a validator: the IBAN length of its country, a card
    network prefix (and Luhn for an ungrouped run), SSN area/group/serial rules, the
    ``ipaddress`` module, and for phone numbers ``pipelines.phones`` (context words and
-   Google's libphonenumber metadata).
+   Google's libphonenumber metadata). Only the detectors that could match run: each has a
+   cheap necessary condition (an '@', enough digits in one run, '::'), and most feedback
+   meets none; short strings already found free of PII (labels, sources) are remembered.
 3. **Replace** the confirmed spans, highest-priority first when they overlap:
    e-mail, IBAN, card, SSN, IP, phone.
 
@@ -116,6 +118,7 @@ _EMAIL_RE = re.compile(
 
 
 _LOCAL_TAIL = re.compile(rf"[{_W}.%+'-]{{1,65}}\Z")  # the run of local-part characters before an '@'
+_LOCAL_CHAR = re.compile(rf"[{_W}.%+'-]")
 
 
 def _emails(text: str) -> Iterator[tuple[int, int]]:
@@ -126,6 +129,9 @@ def _emails(text: str) -> Iterator[tuple[int, int]]:
     end = 0
     at = text.find("@")
     while at >= 0:
+        if at == 0 or not _LOCAL_CHAR.match(text, at - 1):  # "@name", " @ ": no local part ends here
+            at = text.find("@", max(at + 1, end))
+            continue
         tail = _LOCAL_TAIL.search(text, max(end, at - 65), at)
         if tail and at - tail.start() <= 64:  # a longer run (65 seen) cannot be a local part
             m = _EMAIL_RE.match(text, tail.start())
@@ -151,10 +157,23 @@ _IBAN_LENGTH = {
     "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
 }  # fmt: skip
 _IBAN_START = re.compile(r"([A-Za-z]{2})(?<![A-Za-z0-9][A-Za-z]{2})\d{2}(?=[ -]?[A-Za-z0-9])")
+_DIGIT_PAIR = re.compile(r"\d\d+")
+
+
+def _iban_starts(text: str) -> Iterator[re.Match[str]]:
+    """``_IBAN_START.finditer(text)``, tried only where a run of 2+ digits follows a letter: a
+    match is two letters and the first two digits of such a run, so matches cannot overlap
+    and each run starts at most one (scanning for digits is much cheaper than trying the
+    pattern at every letter)."""
+    for run in _DIGIT_PAIR.finditer(text):
+        if run.start() >= 2:
+            m = _IBAN_START.match(text, run.start() - 2)
+            if m:
+                yield m
 
 
 def _ibans(text: str) -> Iterator[tuple[int, int]]:
-    for m in _IBAN_START.finditer(text):
+    for m in _iban_starts(text):
         country = m.group(1)
         length = _IBAN_LENGTH.get(country.upper())
         if length is None:
@@ -294,7 +313,8 @@ _VERSION_WORD = re.compile(r"(?i)(?:\b(?:version|ver\.?|build|release|firmware)\
 
 
 def _ips(text: str) -> Iterator[tuple[int, int]]:
-    if ":" in text:
+    # an IPv6 candidate must hold '::' or exactly 7 colons; the pattern scans every position
+    if "::" in text or text.count(":") >= 7:
         for m in _IPV6_RE.finditer(text):
             candidate = m.group().split("%", 1)[0]
             if "::" not in candidate and candidate.count(":") != 7:
@@ -312,8 +332,6 @@ def _ips(text: str) -> Iterator[tuple[int, int]]:
                 yield m.span()
 
 
-_HINT = re.compile(r"[\d@:]")
-
 # priority order: a span already taken by an earlier detector is not masked again
 _DETECTORS: tuple[tuple[str, Detector], ...] = (
     (EMAIL, _emails),
@@ -324,21 +342,78 @@ _DETECTORS: tuple[tuple[str, Detector], ...] = (
     (PHONE, phone_spans),
 )
 
+# ---- the prefilter: which detectors could match at all ----------------------------
+# Each detector has a cheap necessary condition on the view; one that cannot match is not
+# run (skipping a detector that would yield nothing changes no result). The digit counts are
+# of ``\d`` characters (the view maps the BMP's decimal digits to ASCII ones):
+#   e-mail: an '@'                     IBAN: 2 digits, and its country's length (15 at least)
+#   card: 12 digits                    SSN: 9 digits (NNN-NN-NNNN or 9 after "ssn"/"social")
+#   IP: '::' or 7 colons (v6), or 4 digits and 3 dots (v4)
+#   phone: 7 digits (``pipelines.phones`` confirms none with fewer; a glued run needs 16)
+# and phones, cards and SSNs have theirs in one run of digits and separators (phone
+# candidates: ``[\d ().\-/]`` after an optional + and before an optional extension; cards
+# and SSNs allow fewer separators), which _SEVEN_DIGIT_RUN looks for.
+_MIN_IBAN_CHARS = min(_IBAN_LENGTH.values())
+_NOT_ASCII_DIGIT = bytes(c for c in range(128) if not 0x30 <= c <= 0x39)
+_DIGIT = re.compile(r"\d")
+_SEVEN_DIGIT_RUN = re.compile(r"\d(?:[ ().\-/+]*\d){6}")
+
+
+def _digit_count(view: str) -> int:
+    if view.isascii():
+        return len(view.encode("ascii").translate(None, _NOT_ASCII_DIGIT))
+    return len(_DIGIT.findall(view))
+
+
+def _detectors_for(view: str) -> list[tuple[str, Detector]]:
+    """The detectors of ``_DETECTORS`` (in their priority order) that could match ``view``."""
+    digits = _digit_count(view)
+    at = "@" in view
+    colons = view.count(":") if ":" in view else 0
+    if digits < 2 and not colons and not at:
+        return []  # the common case: no detector could match
+    email, iban, card, ssn, ip, phone = _DETECTORS
+    found = [email] if at else []
+    if digits >= 2 and len(view) >= _MIN_IBAN_CHARS:
+        found.append(iban)
+    run = digits >= 7 and _SEVEN_DIGIT_RUN.search(view) is not None
+    if run and digits >= 9:
+        if digits >= 12:
+            found.append(card)
+        found.append(ssn)
+    if colons >= 7 or (colons >= 2 and "::" in view) or (digits >= 4 and view.count(".") >= 3):
+        found.append(ip)
+    if run:
+        found.append(phone)
+    return found
+
+
+# Short strings seen before without PII (labels, sources, model versions repeat on every
+# event): answered without the view or any detector. Only PII-free strings are kept, so the
+# cache never holds personal data; it is emptied when full.
+_CLEAN_CACHE: set[str] = set()
+_CLEAN_CACHE_MAX = 4096
+_CLEAN_CACHE_CHARS = 64
+
 
 def find_pii(text: str) -> list[tuple[int, int, str]]:
     """Non-overlapping ``(start, end, token)`` spans of ``text`` holding PII, in order."""
-    view = _View(text)
-    if not _HINT.search(view.text):
-        return []  # no digit, '@' or ':': nothing any detector could match
+    view = None if text.isascii() else _View(text)
+    detectors = _detectors_for(text if view is None else view.text)
+    if not detectors:
+        return []  # nothing any detector could match (no '@', too few digits, no '::')
+    matched = text if view is None else view.text
     taken: list[tuple[int, int, str]] = []
     starts: list[int] = []
-    for token, detect in _DETECTORS:
-        for start, end in detect(view.text):
+    for token, detect in detectors:
+        for start, end in detect(matched):
             i = bisect.bisect_right(starts, start)
             if (i and taken[i - 1][1] > start) or (i < len(taken) and taken[i][0] < end):
                 continue
             starts.insert(i, start)
             taken.insert(i, (start, end, token))
+    if view is None:
+        return taken
     return [(*view.span(s, e), token) for s, e, token in taken]
 
 
@@ -347,8 +422,14 @@ def mask_pii(text: str) -> tuple[str, int]:
 
     Text without PII is returned unchanged. Tokens: [EMAIL] [PHONE] [CARD] [IBAN] [SSN] [IP].
     """
+    if text in _CLEAN_CACHE:
+        return text, 0
     spans = find_pii(text)
     if not spans:
+        if len(text) <= _CLEAN_CACHE_CHARS:
+            if len(_CLEAN_CACHE) >= _CLEAN_CACHE_MAX:
+                _CLEAN_CACHE.clear()
+            _CLEAN_CACHE.add(text)
         return text, 0
     parts, last = [], 0
     for start, end, token in spans:

@@ -33,18 +33,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from flywheel.errors import InvalidEventError
+from flywheel.event_fast import copy_with, parse_event_fast
 from flywheel.events import (
     MAX_RECORD_BYTES,
     MAX_TEXT_CHARS,
     SCHEMA_INVALID,
     TOO_LARGE,
     FeedbackEvent,
-    parse_event,
 )
 from flywheel.privacy import pseudonym
 from pipelines.dlq import DEFAULT_DLQ_RAW_BYTES, MAX_MESSAGE_CHARS, DlqRecord, RawCopy, dlq_record
+from pipelines.fast_record import duplicate_record_json, routed_record_json
 from pipelines.pii import mask_pii
-from pipelines.records import CLEAN, DLQ, REVIEW, DuplicateRecord, Origin, RoutedRecord
+from pipelines.records import CLEAN, DLQ, REVIEW, Origin
 
 INTERNAL_ERROR = "internal_error"
 EMPTY = "empty"
@@ -77,7 +78,7 @@ def clean_event(event: FeedbackEvent) -> tuple[FeedbackEvent, int, bool]:
     """
     update, count = _masked_fields(event)
     if event.input.text is None:
-        return (event.model_copy(update=update) if update else event), count, False
+        return (copy_with(event, update) if update else event), count, False
     masked, text_count = mask_pii(normalise_text(event.input.text))
     count += text_count
     if not masked:
@@ -87,10 +88,10 @@ def clean_event(event: FeedbackEvent) -> tuple[FeedbackEvent, int, bool]:
     truncated = len(masked) > MAX_TEXT_CHARS
     if truncated:
         masked = masked[:MAX_TEXT_CHARS]
-    # model_copy skips validation on purpose: the event was validated once, and the only
-    # change is the cleaned text, whose invariants (non-empty, capped) hold by construction.
-    update["input"] = event.input.model_copy(update={"text": masked})
-    return event.model_copy(update=update), count, truncated
+    # copy_with (model_copy, cheaper) skips validation on purpose: the event was validated once,
+    # and the only change is the cleaned text, whose invariants (non-empty, capped) hold by construction.
+    update["input"] = copy_with(event.input, {"text": masked})
+    return copy_with(event, update), count, truncated
 
 
 def _masked_fields(event: FeedbackEvent) -> tuple[dict[str, Any], int]:
@@ -109,7 +110,7 @@ def _masked_fields(event: FeedbackEvent) -> tuple[dict[str, Any], int]:
         if obj is not None and obj.label is not None:
             masked, n = mask_pii(obj.label)
             if n:
-                update[part], count = obj.model_copy(update={"label": masked}), count + n
+                update[part], count = copy_with(obj, {"label": masked}), count + n
     return update, count
 
 
@@ -126,7 +127,7 @@ def pseudonymised(event: FeedbackEvent, subject_key: bytes | None) -> FeedbackEv
     if event.subject_id is None:
         return event
     stored = pseudonym(subject_key, event.subject_id) if subject_key else None
-    return event.model_copy(update={"subject_id": stored})
+    return copy_with(event, {"subject_id": stored})
 
 
 def _route_valid(
@@ -138,10 +139,10 @@ def _route_valid(
 ) -> Routing:
     if value is None:
         raise InvalidEventError(EMPTY, [("", "record has no value (tombstone)")])
-    event = pseudonymised(parse_event(bytes(value)), subject_key)
+    event = pseudonymised(parse_event_fast(bytes(value)), subject_key)
     event, masks, truncated = clean_event(event)
     destination, low = route(event, thresholds.get(event.model_name, default_threshold))
-    record = RoutedRecord.of(event, low, masks, origin, truncated).to_json()
+    record = routed_record_json(event, low, masks, origin, truncated)
     if len(record.encode("utf-8")) > MAX_RECORD_BYTES:
         raise InvalidEventError(TOO_LARGE, [("", f"the routed record exceeds {MAX_RECORD_BYTES} bytes")])
     return Routing(destination, record, event.event_id)
@@ -194,4 +195,4 @@ def route_raw(
     out = process_raw(value, key, origin, thresholds, default_threshold, max_dlq_raw_bytes, subject_key)
     if out.destination == DLQ or out.event_id is None:
         return out.destination, None, out.record, None
-    return out.destination, out.event_id, out.record, DuplicateRecord(out.event_id, origin).to_json()
+    return out.destination, out.event_id, out.record, duplicate_record_json(out.event_id, origin)
