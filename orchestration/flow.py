@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -112,6 +113,7 @@ class Outcome:
     report: EvalReport | None = None
     lineage: Lineage | None = None
     quarantine: Quarantine | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step that ran, in order
 
     @property
     def exit_code(self) -> int:
@@ -139,6 +141,7 @@ class Retrain:
     version: int | None = None
     outcome: Outcome | None = None
     step: str | None = None  # the step running now
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step that ran
     from_base: bool = False  # every sample still held, fitted from the base model (after an erasure)
 
     def stopping(self) -> bool:
@@ -280,9 +283,12 @@ def run_steps(r: Retrain, steps=STEPS) -> Outcome:
             raise Stop(f"stopped before the {name} step")
         r.log(f"{r.model}: {name}")
         r.step = name
+        started = time.perf_counter()
         step(r)
+        r.timings[name] = round(time.perf_counter() - started, 3)
         crash_point(f"retrain.{name}")
         if r.outcome is not None:
+            r.outcome.timings = {**(r.run.timings if r.run is not None else {}), **r.timings}
             return r.outcome
     raise FlywheelError("the retrain flow ended without an outcome")  # a bug, not a user error
 

@@ -159,6 +159,9 @@ class Registry:
                 first=current is None,
                 reference=reference,
             )
+        record = run.folder.training_record()
+        if record.kept == "probe":  # the trainer's rule (training.trainer._probe_or_trained)
+            verdict.notes.append(f"this version is its baseline's state: {record.kept_because}")
         spec = spec_for(self.settings, info.task)
         note = description(
             model, version, run.report, verdict, run.lineage, run.data_gate, spec, run.label_screen

@@ -9,7 +9,7 @@ what the steps wrote; the registry takes the whole object.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +53,7 @@ class TrainedRun:
     fit: FitResult | None = None
     report: EvalReport | None = None
     label_screen: LabelScreenReport | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds of the fit's and evaluation's phases
 
     @property
     def path(self) -> Path:
@@ -209,6 +210,7 @@ def fit_run(
         progress,
         should_stop=should_stop,
     )
+    run.timings.update({f"fit.{k}": v for k, v in run.fit.phases.items()})
     return run
 
 
@@ -220,7 +222,9 @@ def evaluate_run(settings: Settings, run: TrainedRun, spec: TaskSpec | None = No
     spec = spec or spec_for(settings, info.task)
     _, _, holdouts = run.folder.dataset()
     roles = version_roles(spec, info.labels, run.path, champion_dir(models, run))
-    run.report = evaluate(spec, info.labels, roles, holdouts, settings.training.eval_batch_size)
+    timings: dict[str, float] = {}
+    run.report = evaluate(spec, info.labels, roles, holdouts, settings.training.eval_batch_size, timings)
+    run.timings.update({f"evaluate.{k}": v for k, v in timings.items()})
     run.report.model, run.report.champion_version = run.model, run.champion
     run.folder.save_report(run.report)
     return run

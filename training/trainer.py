@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from flywheel.errors import FlywheelError
 from flywheel.settings import TrainingSettings
-from flywheel.tasks.base import batches, cpu_threads, evidence_of, pick_device, predict
+from flywheel.tasks.base import batches, cpu_threads, evidence_of, length_buckets, pick_device, predict
 from flywheel.tasks.protocols import Learner
 from training.version import VersionFolder
 
@@ -75,6 +75,8 @@ class FitResult:
     seconds: float
     samples_per_s: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of the fit (bench_training)
+    kept: str = "trained"  # or "probe" (see _probe_or_trained)
 
 
 class Stopped(FlywheelError):
@@ -100,8 +102,9 @@ class _Session:
     inputs: FitInputs
     device: Any
     autocast: Any
-    train_ds: Any  # the spec's Dataset of the training samples
+    train_ds: Any  # the spec's Dataset of the training samples (or their frozen layers' states)
     val_ds: Any | None
+    val_samples: Any | None  # the validation samples as the spec encodes them (for the baseline)
     baseline: Any
     student: Any
     teacher: Any
@@ -114,9 +117,41 @@ class _Session:
     epochs: int
     step: int = 0
     seen: int = 0
+    phases: dict[str, float] = field(default_factory=dict)
 
 
-def _build(inputs: FitInputs, precompute_teacher: bool) -> _Session:
+def _no_base_dropout(model) -> None:
+    """The base model's dropout off (LoRA's own ``lora_dropout`` stays): drawing the masks was a
+    quarter of a CPU step, and accuracy did not change (``bench/bench_training.py``)."""
+    import torch
+
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Dropout) and "lora_dropout" not in name:
+            module.p = 0.0
+
+
+class _Clock:
+    """Seconds per phase of a fit, added up under each name (``FitResult.phases``)."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._mark = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases[name] = round(self.phases.get(name, 0.0) + now - self._mark, 3)
+        self._mark = now
+
+
+def _build(inputs: FitInputs, precompute_teacher: bool, clock: _Clock) -> _Session:
+    """Models, data and optimizer of a fit.
+
+    With ``training.lora.layers`` set (and a task that can split its model), only the top
+    layers train; the lower layers' outputs are computed once here (``spec.cache_frozen``) and
+    every step and validation runs the top layers only. The student starts as the champion, so
+    its outputs before the first step are the teacher's: they are computed from the cached
+    states and no second copy of the champion is loaded.
+    """
     import torch
 
     spec, labels, cfg, champion_dir = inputs.spec, inputs.labels, inputs.cfg, inputs.champion_dir
@@ -124,21 +159,35 @@ def _build(inputs: FitInputs, precompute_teacher: bool) -> _Session:
     device, autocast = pick_device()
     use_teacher = champion_dir is not None and cfg.distill_alpha > 0
     train_ds = spec.dataset(inputs.train, labels)
-    val_ds = spec.dataset(inputs.val, labels) if len(inputs.val) else None
+    val_ds = val_samples = spec.dataset(inputs.val, labels) if len(inputs.val) else None
+    clock.lap("tokenize")
     baseline = spec.fit_baseline(train_ds, labels, cfg.seed)
+    clock.lap("probe")
     if champion_dir is not None:
         student = load_adapter_model(spec, labels, champion_dir, trainable=True)
     else:
         student = lora_model(spec, labels, cfg)
         if baseline is not None:
             spec.init_from_baseline(student, baseline)
-    teacher = load_adapter_model(spec, labels, champion_dir) if use_teacher and champion_dir else None
-    teacher_out = None
-    if teacher is not None and precompute_teacher and spec.cache_teacher:
-        teacher_out = predict(spec, teacher, train_ds, cfg.eval_batch_size, device)
-    if teacher is not None:
-        teacher.to(device)
+    if not cfg.encoder_dropout:
+        _no_base_dropout(student)
     student.to(device)
+    frozen = spec.freeze_lower_layers(student, cfg.lora.layers) if cfg.lora.layers else 0
+    clock.lap("load")
+    if frozen:
+        train_ds = spec.cache_frozen(student, train_ds, cfg.eval_batch_size, device)
+        val_ds = spec.cache_frozen(student, val_ds, cfg.eval_batch_size, device) if val_ds else None
+        clock.lap("frozen_layers")
+    teacher, teacher_out = None, None
+    if use_teacher and precompute_teacher and spec.cache_teacher:
+        teacher_out = predict(spec, student, train_ds, cfg.eval_batch_size, device)  # student == champion
+        clock.lap("teacher")
+    elif use_teacher and champion_dir is not None:
+        teacher = load_adapter_model(spec, labels, champion_dir)
+        if frozen and cfg.lora.layers:
+            spec.freeze_lower_layers(teacher, cfg.lora.layers)  # it reads the same cached states
+        teacher.to(device)
+        clock.lap("load")
     head: list[Any] = []
     lora: list[Any] = []
     for name, p in student.named_parameters():
@@ -161,8 +210,8 @@ def _build(inputs: FitInputs, precompute_teacher: bool) -> _Session:
     generator = torch.Generator().manual_seed(cfg.seed)
     epochs = math.ceil(total / steps_per_epoch)
     return _Session(
-        inputs, device, autocast, train_ds, val_ds, baseline, student, teacher, teacher_out, head + lora,
-        optimizer, scheduler, generator, total, epochs,
+        inputs, device, autocast, train_ds, val_ds, val_samples, baseline, student, teacher, teacher_out,
+        head + lora, optimizer, scheduler, generator, total, epochs,
     )  # fmt: skip
 
 
@@ -195,6 +244,9 @@ def _epoch(s: _Session, epoch: int, bar, started: float, should_stop) -> dict:
     spec, cfg = s.inputs.spec, s.inputs.cfg
     s.student.train()
     order = torch.randperm(len(s.inputs.train), generator=s.generator).tolist()
+    lengths = getattr(s.train_ds, "lengths", None)
+    if cfg.bucket_by_length and lengths is not None:
+        order = length_buckets(order, lengths(), cfg.batch_size, s.generator)
     losses = []
     for sel, b in batches(s.train_ds, cfg.batch_size, order):
         if s.step >= s.total:
@@ -226,7 +278,34 @@ def _epoch(s: _Session, epoch: int, bar, started: float, should_stop) -> dict:
     return {"epoch": epoch, "step": s.step, "train_loss": sum(losses) / len(losses)}
 
 
-def _save(s: _Session, folder: VersionFolder, history: list[dict], best_epoch: int) -> None:
+def _probe_or_trained(
+    s: _Session, best: float, best_epoch: int, history: list[dict]
+) -> tuple[str, str | None]:
+    """The rule (docs/guide/training.md): when fine-tuning does not beat the probe-initialised
+    head on validation, the version is the probe (the cheaper state: the frozen encoder and a
+    linear head), and the verdict says so. A new version starts at the probe, so its epoch 0
+    already is that state; a retrain's probe (fitted on the retrain's training data) is scored
+    on the same validation split and replaces the trained state when its loss is no higher."""
+    spec, cfg = s.inputs.spec, s.inputs.cfg
+    if s.val_samples is None or s.baseline is None:
+        return "trained", None
+    if s.inputs.champion_dir is None:
+        if best_epoch == 0 and history and history[0].get("epoch") == 0:
+            loss = history[0]["val_loss"]
+            return "probe", f"no epoch of fine-tuning beat the baseline's validation loss {loss:.4f}"
+        return "trained", None
+    _, probe_loss = evidence_of(spec, s.baseline, s.val_samples, cfg.eval_batch_size, s.device, loss=True)
+    if probe_loss is None or -probe_loss < best:
+        return "trained", None
+    if not spec.to_baseline_state(s.student, s.baseline):
+        return "trained", None
+    return "probe", (
+        f"fine-tuning's best validation loss {-best:.4f} did not beat the baseline's {probe_loss:.4f} "
+        "(fitted on the same training data)"
+    )
+
+
+def _save(s: _Session, folder: VersionFolder, history: list[dict], best_epoch: int, kept: tuple) -> None:
     inputs, spec = s.inputs, s.inputs.spec
     folder.path.mkdir(parents=True, exist_ok=True)
     s.student.save_pretrained(str(folder.path), safe_serialization=True)
@@ -246,6 +325,8 @@ def _save(s: _Session, folder: VersionFolder, history: list[dict], best_epoch: i
             "steps": s.step,
             "history": history,
             "best_epoch": best_epoch,
+            "kept": kept[0],
+            "kept_because": kept[1],
         }
     )
 
@@ -281,7 +362,8 @@ def fit(
             if isinstance(out_dir, VersionFolder)
             else VersionFolder(Path(out_dir), Path(out_dir).name)
         )
-        s = _build(FitInputs(spec, labels, train, val, cfg, champion_dir), precompute_teacher)
+        clock = _Clock()
+        s = _build(FitInputs(spec, labels, train, val, cfg, champion_dir), precompute_teacher, clock)
         history: list[dict[str, Any]] = []
         best, best_epoch, best_state, bad_epochs = -math.inf, 0, None, 0
         if (
@@ -291,12 +373,15 @@ def fit(
             best = _validate(s, start)
             best_state = _trainable_state(s)
             history.append(start)
+            clock.lap("validate")
         started = time.perf_counter()
         bar = tqdm(total=s.total, desc="training", unit="step", disable=not progress, leave=False)
         try:
             for epoch in range(1, s.epochs + 1):
                 record = _epoch(s, epoch, bar, started, should_stop)
+                clock.lap("train")
                 score = _validate(s, record)
+                clock.lap("validate")
                 history.append(record)
                 if score > best:
                     best, best_epoch, bad_epochs = score, epoch, 0
@@ -309,8 +394,11 @@ def fit(
             bar.close()
         if best_state is not None and best_epoch != history[-1]["epoch"]:
             s.student.load_state_dict(best_state, strict=False)
+        kept = _probe_or_trained(s, best, best_epoch, history)
+        clock.lap("validate")
         seconds = time.perf_counter() - started
-        _save(s, folder, history, best_epoch)
+        _save(s, folder, history, best_epoch, kept)
+        clock.lap("save")
         trained = [h for h in history if h["epoch"] > 0]
         return FitResult(
             folder.path,
@@ -320,6 +408,8 @@ def fit(
             seconds,
             s.seen / seconds if seconds else 0.0,
             history,
+            clock.phases,
+            kept[0],
         )
 
 

@@ -152,6 +152,8 @@ class TrainingRecord:
     steps: int
     best_epoch: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    kept: str = "trained"  # "trained", or "probe": fine-tuning did not beat the probe on validation
+    kept_because: str | None = None  # why the probe was kept (the validation losses), for the verdict
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainingRecord:

@@ -121,6 +121,23 @@ class TaskSpec:
         """The baseline saved in ``folder``, or None when there is none."""
         return None
 
+    def to_baseline_state(self, model, baseline) -> bool:
+        """Set a trainable ``model`` to the baseline's state (the probe-initialised head, no
+        adaptation) and return True; False when the task's baseline is not a state of its
+        model (the default: the trainer then keeps what it trained)."""
+        return False
+
+    def freeze_lower_layers(self, model, top: int) -> int:
+        """Leave only the top ``top`` layers of ``model`` trainable (and its head); returns the
+        first trained layer, 0 when nothing was frozen (default: the task trains every layer)."""
+        return 0
+
+    def cache_frozen(self, model, dataset, batch_size: int, device):
+        """``dataset`` with the frozen layers' outputs computed once per sample (in eval mode, no
+        gradients), which ``forward`` accepts in place of the samples. Called only after
+        ``freeze_lower_layers`` froze something."""
+        raise NotImplementedError(f"{self.name} freezes no layers, so it has nothing to cache")
+
     def forward(self, model, batch: dict):
         raise NotImplementedError
 
@@ -361,18 +378,55 @@ def batches(dataset, size: int, order=None):
         yield sel, fast(sel) if fast is not None else collate([dataset[i] for i in sel])
 
 
+def length_buckets(order: list[int], lengths: list[int], size: int, generator, pool: int = 16) -> list[int]:
+    """``order`` (already shuffled) rearranged into batches of similar length: cut into pools of
+    ``pool`` batches, each pool sorted by length and cut into batches of ``size``, then the full
+    batches shuffled (a short last batch stays last, so ``batches`` cuts the same batches)."""
+    import torch
+
+    full: list[list[int]] = []
+    short: list[int] = []
+    for start in range(0, len(order), size * pool):
+        chunk = sorted(order[start : start + size * pool], key=lambda i: lengths[i])
+        for cut in range(0, len(chunk), size):
+            part = chunk[cut : cut + size]
+            if len(part) == size:
+                full.append(part)
+            else:
+                short += part
+    shuffled = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
+    return [i for part in shuffled for i in part] + short
+
+
+def inference_order(dataset) -> list[int] | None:
+    """The order to run inference in: longest first when the dataset knows its samples'
+    lengths (a batch is padded to its longest sample), else None (as stored)."""
+    lengths = getattr(dataset, "lengths", None)
+    if lengths is None:
+        return None
+    sizes = lengths()
+    return sorted(range(len(sizes)), key=lambda i: -sizes[i])
+
+
 def predict(spec: Learner, model, dataset, size: int = 128, device=None):
-    """Outputs of ``model`` on a dataset, in eval mode, without gradients (on the CPU)."""
+    """Outputs of ``model`` on a dataset, in eval mode, without gradients (on the CPU), one row
+    per sample in the dataset's order."""
     import torch
 
     device = device or pick_device()[0]
     model.eval()
     model.to(device)
+    order = inference_order(dataset)
     outs = []
     with torch.inference_mode():
-        for _, b in batches(dataset, size):
+        for _, b in batches(dataset, size, order):
             outs.append(spec.forward(model, {k: v.to(device) for k, v in b.items()}).float().cpu())
-    return torch.cat(outs) if outs else torch.empty(0)
+    if not outs:
+        return torch.empty(0)
+    out = torch.cat(outs)
+    if order is not None:
+        out[torch.tensor(order)] = out.clone()
+    return out
 
 
 def evidence_of(
@@ -387,12 +441,19 @@ def evidence_of(
     model.to(device)
     found: dict[str, list] = {}
     total = 0.0
+    order = inference_order(dataset)
     with torch.inference_mode():
-        for sel, b in batches(dataset, size):
+        for sel, b in batches(dataset, size, order):
             b = {k: v.to(device) for k, v in b.items()}
             out = spec.forward(model, b).float()
             if loss:
                 total += float(spec.task_loss(out, b)) * len(sel)
             for key, values in spec.evidence(out.cpu(), {k: v.cpu() for k, v in b.items()}).items():
                 found.setdefault(key, []).extend(values)
+    if order is not None:  # back to the dataset's order: one value per sample
+        for key, values in found.items():
+            restored: list = [None] * len(values)
+            for position, index in enumerate(order):
+                restored[index] = values[position]
+            found[key] = restored
     return found, (total / len(dataset) if loss and len(dataset) else None)

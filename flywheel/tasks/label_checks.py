@@ -25,6 +25,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from flywheel.blas import one_blas_thread
 from flywheel.lazy import lazy_import
 
 _cleanlab_filter = lazy_import("cleanlab.filter")
@@ -64,7 +65,7 @@ def cross_validated_probs(features, targets, num_labels: int, folds: int = 5, se
         return None
     k = int(min(folds, counts.min()))
     probs = np.zeros((len(y), num_labels))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), one_blas_thread():
         warnings.simplefilter("ignore", _sk_exceptions.ConvergenceWarning)
         for train, test in _sk_selection.StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
             probe = _sk_linear.LogisticRegression(C=10.0, max_iter=500).fit(x[train], y[train])

@@ -47,6 +47,22 @@ class TextDataset:
         """Samples ``index`` collated (the trainer's fast path: one gather per tensor)."""
         return {k: v[index] for k, v in self.tensors.items()}
 
+    def lengths(self) -> list[int]:
+        """Tokens per sample (batches of similar length waste less on padding)."""
+        return self.tensors["attention_mask"].sum(1).tolist()
+
+
+class FrozenStates(TextDataset):
+    """Samples as the frozen lower layers leave them: token states ``hidden`` [n, tokens, width]
+    (padded to the longest sample), the attention mask and the labels. Built by
+    ``TextModel.cache_frozen``; ``TextModel.forward`` runs the trained layers on it."""
+
+    def __init__(self, tensors: dict):  # computed states, not texts: no tokenizing here
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors["hidden"])
+
 
 class TextData(TextFields):
     """The data facet of the text task's spec."""

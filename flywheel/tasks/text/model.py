@@ -3,15 +3,16 @@ losses and metrics."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from flywheel.errors import FlywheelError
-from flywheel.tasks.base import (
-    BASELINE_FILE,
-)
-from flywheel.tasks.text.data import TextDataset
+from flywheel.tasks.base import BASELINE_FILE, batches, inference_order
+from flywheel.tasks.text.data import FrozenStates, TextDataset
 from flywheel.tasks.text.fields import TextFields
+
+_LAYER_OF = re.compile(r"\.encoder\.layer\.(\d+)\.")  # a parameter's encoder layer
 
 
 def default_base_model() -> Path:
@@ -103,13 +104,13 @@ class TextModel(TextFields):
         from flywheel.tasks.text.network import fit_probe
 
         model = self.build(labels).eval()
-        features = []
+        order = inference_order(data) or list(range(len(data)))
+        features = torch.zeros(len(data), model.config.hidden_size)
         with torch.inference_mode():
-            for start in range(0, len(data), 128):
-                part = data.batch(list(range(start, min(start + 128, len(data)))))
-                features.append(model.embed(*self._trimmed(part)).float())
+            for sel, part in batches(data, 128, order):
+                features[sel] = model.embed(*self._trimmed(part)).float()
         targets = data.tensors["labels"].numpy()
-        weight, bias = fit_probe(torch.cat(features).numpy(), targets, len(labels), seed)
+        weight, bias = fit_probe(features.numpy(), targets, len(labels), seed)
         self._set_head(model, torch.as_tensor(weight), torch.as_tensor(bias))
         for p in model.parameters():
             p.requires_grad_(False)
@@ -128,6 +129,20 @@ class TextModel(TextFields):
     def init_from_baseline(self, model, baseline) -> None:
         self._set_head(model, baseline.classifier.weight, baseline.classifier.bias)
 
+    def to_baseline_state(self, model, baseline) -> bool:
+        """Every LoRA update off (``lora_B`` zero: the frozen encoder) and the probe's head: the
+        baseline's predictions, as a version of this model."""
+        import torch
+
+        if self._classifier(model) is None:
+            return False
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.zero_()
+        self.init_from_baseline(model, baseline)
+        return True
+
     def save_baseline(self, baseline, folder: Path) -> None:
         from safetensors.torch import save_file
 
@@ -145,7 +160,60 @@ class TextModel(TextFields):
         self._set_head(model, tensors["weight"], tensors["bias"])
         return model
 
+    @staticmethod
+    def _classifier(model):
+        """The ``SentenceClassifier`` inside ``model`` (a peft wrapper or not); None for a legacy one."""
+        from flywheel.tasks.text.network import SentenceClassifier
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        return base if isinstance(base, SentenceClassifier) else None
+
+    def freeze_lower_layers(self, model, top: int) -> int:
+        """Only the LoRA weights of the top ``top`` encoder layers (and the head) stay trainable;
+        the layers below keep what they have (the champion's adapter, or none) and are frozen."""
+        net = self._classifier(model)
+        if net is None or top >= net.layers:
+            return 0
+        start = net.layers - top
+        for name, param in model.named_parameters():
+            found = _LAYER_OF.search(name)
+            if found and int(found.group(1)) < start:
+                param.requires_grad_(False)
+        net.frozen_below = start
+        return start
+
+    def cache_frozen(self, model, dataset: TextDataset, batch_size: int, device):
+        """The states after the frozen layers, once per sample (longest texts first in a batch
+        of similar lengths, so little is spent on padding); kept on the CPU."""
+        import torch
+
+        net = self._classifier(model)
+        if net is None or not net.frozen_below:
+            raise FlywheelError("cache_frozen needs a model whose lower layers freeze_lower_layers froze")
+        lengths = dataset.lengths()
+        longest = max(lengths, default=1)
+        hidden = torch.zeros(len(dataset), longest, net.config.hidden_size)
+        was_training = model.training
+        model.eval()
+        order = sorted(range(len(dataset)), key=lambda i: -lengths[i])
+        with torch.no_grad():  # not inference_mode: these states are inputs to backward passes
+            for sel, b in batches(dataset, batch_size, order):
+                ids, mask = self._trimmed(b)
+                states = net.prefix(ids.to(device), mask.to(device), net.frozen_below).float().cpu()
+                hidden[sel, : states.shape[1]] = states
+        model.train(was_training)
+        tensors = {"hidden": hidden, "attention_mask": dataset.tensors["attention_mask"][:, :longest]}
+        if "labels" in dataset.tensors:
+            tensors["labels"] = dataset.tensors["labels"]
+        return FrozenStates(tensors)
+
     def forward(self, model, batch: dict):
+        if "hidden" in batch:  # states after the frozen layers (cache_frozen)
+            length = max(1, int(batch["attention_mask"].sum(1).max()))
+            net = self._classifier(model)
+            if net is None:
+                raise FlywheelError("a batch of cached states reached a model without frozen layers")
+            return net.from_prefix(batch["hidden"][:, :length], batch["attention_mask"][:, :length])
         ids, mask = self._trimmed(batch)
         out = model(input_ids=ids, attention_mask=mask)
         return getattr(out, "logits", out)  # a legacy BertForSequenceClassification returns an object

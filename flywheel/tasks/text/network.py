@@ -23,6 +23,7 @@ from typing import Literal
 
 import torch
 
+from flywheel.blas import one_blas_thread
 from flywheel.lazy import lazy_import
 
 np = lazy_import("numpy")
@@ -85,9 +86,42 @@ class SentenceClassifier(torch.nn.Module):
         self.config = encoder.config
         self.head = head
         self.classifier = torch.nn.Linear(encoder.config.hidden_size, num_labels)
+        self.frozen_below = 0  # layers below this one are frozen; their outputs may be cached
+
+    @property
+    def layers(self) -> int:
+        return len(self.bert.encoder.layer)
+
+    def _mask(self, hidden, attention_mask):
+        from transformers.masking_utils import create_bidirectional_mask
+
+        return create_bidirectional_mask(
+            config=self.config, inputs_embeds=hidden, attention_mask=attention_mask
+        )
+
+    def prefix(self, input_ids, attention_mask, upto: int):
+        """The token states after the embeddings and the first ``upto`` layers (what the frozen
+        layers give; computed once per sample by the trainer when they are frozen)."""
+        hidden = self.bert.embeddings(input_ids=input_ids)
+        mask = self._mask(hidden, attention_mask)
+        for layer in self.bert.encoder.layer[:upto]:
+            hidden = layer(hidden, mask)
+        return hidden
+
+    def from_prefix(self, hidden, attention_mask):
+        """Class scores from :meth:`prefix`'s states at layer ``frozen_below``: the same as
+        :meth:`forward` on the texts, without running the frozen layers again."""
+        mask = self._mask(hidden, attention_mask)
+        for layer in self.bert.encoder.layer[self.frozen_below :]:
+            hidden = layer(hidden, mask)
+        return self.classifier(self.pool(hidden, attention_mask))
 
     def embed(self, input_ids, attention_mask):
         hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.pool(hidden, attention_mask)
+
+    def pool(self, hidden, attention_mask):
+        """One sentence vector from token states, the way the checkpoint was trained."""
         if self.head.pooling == "cls":
             pooled = hidden[:, 0]
         elif self.head.pooling == "max":
@@ -123,7 +157,7 @@ def fit_probe(features, targets, num_labels: int, seed: int = 0) -> tuple:
     counts = np.bincount(y, minlength=num_labels)[present]
     folds = int(min(5, counts.min()))
     best_c = 1.0
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), one_blas_thread():
         warnings.simplefilter("ignore", _sk_exceptions.ConvergenceWarning)
         if folds >= 2:
             cv = _sk_selection.StratifiedKFold(folds, shuffle=True, random_state=seed)

@@ -10,6 +10,7 @@ from flywheel.events import feedback_event
 from flywheel.lazy import lazy_import
 from flywheel.tasks.base import (
     batches,
+    inference_order,
     pick_device,
     predict,
 )
@@ -84,21 +85,23 @@ class TextReview(TextFields):
         device = pick_device()[0]
         champion.eval()
         champion.to(device)
-        features, logits = [], []
+        embeds = hasattr(base, "embed")
+        features = torch.zeros(len(data), base.config.hidden_size) if embeds else None
+        logits = torch.zeros(len(data), len(labels))
         with torch.inference_mode():
-            for _, batch in batches(data, 128):
+            for sel, batch in batches(data, 128, inference_order(data)):
                 ids, mask = (t.to(device) for t in self._trimmed(batch))
-                if hasattr(base, "embed"):  # one pass: the embedding, then the head on it
+                if features is not None:  # one pass: the embedding, then the head on it
                     pooled = base.embed(ids, mask)
-                    features.append(pooled.float().cpu())
-                    logits.append(base.classifier(pooled).float().cpu())
+                    features[sel] = pooled.float().cpu()
+                    logits[sel] = base.classifier(pooled).float().cpu()
                 else:  # a legacy BertForSequenceClassification version: its probabilities only
                     out = self.forward(champion, {"input_ids": ids, "attention_mask": mask})
-                    logits.append(out.float().cpu())
+                    logits[sel] = out.float().cpu()
         y = data.tensors["labels"].numpy()
-        sources = [torch.cat(logits).softmax(-1).numpy()]
-        if features:
-            probe = cross_validated_probs(torch.cat(features).numpy(), y, len(labels))
+        sources = [logits.softmax(-1).numpy()]
+        if features is not None:
+            probe = cross_validated_probs(features.numpy(), y, len(labels))
             if probe is not None:
                 sources.append(probe)
         flagged = flag_labels(y, sources)
