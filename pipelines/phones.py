@@ -29,25 +29,81 @@ _NATIONAL_REGIONS = ("GB", "DE", "FR", "IT", "ES", "NL", "AU", "IN", "JP", "BR",
 
 # Words before a number that say it is a phone. A strong word (in several languages) may be
 # followed by up to three short words ("is", "me op", "manqué du"); a weak one ("on", "no.")
-# only by a few fillers.
-_STRONG_PHONE_WORDS = re.compile(
-    r"(?i)(?:\b(?:call(?:ed|ing)?|phone|tel|t[ée]l[ée]phone|telefon[eo]?|mobile?|m[oó]vil|cell|celular|"
+# only by a few fillers. Each body must end the text before a candidate (``_CONTEXT`` matches them).
+_STRONG_BODY = (
+    r"(?:\b(?:call(?:ed|ing)?|phone|tel|t[ée]l[ée]phone|telefon[eo]?|mobile?|m[oó]vil|cell|celular|"
     r"cellulare|handy|portable|mob|fax|sms|text(?:ed)? me|whats ?app|zap|rang|ring|dial(?:ed|led)?|"
     r"hotline|appel(?:ez)?|bel|llam[ae]|ligue|anruf)"
-    r"|手机|电话|電話|携帯|번호|전화)(?:\W+\w{1,8}){0,3}?\W{0,4}$"
+    r"|手机|电话|電話|携帯|번호|전화)(?:\W+\w{1,8}){0,3}?\W{0,4}"
 )
-_PHONE_WORDS = re.compile(
-    r"(?i)\b(?:number|no\.?|n[uú]mero|nummer|contact|reach|on)"
-    r"(?:\W+(?:is|was|at|on|me|us|to|be|now|number|no\.?)){0,3}\W{0,4}$"
+_PHONE_BODY = (
+    r"\b(?:number|no\.?|n[uú]mero|nummer|contact|reach|on)"
+    r"(?:\W+(?:is|was|at|on|me|us|to|be|now|number|no\.?)){0,3}\W{0,4}"
 )
 # Words before a number that say it is an identifier, not a phone (cards use them too).
-ID_WORDS = re.compile(
-    r"(?i)\b(?:isbn(?:-1[03])?|issn|zip|postcode|postal code|part(?: no\.?| number)?|order|invoice|ref|"
+_ID_BODY = (
+    r"\b(?:isbn(?:-1[03])?|issn|zip|postcode|postal code|part(?: no\.?| number)?|order|invoice|ref|"
     r"reference|sku|model|serial|ticket|case|tracking|waybill|rma|account|acct|id|item|batch|lot|"
     r"version|build|room|flight|booking|confirmation|code|pin|po|receipt|transaction|txn|customer|"
     r"member|loyalty|voucher|coupon|imei|asin|ean|upc|gtin|policy|claim|reservation|pnr|patient|"
-    r"license|licence|registration|tax|vat|parcel|shipment|container)\W{0,12}$"
+    r"license|licence|registration|tax|vat|parcel|shipment|container)\W{0,12}"
 )
+ID_WORDS = re.compile("(?i)" + _ID_BODY + "$")  # pipelines.pii's card check searches it
+
+_REGEX_TOKEN = re.compile(r"\\.|\[(?:\\.|[^\]\\])*\]|\(\?:|[?*+]\??|\{\d*(?:,\d*)?\}\??|.", re.S)
+_QUANTIFIER = re.compile(r"[?*+]\??|\{\d*(?:,\d*)?\}\??")
+
+
+def _reversed(source: str) -> str:
+    """A pattern for the reversed strings of ``source``'s language: each sequence of atoms (a
+    character, an escape, a class, a ``(?:...)`` group, with its quantifier) in reverse order.
+    Only the syntax of the word patterns above is accepted (``\\b`` reads the same both ways)."""
+    tokens = iter(_REGEX_TOKEN.findall(source))
+
+    def alternatives() -> str:
+        done: list[str] = []
+        atoms: list[str] = []
+        for token in tokens:
+            if token == "(?:":
+                atoms.append(f"(?:{alternatives()})")
+            elif token == ")":
+                break
+            elif token == "|":
+                done.append("".join(reversed(atoms)))
+                atoms = []
+            elif _QUANTIFIER.fullmatch(token):
+                atoms[-1] += token
+            elif token in ("(", "^", "$", r"\A", r"\Z") or re.fullmatch(r"\\\d", token):
+                raise ValueError(f"cannot reverse {token!r} in {source!r}")
+            else:
+                atoms.append(token)
+        return "|".join([*done, "".join(reversed(atoms))])
+
+    return alternatives()
+
+
+# The three searches as one anchored match on the reversed text before a candidate: a word
+# ending ``before`` begins the reversed text, so one position is tried instead of every one,
+# and the branches are tried in order (an identifier word wins over a phone word, as a search
+# of each pattern in turn decides). ``\n?``: ``$`` also matches before a final newline.
+_CONTEXT = (
+    f"(?P<id>\\n?{_reversed(_ID_BODY)})"
+    f"|(?P<strong>\\n?{_reversed(_STRONG_BODY)})"
+    f"|(?P<weak>\\n?{_reversed(_PHONE_BODY)})"
+)
+if re.search(r"(?<!\\)[A-Z]", _ID_BODY + _STRONG_BODY + _PHONE_BODY):
+    raise ValueError("the context words must be written in lower case")  # for _CONTEXT_ASCII
+_CONTEXT_ANY = re.compile("(?i)" + _CONTEXT)
+# ASCII text, lowered, against the lower-case words without IGNORECASE: the same verdicts (no
+# ASCII letter folds to a non-ASCII one) in about half the time.
+_CONTEXT_ASCII = re.compile(_CONTEXT)
+
+
+def context_words(before: str) -> str:
+    """What the words ending ``before`` say of a number after them: "id" (``ID_WORDS``),
+    "strong" or "weak" (a phone word), or "" (nothing); the first that applies."""
+    m = _CONTEXT_ASCII.match(before.lower()[::-1]) if before.isascii() else _CONTEXT_ANY.match(before[::-1])
+    return (m.lastgroup or "") if m else ""
 
 
 class _Budget:
@@ -68,11 +124,10 @@ def _is_phone(candidate: str, before: str, budget: _Budget) -> bool:
     """Is ``candidate`` (a run of digits and separators) a phone number, given the text before it?"""
     if len(_DIGITS.findall(candidate)) > 8:
         return False  # a run of many short numbers (cheap reject before the context patterns)
-    if ID_WORDS.search(before):
+    context = context_words(before)
+    if context == "id":
         return False
-    if _STRONG_PHONE_WORDS.search(before):
-        return _phone_shape(candidate, "strong", budget)
-    return _phone_shape(candidate, "weak" if _PHONE_WORDS.search(before) else "", budget)
+    return _phone_shape(candidate, context, budget)
 
 
 def _phone_shape(candidate: str, phone_word: str, budget: _Budget) -> bool:

@@ -121,12 +121,6 @@ class TaskSpec:
         """The baseline saved in ``folder``, or None when there is none."""
         return None
 
-    def to_baseline_state(self, model, baseline) -> bool:
-        """Set a trainable ``model`` to the baseline's state (the probe-initialised head, no
-        adaptation) and return True; False when the task's baseline is not a state of its
-        model (the default: the trainer then keeps what it trained)."""
-        return False
-
     def freeze_lower_layers(self, model, top: int) -> int:
         """Leave only the top ``top`` layers of ``model`` trainable (and its head); returns the
         first trained layer, 0 when nothing was frozen (default: the task trains every layer)."""

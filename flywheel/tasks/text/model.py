@@ -129,20 +129,6 @@ class TextModel(TextFields):
     def init_from_baseline(self, model, baseline) -> None:
         self._set_head(model, baseline.classifier.weight, baseline.classifier.bias)
 
-    def to_baseline_state(self, model, baseline) -> bool:
-        """Every LoRA update off (``lora_B`` zero: the frozen encoder) and the probe's head: the
-        baseline's predictions, as a version of this model."""
-        import torch
-
-        if self._classifier(model) is None:
-            return False
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if "lora_B" in name:
-                    param.zero_()
-        self.init_from_baseline(model, baseline)
-        return True
-
     def save_baseline(self, baseline, folder: Path) -> None:
         from safetensors.torch import save_file
 
