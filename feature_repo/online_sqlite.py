@@ -35,6 +35,9 @@ from feast.utils import make_tzaware
 
 TYPE_NAME = "feature_repo.online_sqlite.CompactSqliteOnlineStore"
 
+# One row of the store's table: (entity key, features blob, event_ts, created_ts).
+EncodedRow = tuple[bytes, bytes, int | None, int | None]
+
 
 class CompactSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
     """Feast's SQLite settings (``path``), under this store's type name."""
@@ -154,6 +157,15 @@ class CompactSqliteOnlineStore(SqliteOnlineStore):
             )
             for key, values, timestamp, created in data
         ]
+        self.write_encoded(config, table, rows)
+        if progress:
+            progress(len(data))
+
+    def write_encoded(self, config, table, rows: Sequence[EncodedRow]) -> None:
+        """Upsert rows already in the table's form (not a Feast API): ``(entity key as
+        ``serialize_entity_key`` writes it, ``encode_features`` blob, event and created time in
+        whole seconds)``, in one transaction. ``online_write_batch`` ends here;
+        ``feature_repo.online_write.OnlineWriter`` calls it with rows it encoded itself."""
         name = self._ensure(config, table)
         conn = self._get_conn(config)
         with conn:
@@ -163,8 +175,6 @@ class CompactSqliteOnlineStore(SqliteOnlineStore):
                 "event_ts = excluded.event_ts, created_ts = excluded.created_ts",
                 rows,
             )
-        if progress:
-            progress(len(data))
 
     def entity_keys(self, config, table) -> list[Any]:
         """Every entity key stored for ``table`` (audits and benchmarks; not a Feast API)."""

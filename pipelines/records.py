@@ -18,6 +18,11 @@ from typing import Any, TypeVar
 from flywheel.errors import FlywheelError
 from flywheel.events import FeedbackEvent
 
+try:  # a core dependency (pyproject.toml); without it RoutedRecord.from_json takes json.loads only
+    import msgspec
+except ImportError:  # pragma: no cover - exercised only where msgspec is not installed
+    msgspec = None  # type: ignore[assignment]
+
 REVIEW, CLEAN, DLQ = "review", "clean", "dlq"
 
 _R = TypeVar("_R")
@@ -152,7 +157,15 @@ class RoutedRecord:
 
     @classmethod
     def from_json(cls, value: bytes | str) -> RoutedRecord:
-        """Parse a clean/review record; RecordError saying what is wrong if it is not one."""
+        """Parse a clean/review record; RecordError saying what is wrong if it is not one.
+
+        A record as the stream job writes it takes ``_quick_routed`` (msgspec, the same checks
+        inline); anything it is unsure of takes ``from_json_checked``, which says what is wrong."""
+        return _quick_routed(value) or cls.from_json_checked(value)
+
+    @classmethod
+    def from_json_checked(cls, value: bytes | str) -> RoutedRecord:
+        """``from_json`` through ``json.loads`` and ``field_of`` (every refusal's message)."""
         return parse_record(value, "routed record", cls._from_data)
 
     @classmethod
@@ -289,6 +302,89 @@ class RoutedRecord:
         """The feedback's verdict on the prediction (``accepted``), if it gave one."""
         value = (self.event.get("feedback") or {}).get("accepted")
         return value if isinstance(value, bool) else None
+
+
+_EVENT_STRINGS = ("event_id", "event_time", "source", "model_name", "task", "label_source")
+_decode = msgspec.json.Decoder().decode if msgspec is not None else None
+
+
+def _absent_or(data: dict[str, Any], name: str, kind: type) -> bool:
+    value = data.get(name)
+    return value is None or value.__class__ is kind
+
+
+def _quick_routed(value: bytes | str) -> RoutedRecord | None:
+    """``RoutedRecord.from_json(value)`` for a record that passes every check of ``_from_data``,
+    else None (the caller then runs ``from_json_checked``, which refuses it with its message).
+
+    msgspec decodes JSON to the same Python objects as ``json.loads`` (dict order, last of a
+    repeated key, ints of any size, floats correctly rounded) and refuses more: NaN and
+    Infinity, numbers out of range, lone surrogates, a BOM, UTF-16: all of those go the slow
+    way. JSON makes exact types, so ``__class__ is`` stands for ``field_of``'s ``isinstance``
+    (bool is not int). ``tests/unit/test_records_fast.py`` holds the two to the same objects."""
+    if _decode is None:
+        return None
+    try:
+        data = _decode(value)
+    except Exception:  # noqa: BLE001 - msgspec's DecodeError, UnicodeDecodeError...: the slow way says why
+        return None
+    if data.__class__ is not dict:
+        return None
+    event = data.get("event")
+    if event.__class__ is not dict:
+        return None
+    for name in _EVENT_STRINGS:
+        if event.get(name).__class__ is not str:
+            return None
+    given = event.get("input")
+    prediction = event.get("prediction")
+    feedback = event.get("feedback")
+    origin = data.get("origin")
+    low_confidence = data.get("low_confidence")
+    pii_masks = data.get("pii_masks")
+    if not (
+        given.__class__ is dict
+        and origin.__class__ is dict
+        and low_confidence.__class__ is bool
+        and pii_masks.__class__ is int
+        and _absent_or(event, "model_version", str)
+        and _absent_or(given, "text", str)
+        and _absent_or(given, "image_png_b64", str)
+        and _absent_or(data, "label", str)
+        and _absent_or(data, "text_truncated", bool)
+        and _absent_or(data, "flag", str)
+    ):
+        return None
+    topic, partition, offset = origin.get("topic"), origin.get("partition"), origin.get("offset")
+    if not (topic.__class__ is str and partition.__class__ is int and offset.__class__ is int):
+        return None
+    if prediction is not None:
+        if prediction.__class__ is not dict:
+            return None
+        confidence = prediction.get("confidence")
+        if not (
+            _absent_or(prediction, "label", str)
+            and (confidence is None or confidence.__class__ is float or confidence.__class__ is int)
+            and _absent_or(prediction, "image_png_b64", str)
+        ):
+            return None
+    if feedback is not None and not (
+        feedback.__class__ is dict and _absent_or(feedback, "target_png_b64", str)
+    ):
+        return None
+    try:
+        _timestamp(event["event_time"])
+    except Exception:  # noqa: BLE001 - RecordError, or an OverflowError the slow way raises again
+        return None
+    return RoutedRecord(
+        event,
+        data.get("label"),
+        low_confidence,
+        pii_masks,
+        Origin(topic, partition, offset),
+        bool(data.get("text_truncated")),
+        data.get("flag"),
+    )
 
 
 @dataclass(frozen=True)
