@@ -55,6 +55,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 
 def normalise_text(text: str) -> str:
     """Unicode NFKC, control characters dropped, runs of whitespace collapsed to one space."""
+    if text.isascii() and text.isprintable():  # most feedback: NFKC and the control filter change nothing
+        return " ".join(text.split())
     return " ".join(_CONTROL.sub("", unicodedata.normalize("NFKC", text)).split())
 
 

@@ -243,3 +243,18 @@ def test_a_flag_from_the_label_screen_survives_the_round_trip_and_is_absent_othe
     assert RoutedRecord.from_json(flagged.to_json()) == flagged
     with pytest.raises(RecordError, match="flag"):
         RoutedRecord.from_json(flagged.to_json().replace('"flag":"label', '"flag":7,"x":"'))
+
+
+def test_normalise_text_fast_path_for_printable_ascii_changes_nothing():
+    """Printable ASCII skips NFKC and the control filter; the answer must be the full path's."""
+    import random
+    import unicodedata
+
+    from pipelines.transform import _CONTROL, normalise_text
+
+    rng = random.Random(0)
+    alphabet = [chr(i) for i in range(128)] + ["\u00a0", "\u2003", "\ufb01", "\u00e9", "\u200b", "\x85"]
+    for _ in range(20000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
+        full = " ".join(_CONTROL.sub("", unicodedata.normalize("NFKC", text)).split())
+        assert normalise_text(text) == full, repr(text)
