@@ -174,8 +174,13 @@ class FeastSettings(_Section):
         description="Feast's SQL registry, e.g. postgresql+psycopg2://user:pw@db/feast (it may hold a "
         "password); unset = a file under <state_dir>/feast",
     )
-    ingest_batch_size: int = Field(500, ge=1)
-    ingest_batch_ms: int = Field(1000, ge=10)
+    ingest_batch_size: int = Field(
+        2000,
+        ge=1,
+        description="clean records per ingestor batch at most (one parquet file, one commit of each "
+        "store): larger batches spread the commits' fsyncs (bench/bench_ingest_rows.py)",
+    )
+    ingest_batch_ms: int = Field(1000, ge=10, description="a batch is written after this long, full or not")
     group_id: str = "flywheel-ingestor"
 
     @field_validator("redis_password")
@@ -362,13 +367,16 @@ class TrainingSettings(_Section):
     label_screen: LabelScreenSettings = Field(default_factory=LabelScreenSettings)
     epochs: int = Field(3, ge=1)
     min_steps: int = Field(
-        100, ge=0, description="fewest optimizer steps, however small the data (more epochs if needed)"
+        30,
+        ge=0,
+        description="fewest optimizer steps, however small the data (more epochs if needed); the head "
+        "starts at the probe, so a larger floor only over-fits a small window (docs/guide/training.md)",
     )
     batch_size: int = Field(32, ge=1)
     encoder_dropout: bool = Field(
-        False,
+        True,
         description="keep the base model's own dropout while fine-tuning (LoRA's dropout applies either "
-        "way); off: ~25 % faster steps on a CPU at the same accuracy (docs/guide/training.md)",
+        "way); off: ~25 % faster CPU steps, but more forgetting in bench_learning (docs/guide/training.md)",
     )
     bucket_by_length: bool = Field(
         True, description="batches of texts of similar length (less padding); the batches' order is shuffled"

@@ -121,8 +121,9 @@ class _Session:
 
 
 def _no_base_dropout(model) -> None:
-    """The base model's dropout off (LoRA's own ``lora_dropout`` stays): drawing the masks was a
-    quarter of a CPU step, and accuracy did not change (``bench/bench_training.py``)."""
+    """The base model's dropout off (LoRA's own ``lora_dropout`` stays; ``training.encoder_dropout``
+    false): drawing the masks was a quarter of a CPU step, but a retrain forgot more of the old
+    data (bench_learning, docs/guide/training.md), so it is an option, not the default."""
     import torch
 
     for name, module in model.named_modules():
