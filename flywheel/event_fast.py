@@ -431,8 +431,8 @@ try:
         raise TypeError("flywheel.event_fast needs msgspec, which is not installed")
     _EVENT = _mirror(FeedbackEvent)
     _BUILD, _DECODER = _EVENT.build, msgspec.json.Decoder(_EVENT.struct)
-except (TypeError, ValueError) as exc:
-    UNAVAILABLE = str(exc)
+except Exception as exc:  # noqa: BLE001 - pydantic internals changed: correct and slower beats no stream job
+    UNAVAILABLE = f"{type(exc).__name__}: {exc}"
     warnings.warn(f"{UNAVAILABLE}: parse_event_fast falls back to parse_event", stacklevel=1)
 # Exact count: strings are skipped whole (escapes included); those followed by a colon are keys.
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"[ \t\n\r]*(:)?', re.DOTALL)

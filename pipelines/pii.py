@@ -61,6 +61,10 @@ def _build_table() -> dict[int, str]:
             folded = unicodedata.normalize("NFKC", ch)
             if len(folded) == 1 and folded.isascii() and folded.isprintable():
                 table[cp] = folded
+    for cp in range(0x10000, 0x20000):  # digits beyond the BMP (U+1D7CE bold 4, Osmanya, Adlam...)
+        ch = chr(cp)
+        if ch.isdecimal():
+            table[cp] = str(unicodedata.decimal(ch))
     return table
 
 

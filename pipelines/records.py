@@ -322,8 +322,14 @@ def _quick_routed(value: bytes | str) -> RoutedRecord | None:
     Infinity, numbers out of range, lone surrogates, a BOM, UTF-16: all of those go the slow
     way. JSON makes exact types, so ``__class__ is`` stands for ``field_of``'s ``isinstance``
     (bool is not int). ``tests/unit/test_records_fast.py`` holds the two to the same objects."""
-    if _decode is None:
+    if _decode is None or value.__class__ not in (bytes, str):  # json.loads refuses a memoryview
         return None
+    if (
+        value.count("[" if isinstance(value, str) else b"[")
+        + value.count("{" if isinstance(value, str) else b"{")
+        > 64
+    ):
+        return None  # possibly nested deeper than json.loads recurses: its answer, not msgspec's
     try:
         data = _decode(value)
     except Exception:  # noqa: BLE001 - msgspec's DecodeError, UnicodeDecodeError...: the slow way says why

@@ -68,3 +68,15 @@ def test_masking_keeps_the_text_around_each_match():
 def test_pathological_inputs_finish_and_mask_nothing_by_mistake(text):
     masked, _ = mask_pii(text)  # speed is measured in bench/bench_pii.py, not asserted here
     assert len(masked) <= len(text)
+
+
+def test_digits_beyond_the_basic_plane_are_digits():
+    """Mathematical bold digits (U+1D7CE...) were left as they are in the matching view, so a
+    card number or an IP address written in them was not masked (an attacker's review)."""
+    from pipelines.pii import mask_pii
+
+    bold = {str(d): chr(0x1D7CE + d) for d in range(10)}
+    card = "".join(bold.get(c, c) for c in "4111 1111 1111 1111")
+    ip = "".join(bold.get(c, c) for c in "192.168.1.1")
+    assert mask_pii(f"pay {card} now") == ("pay [CARD] now", 1)
+    assert mask_pii(ip) == ("[IP]", 1)

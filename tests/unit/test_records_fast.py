@@ -254,3 +254,22 @@ def test_a_record_built_in_python_round_trips():
     record = RoutedRecord(event, "positive", True, 2, Origin("raw", 1, 2**40), True, "flagged")
     assert repr(RoutedRecord.from_json(record.to_json())) == repr(record)
     assert _quick_routed(record.to_json()) is not None
+
+
+def test_what_json_loads_refuses_is_refused_the_same_way_by_the_fast_path():
+    """An attacker's review found two: a memoryview (json.loads refuses it; msgspec does not)
+    and nesting just under Python's recursion limit (msgspec recursed less deep)."""
+    import json
+
+    from pipelines.records import RoutedRecord
+
+    good = _routed()[0]
+    import pytest
+
+    with pytest.raises(TypeError):
+        RoutedRecord.from_json(memoryview(good))  # type: ignore[arg-type]
+    data = json.loads(good)
+    data["event"]["x"] = "NESTED"
+    for depth in (60, 500, 900, 960, 990, 994):
+        deep = json.dumps(data).replace('"NESTED"', "[" * depth + "]" * depth)
+        assert _outcome(RoutedRecord.from_json, deep) == _outcome(RoutedRecord.from_json_checked, deep)
