@@ -324,11 +324,11 @@ def _quick_routed(value: bytes | str) -> RoutedRecord | None:
     (bool is not int). ``tests/unit/test_records_fast.py`` holds the two to the same objects."""
     if _decode is None or value.__class__ not in (bytes, str):  # json.loads refuses a memoryview
         return None
-    if (
-        value.count("[" if isinstance(value, str) else b"[")
-        + value.count("{" if isinstance(value, str) else b"{")
-        > 64
-    ):
+    if isinstance(value, str):
+        opens = value.count("[") + value.count("{")
+    else:
+        opens = value.count(b"[") + value.count(b"{")
+    if opens > 64:
         return None  # possibly nested deeper than json.loads recurses: its answer, not msgspec's
     try:
         data = _decode(value)
