@@ -104,7 +104,6 @@ class _Session:
     autocast: Any
     train_ds: Any  # the spec's Dataset of the training samples (or their frozen layers' states)
     val_ds: Any | None
-    val_samples: Any | None  # the validation samples as the spec encodes them (for the baseline)
     baseline: Any
     student: Any
     teacher: Any
@@ -117,7 +116,6 @@ class _Session:
     epochs: int
     step: int = 0
     seen: int = 0
-    phases: dict[str, float] = field(default_factory=dict)
 
 
 def _no_base_dropout(model) -> None:
@@ -160,7 +158,7 @@ def _build(inputs: FitInputs, precompute_teacher: bool, clock: _Clock) -> _Sessi
     device, autocast = pick_device()
     use_teacher = champion_dir is not None and cfg.distill_alpha > 0
     train_ds = spec.dataset(inputs.train, labels)
-    val_ds = val_samples = spec.dataset(inputs.val, labels) if len(inputs.val) else None
+    val_ds = spec.dataset(inputs.val, labels) if len(inputs.val) else None
     clock.lap("tokenize")
     baseline = spec.fit_baseline(train_ds, labels, cfg.seed)
     clock.lap("probe")
@@ -211,8 +209,8 @@ def _build(inputs: FitInputs, precompute_teacher: bool, clock: _Clock) -> _Sessi
     generator = torch.Generator().manual_seed(cfg.seed)
     epochs = math.ceil(total / steps_per_epoch)
     return _Session(
-        inputs, device, autocast, train_ds, val_ds, val_samples, baseline, student, teacher, teacher_out,
-        head + lora, optimizer, scheduler, generator, total, epochs,
+        inputs, device, autocast, train_ds, val_ds, baseline, student, teacher, teacher_out, head + lora,
+        optimizer, scheduler, generator, total, epochs,
     )  # fmt: skip
 
 
@@ -286,7 +284,7 @@ def _probe_or_trained(s: _Session, best_epoch: int, history: list[dict]) -> tupl
     early stopping chooses from. A retrain is not replaced by its own probe: on the demo's
     replays the new window's validation split favoured the probe (fitted on it without the
     champion's distillation), which then lost 2 points of golden accuracy to the champion."""
-    if s.inputs.champion_dir is not None or s.val_samples is None or s.baseline is None:
+    if s.inputs.champion_dir is not None or s.val_ds is None or s.baseline is None:
         return "trained", None
     if best_epoch == 0 and history and history[0].get("epoch") == 0:
         loss = history[0]["val_loss"]
@@ -384,7 +382,6 @@ def fit(
         if best_state is not None and best_epoch != history[-1]["epoch"]:
             s.student.load_state_dict(best_state, strict=False)
         kept = _probe_or_trained(s, best_epoch, history)
-        clock.lap("validate")
         seconds = time.perf_counter() - started
         _save(s, folder, history, best_epoch, kept)
         clock.lap("save")
